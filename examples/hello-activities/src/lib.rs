@@ -1,0 +1,96 @@
+//! Activities of the hello workflow.
+//!
+//! `record` applies a side effect — a line in `/data/ledger.jsonl` — at most
+//! once per idempotency key: it reads the ledger first and returns the
+//! existing entry for a key it has seen. Tests count the lines per key.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::Duration;
+
+use reprise_sdk::{ActivityContext, ActivityError};
+use serde::{Deserialize, Serialize};
+
+const LEDGER: &str = "/data/ledger.jsonl";
+
+#[derive(Deserialize)]
+struct GreetInput {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct GreetOutput {
+    greeting: String,
+}
+
+fn greet(_ctx: &ActivityContext, input: GreetInput) -> Result<GreetOutput, ActivityError> {
+    Ok(GreetOutput {
+        greeting: format!("Hello, {}!", input.name),
+    })
+}
+
+#[derive(Deserialize)]
+struct RecordInput {
+    step: u64,
+    #[serde(default)]
+    work_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LedgerLine {
+    key: String,
+    step: u64,
+    entry: u64,
+    attempt: u32,
+}
+
+#[derive(Serialize)]
+struct RecordOutput {
+    entry: u64,
+}
+
+fn record(ctx: &ActivityContext, input: RecordInput) -> Result<RecordOutput, ActivityError> {
+    let key = ctx.idempotency_key();
+    if input.work_ms > 0 {
+        std::thread::sleep(Duration::from_millis(input.work_ms));
+    }
+    let io_error = |error: std::io::Error| ActivityError::retryable("LedgerIo", error.to_string());
+    let existing = match std::fs::read_to_string(LEDGER) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(io_error(error)),
+    };
+    let lines: Vec<LedgerLine> = existing
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    if let Some(line) = lines.iter().find(|line| line.key == key) {
+        return Ok(RecordOutput { entry: line.entry });
+    }
+    let line = LedgerLine {
+        key,
+        step: input.step,
+        entry: lines.len() as u64 + 1,
+        attempt: ctx.attempt(),
+    };
+    let text = serde_json::to_string(&line)
+        .map_err(|error| ActivityError::non_retryable("Encode", error.to_string()))?;
+    let mut ledger = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(LEDGER)
+        .map_err(io_error)?;
+    writeln!(ledger, "{text}").map_err(io_error)?;
+    ledger.sync_all().map_err(io_error)?;
+    Ok(RecordOutput { entry: line.entry })
+}
+
+fn add_one(_ctx: &ActivityContext, n: u64) -> Result<u64, ActivityError> {
+    Ok(n + 1)
+}
+
+reprise_sdk::export_activities! {
+    "greet" => greet,
+    "record" => record,
+    "add-one" => add_one,
+}

@@ -1,0 +1,507 @@
+//! Write Reprise workflows and activities in Rust.
+//!
+//! A workflow is deterministic code that reaches the world only through its
+//! [`Context`]: every call is journaled by the host and replayed after a
+//! crash, so the workflow resumes where it was. Plain `std::time::SystemTime`
+//! and `rand` are journaled too (the host virtualizes WASI); files, sockets
+//! and HTTP are denied — do I/O in activities.
+//!
+//! ```ignore
+//! use reprise_sdk::{Context, Workflow, WorkflowError};
+//! use serde::{Deserialize, Serialize};
+//! use std::time::Duration;
+//!
+//! #[derive(Deserialize)]
+//! struct Order { id: String, cents: u64 }
+//! #[derive(Serialize, Deserialize)]
+//! struct Charge { charge_id: String }
+//!
+//! struct Checkout;
+//! impl Workflow for Checkout {
+//!     type Input = Order;
+//!     type Output = Charge;
+//!     fn run(ctx: &Context, order: Order) -> Result<Charge, WorkflowError> {
+//!         let charge: Charge = ctx
+//!             .activity("charge")
+//!             .input(&serde_json::json!({ "order": order.id, "cents": order.cents }))
+//!             .idempotency_key(format!("charge-{}", order.id))
+//!             .call()?;
+//!         ctx.sleep(Duration::from_secs(1));
+//!         Ok(charge)
+//!     }
+//! }
+//! reprise_sdk::export_workflow!(Checkout);
+//! ```
+//!
+//! Activities are plain functions exported with [`export_activities!`].
+
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[doc(hidden)]
+pub mod bindings {
+    pub mod workflow {
+        wit_bindgen::generate!({
+            world: "workflow",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "export_workflow_world",
+            default_bindings_module: "reprise_sdk::bindings::workflow",
+        });
+    }
+    pub mod activity {
+        wit_bindgen::generate!({
+            world: "activity",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "export_activity_world",
+            default_bindings_module: "reprise_sdk::bindings::activity",
+            with: {
+                "reprise:workflow/types@0.1.0": crate::bindings::workflow::reprise::workflow::types,
+            },
+        });
+    }
+}
+
+use bindings::workflow::reprise::workflow::durable;
+use bindings::workflow::reprise::workflow::types as wit;
+
+pub use wit::{ActivityError, ActivityFailure, FailureReason, LogLevel, RetryPolicy};
+pub use durable::WorkflowInfo;
+
+/// A workflow: implement it and export it with [`export_workflow!`].
+pub trait Workflow {
+    type Input: DeserializeOwned;
+    type Output: Serialize;
+    fn run(ctx: &Context, input: Self::Input) -> Result<Self::Output, WorkflowError>;
+}
+
+/// The error that fails a workflow execution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowError {
+    pub error_type: String,
+    pub message: String,
+    pub details: Option<String>,
+}
+
+impl WorkflowError {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> WorkflowError {
+        WorkflowError {
+            error_type: error_type.into(),
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+impl std::fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+/// An activity that failed for good fails the workflow with its last error,
+/// unless the workflow handles it.
+impl From<ActivityFailure> for WorkflowError {
+    fn from(failure: ActivityFailure) -> WorkflowError {
+        WorkflowError {
+            error_type: failure.last_error.error_type,
+            message: format!(
+                "{} (activity gave up: {:?} after {} attempts)",
+                failure.last_error.message, failure.reason, failure.attempts
+            ),
+            details: failure.last_error.details,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The runtime's defaults: 1 s initial interval, ×2 backoff, 100 s cap,
+    /// unlimited attempts.
+    pub fn new() -> RetryPolicy {
+        RetryPolicy {
+            initial_interval_ms: 1_000,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: 100_000,
+            maximum_attempts: 0,
+            non_retryable_error_types: Vec::new(),
+        }
+    }
+
+    pub fn initial_interval(mut self, interval: Duration) -> Self {
+        self.initial_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    pub fn backoff_coefficient(mut self, coefficient: f64) -> Self {
+        self.backoff_coefficient = coefficient;
+        self
+    }
+
+    pub fn maximum_interval(mut self, interval: Duration) -> Self {
+        self.maximum_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    /// Attempts in all, the first included; 0 means unlimited.
+    pub fn maximum_attempts(mut self, attempts: u32) -> Self {
+        self.maximum_attempts = attempts;
+        self
+    }
+
+    pub fn non_retryable(mut self, error_type: impl Into<String>) -> Self {
+        self.non_retryable_error_types.push(error_type.into());
+        self
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::new()
+    }
+}
+
+impl ActivityError {
+    /// A failure that is worth retrying (a timeout, a 503…).
+    pub fn retryable(error_type: impl Into<String>, message: impl Into<String>) -> ActivityError {
+        ActivityError {
+            error_type: error_type.into(),
+            message: message.into(),
+            details: None,
+            non_retryable: false,
+        }
+    }
+
+    /// A business failure: the call fails at once, whatever the policy says.
+    pub fn non_retryable(error_type: impl Into<String>, message: impl Into<String>) -> ActivityError {
+        ActivityError {
+            non_retryable: true,
+            ..ActivityError::retryable(error_type, message)
+        }
+    }
+}
+
+/// The workflow's handle on the durable host. Every method is journaled.
+pub struct Context {
+    _private: (),
+}
+
+impl Context {
+    #[doc(hidden)]
+    pub fn new() -> Context {
+        Context { _private: () }
+    }
+
+    /// Wall-clock time, recorded the first time and replayed after.
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(durable::now_ms())
+    }
+
+    /// A random value, recorded the first time and replayed after.
+    pub fn random<T: RandomValue>(&self) -> T {
+        T::from_bytes(&durable::random_bytes(T::SIZE as u32))
+    }
+
+    /// `len` random bytes (at most 4096), recorded and replayed.
+    pub fn random_bytes(&self, len: u32) -> Vec<u8> {
+        durable::random_bytes(len)
+    }
+
+    /// A durable timer: survives crashes and restarts.
+    pub fn sleep(&self, duration: Duration) {
+        durable::sleep_ms(duration.as_millis() as u64)
+    }
+
+    /// Starts building a call of activity `name`.
+    pub fn activity(&self, name: &str) -> ActivityCall {
+        ActivityCall {
+            name: name.to_string(),
+            input: Ok("null".to_string()),
+            options: wit::ActivityOptions {
+                retry: None,
+                start_to_close_timeout_ms: None,
+                schedule_to_close_timeout_ms: None,
+                idempotency_key: None,
+            },
+        }
+    }
+
+    /// Waits for the first of `handles` to complete (in history order) and
+    /// returns its index in `handles` with its raw JSON outcome.
+    pub fn await_any<T>(&self, handles: &[ActivityHandle<T>]) -> (usize, Result<String, ActivityFailure>) {
+        let seqs: Vec<u64> = handles.iter().map(|handle| handle.seq).collect();
+        let (seq, outcome) = durable::await_any(&seqs);
+        let index = seqs.iter().position(|candidate| *candidate == seq).unwrap_or(0);
+        (index, outcome)
+    }
+
+    /// Waits for every handle, in order.
+    pub fn await_all<T: DeserializeOwned>(
+        &self,
+        handles: Vec<ActivityHandle<T>>,
+    ) -> Vec<Result<T, ActivityFailure>> {
+        handles.into_iter().map(ActivityHandle::wait).collect()
+    }
+
+    pub fn info(&self) -> WorkflowInfo {
+        durable::info()
+    }
+
+    /// A log line tied to this execution; silent while replaying.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        durable::log(level, message)
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+/// Values [`Context::random`] can produce.
+pub trait RandomValue {
+    const SIZE: usize;
+    fn from_bytes(bytes: &[u8]) -> Self;
+}
+
+macro_rules! random_int {
+    ($($ty:ty),*) => {$(
+        impl RandomValue for $ty {
+            const SIZE: usize = std::mem::size_of::<$ty>();
+            fn from_bytes(bytes: &[u8]) -> Self {
+                let mut buffer = [0u8; std::mem::size_of::<$ty>()];
+                buffer.copy_from_slice(&bytes[..Self::SIZE]);
+                <$ty>::from_le_bytes(buffer)
+            }
+        }
+    )*};
+}
+random_int!(u8, u16, u32, u64, u128, i32, i64);
+
+/// A call of one activity, being configured.
+pub struct ActivityCall {
+    name: String,
+    input: Result<String, String>,
+    options: wit::ActivityOptions,
+}
+
+impl ActivityCall {
+    /// The input, serialized to JSON.
+    pub fn input<T: Serialize + ?Sized>(mut self, input: &T) -> Self {
+        self.input = serde_json::to_string(input).map_err(|error| error.to_string());
+        self
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = Some(policy);
+        self
+    }
+
+    /// Limit on one attempt.
+    pub fn start_to_close(mut self, timeout: Duration) -> Self {
+        self.options.start_to_close_timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// Limit on all attempts together.
+    pub fn schedule_to_close(mut self, timeout: Duration) -> Self {
+        self.options.schedule_to_close_timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// Use a key derived from business ids (e.g. `charge-{order_id}`)
+    /// instead of the one the runtime derives.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.options.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Schedules the activity without waiting for it.
+    pub fn start<T: DeserializeOwned>(self) -> Result<ActivityHandle<T>, ActivityFailure> {
+        let input = self.input.map_err(|message| encode_failure(&self.name, message))?;
+        let seq = durable::start_activity(&self.name, &input, &self.options);
+        Ok(ActivityHandle {
+            seq,
+            _output: PhantomData,
+        })
+    }
+
+    /// Calls the activity and waits for its output.
+    pub fn call<T: DeserializeOwned>(self) -> Result<T, ActivityFailure> {
+        self.start::<T>()?.wait()
+    }
+}
+
+/// An activity started with [`ActivityCall::start`].
+pub struct ActivityHandle<T> {
+    seq: u64,
+    _output: PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> ActivityHandle<T> {
+    /// Waits for the activity's output.
+    pub fn wait(self) -> Result<T, ActivityFailure> {
+        let output = durable::await_activity(self.seq)?;
+        serde_json::from_str(&output).map_err(|error| {
+            decode_failure(format!("could not decode the activity's output {output}: {error}"))
+        })
+    }
+}
+
+fn encode_failure(name: &str, message: String) -> ActivityFailure {
+    decode_failure(format!("could not encode the input of `{name}`: {message}"))
+}
+
+fn decode_failure(message: String) -> ActivityFailure {
+    ActivityFailure {
+        reason: FailureReason::NonRetryable,
+        attempts: 0,
+        last_error: ActivityError::non_retryable("SerializationError", message),
+    }
+}
+
+#[doc(hidden)]
+pub fn __run_workflow<W: Workflow>(input: String) -> Result<String, wit::WorkflowError> {
+    let to_wit = |error: WorkflowError| wit::WorkflowError {
+        error_type: error.error_type,
+        message: error.message,
+        details: error.details,
+    };
+    let input: W::Input = serde_json::from_str(&input).map_err(|error| {
+        to_wit(WorkflowError::new(
+            "InvalidInput",
+            format!("the workflow input does not match the expected type: {error}"),
+        ))
+    })?;
+    let output = W::run(&Context::new(), input).map_err(to_wit)?;
+    serde_json::to_string(&output).map_err(|error| {
+        to_wit(WorkflowError::new(
+            "SerializationError",
+            format!("could not encode the workflow output: {error}"),
+        ))
+    })
+}
+
+/// Exports a type implementing [`Workflow`] as the component's `run`.
+#[macro_export]
+macro_rules! export_workflow {
+    ($workflow:ty) => {
+        struct __RepriseWorkflowExport;
+        impl $crate::bindings::workflow::Guest for __RepriseWorkflowExport {
+            fn run(
+                input: ::std::string::String,
+            ) -> ::std::result::Result<
+                ::std::string::String,
+                $crate::bindings::workflow::reprise::workflow::types::WorkflowError,
+            > {
+                $crate::__run_workflow::<$workflow>(input)
+            }
+        }
+        $crate::bindings::workflow::export_workflow_world!(__RepriseWorkflowExport);
+    };
+}
+
+/// What an activity can learn about the call it serves.
+pub mod activity {
+    use super::bindings::activity::reprise::workflow::activity_context as host;
+
+    /// The call an activity attempt serves.
+    pub struct ActivityContext {
+        _private: (),
+    }
+
+    impl ActivityContext {
+        #[doc(hidden)]
+        pub fn new() -> ActivityContext {
+            ActivityContext { _private: () }
+        }
+
+        /// The same on every attempt and replay: pass it to providers.
+        pub fn idempotency_key(&self) -> String {
+            host::idempotency_key()
+        }
+
+        /// 1 for the first attempt.
+        pub fn attempt(&self) -> u32 {
+            host::attempt()
+        }
+
+        pub fn workflow_id(&self) -> String {
+            host::workflow_id()
+        }
+
+        pub fn run_id(&self) -> String {
+            host::run_id()
+        }
+
+        pub fn activity_name(&self) -> String {
+            host::activity_name()
+        }
+    }
+
+    impl Default for ActivityContext {
+        fn default() -> Self {
+            ActivityContext::new()
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn __call<I, O>(
+        function: fn(&ActivityContext, I) -> Result<O, super::ActivityError>,
+        input: &str,
+    ) -> Result<String, super::ActivityError>
+    where
+        I: serde::de::DeserializeOwned,
+        O: serde::Serialize,
+    {
+        let input: I = serde_json::from_str(input).map_err(|error| {
+            super::ActivityError::non_retryable(
+                "InvalidInput",
+                format!("the activity input does not match the expected type: {error}"),
+            )
+        })?;
+        let output = function(&ActivityContext::new(), input)?;
+        serde_json::to_string(&output).map_err(|error| {
+            super::ActivityError::non_retryable("SerializationError", error.to_string())
+        })
+    }
+}
+
+pub use activity::ActivityContext;
+
+/// Exports activity functions under names:
+///
+/// ```ignore
+/// fn add_one(_ctx: &ActivityContext, n: u64) -> Result<u64, ActivityError> { Ok(n + 1) }
+/// reprise_sdk::export_activities! { "add-one" => add_one }
+/// ```
+#[macro_export]
+macro_rules! export_activities {
+    ($($name:literal => $function:path),+ $(,)?) => {
+        struct __RepriseActivitiesExport;
+        impl $crate::bindings::activity::exports::reprise::workflow::activities::Guest
+            for __RepriseActivitiesExport
+        {
+            fn names() -> ::std::vec::Vec<::std::string::String> {
+                ::std::vec![$(::std::string::String::from($name)),+]
+            }
+            fn run(
+                name: ::std::string::String,
+                input: ::std::string::String,
+            ) -> ::std::result::Result<::std::string::String, $crate::ActivityError> {
+                match name.as_str() {
+                    $($name => $crate::activity::__call($function, &input),)+
+                    other => ::std::result::Result::Err($crate::ActivityError::non_retryable(
+                        "UnknownActivity",
+                        ::std::format!("this component does not serve activity `{}`", other),
+                    )),
+                }
+            }
+        }
+        $crate::bindings::activity::export_activity_world!(__RepriseActivitiesExport);
+    };
+}

@@ -1,0 +1,437 @@
+//! The `reprise` command line.
+//!
+//! Exit codes: 0 success; 1 the workflow failed; 2 bad input or usage;
+//! 3 nondeterminism (the code does not match the history); 4 host error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::activity::ActivityRegistry;
+use crate::engine::{Engine, Limits, LoadedComponent};
+use crate::journal::{Event, RecordedEvent};
+use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
+use crate::store::{self, ExecutionRecord, Store};
+
+const EXIT_WORKFLOW_FAILED: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_NONDETERMINISM: u8 = 3;
+const EXIT_HOST_ERROR: u8 = 4;
+
+#[derive(Parser)]
+#[command(name = "reprise", version, about = "A durable workflow runtime for WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// The SQLite database file (created if missing).
+    #[arg(long, env = "REPRISE_DB", default_value = "reprise-data/reprise.db")]
+    db: PathBuf,
+    /// Where compiled components are cached (default: `cache/` beside the database).
+    #[arg(long, env = "REPRISE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one workflow execution to the end, in this process, durably.
+    ///
+    /// Run it again with the same --id after a crash and it resumes from the
+    /// journal; after it finished, it prints the recorded result.
+    Run {
+        /// The workflow component (.wasm).
+        workflow: PathBuf,
+        /// Activity components (.wasm); repeat for several.
+        #[arg(long = "activities")]
+        activities: Vec<PathBuf>,
+        /// The workflow input, as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// The workflow id (default: a new random id).
+        #[arg(long)]
+        id: Option<String>,
+        /// A directory granted to activities, seen by them as /data.
+        #[arg(long)]
+        activity_dir: Option<PathBuf>,
+        /// Drop the instance at every wait and rebuild it by replay.
+        #[arg(long)]
+        evict_on_wait: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print an execution's history.
+    History {
+        /// The workflow id.
+        id: String,
+        /// Print the raw events as JSON (the format `replay --history` reads).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Replay recorded histories against a (new) workflow build and report
+    /// whether it reproduces them: the safe-upgrade check.
+    Replay {
+        /// The workflow component to check.
+        #[arg(long)]
+        module: PathBuf,
+        /// Workflow ids in the database, or history files from `history --json`.
+        #[arg(long = "history", required = true)]
+        histories: Vec<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Measure throughput and latency (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Entry point of the `reprise` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::from(EXIT_HOST_ERROR);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                workflow,
+                activities,
+                input,
+                id,
+                activity_dir,
+                evict_on_wait,
+                db,
+            } => run(workflow, activities, input, id, activity_dir, evict_on_wait, db).await,
+            Command::History { id, json, db } => history(&id, json, &db).await,
+            Command::Replay {
+                module,
+                histories,
+                db,
+            } => replay(&module, &histories, &db).await,
+            Command::Bench(args) => report(crate::bench::run(args).await),
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REPRISE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_HOST_ERROR)
+        }
+    }
+}
+
+fn exit_for(error: &RunError) -> ExitCode {
+    let code = match error {
+        RunError::Nondeterminism { .. } => EXIT_NONDETERMINISM,
+        RunError::Load(_)
+        | RunError::InvalidInput(_)
+        | RunError::WrongKind(_)
+        | RunError::UnknownModule { .. } => EXIT_BAD_INPUT,
+        RunError::Store(_) | RunError::CorruptHistory { .. } | RunError::Host { .. } => {
+            EXIT_HOST_ERROR
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn fail_with(error: RunError) -> ExitCode {
+    eprintln!("error: {error}");
+    if matches!(error, RunError::Nondeterminism { .. }) {
+        eprintln!(
+            "the history was left untouched; run the build that recorded it, or check a new build with `reprise replay`"
+        );
+    }
+    exit_for(&error)
+}
+
+async fn open_store(db: &DbArgs) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(parent) = db.db.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the data directory {}", parent.display()))?;
+    }
+    store::open(&db.db)
+        .await
+        .with_context(|| format!("opening the database {}", db.db.display()))
+}
+
+fn open_engine(db: &DbArgs) -> anyhow::Result<Engine> {
+    let cache_dir = db.cache_dir.clone().unwrap_or_else(|| {
+        db.db
+            .parent()
+            .map(|parent| parent.join("cache"))
+            .unwrap_or_else(|| PathBuf::from("cache"))
+    });
+    Engine::new(Some(cache_dir), Limits::default())
+}
+
+fn load_component(engine: &Engine, path: &Path) -> Result<LoadedComponent, RunError> {
+    engine
+        .load_file(path)
+        .map(|(loaded, _)| loaded)
+        .map_err(RunError::Load)
+}
+
+async fn run(
+    workflow: PathBuf,
+    activity_files: Vec<PathBuf>,
+    input: String,
+    id: Option<String>,
+    activity_dir: Option<PathBuf>,
+    evict_on_wait: bool,
+    db: DbArgs,
+) -> ExitCode {
+    let setup = async {
+        let engine = open_engine(&db).map_err(host_setup_error)?;
+        let store = open_store(&db).await.map_err(host_setup_error)?;
+        let mut activities = Vec::new();
+        for path in &activity_files {
+            activities.push(
+                load_component(&engine, path).map_err(|error| with_file(path, error))?,
+            );
+        }
+        let registry = ActivityRegistry::load(engine.clone(), activities, activity_dir)
+            .await
+            .map_err(|error| RunError::WrongKind(format!("{error:#}")))?;
+        let runtime = Runtime::new(engine, store, registry, RuntimeOptions { evict_on_wait })
+            .map_err(host_setup_error)?;
+        let bytes = std::fs::read(&workflow).map_err(|source| {
+            RunError::Load(crate::engine::LoadError::Read {
+                path: workflow.clone(),
+                source,
+            })
+        })?;
+        let module = runtime
+            .deploy_workflow(&bytes)
+            .await
+            .map_err(|error| with_file(&workflow, error))?;
+        Ok::<_, RunError>((runtime, module))
+    };
+    let (runtime, module) = match setup.await {
+        Ok(ready) => ready,
+        Err(error) => return fail_with(error),
+    };
+    let workflow_type = workflow
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workflow".to_string());
+    let (record, created) = match runtime
+        .start(&workflow_type, &module.digest, id, &input)
+        .await
+    {
+        Ok(started) => started,
+        Err(error) => return fail_with(error),
+    };
+    if !created {
+        tracing::info!(
+            workflow_id = %record.workflow_id,
+            status = record.status.as_str(),
+            "execution exists; resuming it from its history"
+        );
+        if record.module_digest != module.digest {
+            tracing::warn!(
+                pinned = %record.module_digest,
+                given = %module.digest,
+                "the execution is pinned to the module it started on, not the file given"
+            );
+        }
+    }
+    match runtime.drive(record).await {
+        Ok(Outcome::Completed { output }) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Failed { error }) => {
+            eprintln!("workflow failed: {error}");
+            println!(
+                "{}",
+                serde_json::to_string(&error).unwrap_or_else(|_| error.to_string())
+            );
+            ExitCode::from(EXIT_WORKFLOW_FAILED)
+        }
+        Err(error) => fail_with(error),
+    }
+}
+
+fn host_setup_error(error: anyhow::Error) -> RunError {
+    RunError::Host {
+        workflow_id: "-".into(),
+        message: format!("{error:#}"),
+    }
+}
+
+fn with_file(path: &Path, error: RunError) -> RunError {
+    match error {
+        RunError::Load(load) => RunError::WrongKind(format!("{}: {load}", path.display())),
+        RunError::WrongKind(message) => RunError::WrongKind(format!("{}: {message}", path.display())),
+        other => other,
+    }
+}
+
+async fn find_execution(
+    store: &Arc<dyn Store>,
+    id: &str,
+) -> anyhow::Result<(ExecutionRecord, Vec<RecordedEvent>)> {
+    let record = store
+        .execution(DEFAULT_TENANT, id)
+        .await?
+        .with_context(|| format!("no execution with workflow id `{id}` in this database; check --db and the id"))?;
+    let events = store.history(record.id).await?;
+    Ok((record, events))
+}
+
+async fn history(id: &str, json: bool, db: &DbArgs) -> ExitCode {
+    let result = async {
+        let store = open_store(db).await?;
+        let (record, events) = find_execution(&store, id).await?;
+        if json {
+            let export = HistoryExport { execution: record, events };
+            println!("{}", serde_json::to_string_pretty(&export)?);
+        } else {
+            print_timeline(&record, &events);
+        }
+        Ok(())
+    };
+    report(result.await)
+}
+
+/// The file format of `history --json` and `replay --history FILE`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HistoryExport {
+    execution: ExecutionRecord,
+    events: Vec<RecordedEvent>,
+}
+
+fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
+    println!(
+        "execution {} (run {}) type {} — {}",
+        record.workflow_id,
+        record.run_id,
+        record.workflow_type,
+        record.status.as_str()
+    );
+    for recorded in events {
+        let detail = match &recorded.event {
+            Event::WorkflowStarted { input, .. } => format!("input {input}"),
+            Event::ClockRead { clock, value_ns, .. } => format!("{clock:?} clock = {value_ns} ns"),
+            Event::RandomDrawn { bytes, .. } => format!("{} bytes", bytes.len() / 2),
+            Event::ActivityScheduled {
+                name,
+                input,
+                idempotency_key,
+                ..
+            } => format!("{name}({input}) key {idempotency_key}"),
+            Event::ActivityAttemptFailed {
+                attempt,
+                error,
+                retry_at_ms,
+                ..
+            } => format!(
+                "attempt {attempt} failed: {}: {}{}",
+                error.error_type,
+                error.message,
+                retry_at_ms
+                    .map(|at| format!(" — retry at {at} ms"))
+                    .unwrap_or_default()
+            ),
+            Event::ActivityCompleted {
+                attempt, output, ..
+            } => format!("attempt {attempt} → {output}"),
+            Event::ActivityFailed { failure, .. } => format!(
+                "{:?} after {} attempts: {}",
+                failure.reason, failure.attempts, failure.last_error.message
+            ),
+            Event::TimerStarted {
+                duration_ms,
+                fire_at_ms,
+                ..
+            } => format!("{duration_ms} ms, fires at {fire_at_ms}"),
+            Event::TimerFired { .. } => String::new(),
+            Event::WorkflowCompleted { output } => format!("output {output}"),
+            Event::WorkflowFailed { error } => error.to_string(),
+        };
+        let seq = recorded
+            .event
+            .command_seq()
+            .map(|seq| format!("seq {seq:>3}"))
+            .unwrap_or_else(|| "       ".to_string());
+        println!(
+            "{:>5}  {}  {seq}  {:<22} {detail}",
+            recorded.position,
+            recorded.recorded_at_ms,
+            recorded.event.kind()
+        );
+    }
+}
+
+async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
+    let setup = async {
+        let engine = open_engine(db).map_err(host_setup_error)?;
+        let component = load_component(&engine, module).map_err(|error| with_file(module, error))?;
+        let store = open_store(db).await.map_err(host_setup_error)?;
+        let registry = ActivityRegistry::empty(engine.clone());
+        let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())
+            .map_err(host_setup_error)?;
+        Ok::<_, RunError>((runtime, component, store))
+    };
+    let (runtime, component, store) = match setup.await {
+        Ok(ready) => ready,
+        Err(error) => return fail_with(error),
+    };
+    let mut worst = ExitCode::SUCCESS;
+    for source in histories {
+        let loaded = if Path::new(source).is_file() {
+            std::fs::read_to_string(source)
+                .context("reading the history file")
+                .and_then(|text| {
+                    serde_json::from_str::<HistoryExport>(&text)
+                        .context("the file is not a history exported by `reprise history --json`")
+                })
+                .map(|export| (export.execution, export.events))
+        } else {
+            find_execution(&store, source).await
+        };
+        let (record, events) = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                eprintln!("{source}: error: {error:#}");
+                worst = ExitCode::from(EXIT_BAD_INPUT);
+                continue;
+            }
+        };
+        match runtime.verify_replay(&component, record, events).await {
+            Ok(ReplayVerdict::Reproduced) => println!("{source}: ok — the build reproduces the whole history"),
+            Ok(ReplayVerdict::ReproducedSoFar { commands }) => println!(
+                "{source}: ok — the build reproduces all {commands} recorded commands (the execution had not finished)"
+            ),
+            Err(error) => {
+                println!("{source}: INCOMPATIBLE — {error}");
+                worst = exit_for(&error);
+            }
+        }
+    }
+    worst
+}

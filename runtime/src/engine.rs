@@ -1,0 +1,314 @@
+//! The deterministic wasmtime engine, the component cache and the limits.
+//!
+//! `engine` knows nothing about histories: it turns component bytes into a
+//! validated, compiled [`LoadedComponent`] (cached on disk by SHA-256) and
+//! sets up stores with fuel, an epoch deadline and a memory limiter.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+
+/// The interface every workflow and activity import lives in.
+pub const REPRISE_PACKAGE: &str = "reprise:workflow/";
+/// The export an activity component provides.
+pub const ACTIVITIES_EXPORT: &str = "reprise:workflow/activities@0.1.0";
+/// The export a workflow component provides.
+pub const WORKFLOW_EXPORT: &str = "run";
+
+/// Interfaces a guest may import. Everything under `wasi:` that the host
+/// links is listed; whether a call is journaled, fixed, captured or denied
+/// is decided in `host`.
+const KNOWN_IMPORT_PREFIXES: &[&str] = &[
+    REPRISE_PACKAGE,
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "wasi:http/",
+];
+
+/// How often the epoch ticks; the wall-clock backstop's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The largest component we accept.
+pub const MODULE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Resource limits for one guest instance.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Linear memory of one instance, in bytes.
+    pub memory_bytes_max: usize,
+    /// Fuel (≈ Wasm instructions) one activation may burn. Deterministic: a
+    /// replay of the same history burns the same fuel.
+    pub activation_fuel_max: u64,
+    /// Wall-clock time the guest may run without returning to the host.
+    pub activation_wall_ms_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes_max: 256 * 1024 * 1024,
+            activation_fuel_max: 20_000_000_000,
+            activation_wall_ms_max: 10_000,
+        }
+    }
+}
+
+/// What a component is for, read from its exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentKind {
+    Workflow,
+    Activity,
+}
+
+impl ComponentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Workflow => "workflow",
+            ComponentKind::Activity => "activity",
+        }
+    }
+}
+
+/// Why component bytes were refused. Nothing is stored when this happens.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("could not read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the file is empty or not WebAssembly (it does not start with the `\\0asm` magic)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build the guest for `wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component is {size} bytes; the limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the component is malformed: {0:#}")]
+    Malformed(anyhow::Error),
+    #[error(
+        "the component imports interfaces this host does not provide: {}. A workflow may import only reprise:workflow and WASI (wasi:io, clocks, random, cli, filesystem, sockets, http)",
+        .0.join(", ")
+    )]
+    UnknownImports(Vec<String>),
+    #[error(
+        "the component exports neither a workflow (`run`) nor activities (`{ACTIVITIES_EXPORT}`); it exports: {}",
+        .0.join(", ")
+    )]
+    NoEntryPoint(Vec<String>),
+    #[error("component cache at {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A validated, compiled component.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    /// Lowercase hex SHA-256 of the component bytes.
+    pub digest: String,
+    pub kind: ComponentKind,
+    pub component: Component,
+}
+
+/// The wasmtime engine shared by every workflow and activity, plus the
+/// compiled-component cache.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache_dir: Option<PathBuf>,
+    loaded: Arc<Mutex<HashMap<String, LoadedComponent>>>,
+    pub limits: Limits,
+}
+
+impl Engine {
+    /// Builds the engine. `cache_dir` keeps compiled components across
+    /// processes (compiling a large guest takes seconds).
+    pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Engine> {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            // Determinism: the same inputs give the same bits on any host.
+            // (Threads are compiled out: wasmtime's `threads` feature is off.)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            // CPU budget (deterministic) and wall-clock backstop.
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1024 * 1024)
+            .async_stack_size(4 * 1024 * 1024);
+        let inner = wasmtime::Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .map_err(|error| error.context("configuring wasmtime"))?;
+        spawn_epoch_ticker(&inner);
+        Ok(Engine {
+            inner,
+            cache_dir,
+            loaded: Arc::new(Mutex::new(HashMap::new())),
+            limits,
+        })
+    }
+
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// Reads, validates and compiles the component in `path`.
+    pub fn load_file(&self, path: &Path) -> Result<(LoadedComponent, Vec<u8>), LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let loaded = self.load(&bytes)?;
+        Ok((loaded, bytes))
+    }
+
+    /// Validates and compiles component bytes, using the cache when it can.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
+        check_header(bytes)?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(loaded) = self.cached(&digest) {
+            return Ok(loaded);
+        }
+        let component = self.compile(&digest, bytes)?;
+        let kind = validate(&self.inner, &component)?;
+        let loaded = LoadedComponent {
+            digest: digest.clone(),
+            kind,
+            component,
+        };
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn cached(&self, digest: &str) -> Option<LoadedComponent> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(digest)
+            .cloned()
+    }
+
+    fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let Some(cache_dir) = &self.cache_dir else {
+            return Component::new(&self.inner, bytes)
+                .map_err(|error| LoadError::Malformed(error.into()));
+        };
+        let path = cache_dir.join(format!("{digest}-{}.cwasm", self.compatibility_tag()));
+        if path.exists() {
+            // SAFETY: the file was written by `precompile_component` of an
+            // engine with the same compatibility hash (it is in the name),
+            // into a directory only this runtime writes.
+            if let Ok(component) = unsafe { Component::deserialize_file(&self.inner, &path) } {
+                return Ok(component);
+            }
+            // A stale or truncated cache entry: recompile below.
+        }
+        let compiled = self
+            .inner
+            .precompile_component(bytes)
+            .map_err(|error| LoadError::Malformed(error.into()))?;
+        let cache_error = |source| LoadError::Cache {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(cache_dir).map_err(cache_error)?;
+        // Write then rename, so a concurrent reader never sees half a file.
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, &compiled).map_err(cache_error)?;
+        std::fs::rename(&partial, &path).map_err(cache_error)?;
+        // SAFETY: `compiled` was just produced by this engine.
+        unsafe { Component::deserialize(&self.inner, &compiled) }
+            .map_err(|error| LoadError::Malformed(error.into()))
+    }
+
+    fn compatibility_tag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.inner.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() > MODULE_BYTES_MAX {
+        return Err(LoadError::TooLarge {
+            size: bytes.len(),
+            limit: MODULE_BYTES_MAX,
+        });
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Core modules have version 1; components have layer 1 (bytes 6..8).
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
+}
+
+/// Refuses unknown imports (listing all of them) and finds the entry point.
+fn validate(engine: &wasmtime::Engine, component: &Component) -> Result<ComponentKind, LoadError> {
+    let ty = component.component_type();
+    let unknown: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| {
+            !KNOWN_IMPORT_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
+        .map(str::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(LoadError::UnknownImports(unknown));
+    }
+    let mut exports = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        match (name, item.ty) {
+            (WORKFLOW_EXPORT, ComponentItem::ComponentFunc(_)) => {
+                return Ok(ComponentKind::Workflow);
+            }
+            (ACTIVITIES_EXPORT, ComponentItem::ComponentInstance(_)) => {
+                return Ok(ComponentKind::Activity);
+            }
+            _ => exports.push(name.to_string()),
+        }
+    }
+    Err(LoadError::NoEntryPoint(exports))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &wasmtime::Engine) {
+    let engine = engine.weak();
+    let started = std::thread::Builder::new()
+        .name("reprise-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(error) = started {
+        tracing::error!(%error, "could not start the epoch thread; wall-clock limits are off");
+    }
+}

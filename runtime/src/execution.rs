@@ -1,0 +1,293 @@
+//! The live state of one execution and the waits it can block on.
+//!
+//! An [`Execution`] is the single writer of its history: every event of the
+//! execution — the guest's commands and the outcomes that activity tasks
+//! and timers report — is appended by the task that owns it, in one order.
+//! That order is the history, and replay follows it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
+use crate::clock;
+use crate::journal::{Event, HISTORY_EVENTS_MAX, Halt, Recorder, RecordedEvent, Seq, WorkflowError};
+use crate::store::{ExecutionRecord, Finish, Store, StoreError};
+
+/// What a blocked guest waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Timer(Seq),
+    Activity(Seq),
+    AnyActivity(Vec<Seq>),
+}
+
+/// Why a guest's activation stops before `run` returns. Raised as an error
+/// from a host call so wasmtime unwinds the guest; the driver inspects it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Interrupt {
+    /// The guest waits; the instance is dropped and rebuilt by replay later.
+    #[error("execution suspended while waiting for {0:?}")]
+    Suspend(Wait),
+    /// Replay met something the history does not support.
+    #[error("{0:?}")]
+    Halt(Halt),
+    /// The guest broke a limit or a rule: fail the execution with this error.
+    #[error("{0}")]
+    FailWorkflow(WorkflowError),
+    /// The host could not do its part (database down, …): the execution is
+    /// left as it is, to be resumed.
+    #[error("host fault: {0}")]
+    HostFault(String),
+}
+
+impl From<StoreError> for Interrupt {
+    fn from(error: StoreError) -> Interrupt {
+        Interrupt::HostFault(error.to_string())
+    }
+}
+
+impl From<Halt> for Interrupt {
+    fn from(halt: Halt) -> Interrupt {
+        Interrupt::Halt(halt)
+    }
+}
+
+/// A workflow failure with a runtime-chosen type.
+pub fn runtime_error(error_type: &str, message: impl Into<String>) -> WorkflowError {
+    WorkflowError {
+        error_type: error_type.to_string(),
+        message: message.into(),
+        details: None,
+    }
+}
+
+/// The per-execution state the driver owns and lends to each activation.
+pub struct Execution {
+    pub record: ExecutionRecord,
+    pub recorder: Arc<Mutex<Recorder>>,
+    store: Arc<dyn Store>,
+    activities: Arc<ActivityRegistry>,
+    updates_tx: mpsc::UnboundedSender<ActivityUpdate>,
+    updates_rx: mpsc::UnboundedReceiver<ActivityUpdate>,
+    /// Activities with a task in this process (so replay does not start them twice).
+    running: HashSet<Seq>,
+    /// Drop the instance at every wait and rebuild it by replay (cold path).
+    pub evict_on_wait: bool,
+    /// The end of the guest's stderr, to explain a trap.
+    pub stderr_tail: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Execution {
+    pub fn new(
+        record: ExecutionRecord,
+        recorder: Recorder,
+        store: Arc<dyn Store>,
+        activities: Arc<ActivityRegistry>,
+        evict_on_wait: bool,
+    ) -> Execution {
+        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+        Execution {
+            record,
+            recorder: Arc::new(Mutex::new(recorder)),
+            store,
+            activities,
+            updates_tx,
+            updates_rx,
+            running: HashSet::new(),
+            evict_on_wait,
+            stderr_tail: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn recorder(&self) -> MutexGuard<'_, Recorder> {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Fails if a WASI callback parked a halt since the last host call.
+    pub fn check_halted(&self) -> Result<(), Interrupt> {
+        match self.recorder().halted() {
+            Some(halt) => Err(Interrupt::Halt(halt.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `event` and every buffered event before it, durably, in one
+    /// commit. Nothing is visible to the guest or the world before this
+    /// returns.
+    pub async fn append(&mut self, event: Event) -> Result<(), Interrupt> {
+        self.append_all(vec![event], None).await
+    }
+
+    /// Appends the terminal event and finishes the execution row.
+    pub async fn finish(&mut self, event: Event, finish: Finish) -> Result<(), Interrupt> {
+        debug_assert!(event.is_terminal());
+        self.append_all(vec![event], Some(finish)).await
+    }
+
+    async fn append_all(
+        &mut self,
+        events: Vec<Event>,
+        finish: Option<Finish>,
+    ) -> Result<(), Interrupt> {
+        let (unflushed, flushed_len) = {
+            let mut recorder = self.recorder();
+            if recorder.is_replay_only() {
+                return Err(Interrupt::HostFault(
+                    "a verification replay tried to write to the history".into(),
+                ));
+            }
+            let is_terminal = events.iter().any(Event::is_terminal);
+            if !is_terminal && recorder.history.len() + events.len() >= HISTORY_EVENTS_MAX {
+                return Err(Interrupt::FailWorkflow(runtime_error(
+                    "HistoryLimitExceeded",
+                    format!(
+                        "the execution's history reached its limit of {HISTORY_EVENTS_MAX} events; split the work into smaller workflows"
+                    ),
+                )));
+            }
+            let now = clock::now_ms();
+            for event in events {
+                recorder.history.record(event, now);
+            }
+            let unflushed: Vec<RecordedEvent> = recorder.history.unflushed().to_vec();
+            (unflushed, recorder.history.len())
+        };
+        self.store
+            .append(self.record.id, unflushed, finish)
+            .await?;
+        let mut recorder = self.recorder();
+        // Only this task appends, and it awaited the store: nothing was added meanwhile.
+        assert_eq!(recorder.history.len(), flushed_len, "history grew during an append");
+        recorder.history.mark_durable();
+        Ok(())
+    }
+
+    /// Starts a task for the activity at `seq` unless one runs already or
+    /// the history has its outcome. Resumes at the attempt the history says.
+    pub fn ensure_activity_running(&mut self, seq: Seq) {
+        if self.running.contains(&seq) {
+            return;
+        }
+        let task = {
+            let recorder = self.recorder();
+            if recorder.is_replay_only() {
+                return;
+            }
+            let history = &recorder.history;
+            if history.outcome(seq).is_some() {
+                return;
+            }
+            let Some(scheduled) = history.command(seq) else {
+                return;
+            };
+            let Event::ActivityScheduled {
+                name,
+                input,
+                options,
+                idempotency_key,
+                ..
+            } = &scheduled.event
+            else {
+                return;
+            };
+            let (next_attempt, not_before_ms) = match history.last_attempt_failure(seq) {
+                Some((attempt, retry_at)) => (attempt + 1, retry_at.unwrap_or(0)),
+                None => (1, 0),
+            };
+            ActivityTask {
+                seq,
+                name: name.clone(),
+                input: input.clone(),
+                options: options.clone(),
+                idempotency_key: idempotency_key.clone(),
+                workflow_id: self.record.workflow_id.clone(),
+                run_id: self.record.run_id.clone(),
+                next_attempt,
+                not_before_ms,
+                scheduled_at_ms: scheduled.recorded_at_ms,
+            }
+        };
+        self.running.insert(seq);
+        self.activities.spawn(task, self.updates_tx.clone());
+    }
+
+    fn is_satisfied(&self, wait: &Wait) -> bool {
+        let recorder = self.recorder();
+        let history = &recorder.history;
+        match wait {
+            Wait::Timer(seq) | Wait::Activity(seq) => history.outcome(*seq).is_some(),
+            Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
+        }
+    }
+
+    /// Blocks until `wait` is satisfied, journaling every outcome that
+    /// arrives meanwhile in arrival order. When `may_evict` is set and the
+    /// execution runs on the cold path, it returns [`Interrupt::Suspend`]
+    /// instead of blocking, so the driver can drop the instance.
+    pub async fn wait(&mut self, wait: &Wait, may_evict: bool) -> Result<(), Interrupt> {
+        loop {
+            if self.is_satisfied(wait) {
+                return Ok(());
+            }
+            if self.recorder().is_replay_only() {
+                return Err(Interrupt::Halt(Halt::HistoryEnd));
+            }
+            if may_evict && self.evict_on_wait {
+                return Err(Interrupt::Suspend(wait.clone()));
+            }
+            let timer = match wait {
+                Wait::Timer(seq) => self.timer_fire_at(*seq).map(|fire_at| (*seq, fire_at)),
+                _ => None,
+            };
+            let sleep = async {
+                match timer {
+                    Some((_, fire_at_ms)) => {
+                        let delay = fire_at_ms.saturating_sub(clock::now_ms());
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                update = self.updates_rx.recv() => {
+                    // The execution holds a sender itself, so the channel never closes.
+                    if let Some(update) = update {
+                        self.record_update(update).await?;
+                    }
+                }
+                () = sleep => {
+                    if let Some((seq, _)) = timer {
+                        self.append(Event::TimerFired { seq }).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn timer_fire_at(&self, seq: Seq) -> Option<u64> {
+        match self.recorder().history.command(seq).map(|recorded| &recorded.event) {
+            Some(Event::TimerStarted { fire_at_ms, .. }) => Some(*fire_at_ms),
+            _ => None,
+        }
+    }
+
+    async fn record_update(&mut self, update: ActivityUpdate) -> Result<(), Interrupt> {
+        let finished = update.events.iter().any(|event| {
+            matches!(
+                event,
+                Event::ActivityCompleted { .. } | Event::ActivityFailed { .. }
+            )
+        });
+        self.append_all(update.events, None).await?;
+        if finished {
+            self.running.remove(&update.seq);
+        }
+        // The task may have been abandoned meanwhile; nothing waits then.
+        let _ = update.ack.send(());
+        Ok(())
+    }
+}

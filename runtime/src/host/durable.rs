@@ -1,0 +1,346 @@
+//! `reprise:workflow/durable`: the journaled calls of a workflow.
+//!
+//! Every call follows one shape: claim the next `seq`, compare with the
+//! history (replay) or record (live), and only then answer the guest.
+
+use std::time::Instant;
+
+use super::WorkflowHost;
+use super::wit_types;
+use super::workflow_bindings::reprise::workflow::durable::{Host, WorkflowInfo};
+use crate::clock;
+use crate::execution::{Interrupt, Wait, runtime_error};
+use crate::journal::{
+    ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, PAYLOAD_BYTES_MAX,
+    RANDOM_BYTES_MAX, RetryPolicy, Seq, idempotency_key,
+};
+
+/// Longest log line a workflow may write; the rest is cut.
+const LOG_MESSAGE_BYTES_MAX: usize = 4096;
+
+fn interrupt(interrupt: Interrupt) -> wasmtime::Error {
+    wasmtime::Error::new(interrupt)
+}
+
+fn fail(error_type: &str, message: String) -> wasmtime::Error {
+    interrupt(Interrupt::FailWorkflow(runtime_error(error_type, message)))
+}
+
+impl WorkflowHost {
+    /// Called after every blocking wait: the wall-clock backstop measures
+    /// guest time only.
+    fn resume_guest(&mut self) {
+        self.guest_running_since = Instant::now();
+    }
+
+    fn check_halted(&self) -> wasmtime::Result<()> {
+        self.execution.check_halted().map_err(interrupt)
+    }
+
+    async fn start_activity_inner(
+        &mut self,
+        name: String,
+        input: String,
+        options: wit_types::ActivityOptions,
+    ) -> wasmtime::Result<Seq> {
+        self.check_halted()?;
+        if input.len() > PAYLOAD_BYTES_MAX {
+            return Err(fail(
+                "PayloadTooLarge",
+                format!(
+                    "the input of activity `{name}` is {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
+                    input.len()
+                ),
+            ));
+        }
+        if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&input) {
+            return Err(fail(
+                "InvalidActivityInput",
+                format!("the input of activity `{name}` is not JSON: {error}"),
+            ));
+        }
+        let custom_key = options.idempotency_key.clone();
+        let options = journal_options(options).map_err(|problem| {
+            fail(
+                "InvalidActivityOptions",
+                format!("activity `{name}`: {problem}"),
+            )
+        })?;
+        let command = Command::ScheduleActivity {
+            name: name.clone(),
+            input: input.clone(),
+        };
+        let (seq, recorded) = self
+            .execution
+            .recorder()
+            .next_command(&command)
+            .map_err(|halt| interrupt(halt.into()))?;
+        if recorded.is_none() {
+            let idempotency_key = custom_key.unwrap_or_else(|| {
+                idempotency_key(
+                    &self.execution.record.workflow_id,
+                    &self.execution.record.run_id,
+                    seq,
+                )
+            });
+            self.execution
+                .append(Event::ActivityScheduled {
+                    seq,
+                    name,
+                    input,
+                    options,
+                    idempotency_key,
+                })
+                .await
+                .map_err(interrupt)?;
+        }
+        self.execution.ensure_activity_running(seq);
+        Ok(seq)
+    }
+
+    fn check_handles(&self, handles: &[Seq]) -> wasmtime::Result<()> {
+        let recorder = self.execution.recorder();
+        let made = recorder.last_seq_made();
+        for &handle in handles {
+            let is_activity = handle <= made
+                && matches!(
+                    recorder.history.command(handle).map(|recorded| &recorded.event),
+                    Some(Event::ActivityScheduled { .. })
+                );
+            if !is_activity {
+                return Err(fail(
+                    "InvalidHandle",
+                    format!("{handle} is not the handle of an activity this workflow started"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn activity_outcome(
+        &self,
+        seq: Seq,
+    ) -> wasmtime::Result<Result<String, wit_types::ActivityFailure>> {
+        let recorder = self.execution.recorder();
+        match recorder.history.outcome(seq).map(|recorded| &recorded.event) {
+            Some(Event::ActivityCompleted { output, .. }) => Ok(Ok(output.clone())),
+            Some(Event::ActivityFailed { failure, .. }) => Ok(Err(wit_failure(failure))),
+            other => Err(interrupt(Interrupt::HostFault(format!(
+                "the history answers activity seq {seq} with {other:?}, not an activity outcome"
+            )))),
+        }
+    }
+
+    async fn await_activity_inner(
+        &mut self,
+        handle: Seq,
+    ) -> wasmtime::Result<Result<String, wit_types::ActivityFailure>> {
+        self.check_halted()?;
+        self.check_handles(&[handle])?;
+        self.execution
+            .wait(&Wait::Activity(handle), true)
+            .await
+            .map_err(interrupt)?;
+        self.resume_guest();
+        self.activity_outcome(handle)
+    }
+}
+
+impl Host for WorkflowHost {
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.check_halted()?;
+        let value_ns =
+            self.execution
+                .recorder()
+                .read_clock(Clock::Wall, clock::now_ns(), clock::now_ms());
+        self.check_halted()?;
+        Ok(value_ns / 1_000_000)
+    }
+
+    async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        self.check_halted()?;
+        if len > RANDOM_BYTES_MAX {
+            return Err(fail(
+                "RandomLimitExceeded",
+                format!("random-bytes asked for {len} bytes; the limit is {RANDOM_BYTES_MAX} per call"),
+            ));
+        }
+        let mut live = vec![0u8; len as usize];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut live);
+        let bytes = self
+            .execution
+            .recorder()
+            .draw_random(live, clock::now_ms());
+        self.check_halted()?;
+        Ok(bytes)
+    }
+
+    async fn sleep_ms(&mut self, duration_ms: u64) -> wasmtime::Result<()> {
+        self.check_halted()?;
+        let (seq, recorded) = self
+            .execution
+            .recorder()
+            .next_command(&Command::StartTimer { duration_ms })
+            .map_err(|halt| interrupt(halt.into()))?;
+        if recorded.is_none() {
+            let fire_at_ms = clock::now_ms().saturating_add(duration_ms);
+            self.execution
+                .append(Event::TimerStarted {
+                    seq,
+                    duration_ms,
+                    fire_at_ms,
+                })
+                .await
+                .map_err(interrupt)?;
+        }
+        self.execution
+            .wait(&Wait::Timer(seq), true)
+            .await
+            .map_err(interrupt)?;
+        self.resume_guest();
+        Ok(())
+    }
+
+    async fn start_activity(
+        &mut self,
+        name: String,
+        input: String,
+        options: wit_types::ActivityOptions,
+    ) -> wasmtime::Result<u64> {
+        self.start_activity_inner(name, input, options).await
+    }
+
+    async fn await_activity(
+        &mut self,
+        handle: u64,
+    ) -> wasmtime::Result<Result<String, wit_types::ActivityFailure>> {
+        self.await_activity_inner(handle).await
+    }
+
+    async fn await_any(
+        &mut self,
+        handles: Vec<u64>,
+    ) -> wasmtime::Result<(u64, Result<String, wit_types::ActivityFailure>)> {
+        self.check_halted()?;
+        if handles.is_empty() {
+            return Err(fail(
+                "InvalidHandle",
+                "await-any needs at least one handle".to_string(),
+            ));
+        }
+        self.check_handles(&handles)?;
+        self.execution
+            .wait(&Wait::AnyActivity(handles.clone()), true)
+            .await
+            .map_err(interrupt)?;
+        self.resume_guest();
+        let first = self
+            .execution
+            .recorder()
+            .history
+            .first_completed(&handles)
+            .ok_or_else(|| fail("InvalidHandle", "no completed handle".to_string()))?;
+        Ok((first, self.activity_outcome(first)?))
+    }
+
+    async fn call_activity(
+        &mut self,
+        name: String,
+        input: String,
+        options: wit_types::ActivityOptions,
+    ) -> wasmtime::Result<Result<String, wit_types::ActivityFailure>> {
+        let handle = self.start_activity_inner(name, input, options).await?;
+        self.await_activity_inner(handle).await
+    }
+
+    async fn info(&mut self) -> wasmtime::Result<WorkflowInfo> {
+        let record = &self.execution.record;
+        Ok(WorkflowInfo {
+            workflow_id: record.workflow_id.clone(),
+            run_id: record.run_id.clone(),
+            workflow_type: record.workflow_type.clone(),
+            tenant: record.tenant.clone(),
+        })
+    }
+
+    async fn log(&mut self, level: wit_types::LogLevel, mut message: String) -> wasmtime::Result<()> {
+        let (is_replaying, seq) = {
+            let recorder = self.execution.recorder();
+            (recorder.is_replaying(), recorder.last_seq_made())
+        };
+        if is_replaying {
+            return Ok(());
+        }
+        if message.len() > LOG_MESSAGE_BYTES_MAX {
+            let mut cut = LOG_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let record = &self.execution.record;
+        let (workflow_id, run_id) = (&record.workflow_id, &record.run_id);
+        macro_rules! guest_event {
+            ($level:expr) => {
+                tracing::event!(target: "reprise::guest", $level, %workflow_id, %run_id, seq, "{message}")
+            };
+        }
+        match level {
+            wit_types::LogLevel::Trace => guest_event!(tracing::Level::TRACE),
+            wit_types::LogLevel::Debug => guest_event!(tracing::Level::DEBUG),
+            wit_types::LogLevel::Info => guest_event!(tracing::Level::INFO),
+            wit_types::LogLevel::Warn => guest_event!(tracing::Level::WARN),
+            wit_types::LogLevel::Error => guest_event!(tracing::Level::ERROR),
+        }
+        Ok(())
+    }
+}
+
+impl wit_types::Host for WorkflowHost {}
+impl wit_types::Host for super::ActivityHost {}
+
+/// Applies the runtime defaults to the guest's options and validates them.
+fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOptions, String> {
+    let retry = match options.retry {
+        Some(policy) => RetryPolicy {
+            initial_interval_ms: policy.initial_interval_ms,
+            backoff_coefficient: policy.backoff_coefficient,
+            maximum_interval_ms: policy.maximum_interval_ms,
+            maximum_attempts: policy.maximum_attempts,
+            non_retryable_error_types: policy.non_retryable_error_types,
+        },
+        None => RetryPolicy::default(),
+    };
+    retry.validate()?;
+    for (name, timeout) in [
+        ("start_to_close_timeout_ms", options.start_to_close_timeout_ms),
+        ("schedule_to_close_timeout_ms", options.schedule_to_close_timeout_ms),
+    ] {
+        if timeout == Some(0) {
+            return Err(format!("{name} must be > 0 when set"));
+        }
+    }
+    Ok(ActivityOptions {
+        retry,
+        start_to_close_timeout_ms: options.start_to_close_timeout_ms,
+        schedule_to_close_timeout_ms: options.schedule_to_close_timeout_ms,
+    })
+}
+
+fn wit_failure(failure: &ActivityFailure) -> wit_types::ActivityFailure {
+    wit_types::ActivityFailure {
+        reason: match failure.reason {
+            FailureReason::NonRetryable => wit_types::FailureReason::NonRetryable,
+            FailureReason::AttemptsExhausted => wit_types::FailureReason::AttemptsExhausted,
+            FailureReason::TimedOut => wit_types::FailureReason::TimedOut,
+            FailureReason::UnknownActivity => wit_types::FailureReason::UnknownActivity,
+        },
+        attempts: failure.attempts,
+        last_error: wit_types::ActivityError {
+            error_type: failure.last_error.error_type.clone(),
+            message: failure.last_error.message.clone(),
+            details: failure.last_error.details.clone(),
+            non_retryable: failure.last_error.non_retryable,
+        },
+    }
+}

@@ -1,0 +1,137 @@
+//! The host side of the WIT contract: one module per imported interface.
+//!
+//! - [`durable`]: `reprise:workflow/durable`, the journaled calls.
+//! - [`wasi`]: WASI as a workflow sees it — clocks and randomness journaled,
+//!   stdout/stderr captured as logs, files, sockets and HTTP denied.
+//! - [`activity_context`]: `reprise:workflow/activity-context` for activities.
+
+pub mod activity_context;
+pub mod durable;
+pub mod wasi;
+
+use std::time::Instant;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::execution::Execution;
+
+/// Bindings of the `workflow` world: the single source of truth for the
+/// types that cross the workflow boundary.
+pub mod workflow_bindings {
+    wasmtime::component::bindgen!({
+        world: "workflow",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+/// Bindings of the `activity` world (sharing the `types` interface).
+pub mod activity_bindings {
+    wasmtime::component::bindgen!({
+        world: "activity",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "reprise:workflow/types": super::workflow_bindings::reprise::workflow::types,
+        },
+    });
+}
+
+pub use workflow_bindings::reprise::workflow::types as wit_types;
+
+/// The data of a workflow instance's store.
+pub struct WorkflowHost {
+    pub(crate) execution: Execution,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: wasi::DenyHttp,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// When the guest last got control back from the host: the start of the
+    /// stretch the wall-clock backstop measures.
+    pub(crate) guest_running_since: Instant,
+}
+
+impl WorkflowHost {
+    pub(crate) fn new(execution: Execution, wasi: WasiCtx, limits: StoreLimits) -> WorkflowHost {
+        WorkflowHost {
+            execution,
+            wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks: wasi::DenyHttp,
+            table: ResourceTable::new(),
+            limits,
+            guest_running_since: Instant::now(),
+        }
+    }
+}
+
+impl WasiView for WorkflowHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for WorkflowHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// The data of an activity instance's store: one per attempt.
+pub struct ActivityHost {
+    pub(crate) context: activity_context::ActivityCall,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: wasi::DenyHttp,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+}
+
+impl ActivityHost {
+    pub(crate) fn new(
+        context: activity_context::ActivityCall,
+        wasi: WasiCtx,
+        limits: StoreLimits,
+    ) -> ActivityHost {
+        ActivityHost {
+            context,
+            wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks: wasi::DenyHttp,
+            table: ResourceTable::new(),
+            limits,
+        }
+    }
+}
+
+impl WasiView for ActivityHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ActivityHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! WASI for workflows, virtualized so that plain-WASI code stays replay-safe.
+//!
+//! | interface            | treatment                                              |
+//! |----------------------|--------------------------------------------------------|
+//! | `wasi:clocks`        | journaled ([`JournaledWallClock`], [`JournaledMonotonicClock`]) |
+//! | `wasi:random`        | journaled ([`JournaledRandom`]); the insecure seed is fixed per run |
+//! | `wasi:cli` env/args  | fixed; stdin empty                                     |
+//! | stdout / stderr      | captured as log lines ([`GuestOutput`]), muted in replay |
+//! | `wasi:filesystem`    | no preopens: every open fails the same way             |
+//! | `wasi:sockets`       | no permission: every call is denied                    |
+//! | `wasi:http`          | linked, every request denied ([`DenyHttp`])            |
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
+
+use super::activity_context::ActivityCall;
+use crate::clock;
+use crate::journal::{Clock, Recorder};
+
+/// Bytes drawn from the journal at a time to serve the guest's small
+/// random reads (WASI's generator asks for them a word at a time).
+const RANDOM_REFILL_BYTES: usize = 64;
+/// Longest log line kept; the rest is cut.
+const LOG_LINE_BYTES_MAX: usize = 4096;
+/// How much of the guest's stderr is kept to explain a trap.
+const STDERR_TAIL_BYTES_MAX: usize = 2048;
+
+pub type SharedRecorder = Arc<Mutex<Recorder>>;
+
+fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, Recorder> {
+    // A poisoned lock means another thread panicked mid-update; the history
+    // itself is append-only and checked on every use, so carry on.
+    recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Identity used to tag log lines.
+#[derive(Clone, Debug)]
+pub struct LogTags {
+    pub workflow_id: String,
+    pub run_id: String,
+}
+
+/// Builds the WASI context of one workflow activation.
+pub fn workflow_wasi(
+    recorder: &SharedRecorder,
+    tags: &LogTags,
+    workflow_type: &str,
+    stderr_tail: &Arc<Mutex<Vec<u8>>>,
+) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .wall_clock(JournaledWallClock(recorder.clone()))
+        .monotonic_clock(JournaledMonotonicClock {
+            recorder: recorder.clone(),
+            last_ns: Mutex::new(0),
+        })
+        .secure_random(JournaledRandom::new(recorder.clone()))
+        .insecure_random(JournaledRandom::new(recorder.clone()))
+        .insecure_random_seed(fixed_seed(&tags.run_id))
+        .stdout(GuestOutput::new(recorder.clone(), tags.clone(), "stdout", None))
+        .stderr(GuestOutput::new(
+            recorder.clone(),
+            tags.clone(),
+            "stderr",
+            Some(stderr_tail.clone()),
+        ))
+        .args(&[workflow_type])
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+/// The insecure seed is a pure function of the run: deterministic by
+/// construction, different across runs.
+fn fixed_seed(run_id: &str) -> u128 {
+    let digest = Sha256::digest(run_id.as_bytes());
+    let mut seed = [0u8; 16];
+    seed.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(seed)
+}
+
+pub struct JournaledWallClock(pub SharedRecorder);
+
+impl HostWallClock for JournaledWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let value = lock(&self.0).read_clock(Clock::Wall, clock::now_ns(), clock::now_ms());
+        Duration::from_nanos(value)
+    }
+}
+
+/// A monotonic clock derived from the wall clock, so that values recorded
+/// by one process stay monotonic when another process continues the run.
+pub struct JournaledMonotonicClock {
+    recorder: SharedRecorder,
+    last_ns: Mutex<u64>,
+}
+
+impl HostMonotonicClock for JournaledMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        let mut last = self
+            .last_ns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let live = clock::now_ns().max(*last);
+        let value = lock(&self.recorder).read_clock(Clock::Monotonic, live, clock::now_ms());
+        *last = (*last).max(value);
+        value
+    }
+}
+
+/// Randomness served from journaled draws of [`RANDOM_REFILL_BYTES`].
+pub struct JournaledRandom {
+    recorder: SharedRecorder,
+    buffer: Vec<u8>,
+}
+
+impl JournaledRandom {
+    pub fn new(recorder: SharedRecorder) -> JournaledRandom {
+        JournaledRandom {
+            recorder,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, out: &mut [u8]) {
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.buffer.is_empty() {
+                let mut live = vec![0u8; RANDOM_REFILL_BYTES];
+                rand::Rng::fill_bytes(&mut rand::rng(), &mut live);
+                let mut drawn = lock(&self.recorder).draw_random(live, clock::now_ms());
+                // Served from the back: reverse so bytes come out in draw order.
+                drawn.reverse();
+                self.buffer = drawn;
+            }
+            while filled < out.len() {
+                match self.buffer.pop() {
+                    Some(byte) => {
+                        out[filled] = byte;
+                        filled += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+impl rand::TryRng for JournaledRandom {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut word = [0u8; 4];
+        self.take(&mut word);
+        Ok(u32::from_le_bytes(word))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut word = [0u8; 8];
+        self.take(&mut word);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.take(dst);
+        Ok(())
+    }
+}
+
+/// Guest stdout/stderr: each line becomes a log event tied to the
+/// execution, unless the execution is replaying what it already did.
+#[derive(Clone)]
+pub struct GuestOutput {
+    /// `None` for activities, which never replay.
+    recorder: Option<SharedRecorder>,
+    tags: LogTags,
+    stream: &'static str,
+    stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+impl GuestOutput {
+    fn new(
+        recorder: SharedRecorder,
+        tags: LogTags,
+        stream: &'static str,
+        stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+    ) -> GuestOutput {
+        GuestOutput {
+            recorder: Some(recorder),
+            tags,
+            stream,
+            stderr_tail,
+        }
+    }
+
+    /// Output of an activity attempt: logged, never muted.
+    pub fn for_activity(call: &ActivityCall, stream: &'static str) -> GuestOutput {
+        GuestOutput {
+            recorder: None,
+            tags: LogTags {
+                workflow_id: call.workflow_id.clone(),
+                run_id: call.run_id.clone(),
+            },
+            stream,
+            stderr_tail: None,
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASIp3 asks for this; workflows link WASIp2.
+        Box::new(tokio::io::sink())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(GuestOutputStream {
+            output: self.clone(),
+            line: Vec::new(),
+        })
+    }
+}
+
+struct GuestOutputStream {
+    output: GuestOutput,
+    line: Vec<u8>,
+}
+
+impl GuestOutputStream {
+    fn emit_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        let (is_replaying, seq) = match &self.output.recorder {
+            Some(recorder) => {
+                let recorder = lock(recorder);
+                (recorder.is_replaying(), recorder.last_seq_made())
+            }
+            None => (false, 0),
+        };
+        if is_replaying {
+            return;
+        }
+        tracing::info!(
+            target: "reprise::guest",
+            workflow_id = %self.output.tags.workflow_id,
+            run_id = %self.output.tags.run_id,
+            seq,
+            stream = self.output.stream,
+            "{line}"
+        );
+    }
+}
+
+impl OutputStream for GuestOutputStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if let Some(tail) = &self.output.stderr_tail {
+            let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            tail.extend_from_slice(&bytes);
+            let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES_MAX);
+            tail.drain(..excess);
+        }
+        for &byte in bytes.iter() {
+            if byte == b'\n' {
+                self.emit_line();
+            } else if self.line.len() < LOG_LINE_BYTES_MAX {
+                self.line.push(byte);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl Drop for GuestOutputStream {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit_line();
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutputStream {
+    async fn ready(&mut self) {}
+}
+
+/// `wasi:http` hooks that refuse every request, the same way live and in
+/// replay.
+pub struct DenyHttp;
+
+impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}

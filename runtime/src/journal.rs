@@ -1,0 +1,859 @@
+//! The event model of an execution's history and the replay logic over it.
+//!
+//! `journal` knows nothing about SQL or Wasm: it holds the events of one
+//! execution, decides for every guest command whether it is new or a replay,
+//! and explains a mismatch as a [`Nondeterminism`] error.
+//!
+//! Two numberings run through a history:
+//! - the **position** of an event (1, 2, 3, … with no gap) is its place in
+//!   the append-only history; the store's primary key;
+//! - the **sequence number** (`seq`) of a *command* — a call the guest makes
+//!   (clock read, random draw, activity, timer) — counts the guest's calls in
+//!   program order, so a deterministic guest makes the same command at the
+//!   same `seq` on every run. Outcomes (activity completed, timer fired) name
+//!   the `seq` of the command they answer.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The ordinal of a guest command within an execution, starting at 1.
+pub type Seq = u64;
+
+/// The place of an event in an execution's history, starting at 1.
+pub type Position = u64;
+
+/// The largest JSON payload (input, output, error details) we journal.
+pub const PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+
+/// The most random bytes one `random-bytes` call may draw.
+pub const RANDOM_BYTES_MAX: u32 = 4096;
+
+/// The most events one history may hold; past it the execution fails.
+pub const HISTORY_EVENTS_MAX: usize = 100_000;
+
+/// Which clock a `ClockRead` read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// Nanoseconds since the Unix epoch.
+    Wall,
+    /// Nanoseconds on a clock that never goes backwards.
+    Monotonic,
+}
+
+/// A retry policy as journaled (the WIT record, with defaults applied).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub initial_interval_ms: u64,
+    pub backoff_coefficient: f64,
+    pub maximum_interval_ms: u64,
+    /// Attempts in all; 0 means unlimited.
+    pub maximum_attempts: u32,
+    pub non_retryable_error_types: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_interval_ms: 1_000,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: 100_000,
+            maximum_attempts: 0,
+            non_retryable_error_types: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Rejects a policy that cannot mean what its author wanted.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.backoff_coefficient >= 1.0 && self.backoff_coefficient.is_finite()) {
+            return Err(format!(
+                "backoff_coefficient must be a finite number >= 1, got {}",
+                self.backoff_coefficient
+            ));
+        }
+        if self.initial_interval_ms == 0 {
+            return Err("initial_interval_ms must be > 0".to_string());
+        }
+        if self.maximum_interval_ms < self.initial_interval_ms {
+            return Err(format!(
+                "maximum_interval_ms ({}) must be >= initial_interval_ms ({})",
+                self.maximum_interval_ms, self.initial_interval_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay before attempt `next_attempt` (2 = first retry), without jitter.
+    pub fn backoff_ms(&self, next_attempt: u32) -> u64 {
+        let retries_before = next_attempt.saturating_sub(2);
+        let factor = self.backoff_coefficient.powi(retries_before.min(64) as i32);
+        let delay = (self.initial_interval_ms as f64) * factor;
+        delay.min(self.maximum_interval_ms as f64) as u64
+    }
+}
+
+/// Activity options as journaled, with runtime defaults applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityOptions {
+    pub retry: RetryPolicy,
+    pub start_to_close_timeout_ms: Option<u64>,
+    pub schedule_to_close_timeout_ms: Option<u64>,
+}
+
+/// An error raised by one activity attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityError {
+    pub error_type: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    #[serde(default)]
+    pub non_retryable: bool,
+}
+
+/// Why an activity call failed for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    NonRetryable,
+    AttemptsExhausted,
+    TimedOut,
+    UnknownActivity,
+}
+
+/// The final failure of an activity call, as the workflow sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityFailure {
+    pub reason: FailureReason,
+    pub attempts: u32,
+    pub last_error: ActivityError,
+}
+
+/// The error with which an execution failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowError {
+    pub error_type: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+impl fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+/// One entry of a history. Commands carry the `seq` the guest gave them;
+/// outcomes carry the `seq` of the command they answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    WorkflowStarted {
+        workflow_type: String,
+        module_digest: String,
+        input: String,
+    },
+    ClockRead {
+        seq: Seq,
+        clock: Clock,
+        value_ns: u64,
+    },
+    RandomDrawn {
+        seq: Seq,
+        /// Hex-encoded.
+        bytes: String,
+    },
+    ActivityScheduled {
+        seq: Seq,
+        name: String,
+        input: String,
+        options: ActivityOptions,
+        idempotency_key: String,
+    },
+    ActivityAttemptFailed {
+        seq: Seq,
+        attempt: u32,
+        error: ActivityError,
+        /// When the next attempt starts (ms since the epoch); none if the
+        /// policy gave up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<u64>,
+    },
+    ActivityCompleted {
+        seq: Seq,
+        attempt: u32,
+        output: String,
+    },
+    ActivityFailed {
+        seq: Seq,
+        failure: ActivityFailure,
+    },
+    TimerStarted {
+        seq: Seq,
+        duration_ms: u64,
+        fire_at_ms: u64,
+    },
+    TimerFired {
+        seq: Seq,
+    },
+    WorkflowCompleted {
+        output: String,
+    },
+    WorkflowFailed {
+        error: WorkflowError,
+    },
+}
+
+impl Event {
+    /// The event's kind as written in the `kind` column and in histories.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::WorkflowStarted { .. } => "WorkflowStarted",
+            Event::ClockRead { .. } => "ClockRead",
+            Event::RandomDrawn { .. } => "RandomDrawn",
+            Event::ActivityScheduled { .. } => "ActivityScheduled",
+            Event::ActivityAttemptFailed { .. } => "ActivityAttemptFailed",
+            Event::ActivityCompleted { .. } => "ActivityCompleted",
+            Event::ActivityFailed { .. } => "ActivityFailed",
+            Event::TimerStarted { .. } => "TimerStarted",
+            Event::TimerFired { .. } => "TimerFired",
+            Event::WorkflowCompleted { .. } => "WorkflowCompleted",
+            Event::WorkflowFailed { .. } => "WorkflowFailed",
+        }
+    }
+
+    /// The `seq` of a command event, `None` for anything else.
+    pub fn command_seq(&self) -> Option<Seq> {
+        match self {
+            Event::ClockRead { seq, .. }
+            | Event::RandomDrawn { seq, .. }
+            | Event::ActivityScheduled { seq, .. }
+            | Event::TimerStarted { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// The `seq` an outcome answers, `None` for anything else.
+    fn outcome_seq(&self) -> Option<Seq> {
+        match self {
+            Event::ActivityCompleted { seq, .. }
+            | Event::ActivityFailed { seq, .. }
+            | Event::TimerFired { seq } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::WorkflowCompleted { .. } | Event::WorkflowFailed { .. }
+        )
+    }
+}
+
+/// An event with its place in the history and the time it was recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub position: Position,
+    pub recorded_at_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What the guest asked for at one `seq`: compared with the history on replay.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    ReadClock(Clock),
+    DrawRandom { len: usize },
+    ScheduleActivity { name: String, input: String },
+    StartTimer { duration_ms: u64 },
+}
+
+impl Command {
+    fn describe(&self) -> String {
+        match self {
+            Command::ReadClock(clock) => format!("a {} clock read", clock_name(*clock)),
+            Command::DrawRandom { len } => format!("a draw of {len} random bytes"),
+            Command::ScheduleActivity { name, input } => {
+                format!("activity `{name}` (input sha256 {})", short_hash(input))
+            }
+            Command::StartTimer { duration_ms } => format!("a timer of {duration_ms} ms"),
+        }
+    }
+
+    /// Whether a recorded command event answers this command.
+    fn matches(&self, recorded: &Event) -> bool {
+        match (self, recorded) {
+            (Command::ReadClock(a), Event::ClockRead { clock: b, .. }) => a == b,
+            (Command::DrawRandom { len }, Event::RandomDrawn { bytes, .. }) => bytes.len() == len * 2,
+            (
+                Command::ScheduleActivity { name, input },
+                Event::ActivityScheduled {
+                    name: recorded_name,
+                    input: recorded_input,
+                    ..
+                },
+            ) => name == recorded_name && input == recorded_input,
+            (
+                Command::StartTimer { duration_ms },
+                Event::TimerStarted {
+                    duration_ms: recorded,
+                    ..
+                },
+            ) => duration_ms == recorded,
+            _ => false,
+        }
+    }
+}
+
+fn clock_name(clock: Clock) -> &'static str {
+    match clock {
+        Clock::Wall => "wall",
+        Clock::Monotonic => "monotonic",
+    }
+}
+
+fn describe_recorded(event: &Event) -> String {
+    match event {
+        Event::ClockRead { clock, .. } => format!("a {} clock read", clock_name(*clock)),
+        Event::RandomDrawn { bytes, .. } => format!("a draw of {} random bytes", bytes.len() / 2),
+        Event::ActivityScheduled { name, input, .. } => {
+            format!("activity `{name}` (input sha256 {})", short_hash(input))
+        }
+        Event::TimerStarted { duration_ms, .. } => format!("a timer of {duration_ms} ms"),
+        other => other.kind().to_string(),
+    }
+}
+
+/// The first 12 hex digits of the SHA-256 of `text`: enough to tell inputs apart.
+pub fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    hex::encode(&digest[..6])
+}
+
+/// The code asked for something other than what the history recorded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Nondeterminism {
+    #[error(
+        "nondeterminism at seq {seq}: the history recorded {recorded}, but the workflow code asked for {requested}"
+    )]
+    Mismatch {
+        seq: Seq,
+        recorded: String,
+        requested: String,
+    },
+    #[error(
+        "nondeterminism: the workflow code finished after seq {last_seq}, but the history recorded more commands, starting with {next_recorded} at seq {next_seq}"
+    )]
+    FinishedEarly {
+        last_seq: Seq,
+        next_seq: Seq,
+        next_recorded: String,
+    },
+    #[error(
+        "nondeterminism: the history recorded the workflow's result as {recorded}, but the workflow code returned {returned}"
+    )]
+    DifferentResult { recorded: String, returned: String },
+}
+
+/// The whole history of one execution, in memory, plus the events the guest
+/// produced that are not yet durable.
+///
+/// Invariant: `events[i].position == i + 1`; `events[..durable_len]` are in
+/// the store; the rest are buffered clock reads and random draws that the
+/// next durable append writes together with its own event.
+#[derive(Debug, Default)]
+pub struct History {
+    events: Vec<RecordedEvent>,
+    durable_len: usize,
+    /// `seq` → index of the command event.
+    commands: HashMap<Seq, usize>,
+    /// `seq` → index of the outcome answering that command.
+    outcomes: HashMap<Seq, usize>,
+    /// The highest command `seq` in the history.
+    last_seq: Seq,
+}
+
+impl History {
+    /// Rebuilds a history from the store's rows.
+    ///
+    /// Fails if the positions are not 1, 2, 3, … or commands skip a `seq`:
+    /// a history that breaks these is corrupt and must not be replayed.
+    pub fn from_recorded(events: Vec<RecordedEvent>) -> Result<History, String> {
+        let mut history = History::default();
+        for recorded in events {
+            history.push(recorded)?;
+        }
+        history.durable_len = history.events.len();
+        Ok(history)
+    }
+
+    fn push(&mut self, recorded: RecordedEvent) -> Result<(), String> {
+        let expected = self.events.len() as Position + 1;
+        if recorded.position != expected {
+            return Err(format!(
+                "history is not contiguous: expected position {expected}, found {}",
+                recorded.position
+            ));
+        }
+        let index = self.events.len();
+        if let Some(seq) = recorded.event.command_seq() {
+            if seq != self.last_seq + 1 {
+                return Err(format!(
+                    "history commands are not contiguous: expected seq {}, found {seq} at position {}",
+                    self.last_seq + 1,
+                    recorded.position
+                ));
+            }
+            self.last_seq = seq;
+            self.commands.insert(seq, index);
+        }
+        if let Some(seq) = recorded.event.outcome_seq() {
+            if !self.commands.contains_key(&seq) {
+                return Err(format!(
+                    "history has an outcome for seq {seq} at position {} before its command",
+                    recorded.position
+                ));
+            }
+            if self.outcomes.insert(seq, index).is_some() {
+                return Err(format!(
+                    "history has two outcomes for seq {seq} (second at position {})",
+                    recorded.position
+                ));
+            }
+        }
+        self.events.push(recorded);
+        Ok(())
+    }
+
+    /// Adds an event produced now; it stays buffered until [`History::take_unflushed`].
+    pub fn record(&mut self, event: Event, now_ms: u64) -> &RecordedEvent {
+        let position = self.events.len() as Position + 1;
+        let recorded = RecordedEvent {
+            position,
+            recorded_at_ms: now_ms,
+            event,
+        };
+        // A violation here is a bug in the host (it numbered a command out of
+        // order), not bad input: fail loudly.
+        if let Err(problem) = self.push(recorded) {
+            panic!("host broke a history invariant: {problem}");
+        }
+        &self.events[self.events.len() - 1]
+    }
+
+    /// The buffered events, to be written by the next durable append.
+    pub fn unflushed(&self) -> &[RecordedEvent] {
+        &self.events[self.durable_len..]
+    }
+
+    /// Marks every event as durable (after the store committed them).
+    pub fn mark_durable(&mut self) {
+        self.durable_len = self.events.len();
+    }
+
+    /// How many events are in the store.
+    pub fn durable_len(&self) -> usize {
+        self.durable_len
+    }
+
+    pub fn events(&self) -> &[RecordedEvent] {
+        &self.events
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    pub fn command(&self, seq: Seq) -> Option<&RecordedEvent> {
+        self.commands.get(&seq).map(|&index| &self.events[index])
+    }
+
+    pub fn outcome(&self, seq: Seq) -> Option<&RecordedEvent> {
+        self.outcomes.get(&seq).map(|&index| &self.events[index])
+    }
+
+    /// The last event that answers or retries the activity at `seq`.
+    pub fn last_attempt_failure(&self, seq: Seq) -> Option<(u32, Option<u64>)> {
+        self.events.iter().rev().find_map(|recorded| match &recorded.event {
+            Event::ActivityAttemptFailed {
+                seq: failed_seq,
+                attempt,
+                retry_at_ms,
+                ..
+            } if *failed_seq == seq => Some((*attempt, *retry_at_ms)),
+            _ => None,
+        })
+    }
+
+    /// The input the execution started with.
+    pub fn started(&self) -> Option<(&str, &str, &str)> {
+        match self.events.first().map(|recorded| &recorded.event) {
+            Some(Event::WorkflowStarted {
+                workflow_type,
+                module_digest,
+                input,
+            }) => Some((workflow_type, module_digest, input)),
+            _ => None,
+        }
+    }
+
+    /// The terminal event, if the execution finished.
+    pub fn terminal(&self) -> Option<&Event> {
+        self.events
+            .last()
+            .map(|recorded| &recorded.event)
+            .filter(|event| event.is_terminal())
+    }
+
+    /// Of the activities in `seqs`, the one whose outcome comes first in the history.
+    pub fn first_completed(&self, seqs: &[Seq]) -> Option<Seq> {
+        seqs.iter()
+            .filter_map(|seq| self.outcomes.get(seq).map(|&index| (index, *seq)))
+            .min()
+            .map(|(_, seq)| seq)
+    }
+
+    /// Compares a command the guest makes at `seq` with the history.
+    /// `Ok(Some(event))`: recorded, replay it. `Ok(None)`: new, record it.
+    pub fn check_command(
+        &self,
+        seq: Seq,
+        command: &Command,
+    ) -> Result<Option<&RecordedEvent>, Nondeterminism> {
+        match self.command(seq) {
+            None => Ok(None),
+            Some(recorded) if command.matches(&recorded.event) => Ok(Some(recorded)),
+            Some(recorded) => Err(Nondeterminism::Mismatch {
+                seq,
+                recorded: describe_recorded(&recorded.event),
+                requested: command.describe(),
+            }),
+        }
+    }
+
+    /// Checks, when the code has returned, that it made every recorded command.
+    pub fn check_finished(&self, last_seq_made: Seq) -> Result<(), Nondeterminism> {
+        match self.command(last_seq_made + 1) {
+            None => Ok(()),
+            Some(next) => Err(Nondeterminism::FinishedEarly {
+                last_seq: last_seq_made,
+                next_seq: last_seq_made + 1,
+                next_recorded: describe_recorded(&next.event),
+            }),
+        }
+    }
+}
+
+/// Why an activation must stop even though the guest did nothing wrong by
+/// its own lights. Raised from WASI callbacks that cannot return errors, so it
+/// is parked in the [`Recorder`] until the next host call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Halt {
+    Nondeterminism(Nondeterminism),
+    /// Verification replay reached the end of an unfinished history.
+    HistoryEnd,
+}
+
+/// A history plus the cursor of the activation replaying it: the object that
+/// decides, for each guest command, "replay this" or "record this".
+#[derive(Debug)]
+pub struct Recorder {
+    pub history: History,
+    next_seq: Seq,
+    halted: Option<Halt>,
+    /// Verification mode: never record, stop at the end of the history.
+    replay_only: bool,
+}
+
+impl Recorder {
+    pub fn new(history: History, replay_only: bool) -> Recorder {
+        Recorder {
+            history,
+            next_seq: 1,
+            halted: None,
+            replay_only,
+        }
+    }
+
+    /// Rewinds the cursor for a fresh instance, which replays from seq 1.
+    pub fn begin_activation(&mut self) {
+        self.next_seq = 1;
+        self.halted = None;
+    }
+
+    /// True while the guest re-makes commands the history already holds.
+    pub fn is_replaying(&self) -> bool {
+        self.next_seq <= self.history.last_seq()
+    }
+
+    pub fn is_replay_only(&self) -> bool {
+        self.replay_only
+    }
+
+    /// The `seq` of the last command made in this activation.
+    pub fn last_seq_made(&self) -> Seq {
+        self.next_seq - 1
+    }
+
+    pub fn halted(&self) -> Option<&Halt> {
+        self.halted.as_ref()
+    }
+
+    /// Claims the next `seq` for `command` and compares it with the history.
+    /// `Ok(Some(event))` if recorded; `Ok(None)` if new and recording is allowed.
+    pub fn next_command(&mut self, command: &Command) -> Result<(Seq, Option<RecordedEvent>), Halt> {
+        if let Some(halt) = &self.halted {
+            return Err(halt.clone());
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.history.check_command(seq, command) {
+            Ok(Some(recorded)) => Ok((seq, Some(recorded.clone()))),
+            Ok(None) if self.replay_only => Err(self.halt_at_history_end(seq, command)),
+            Ok(None) => Ok((seq, None)),
+            Err(mismatch) => Err(self.halt(Halt::Nondeterminism(mismatch))),
+        }
+    }
+
+    fn halt_at_history_end(&mut self, seq: Seq, command: &Command) -> Halt {
+        let halt = match self.history.terminal() {
+            Some(_) => Halt::Nondeterminism(Nondeterminism::Mismatch {
+                seq,
+                recorded: "the end of the history (the execution had finished)".to_string(),
+                requested: command.describe(),
+            }),
+            None => Halt::HistoryEnd,
+        };
+        self.halt(halt)
+    }
+
+    fn halt(&mut self, halt: Halt) -> Halt {
+        self.halted.get_or_insert(halt).clone()
+    }
+
+    /// A clock read: the recorded value, or `live` recorded (buffered) now.
+    /// On a halt it returns 0 and parks the halt for the next host call.
+    pub fn read_clock(&mut self, clock: Clock, live: u64, now_ms: u64) -> u64 {
+        match self.next_command(&Command::ReadClock(clock)) {
+            Ok((_, Some(recorded))) => match recorded.event {
+                Event::ClockRead { value_ns, .. } => value_ns,
+                _ => 0,
+            },
+            Ok((seq, None)) => {
+                self.history.record(
+                    Event::ClockRead {
+                        seq,
+                        clock,
+                        value_ns: live,
+                    },
+                    now_ms,
+                );
+                live
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// A random draw: the recorded bytes, or `live` recorded (buffered) now.
+    /// On a halt it returns zeros and parks the halt for the next host call.
+    pub fn draw_random(&mut self, live: Vec<u8>, now_ms: u64) -> Vec<u8> {
+        let len = live.len();
+        match self.next_command(&Command::DrawRandom { len }) {
+            Ok((_, Some(recorded))) => match recorded.event {
+                Event::RandomDrawn { bytes, .. } => {
+                    hex::decode(bytes).unwrap_or_else(|_| vec![0; len])
+                }
+                _ => vec![0; len],
+            },
+            Ok((seq, None)) => {
+                self.history.record(
+                    Event::RandomDrawn {
+                        seq,
+                        bytes: hex::encode(&live),
+                    },
+                    now_ms,
+                );
+                live
+            }
+            Err(_) => vec![0; len],
+        }
+    }
+}
+
+/// The idempotency key of the activity call at `seq`: the same on every
+/// attempt and every replay, distinct across calls, runs and workflows.
+pub fn idempotency_key(workflow_id: &str, run_id: &str, seq: Seq) -> String {
+    let mut hasher = Sha256::new();
+    for part in [workflow_id.as_bytes(), run_id.as_bytes()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(seq.to_be_bytes());
+    format!("rk_{}", hex::encode(&hasher.finalize()[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started() -> Event {
+        Event::WorkflowStarted {
+            workflow_type: "t".into(),
+            module_digest: "d".into(),
+            input: "{}".into(),
+        }
+    }
+
+    fn scheduled(seq: Seq, name: &str, input: &str) -> Event {
+        Event::ActivityScheduled {
+            seq,
+            name: name.into(),
+            input: input.into(),
+            options: ActivityOptions {
+                retry: RetryPolicy::default(),
+                start_to_close_timeout_ms: Some(1000),
+                schedule_to_close_timeout_ms: None,
+            },
+            idempotency_key: idempotency_key("w", "r", seq),
+        }
+    }
+
+    #[test]
+    fn mismatch_names_seq_recorded_and_requested() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "charge", "{\"amount\":5}"), 0);
+        let error = history
+            .check_command(
+                1,
+                &Command::ScheduleActivity {
+                    name: "ship".into(),
+                    input: "{}".into(),
+                },
+            )
+            .expect_err("different activity must be refused");
+        let text = error.to_string();
+        assert!(text.contains("seq 1"), "{text}");
+        assert!(text.contains("activity `charge`"), "{text}");
+        assert!(text.contains("activity `ship`"), "{text}");
+    }
+
+    #[test]
+    fn same_name_different_input_is_a_mismatch() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "charge", "{\"amount\":5}"), 0);
+        let same = Command::ScheduleActivity {
+            name: "charge".into(),
+            input: "{\"amount\":5}".into(),
+        };
+        assert!(matches!(history.check_command(1, &same), Ok(Some(_))));
+        let other = Command::ScheduleActivity {
+            name: "charge".into(),
+            input: "{\"amount\":6}".into(),
+        };
+        assert!(history.check_command(1, &other).is_err());
+        assert!(matches!(history.check_command(2, &other), Ok(None)));
+    }
+
+    #[test]
+    fn corrupt_histories_are_refused() {
+        let gap = vec![
+            RecordedEvent {
+                position: 1,
+                recorded_at_ms: 0,
+                event: started(),
+            },
+            RecordedEvent {
+                position: 3,
+                recorded_at_ms: 0,
+                event: scheduled(1, "a", "{}"),
+            },
+        ];
+        assert!(History::from_recorded(gap).is_err());
+        let seq_gap = vec![
+            RecordedEvent {
+                position: 1,
+                recorded_at_ms: 0,
+                event: started(),
+            },
+            RecordedEvent {
+                position: 2,
+                recorded_at_ms: 0,
+                event: scheduled(2, "a", "{}"),
+            },
+        ];
+        assert!(History::from_recorded(seq_gap).is_err());
+    }
+
+    #[test]
+    fn first_completed_follows_history_order_not_seq_order() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "a", "{}"), 0);
+        history.record(scheduled(2, "b", "{}"), 0);
+        history.record(
+            Event::ActivityCompleted {
+                seq: 2,
+                attempt: 1,
+                output: "2".into(),
+            },
+            0,
+        );
+        history.record(
+            Event::ActivityCompleted {
+                seq: 1,
+                attempt: 1,
+                output: "1".into(),
+            },
+            0,
+        );
+        assert_eq!(history.first_completed(&[1, 2]), Some(2));
+        assert_eq!(history.first_completed(&[1]), Some(1));
+        assert_eq!(history.first_completed(&[3]), None);
+    }
+
+    #[test]
+    fn idempotency_key_is_stable_and_distinct() {
+        assert_eq!(idempotency_key("w", "r", 1), idempotency_key("w", "r", 1));
+        assert_ne!(idempotency_key("w", "r", 1), idempotency_key("w", "r", 2));
+        assert_ne!(idempotency_key("w", "r", 1), idempotency_key("w", "r2", 1));
+        // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
+        assert_ne!(idempotency_key("ab", "c", 1), idempotency_key("a", "bc", 1));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let policy = RetryPolicy {
+            initial_interval_ms: 100,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: 500,
+            maximum_attempts: 0,
+            non_retryable_error_types: vec![],
+        };
+        assert_eq!(policy.backoff_ms(2), 100);
+        assert_eq!(policy.backoff_ms(3), 200);
+        assert_eq!(policy.backoff_ms(4), 400);
+        assert_eq!(policy.backoff_ms(5), 500);
+        let bad = RetryPolicy {
+            backoff_coefficient: 0.5,
+            ..policy
+        };
+        assert!(bad.validate().unwrap_err().contains("backoff_coefficient"));
+    }
+}

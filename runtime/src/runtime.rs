@@ -1,0 +1,601 @@
+//! [`Runtime`]: deploys workflow components, starts executions and drives
+//! them to the end, live or by replay.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Store as WasmStore, StoreLimitsBuilder, Trap, UpdateDeadline};
+
+use crate::activity::ActivityRegistry;
+use crate::clock;
+use crate::engine::{ComponentKind, Engine, LoadError, LoadedComponent};
+use crate::execution::{Execution, Interrupt, runtime_error};
+use crate::host::wasi::{LogTags, workflow_wasi};
+use crate::host::workflow_bindings::{Workflow, WorkflowPre};
+use crate::host::{WorkflowHost, wit_types};
+use crate::journal::{
+    Event, Halt, History, Nondeterminism, PAYLOAD_BYTES_MAX, RecordedEvent, Recorder,
+    WorkflowError,
+};
+use crate::store::{
+    ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError,
+};
+
+/// The tenant of everything started without a server (`reprise run`).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// How an execution ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Completed { output: serde_json::Value },
+    Failed { error: WorkflowError },
+}
+
+/// What a verification replay found (see [`Runtime::verify_replay`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayVerdict {
+    /// The code reproduced the whole history, result included.
+    Reproduced,
+    /// The code reproduced every recorded command; the execution had not
+    /// finished when the history was taken.
+    ReproducedSoFar { commands: u64 },
+}
+
+/// Errors that stop the runtime from driving an execution. None of them
+/// writes to the history: the execution stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("execution `{workflow_id}` (run {run_id}): {source}")]
+    Nondeterminism {
+        workflow_id: String,
+        run_id: String,
+        #[source]
+        source: Nondeterminism,
+    },
+    #[error("the history of execution `{workflow_id}` is corrupt: {problem}")]
+    CorruptHistory { workflow_id: String, problem: String },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    WrongKind(String),
+    #[error("module {digest} is not in the store; deploy it first")]
+    UnknownModule { digest: String },
+    #[error("execution `{workflow_id}`: {message}")]
+    Host { workflow_id: String, message: String },
+}
+
+/// Options of a [`Runtime`].
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// Drop every instance while it waits and rebuild it by replay (the
+    /// cold path). Off: instances stay in memory while they wait.
+    pub evict_on_wait: bool,
+}
+
+/// The host: one engine, one store, the registered activities.
+pub struct Runtime {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    activities: Arc<ActivityRegistry>,
+    linker: Linker<WorkflowHost>,
+    prepared: Mutex<HashMap<String, WorkflowPre<WorkflowHost>>>,
+    options: RuntimeOptions,
+}
+
+impl Runtime {
+    pub fn new(
+        engine: Engine,
+        store: Arc<dyn Store>,
+        activities: ActivityRegistry,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<Runtime> {
+        let mut linker = Linker::<WorkflowHost>::new(engine.wasmtime());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        Workflow::add_to_linker::<_, HasSelf<WorkflowHost>>(&mut linker, |host| host)
+            .map_err(anyhow::Error::from)?;
+        Ok(Runtime {
+            engine,
+            store,
+            activities: Arc::new(activities),
+            linker,
+            prepared: Mutex::new(HashMap::new()),
+            options,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Validates, compiles and stores a workflow component.
+    pub async fn deploy_workflow(&self, bytes: &[u8]) -> Result<LoadedComponent, RunError> {
+        let loaded = self.engine.load(bytes)?;
+        if loaded.kind != ComponentKind::Workflow {
+            return Err(RunError::WrongKind(format!(
+                "this is an {} component; a workflow must export `run` (the `workflow` world of wit/reprise.wit)",
+                loaded.kind.as_str()
+            )));
+        }
+        self.prepare(&loaded)?;
+        self.store
+            .put_module(&loaded.digest, loaded.kind.as_str(), bytes)
+            .await?;
+        Ok(loaded)
+    }
+
+    fn prepare(&self, loaded: &LoadedComponent) -> Result<WorkflowPre<WorkflowHost>, RunError> {
+        let mut prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pre) = prepared.get(&loaded.digest) {
+            return Ok(pre.clone());
+        }
+        let link_error = |error: wasmtime::Error| {
+            LoadError::Malformed(anyhow::Error::from(error).context("linking the workflow's imports"))
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&loaded.component)
+            .map_err(link_error)?;
+        let pre = WorkflowPre::new(instance_pre).map_err(link_error)?;
+        prepared.insert(loaded.digest.clone(), pre.clone());
+        Ok(pre)
+    }
+
+    async fn prepared_by_digest(&self, digest: &str) -> Result<WorkflowPre<WorkflowHost>, RunError> {
+        if let Some(pre) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(digest)
+        {
+            return Ok(pre.clone());
+        }
+        let bytes = self
+            .store
+            .module(digest)
+            .await?
+            .ok_or_else(|| RunError::UnknownModule {
+                digest: digest.to_string(),
+            })?;
+        let loaded = self.engine.load(&bytes)?;
+        self.prepare(&loaded)
+    }
+
+    /// Starts `workflow_id` on a deployed module, or returns its existing
+    /// execution (`false`) if the id was started before: starting is
+    /// idempotent.
+    pub async fn start(
+        &self,
+        workflow_type: &str,
+        module_digest: &str,
+        workflow_id: Option<String>,
+        input: &str,
+    ) -> Result<(ExecutionRecord, bool), RunError> {
+        check_json_payload("workflow input", input).map_err(RunError::InvalidInput)?;
+        let run_id = new_run_id();
+        let workflow_id = workflow_id.unwrap_or_else(|| run_id.clone());
+        let started = RecordedEvent {
+            position: 1,
+            recorded_at_ms: clock::now_ms(),
+            event: Event::WorkflowStarted {
+                workflow_type: workflow_type.to_string(),
+                module_digest: module_digest.to_string(),
+                input: input.to_string(),
+            },
+        };
+        Ok(self
+            .store
+            .start_execution(NewExecution {
+                tenant: DEFAULT_TENANT.to_string(),
+                workflow_id,
+                run_id,
+                workflow_type: workflow_type.to_string(),
+                module_digest: module_digest.to_string(),
+                started,
+            })
+            .await?)
+    }
+
+    async fn load_history(&self, record: &ExecutionRecord) -> Result<History, RunError> {
+        let events = self.store.history(record.id).await?;
+        History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
+            workflow_id: record.workflow_id.clone(),
+            problem,
+        })
+    }
+
+    /// Runs an execution until it finishes, replaying what its history
+    /// holds first. A finished execution returns its recorded outcome and
+    /// runs nothing.
+    pub async fn drive(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
+        let history = self.load_history(&record).await?;
+        if let Some(terminal) = history.terminal() {
+            return Ok(outcome_of(terminal));
+        }
+        let (_, digest, input) = started_parts(&history, &record)?;
+        let pre = self.prepared_by_digest(&digest).await?;
+        let span = tracing::info_span!(
+            "execution",
+            workflow_id = %record.workflow_id,
+            run_id = %record.run_id,
+            workflow_type = %record.workflow_type,
+        );
+        let _entered = span.enter();
+        let mut execution = Execution::new(
+            record,
+            Recorder::new(history, false),
+            self.store.clone(),
+            self.activities.clone(),
+            self.options.evict_on_wait,
+        );
+        loop {
+            let (returned, result) = self.activate(&pre, execution, &input).await;
+            execution = returned;
+            let mut interrupt = match result {
+                Ok(guest_result) => match self.complete(&mut execution, guest_result).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(interrupt) => interrupt,
+                },
+                Err(interrupt) => interrupt,
+            };
+            if let Interrupt::Suspend(wait) = &interrupt {
+                // Cold path: no instance while we wait; the next activation
+                // rebuilds it by replay.
+                match execution.wait(wait, false).await {
+                    Ok(()) => continue,
+                    Err(failed) => interrupt = failed,
+                }
+            }
+            return self.settle(&mut execution, interrupt).await;
+        }
+    }
+
+    /// Ends a drive that stopped for a reason other than `run` returning.
+    async fn settle(&self, execution: &mut Execution, interrupt: Interrupt) -> Result<Outcome, RunError> {
+        let record = &execution.record;
+        match interrupt {
+            Interrupt::FailWorkflow(error) => {
+                tracing::warn!(workflow_id = %record.workflow_id, %error, "execution failed");
+                let result = serde_json::to_string(&error).unwrap_or_default();
+                execution
+                    .finish(
+                        Event::WorkflowFailed {
+                            error: error.clone(),
+                        },
+                        Finish {
+                            status: ExecutionStatus::Failed,
+                            result,
+                        },
+                    )
+                    .await
+                    .map_err(|interrupt| host_error(&execution.record, interrupt))?;
+                Ok(Outcome::Failed { error })
+            }
+            Interrupt::Halt(Halt::Nondeterminism(source)) => Err(RunError::Nondeterminism {
+                workflow_id: record.workflow_id.clone(),
+                run_id: record.run_id.clone(),
+                source,
+            }),
+            other => Err(host_error(record, other)),
+        }
+    }
+
+    /// Records the end of `run`, after checking that the code made every
+    /// command the history holds.
+    async fn complete(
+        &self,
+        execution: &mut Execution,
+        guest_result: Result<String, wit_types::WorkflowError>,
+    ) -> Result<Outcome, Interrupt> {
+        execution.check_halted()?;
+        {
+            let recorder = execution.recorder();
+            recorder
+                .history
+                .check_finished(recorder.last_seq_made())
+                .map_err(|mismatch| Interrupt::Halt(Halt::Nondeterminism(mismatch)))?;
+        }
+        let (event, finish, outcome) = match guest_result {
+            Ok(output) => {
+                let value = parse_output(&output)?;
+                (
+                    Event::WorkflowCompleted {
+                        output: output.clone(),
+                    },
+                    Finish {
+                        status: ExecutionStatus::Completed,
+                        result: output,
+                    },
+                    Outcome::Completed { output: value },
+                )
+            }
+            Err(error) => {
+                let error = WorkflowError {
+                    error_type: error.error_type,
+                    message: error.message,
+                    details: error.details,
+                };
+                let result = serde_json::to_string(&error).unwrap_or_default();
+                (
+                    Event::WorkflowFailed {
+                        error: error.clone(),
+                    },
+                    Finish {
+                        status: ExecutionStatus::Failed,
+                        result,
+                    },
+                    Outcome::Failed { error },
+                )
+            }
+        };
+        execution.finish(event, finish).await?;
+        Ok(outcome)
+    }
+
+    /// Runs the guest from a fresh instance until `run` returns or a host
+    /// call interrupts it. The execution is lent to the instance and
+    /// always handed back.
+    async fn activate(
+        &self,
+        pre: &WorkflowPre<WorkflowHost>,
+        execution: Execution,
+        input: &str,
+    ) -> (Execution, Result<Result<String, wit_types::WorkflowError>, Interrupt>) {
+        execution.recorder().begin_activation();
+        let limits = self.engine.limits.clone();
+        let tags = LogTags {
+            workflow_id: execution.record.workflow_id.clone(),
+            run_id: execution.record.run_id.clone(),
+        };
+        let wasi = workflow_wasi(
+            &execution.recorder,
+            &tags,
+            &execution.record.workflow_type,
+            &execution.stderr_tail,
+        );
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes_max)
+            .trap_on_grow_failure(true)
+            .build();
+        let stderr_tail = execution.stderr_tail.clone();
+        let mut store = WasmStore::new(
+            self.engine.wasmtime(),
+            WorkflowHost::new(execution, wasi, store_limits),
+        );
+        store.limiter(|host| &mut host.limits);
+        let result = async {
+            store.set_fuel(limits.activation_fuel_max)?;
+            let wall_max = Duration::from_millis(limits.activation_wall_ms_max);
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |context| {
+                if context.data().guest_running_since.elapsed() > wall_max {
+                    return Err(wasmtime::Error::new(Interrupt::FailWorkflow(runtime_error(
+                        "WallClockLimitExceeded",
+                        format!(
+                            "the workflow ran for more than {} ms without waiting on the host; the limit is activation_wall_ms_max = {} ms",
+                            wall_max.as_millis(),
+                            wall_max.as_millis()
+                        ),
+                    ))));
+                }
+                // Let other executions on this thread run.
+                Ok(UpdateDeadline::Yield(1))
+            });
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, input).await
+        }
+        .await;
+        let result = result.map_err(|error| classify(error, &limits, &stderr_tail));
+        (store.into_data().execution, result)
+    }
+
+    /// Replays `events` against `component` without writing anything and
+    /// reports whether the code reproduces the history: the safe-upgrade
+    /// check, and the test of replay equality.
+    pub async fn verify_replay(
+        &self,
+        component: &LoadedComponent,
+        record: ExecutionRecord,
+        events: Vec<RecordedEvent>,
+    ) -> Result<ReplayVerdict, RunError> {
+        let history = History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
+            workflow_id: record.workflow_id.clone(),
+            problem,
+        })?;
+        let (_, _, input) = started_parts(&history, &record)?;
+        let recorded_terminal = history.terminal().cloned();
+        let pre = self.prepare(component)?;
+        let execution = Execution::new(
+            record,
+            Recorder::new(history, true),
+            self.store.clone(),
+            self.activities.clone(),
+            false,
+        );
+        let (execution, result) = self.activate(&pre, execution, &input).await;
+        let nondeterminism = |source| RunError::Nondeterminism {
+            workflow_id: execution.record.workflow_id.clone(),
+            run_id: execution.record.run_id.clone(),
+            source,
+        };
+        let replayed = match result {
+            Ok(guest_result) => {
+                if let Err(Interrupt::Halt(Halt::Nondeterminism(source))) = execution.check_halted() {
+                    return Err(nondeterminism(source));
+                }
+                let recorder = execution.recorder();
+                recorder
+                    .history
+                    .check_finished(recorder.last_seq_made())
+                    .map_err(nondeterminism)?;
+                match guest_result {
+                    Ok(output) => Event::WorkflowCompleted { output },
+                    Err(error) => Event::WorkflowFailed {
+                        error: WorkflowError {
+                            error_type: error.error_type,
+                            message: error.message,
+                            details: error.details,
+                        },
+                    },
+                }
+            }
+            Err(Interrupt::Halt(Halt::HistoryEnd)) => {
+                let commands = execution.recorder().history.last_seq();
+                return Ok(ReplayVerdict::ReproducedSoFar { commands });
+            }
+            Err(Interrupt::Halt(Halt::Nondeterminism(source))) => return Err(nondeterminism(source)),
+            Err(Interrupt::FailWorkflow(error)) => Event::WorkflowFailed { error },
+            Err(other) => return Err(host_error(&execution.record, other)),
+        };
+        match recorded_terminal {
+            Some(recorded) if recorded != replayed => Err(nondeterminism(Nondeterminism::DifferentResult {
+                recorded: describe_terminal(&recorded),
+                returned: describe_terminal(&replayed),
+            })),
+            Some(_) => Ok(ReplayVerdict::Reproduced),
+            None => Ok(ReplayVerdict::ReproducedSoFar {
+                commands: execution.recorder().history.last_seq(),
+            }),
+        }
+    }
+}
+
+fn describe_terminal(event: &Event) -> String {
+    match event {
+        Event::WorkflowCompleted { output } => format!("output {output}"),
+        Event::WorkflowFailed { error } => format!("failure {error}"),
+        other => other.kind().to_string(),
+    }
+}
+
+fn host_error(record: &ExecutionRecord, interrupt: Interrupt) -> RunError {
+    RunError::Host {
+        workflow_id: record.workflow_id.clone(),
+        message: interrupt.to_string(),
+    }
+}
+
+fn started_parts(
+    history: &History,
+    record: &ExecutionRecord,
+) -> Result<(String, String, String), RunError> {
+    history
+        .started()
+        .map(|(workflow_type, digest, input)| {
+            (workflow_type.to_string(), digest.to_string(), input.to_string())
+        })
+        .ok_or_else(|| RunError::CorruptHistory {
+            workflow_id: record.workflow_id.clone(),
+            problem: "the first event is not WorkflowStarted".to_string(),
+        })
+}
+
+/// The outcome a terminal event records.
+pub fn outcome_of(terminal: &Event) -> Outcome {
+    match terminal {
+        Event::WorkflowCompleted { output } => Outcome::Completed {
+            output: serde_json::from_str(output)
+                .unwrap_or_else(|_| serde_json::Value::String(output.clone())),
+        },
+        Event::WorkflowFailed { error } => Outcome::Failed {
+            error: error.clone(),
+        },
+        other => Outcome::Failed {
+            error: runtime_error("CorruptHistory", format!("{} is not a terminal event", other.kind())),
+        },
+    }
+}
+
+fn parse_output(output: &str) -> Result<serde_json::Value, Interrupt> {
+    check_json_payload("workflow output", output)
+        .map_err(|message| Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", message)))?;
+    serde_json::from_str(output).map_err(|error| {
+        Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", error.to_string()))
+    })
+}
+
+/// Checks that `text` is JSON within the payload limit.
+pub fn check_json_payload(what: &str, text: &str) -> Result<(), String> {
+    if text.len() > PAYLOAD_BYTES_MAX {
+        return Err(format!(
+            "the {what} is {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
+            text.len()
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|error| format!("the {what} is not valid JSON ({error}); pass e.g. '{{\"name\": \"x\"}}' or '42'"))
+}
+
+/// A random 128-bit run id, hex-encoded.
+fn new_run_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// Turns a wasmtime error out of `run` into the reason the activation stopped.
+fn classify(
+    error: wasmtime::Error,
+    limits: &crate::engine::Limits,
+    stderr_tail: &Arc<Mutex<Vec<u8>>>,
+) -> Interrupt {
+    if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
+        return interrupt.clone();
+    }
+    let tail = {
+        let tail = stderr_tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        String::from_utf8_lossy(&tail).trim().to_string()
+    };
+    let with_tail = |message: String| {
+        if tail.is_empty() {
+            message
+        } else {
+            format!("{message}; the guest's last stderr output: {tail}")
+        }
+    };
+    let full = format!("{:#}", anyhow::Error::from(error));
+    let (error_type, message) = if full.contains("all fuel consumed") || full.contains(&Trap::OutOfFuel.to_string()) {
+        (
+            "FuelExhausted",
+            format!(
+                "the workflow used up its fuel budget of activation_fuel_max = {} units (an endless loop?)",
+                limits.activation_fuel_max
+            ),
+        )
+    } else if full.contains("forcing trap when growing memory") {
+        (
+            "MemoryLimitExceeded",
+            format!(
+                "the workflow tried to grow its memory past memory_bytes_max = {} bytes",
+                limits.memory_bytes_max
+            ),
+        )
+    } else if full.contains(&Trap::StackOverflow.to_string()) {
+        (
+            "StackOverflow",
+            "the workflow overflowed its call stack (unbounded recursion?)".to_string(),
+        )
+    } else if full.contains(&Trap::UnreachableCodeReached.to_string()) {
+        ("GuestPanic", with_tail(format!("the workflow trapped: {full}")))
+    } else {
+        ("GuestTrap", with_tail(format!("the workflow trapped: {full}")))
+    };
+    Interrupt::FailWorkflow(runtime_error(error_type, message))
+}

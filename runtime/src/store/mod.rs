@@ -1,0 +1,146 @@
+//! Persistence: one [`Store`] trait, backends behind it.
+//!
+//! `store` knows nothing about Wasm: it keeps modules, executions and their
+//! append-only histories. The engine talks only to the trait, so a
+//! PostgreSQL backend can follow without touching it.
+
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::RecordedEvent;
+
+pub use sqlite::SqliteStore;
+
+/// Errors from a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error while {doing}: {source}")]
+    Database {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored event at position {position} of execution {execution_id} is unreadable: {source}")]
+    CorruptEvent {
+        execution_id: i64,
+        position: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "journal invariant violated: execution {execution_id} already has an event at position {position}; events are never overwritten"
+    )]
+    PositionTaken { execution_id: i64, position: u64 },
+    #[error("the store's writer has stopped; the process is shutting down")]
+    WriterGone,
+}
+
+impl StoreError {
+    fn database(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Database { doing, source }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Lifecycle of an execution as the `executions.status` column records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Completed => "completed",
+            ExecutionStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> ExecutionStatus {
+        match text {
+            "completed" => ExecutionStatus::Completed,
+            "failed" => ExecutionStatus::Failed,
+            _ => ExecutionStatus::Running,
+        }
+    }
+}
+
+/// An execution row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub id: i64,
+    pub tenant: String,
+    pub workflow_id: String,
+    pub run_id: String,
+    pub workflow_type: String,
+    pub module_digest: String,
+    pub status: ExecutionStatus,
+    /// Output JSON (completed) or error JSON (failed).
+    pub result: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What `start_execution` needs; the first event (`WorkflowStarted`) is
+/// written in the same transaction as the row.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    pub tenant: String,
+    pub workflow_id: String,
+    pub run_id: String,
+    pub workflow_type: String,
+    pub module_digest: String,
+    pub started: RecordedEvent,
+}
+
+/// How an append changes the execution row, if at all.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub status: ExecutionStatus,
+    pub result: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores component bytes under their digest (a no-op if present).
+    async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()>;
+
+    async fn module(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Creates an execution and its first event, unless `workflow_id` already
+    /// has one: then returns the newest existing execution and `false`.
+    async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)>;
+
+    /// The newest execution of `workflow_id`.
+    async fn execution(&self, tenant: &str, workflow_id: &str) -> StoreResult<Option<ExecutionRecord>>;
+
+    async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// Appends events durably (one commit, shared with concurrent appends)
+    /// and optionally finishes the execution in the same transaction. Fails
+    /// with [`StoreError::PositionTaken`] rather than overwrite an event.
+    async fn append(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        finish: Option<Finish>,
+    ) -> StoreResult<()>;
+}
+
+/// Opens the store a `--db` argument names: a SQLite file path (created if
+/// missing).
+pub async fn open(path: &Path) -> StoreResult<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::open(path).await?))
+}

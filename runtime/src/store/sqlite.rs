@@ -1,0 +1,434 @@
+//! The embedded SQLite backend: WAL, `synchronous=FULL`, group commit.
+//!
+//! Reads go through a small connection pool. Every write goes to one writer
+//! task that owns its own connection: it takes all the write requests that
+//! are waiting, applies each inside a savepoint (so one failed request does
+//! not undo the others) and commits them together — one fsync for many
+//! executions' appends.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError, StoreResult,
+};
+use crate::journal::RecordedEvent;
+
+/// The most write requests one commit carries.
+const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
+/// Queued write requests before appenders wait (backpressure).
+const WRITE_QUEUE_LENGTH_MAX: usize = 8192;
+const READ_CONNECTIONS_MAX: u32 = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SqliteStore {
+    reads: SqlitePool,
+    writes: mpsc::Sender<WriteRequest>,
+}
+
+enum WriteOp {
+    PutModule {
+        digest: String,
+        kind: String,
+        bytes: Vec<u8>,
+    },
+    Start(NewExecution),
+    Append {
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        finish: Option<Finish>,
+    },
+}
+
+enum WriteReply {
+    Done,
+    Started(ExecutionRecord, bool),
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<StoreResult<WriteReply>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::database("parsing SQLite options"))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Durable against power loss: a commit returns after its fsync.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(StoreError::database("opening the SQLite database"))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS_MAX)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(StoreError::database("opening SQLite read connections"))?;
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE_LENGTH_MAX);
+        tokio::spawn(run_writer(writer, queue));
+        Ok(SqliteStore { reads, writes })
+    }
+
+    async fn write(&self, op: WriteOp) -> StoreResult<WriteReply> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// The group-commit loop: waits for one request, then takes every request
+/// already queued, and commits them all in one transaction.
+async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<WriteRequest>) {
+    let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
+    while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
+        let outcomes = commit_batch(&mut connection, &mut batch).await;
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            // The requester may have gone away (its task ended); nothing to do.
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+async fn commit_batch(
+    connection: &mut SqliteConnection,
+    batch: &mut [WriteRequest],
+) -> Vec<StoreResult<WriteReply>> {
+    let begun = sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *connection)
+        .await;
+    if let Err(error) = begun {
+        let text = error.to_string();
+        return batch
+            .iter()
+            .map(|_| {
+                Err(StoreError::Database {
+                    doing: "beginning a group commit",
+                    source: sqlx::Error::Protocol(text.clone()),
+                })
+            })
+            .collect();
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch.iter_mut() {
+        outcomes.push(apply_in_savepoint(connection, &mut request.op).await);
+    }
+    if let Err(error) = sqlx::query("COMMIT").execute(&mut *connection).await {
+        let text = error.to_string();
+        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+        return batch
+            .iter()
+            .map(|_| {
+                Err(StoreError::Database {
+                    doing: "committing a group of writes",
+                    source: sqlx::Error::Protocol(text.clone()),
+                })
+            })
+            .collect();
+    }
+    outcomes
+}
+
+async fn apply_in_savepoint(
+    connection: &mut SqliteConnection,
+    op: &mut WriteOp,
+) -> StoreResult<WriteReply> {
+    sqlx::query("SAVEPOINT request")
+        .execute(&mut *connection)
+        .await
+        .map_err(StoreError::database("opening a savepoint"))?;
+    let outcome = apply(connection, op).await;
+    let closing: &[&str] = if outcome.is_ok() {
+        &["RELEASE request"]
+    } else {
+        &["ROLLBACK TO request", "RELEASE request"]
+    };
+    for statement in closing {
+        sqlx::query(statement)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("closing a savepoint"))?;
+    }
+    outcome
+}
+
+async fn apply(connection: &mut SqliteConnection, op: &mut WriteOp) -> StoreResult<WriteReply> {
+    match op {
+        WriteOp::PutModule {
+            digest,
+            kind,
+            bytes,
+        } => {
+            sqlx::query(
+                "INSERT INTO modules (digest, kind, bytes, created_at_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(&*digest)
+            .bind(&*kind)
+            .bind(&*bytes)
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("storing a module"))?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::Start(new) => {
+            if let Some(existing) =
+                select_execution(connection, &new.tenant, &new.workflow_id).await?
+            {
+                return Ok(WriteReply::Started(existing, false));
+            }
+            let now = now_ms();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO executions
+                   (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
+                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
+            )
+            .bind(&new.tenant)
+            .bind(&new.workflow_id)
+            .bind(&new.run_id)
+            .bind(&new.workflow_type)
+            .bind(&new.module_digest)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database("creating an execution"))?;
+            insert_events(connection, id, std::slice::from_ref(&new.started)).await?;
+            let record = ExecutionRecord {
+                id,
+                tenant: new.tenant.clone(),
+                workflow_id: new.workflow_id.clone(),
+                run_id: new.run_id.clone(),
+                workflow_type: new.workflow_type.clone(),
+                module_digest: new.module_digest.clone(),
+                status: ExecutionStatus::Running,
+                result: None,
+                created_at_ms: now,
+                updated_at_ms: now,
+            };
+            Ok(WriteReply::Started(record, true))
+        }
+        WriteOp::Append {
+            execution_id,
+            events,
+            finish,
+        } => {
+            insert_events(connection, *execution_id, events).await?;
+            let now = now_ms();
+            match finish {
+                Some(finish) => sqlx::query(
+                    "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
+                )
+                .bind(finish.status.as_str())
+                .bind(&finish.result)
+                .bind(now)
+                .bind(*execution_id),
+                None => sqlx::query("UPDATE executions SET updated_at_ms = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(*execution_id),
+            }
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("updating an execution"))?;
+            Ok(WriteReply::Done)
+        }
+    }
+}
+
+async fn insert_events(
+    connection: &mut SqliteConnection,
+    execution_id: i64,
+    events: &[RecordedEvent],
+) -> StoreResult<()> {
+    for recorded in events {
+        let payload = serde_json::to_string(&recorded.event).map_err(|source| {
+            StoreError::CorruptEvent {
+                execution_id,
+                position: recorded.position as i64,
+                source,
+            }
+        })?;
+        let inserted = sqlx::query(
+            "INSERT INTO events (execution_id, position, kind, payload, recorded_at_ms)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(execution_id)
+        .bind(recorded.position as i64)
+        .bind(recorded.event.kind())
+        .bind(payload)
+        .bind(recorded.recorded_at_ms as i64)
+        .execute(&mut *connection)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                return Err(StoreError::PositionTaken {
+                    execution_id,
+                    position: recorded.position,
+                });
+            }
+            Err(error) => {
+                return Err(StoreError::Database {
+                    doing: "appending an event",
+                    source: error,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn select_execution(
+    connection: &mut SqliteConnection,
+    tenant: &str,
+    workflow_id: &str,
+) -> StoreResult<Option<ExecutionRecord>> {
+    let row = sqlx::query(
+        "SELECT id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result,
+                created_at_ms, updated_at_ms
+         FROM executions WHERE tenant = ? AND workflow_id = ?
+         ORDER BY created_at_ms DESC, id DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(workflow_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(StoreError::database("reading an execution"))?;
+    row.map(|row| execution_from_row(&row)).transpose()
+}
+
+fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRecord> {
+    let read = StoreError::database("decoding an execution row");
+    let status: String = row.try_get("status").map_err(read)?;
+    let decode = |error| StoreError::Database {
+        doing: "decoding an execution row",
+        source: error,
+    };
+    Ok(ExecutionRecord {
+        id: row.try_get("id").map_err(decode)?,
+        tenant: row.try_get("tenant").map_err(decode)?,
+        workflow_id: row.try_get("workflow_id").map_err(decode)?,
+        run_id: row.try_get("run_id").map_err(decode)?,
+        workflow_type: row.try_get("workflow_type").map_err(decode)?,
+        module_digest: row.try_get("module_digest").map_err(decode)?,
+        status: ExecutionStatus::parse(&status),
+        result: row.try_get("result").map_err(decode)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(decode)?,
+        updated_at_ms: row.try_get("updated_at_ms").map_err(decode)?,
+    })
+}
+
+fn now_ms() -> i64 {
+    crate::clock::now_ms() as i64
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()> {
+        self.write(WriteOp::PutModule {
+            digest: digest.to_string(),
+            kind: kind.to_string(),
+            bytes: bytes.to_vec(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn module(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT bytes FROM modules WHERE digest = ?")
+            .bind(digest)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::database("reading a module"))
+    }
+
+    async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)> {
+        match self.write(WriteOp::Start(new)).await? {
+            WriteReply::Started(record, created) => Ok((record, created)),
+            WriteReply::Done => unreachable!("a start request always answers Started"),
+        }
+    }
+
+    async fn execution(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> StoreResult<Option<ExecutionRecord>> {
+        let mut connection = self
+            .reads
+            .acquire()
+            .await
+            .map_err(StoreError::database("acquiring a read connection"))?;
+        select_execution(&mut connection, tenant, workflow_id).await
+    }
+
+    async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
+        let rows = sqlx::query(
+            "SELECT position, payload, recorded_at_ms FROM events
+             WHERE execution_id = ? ORDER BY position",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading a history"))?;
+        rows.iter()
+            .map(|row| {
+                let decode = |error| StoreError::Database {
+                    doing: "decoding an event row",
+                    source: error,
+                };
+                let position: i64 = row.try_get("position").map_err(decode)?;
+                let payload: String = row.try_get("payload").map_err(decode)?;
+                let recorded_at_ms: i64 = row.try_get("recorded_at_ms").map_err(decode)?;
+                let event = serde_json::from_str(&payload).map_err(|source| {
+                    StoreError::CorruptEvent {
+                        execution_id,
+                        position,
+                        source,
+                    }
+                })?;
+                Ok(RecordedEvent {
+                    position: position as u64,
+                    recorded_at_ms: recorded_at_ms as u64,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn append(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        finish: Option<Finish>,
+    ) -> StoreResult<()> {
+        self.write(WriteOp::Append {
+            execution_id,
+            events,
+            finish,
+        })
+        .await
+        .map(|_| ())
+    }
+}
