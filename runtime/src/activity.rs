@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rand::RngExt as _;
+use tracing::Instrument as _;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::Linker;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
@@ -321,7 +322,17 @@ impl ActivityRegistry {
             attempt,
             idempotency_key = %task.idempotency_key,
         );
-        let _entered = span.enter();
+        self.run_attempt_in_span(component, task, call)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_attempt_in_span(
+        &self,
+        component: &ActivityComponent,
+        task: &ActivityTask,
+        call: ActivityCall,
+    ) -> Result<String, ActivityError> {
         let trap = |error: wasmtime::Error| ActivityError {
             error_type: "ActivityTrap".into(),
             message: format!("{:#}", anyhow::Error::from(error)),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tracing::Instrument as _;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store as WasmStore, StoreLimitsBuilder, Trap, UpdateDeadline};
 
@@ -224,19 +225,22 @@ impl Runtime {
     /// holds first. A finished execution returns its recorded outcome and
     /// runs nothing.
     pub async fn drive(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
-        let history = self.load_history(&record).await?;
-        if let Some(terminal) = history.terminal() {
-            return Ok(outcome_of(terminal));
-        }
-        let (_, digest, input) = started_parts(&history, &record)?;
-        let pre = self.prepared_by_digest(&digest).await?;
         let span = tracing::info_span!(
             "execution",
             workflow_id = %record.workflow_id,
             run_id = %record.run_id,
             workflow_type = %record.workflow_type,
         );
-        let _entered = span.enter();
+        self.drive_in_span(record).instrument(span).await
+    }
+
+    async fn drive_in_span(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
+        let history = self.load_history(&record).await?;
+        if let Some(terminal) = history.terminal() {
+            return Ok(outcome_of(terminal));
+        }
+        let (_, digest, input) = started_parts(&history, &record)?;
+        let pre = self.prepared_by_digest(&digest).await?;
         let mut execution = Execution::new(
             record,
             Recorder::new(history, false),
@@ -570,32 +574,33 @@ fn classify(
             format!("{message}; the guest's last stderr output: {tail}")
         }
     };
+    let trap = error.downcast_ref::<Trap>().copied();
     let full = format!("{:#}", anyhow::Error::from(error));
-    let (error_type, message) = if full.contains("all fuel consumed") || full.contains(&Trap::OutOfFuel.to_string()) {
-        (
+    let (error_type, message) = match trap {
+        Some(Trap::OutOfFuel) => (
             "FuelExhausted",
             format!(
                 "the workflow used up its fuel budget of activation_fuel_max = {} units (an endless loop?)",
                 limits.activation_fuel_max
             ),
-        )
-    } else if full.contains("forcing trap when growing memory") {
-        (
+        ),
+        Some(Trap::StackOverflow) => (
+            "StackOverflow",
+            "the workflow overflowed its call stack (unbounded recursion?)".to_string(),
+        ),
+        Some(Trap::UnreachableCodeReached) => (
+            "GuestPanic",
+            with_tail("the workflow trapped on `unreachable` (a panic or abort)".to_string()),
+        ),
+        Some(other) => ("GuestTrap", with_tail(format!("the workflow trapped: {other}"))),
+        None if full.contains("forcing trap when growing memory") => (
             "MemoryLimitExceeded",
             format!(
                 "the workflow tried to grow its memory past memory_bytes_max = {} bytes",
                 limits.memory_bytes_max
             ),
-        )
-    } else if full.contains(&Trap::StackOverflow.to_string()) {
-        (
-            "StackOverflow",
-            "the workflow overflowed its call stack (unbounded recursion?)".to_string(),
-        )
-    } else if full.contains(&Trap::UnreachableCodeReached.to_string()) {
-        ("GuestPanic", with_tail(format!("the workflow trapped: {full}")))
-    } else {
-        ("GuestTrap", with_tail(format!("the workflow trapped: {full}")))
+        ),
+        None => ("GuestTrap", with_tail(format!("the workflow trapped: {full}"))),
     };
     Interrupt::FailWorkflow(runtime_error(error_type, message))
 }

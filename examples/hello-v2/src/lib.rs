@@ -23,6 +23,7 @@ impl Workflow for HelloV2 {
         let _ = ctx.now();
         let _ = SystemTime::now().duration_since(UNIX_EPOCH);
         let _: u64 = ctx.random();
+        let _: u64 = rand::random();
         // …then `record` before `greet`: a different command at that seq.
         let recorded: serde_json::Value = ctx
             .activity("record")

@@ -26,7 +26,7 @@ use crate::journal::{Clock, Recorder};
 
 /// Bytes drawn from the journal at a time to serve the guest's small
 /// random reads (WASI's generator asks for them a word at a time).
-const RANDOM_REFILL_BYTES: usize = 64;
+const RANDOM_REFILL_BYTES: usize = 256;
 /// Longest log line kept; the rest is cut.
 const LOG_LINE_BYTES_MAX: usize = 4096;
 /// How much of the guest's stderr is kept to explain a trap.

@@ -1,0 +1,190 @@
+//! Crash recovery with a real process: `reprise run` is SIGKILLed at
+//! several points (before, during and after activities, during a sleep),
+//! rerun with the same id, and must finish exactly as an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reprise::journal::{History, RecordedEvent};
+use reprise::store;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+use crate::support::{cache_dir, clock_ms_at, guest, read_ledger, scheduled_keys};
+
+const INPUT: &str = r#"{"name":"Crash","sleep_ms":250,"work_ms":250}"#;
+/// Give up on one run after this long: a hung child fails the test.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Workspace {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    activity_dir: PathBuf,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let activity_dir = dir.path().join("activity");
+        std::fs::create_dir_all(&activity_dir).expect("activity dir");
+        Workspace {
+            db: dir.path().join("reprise.db"),
+            activity_dir,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(&self, workflow: &str, id: &str) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .arg("run")
+            .arg(guest(workflow))
+            .arg("--activities")
+            .arg(guest("hello-activities"))
+            .args(["--input", INPUT, "--id", id])
+            .arg("--db")
+            .arg(&self.db)
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .arg("--activity-dir")
+            .arg(&self.activity_dir)
+            .env("REPRISE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn reprise")
+    }
+
+    async fn history(&self, id: &str) -> Vec<RecordedEvent> {
+        let store = store::open(&self.db).await.expect("open store");
+        let record = store
+            .execution("default", id)
+            .await
+            .expect("read execution")
+            .expect("execution exists");
+        store.history(record.id).await.expect("history")
+    }
+}
+
+/// How many events of `kind` the execution's history holds now (0 while the
+/// child has not created the database yet).
+async fn count_of_kind(db: &Path, id: &str, kind: &str) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    let options = SqliteConnectOptions::new().filename(db).read_only(true);
+    let Ok(pool) = SqlitePoolOptions::new().max_connections(1).connect_with(options).await else {
+        return 0;
+    };
+    let count = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE kind = ?
+           AND execution_id = (SELECT id FROM executions WHERE workflow_id = ?)",
+    )
+    .bind(kind)
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap_or(0);
+    pool.close().await;
+    count
+}
+
+fn finish(child: Child) -> String {
+    let output = child.wait_with_output().expect("wait for reprise");
+    assert!(output.status.success(), "reprise run failed: {:?}", output.status);
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Where to pull the plug: once the history holds `count` events of `kind`.
+const KILL_POINTS: &[(&str, i64)] = &[
+    ("WorkflowStarted", 1),   // right after start, before any activity
+    ("ActivityScheduled", 1), // greet scheduled: before/while it runs
+    ("TimerStarted", 1),      // during the first durable sleep
+    ("ActivityScheduled", 2), // during record #1 (it works 250 ms)
+    ("ActivityCompleted", 2), // right after record #1
+    ("TimerStarted", 2),      // during the second sleep
+    ("ActivityScheduled", 3), // during record #2
+];
+
+async fn crash_and_recover(workflow: &str) {
+    // The reference: one uninterrupted run.
+    let reference = Workspace::new();
+    let reference_output: serde_json::Value =
+        serde_json::from_str(&finish(reference.spawn(workflow, "order-1"))).expect("JSON output");
+    let reference_history = reference.history("order-1").await;
+
+    let crashed = Workspace::new();
+    let mut snapshots: Vec<Vec<RecordedEvent>> = Vec::new();
+    for &(kind, count) in KILL_POINTS {
+        let mut child = crashed.spawn(workflow, "order-1");
+        let started = Instant::now();
+        loop {
+            if count_of_kind(&crashed.db, "order-1", kind).await >= count {
+                break;
+            }
+            if let Some(status) = child.try_wait().expect("poll child") {
+                panic!("reprise exited ({status}) before reaching {kind} #{count}");
+            }
+            assert!(started.elapsed() < RUN_TIMEOUT, "never reached {kind} #{count}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        snapshots.push(crashed.history("order-1").await);
+    }
+    let output: serde_json::Value =
+        serde_json::from_str(&finish(crashed.spawn(workflow, "order-1"))).expect("JSON output");
+    let history = crashed.history("order-1").await;
+
+    // The same result as the uninterrupted run.
+    assert_eq!(output["greeting"], reference_output["greeting"]);
+    assert_eq!(output["ledger_entries"], reference_output["ledger_entries"]);
+    assert_eq!(output["ledger_entries"], serde_json::json!([1, 2]));
+    // The same commands and outcomes, in the same order.
+    let kinds = |events: &[RecordedEvent]| -> Vec<&'static str> {
+        events.iter().map(|recorded| recorded.event.kind()).collect()
+    };
+    assert_eq!(kinds(&history), kinds(&reference_history));
+    // The values the code returned are the journaled ones.
+    assert_eq!(output["sdk_now_ms"].as_u64(), Some(clock_ms_at(&history, sdk_clock_seq(&history))));
+    // No journal entry was lost: every snapshot is a prefix of the end state.
+    History::from_recorded(history.clone()).expect("contiguous history");
+    for snapshot in &snapshots {
+        assert_eq!(snapshot.as_slice(), &history[..snapshot.len()], "a journaled event changed or vanished");
+    }
+    // Each side effect applied at most once per idempotency key, and the
+    // keys are the ones the journal fixed.
+    let ledger = read_ledger(&crashed.activity_dir);
+    let mut keys: Vec<&str> = ledger.iter().map(|(key, _)| key.as_str()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), ledger.len(), "a key was applied twice: {ledger:?}");
+    assert_eq!(
+        ledger.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(),
+        scheduled_keys(&history, "record")
+    );
+}
+
+/// The SDK's clock read is the first wall-clock read the code makes after
+/// the runtime starts it (Python reads nothing before; Rust neither).
+fn sdk_clock_seq(history: &[RecordedEvent]) -> u64 {
+    history
+        .iter()
+        .find_map(|recorded| match recorded.event {
+            reprise::journal::Event::ClockRead {
+                seq,
+                clock: reprise::journal::Clock::Wall,
+                ..
+            } => Some(seq),
+            _ => None,
+        })
+        .expect("a wall clock read")
+}
+
+#[tokio::test]
+async fn rust_workflow_survives_sigkill_at_every_stage() {
+    crash_and_recover("hello").await;
+}
+
+#[tokio::test]
+async fn python_workflow_survives_sigkill_at_every_stage() {
+    crash_and_recover("hello-py").await;
+}

@@ -1,0 +1,67 @@
+//! What a workflow may import: denied interfaces answer deterministically,
+//! unknown ones are refused at load with their names, bad bytes are refused.
+
+use reprise::engine::LoadError;
+use reprise::{Limits, ReplayVerdict};
+
+use crate::support::{Harness, completed_output, guest};
+
+#[tokio::test]
+async fn files_sockets_and_http_are_denied_identically_in_replay() {
+    let harness = Harness::default().await;
+    let (record, outcome) = harness.run("hostile", "denied", r#"{"mode":"denied"}"#).await;
+    let output = completed_output(&outcome);
+    // No preopens: the file does not exist for the guest.
+    assert_eq!(output["file"], "NotFound");
+    assert_eq!(output["socket"], "PermissionDenied");
+    assert_eq!(output["http"], "ErrorCode::HttpRequestDenied");
+    let component = harness.engine.load_file(&guest("hostile")).expect("load").0;
+    let verdict = harness
+        .runtime
+        .verify_replay(&component, record.clone(), harness.history(&record).await)
+        .await
+        .expect("replay");
+    assert_eq!(verdict, ReplayVerdict::Reproduced);
+}
+
+fn load_error(bytes: &[u8]) -> LoadError {
+    let engine = reprise::Engine::new(None, Limits::default()).expect("engine");
+    match engine.load(bytes) {
+        Ok(_) => panic!("the bytes were accepted"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn unknown_imports_are_refused_with_their_names() {
+    let component = wat::parse_str(
+        r#"(component
+            (import "acme:db/query" (instance))
+            (import "acme:cache/get@1.0.0" (instance))
+        )"#,
+    )
+    .expect("valid WAT");
+    let error = load_error(&component);
+    let LoadError::UnknownImports(names) = &error else {
+        panic!("expected unknown imports, got {error}");
+    };
+    assert_eq!(names, &["acme:db/query", "acme:cache/get@1.0.0"]);
+    assert!(error.to_string().contains("acme:db/query, acme:cache/get@1.0.0"));
+}
+
+#[test]
+fn core_modules_and_garbage_are_refused_clearly() {
+    let core = wat::parse_str("(module)").expect("valid WAT");
+    assert!(matches!(load_error(&core), LoadError::CoreModule));
+    assert!(load_error(&core).to_string().contains("wasm32-wasip2"));
+    assert!(matches!(load_error(b"not wasm at all"), LoadError::NotWasm));
+    let mut truncated = std::fs::read(guest("hello")).expect("read");
+    truncated.truncate(truncated.len() / 2);
+    assert!(matches!(load_error(&truncated), LoadError::Malformed(_)));
+}
+
+#[test]
+fn a_component_without_an_entry_point_is_refused() {
+    let component = wat::parse_str("(component)").expect("valid WAT");
+    assert!(matches!(load_error(&component), LoadError::NoEntryPoint(_)));
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the durable core: real components (built by
+//! `scripts/build-guests`), the real SQLite store, real processes.
+
+mod cli;
+mod crash;
+mod imports;
+mod limits;
+mod replay;
+mod support;

@@ -1,0 +1,145 @@
+//! Shared set-up: guest components, a runtime over a fresh database.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use reprise::journal::{Event, RecordedEvent};
+use reprise::store::{self, ExecutionRecord, Store};
+use reprise::{ActivityRegistry, Engine, Limits, Outcome, Runtime, RuntimeOptions};
+use tempfile::TempDir;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runtime/ has a parent")
+        .to_path_buf()
+}
+
+/// A guest component built by `scripts/build-guests`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = repo_root().join("build/guests").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Compiled components survive across tests and runs (the Python guest
+/// takes seconds to compile).
+pub fn cache_dir() -> PathBuf {
+    repo_root().join("build/cache")
+}
+
+pub struct Harness {
+    pub runtime: Runtime,
+    pub store: Arc<dyn Store>,
+    pub engine: Engine,
+    /// Granted to activities as /data; the ledger lives here.
+    pub activity_dir: PathBuf,
+    _dir: TempDir,
+}
+
+impl Harness {
+    pub async fn new(limits: Limits, evict_on_wait: bool) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let activity_dir = dir.path().join("activity");
+        std::fs::create_dir_all(&activity_dir).expect("activity dir");
+        let engine = Engine::new(Some(cache_dir()), limits).expect("engine");
+        let store = store::open(&dir.path().join("reprise.db")).await.expect("store");
+        let (activities, _) = engine.load_file(&guest("hello-activities")).expect("activities load");
+        let registry = ActivityRegistry::load(engine.clone(), vec![activities], Some(activity_dir.clone()))
+            .await
+            .expect("activity registry");
+        let runtime = Runtime::new(
+            engine.clone(),
+            store.clone(),
+            registry,
+            RuntimeOptions { evict_on_wait },
+        )
+        .expect("runtime");
+        Harness {
+            runtime,
+            store,
+            engine,
+            activity_dir,
+            _dir: dir,
+        }
+    }
+
+    pub async fn default() -> Harness {
+        Harness::new(Limits::default(), false).await
+    }
+
+    /// Deploys `workflow`, starts it under `id` and drives it to the end.
+    pub async fn run(&self, workflow: &str, id: &str, input: &str) -> (ExecutionRecord, Outcome) {
+        let bytes = std::fs::read(guest(workflow)).expect("read guest");
+        let module = self.runtime.deploy_workflow(&bytes).await.expect("deploy");
+        let (record, created) = self
+            .runtime
+            .start(workflow, &module.digest, Some(id.to_string()), input)
+            .await
+            .expect("start");
+        assert!(created, "workflow id {id} was used before in this test");
+        let outcome = self.runtime.drive(record.clone()).await.expect("drive");
+        (record, outcome)
+    }
+
+    pub async fn history(&self, record: &ExecutionRecord) -> Vec<RecordedEvent> {
+        self.store.history(record.id).await.expect("history")
+    }
+
+    /// The ledger lines the `record` activity wrote, as (key, step).
+    pub fn ledger(&self) -> Vec<(String, u64)> {
+        read_ledger(&self.activity_dir)
+    }
+}
+
+pub fn read_ledger(activity_dir: &Path) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(activity_dir.join("ledger.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("ledger line is JSON");
+            (
+                value["key"].as_str().expect("key").to_string(),
+                value["step"].as_u64().expect("step"),
+            )
+        })
+        .collect()
+}
+
+pub fn completed_output(outcome: &Outcome) -> &serde_json::Value {
+    match outcome {
+        Outcome::Completed { output } => output,
+        Outcome::Failed { error } => panic!("expected completion, the workflow failed: {error}"),
+    }
+}
+
+/// The value of the wall-clock read at `seq`, in ms.
+pub fn clock_ms_at(events: &[RecordedEvent], seq: u64) -> u64 {
+    events
+        .iter()
+        .find_map(|recorded| match &recorded.event {
+            Event::ClockRead {
+                seq: at, value_ns, ..
+            } if *at == seq => Some(value_ns / 1_000_000),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no clock read at seq {seq}"))
+}
+
+/// Idempotency keys of every scheduled activity, in history order.
+pub fn scheduled_keys(events: &[RecordedEvent], name: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|recorded| match &recorded.event {
+            Event::ActivityScheduled {
+                name: scheduled,
+                idempotency_key,
+                ..
+            } if scheduled == name => Some(idempotency_key.clone()),
+            _ => None,
+        })
+        .collect()
+}
