@@ -1,8 +1,280 @@
-//! `reprise bench`: throughput and latency on the durable SQLite store.
+//! `reprise bench`: throughput and latency on the durable SQLite store
+//! (WAL, `synchronous=FULL`). Prints one line per measurement; the figures
+//! and the machine go into BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::activity::ActivityRegistry;
+use crate::clock;
+use crate::engine::{Engine, Limits};
+use crate::journal::{ActivityOptions, Event, RecordedEvent, RetryPolicy, idempotency_key};
+use crate::runtime::{Outcome, ReplayVerdict, Runtime, RuntimeOptions};
+use crate::store;
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Directory with bench.wasm and hello-activities.wasm (scripts/build-guests).
+    #[arg(long, default_value = "build/guests")]
+    guests: PathBuf,
+    /// Where the databases go (default: a new temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Which measurements to run.
+    #[arg(long, value_delimiter = ',', default_value = "chain10,latency1,replay,instantiate")]
+    only: Vec<String>,
+    /// chain10: concurrent workflows.
+    #[arg(long, default_value_t = 500)]
+    workflows: usize,
+    /// chain10: sequential activities per workflow.
+    #[arg(long, default_value_t = 10)]
+    steps: u64,
+    /// latency1: sequential runs.
+    #[arg(long, default_value_t = 100)]
+    runs: usize,
+    /// replay: journaled activity results in the replayed history.
+    #[arg(long, default_value_t = 10_000)]
+    replay_steps: u64,
+    /// How many times each measurement repeats (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+struct Bench {
+    args: BenchArgs,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    engine: Engine,
+    workflow_bytes: Vec<u8>,
+    activities_path: PathBuf,
+}
+
+impl Bench {
+    /// A runtime over a fresh database.
+    async fn runtime(&self, name: &str) -> anyhow::Result<Arc<Runtime>> {
+        let db = self.dir.join(format!("{name}-{}.db", clock::now_ns()));
+        let store = store::open(&db).await?;
+        let (activities, _) = self.engine.load_file(&self.activities_path)?;
+        let registry = ActivityRegistry::load(self.engine.clone(), vec![activities], None).await?;
+        Ok(Arc::new(Runtime::new(
+            self.engine.clone(),
+            store,
+            registry,
+            RuntimeOptions::default(),
+        )?))
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (dir, temp) = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            (dir.clone(), None)
+        }
+        None => {
+            let temp = tempfile::tempdir()?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let engine = Engine::new(Some(dir.join("cache")), Limits::default())?;
+    let workflow_path = args.guests.join("bench.wasm");
+    let workflow_bytes = std::fs::read(&workflow_path).with_context(|| {
+        format!("reading {} (build it with scripts/build-guests)", workflow_path.display())
+    })?;
+    let activities_path = args.guests.join("hello-activities.wasm");
+    let bench = Bench {
+        args,
+        dir,
+        _temp: temp,
+        engine,
+        workflow_bytes,
+        activities_path,
+    };
+    println!(
+        "machine: {} cores; store: SQLite WAL synchronous=FULL in {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        bench.dir.display()
+    );
+    for name in bench.args.only.clone() {
+        match name.as_str() {
+            "chain10" => chain(&bench).await?,
+            "latency1" => latency(&bench).await?,
+            "replay" => replay(&bench).await?,
+            "instantiate" => instantiate(&bench).await?,
+            other => anyhow::bail!("unknown measurement `{other}`; choose chain10, latency1, replay, instantiate"),
+        }
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index]
+}
+
+async fn chain(bench: &Bench) -> anyhow::Result<()> {
+    let (workflows, steps) = (bench.args.workflows, bench.args.steps);
+    let mut steps_per_second = Vec::new();
+    let mut workflows_per_second = Vec::new();
+    for round in 0..bench.args.repeat {
+        let runtime = bench.runtime("chain").await?;
+        let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
+        let input = format!(r#"{{"steps":{steps}}}"#);
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(workflows);
+        for index in 0..workflows {
+            let runtime = runtime.clone();
+            let (digest, input) = (module.digest.clone(), input.clone());
+            tasks.push(tokio::spawn(async move {
+                let (record, _) = runtime
+                    .start("bench", &digest, Some(format!("chain-{index}")), &input)
+                    .await?;
+                runtime.drive(record).await
+            }));
+        }
+        for task in tasks {
+            match task.await?? {
+                Outcome::Completed { output } if output == serde_json::json!(steps) => {}
+                other => anyhow::bail!("a chain workflow ended wrongly: {other:?}"),
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let total_steps = (workflows as u64 * steps) as f64;
+        println!(
+            "chain{steps} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s",
+            workflows as f64 / elapsed,
+            total_steps / elapsed
+        );
+        steps_per_second.push(total_steps / elapsed);
+        workflows_per_second.push(workflows as f64 / elapsed);
+    }
+    println!(
+        "chain{steps} median: {:.0} workflows/s, {:.0} durable steps/s",
+        median(workflows_per_second),
+        median(steps_per_second)
+    );
+    Ok(())
+}
+
+async fn latency(bench: &Bench) -> anyhow::Result<()> {
+    let runtime = bench.runtime("latency").await?;
+    let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
+    let mut samples = Vec::with_capacity(bench.args.runs);
+    for index in 0..bench.args.runs {
+        let started = Instant::now();
+        let (record, _) = runtime
+            .start("bench", &module.digest, Some(format!("latency-{index}")), r#"{"steps":1}"#)
+            .await?;
+        let outcome = runtime.drive(record).await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(
+            outcome == Outcome::Completed { output: serde_json::json!(1) },
+            "latency workflow ended wrongly: {outcome:?}"
+        );
+    }
+    samples.sort();
+    println!(
+        "latency1: {} sequential one-activity workflows, start-to-result p50 {:.2} ms, p99 {:.2} ms",
+        samples.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// A completed history of `steps` add-one calls, written straight to the store.
+fn synthetic_chain_history(workflow_id: &str, run_id: &str, digest: &str, steps: u64) -> Vec<RecordedEvent> {
+    let now = clock::now_ms();
+    let mut events = vec![Event::WorkflowStarted {
+        workflow_type: "bench".into(),
+        module_digest: digest.into(),
+        input: format!(r#"{{"steps":{steps}}}"#),
+    }];
+    let options = ActivityOptions {
+        retry: RetryPolicy::default(),
+        start_to_close_timeout_ms: None,
+        schedule_to_close_timeout_ms: None,
+    };
+    for seq in 1..=steps {
+        events.push(Event::ActivityScheduled {
+            seq,
+            name: "add-one".into(),
+            input: (seq - 1).to_string(),
+            options: options.clone(),
+            idempotency_key: idempotency_key(workflow_id, run_id, seq),
+        });
+        events.push(Event::ActivityCompleted {
+            seq,
+            attempt: 1,
+            output: seq.to_string(),
+        });
+    }
+    events.push(Event::WorkflowCompleted {
+        output: steps.to_string(),
+    });
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| RecordedEvent {
+            position: index as u64 + 1,
+            recorded_at_ms: now,
+            event,
+        })
+        .collect()
+}
+
+async fn replay(bench: &Bench) -> anyhow::Result<()> {
+    let steps = bench.args.replay_steps;
+    let runtime = bench.runtime("replay").await?;
+    let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
+    let (record, _) = runtime
+        .start("bench", &module.digest, Some("replay".into()), &format!(r#"{{"steps":{steps}}}"#))
+        .await?;
+    let events = synthetic_chain_history(&record.workflow_id, &record.run_id, &module.digest, steps);
+    runtime
+        .store()
+        .append(record.id, events[1..].to_vec(), None)
+        .await?;
+    let mut millis = Vec::new();
+    for round in 0..bench.args.repeat.max(3) {
+        let started = Instant::now();
+        let history = runtime.store().history(record.id).await?;
+        let loaded = started.elapsed();
+        let verdict = runtime.verify_replay(&module, record.clone(), history).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(verdict == ReplayVerdict::Reproduced, "replay verdict {verdict:?}");
+        println!(
+            "replay round {round}: {steps} activity results in {:.1} ms (reading the history: {:.1} ms)",
+            elapsed.as_secs_f64() * 1e3,
+            loaded.as_secs_f64() * 1e3
+        );
+        millis.push(elapsed.as_secs_f64() * 1e3);
+    }
+    println!("replay median: {steps} journaled activity results replayed from the store in {:.1} ms", median(millis));
+    Ok(())
+}
+
+async fn instantiate(bench: &Bench) -> anyhow::Result<()> {
+    let runtime = bench.runtime("instantiate").await?;
+    let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
+    let runs = 1_000;
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        samples.push(runtime.measure_instantiation(&module).await?);
+    }
+    samples.sort();
+    println!(
+        "instantiate: precompiled workflow component, {runs} instantiations, p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&samples, 0.5).as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6
+    );
+    Ok(())
 }

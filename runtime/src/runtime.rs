@@ -409,6 +409,49 @@ impl Runtime {
         (store.into_data().execution, result)
     }
 
+    /// Times one instantiation of a precompiled workflow component,
+    /// including its store and virtual WASI set-up (for `reprise bench`).
+    pub(crate) async fn measure_instantiation(
+        &self,
+        component: &LoadedComponent,
+    ) -> anyhow::Result<Duration> {
+        let pre = self.prepare(component)?;
+        let record = ExecutionRecord {
+            id: 0,
+            tenant: DEFAULT_TENANT.into(),
+            workflow_id: "bench-instantiate".into(),
+            run_id: "bench-instantiate".into(),
+            workflow_type: "bench".into(),
+            module_digest: component.digest.clone(),
+            status: ExecutionStatus::Running,
+            result: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let execution = Execution::new(
+            record,
+            Recorder::new(History::default(), true),
+            self.store.clone(),
+            self.activities.clone(),
+            false,
+        );
+        let started = std::time::Instant::now();
+        let tags = LogTags {
+            workflow_id: execution.record.workflow_id.clone(),
+            run_id: execution.record.run_id.clone(),
+        };
+        let wasi = workflow_wasi(&execution.recorder, &tags, "bench", &execution.stderr_tail);
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.engine.limits.memory_bytes_max)
+            .build();
+        let mut store = WasmStore::new(self.engine.wasmtime(), WorkflowHost::new(execution, wasi, limits));
+        store.limiter(|host| &mut host.limits);
+        store.set_fuel(self.engine.limits.activation_fuel_max).map_err(anyhow::Error::from)?;
+        store.set_epoch_deadline(u64::MAX / 2);
+        pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+        Ok(started.elapsed())
+    }
+
     /// Replays `events` against `component` without writing anything and
     /// reports whether the code reproduces the history: the safe-upgrade
     /// check, and the test of replay equality.

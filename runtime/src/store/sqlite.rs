@@ -110,43 +110,61 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
     }
 }
 
+/// Applies a batch in one transaction. The fast path runs every request
+/// straight; if one fails (rare: an invariant violation or a full disk),
+/// the transaction is rolled back and redone with a savepoint per request,
+/// so that only the failing requests fail.
 async fn commit_batch(
     connection: &mut SqliteConnection,
     batch: &mut [WriteRequest],
 ) -> Vec<StoreResult<WriteReply>> {
-    let begun = sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *connection)
-        .await;
-    if let Err(error) = begun {
-        let text = error.to_string();
-        return batch
-            .iter()
-            .map(|_| {
-                Err(StoreError::Database {
-                    doing: "beginning a group commit",
-                    source: sqlx::Error::Protocol(text.clone()),
+    match run_transaction(connection, batch, false).await {
+        Ok(outcomes) if outcomes.iter().all(Result::is_ok) => outcomes,
+        _ => match run_transaction(connection, batch, true).await {
+            Ok(outcomes) => outcomes,
+            Err(text) => batch
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Database {
+                        doing: "committing a group of writes",
+                        source: sqlx::Error::Protocol(text.clone()),
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+        },
     }
+}
+
+/// Runs the batch inside `BEGIN … COMMIT`. With `isolate`, each request
+/// gets a savepoint. Without it, the first failure rolls everything back.
+async fn run_transaction(
+    connection: &mut SqliteConnection,
+    batch: &mut [WriteRequest],
+    isolate: bool,
+) -> Result<Vec<StoreResult<WriteReply>>, String> {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *connection)
+        .await
+        .map_err(|error| error.to_string())?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch.iter_mut() {
-        outcomes.push(apply_in_savepoint(connection, &mut request.op).await);
+        let outcome = if isolate {
+            apply_in_savepoint(connection, &mut request.op).await
+        } else {
+            apply(connection, &mut request.op).await
+        };
+        let failed = outcome.is_err();
+        outcomes.push(outcome);
+        if failed && !isolate {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            return Ok(outcomes);
+        }
     }
     if let Err(error) = sqlx::query("COMMIT").execute(&mut *connection).await {
-        let text = error.to_string();
         let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-        return batch
-            .iter()
-            .map(|_| {
-                Err(StoreError::Database {
-                    doing: "committing a group of writes",
-                    source: sqlx::Error::Protocol(text.clone()),
-                })
-            })
-            .collect();
+        return Err(error.to_string());
     }
-    outcomes
+    Ok(outcomes)
 }
 
 async fn apply_in_savepoint(
@@ -235,22 +253,20 @@ async fn apply(connection: &mut SqliteConnection, op: &mut WriteOp) -> StoreResu
             finish,
         } => {
             insert_events(connection, *execution_id, events).await?;
-            let now = now_ms();
-            match finish {
-                Some(finish) => sqlx::query(
+            // The row changes only when the execution finishes; the history
+            // says everything else.
+            if let Some(finish) = finish {
+                sqlx::query(
                     "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
                 )
                 .bind(finish.status.as_str())
                 .bind(&finish.result)
-                .bind(now)
-                .bind(*execution_id),
-                None => sqlx::query("UPDATE executions SET updated_at_ms = ? WHERE id = ?")
-                    .bind(now)
-                    .bind(*execution_id),
+                .bind(now_ms())
+                .bind(*execution_id)
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("finishing an execution"))?;
             }
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::database("updating an execution"))?;
             Ok(WriteReply::Done)
         }
     }
