@@ -79,7 +79,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (temp.path().to_path_buf(), Some(temp))
         }
     };
-    let engine = Engine::new(Some(dir.join("cache")), Limits::default())?;
+    let limits = Limits {
+        // Every chain workflow stays in memory while it waits, plus one
+        // activity attempt each.
+        pooled_instances_max: (args.workflows as u32).saturating_mul(2).max(Limits::default().pooled_instances_max),
+        ..Limits::default()
+    };
+    let engine = Engine::new(Some(dir.join("cache")), limits)?;
     let workflow_path = args.guests.join("bench.wasm");
     let workflow_bytes = std::fs::read(&workflow_path).with_context(|| {
         format!("reading {} (build it with scripts/build-guests)", workflow_path.display())

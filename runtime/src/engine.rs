@@ -50,6 +50,9 @@ pub struct Limits {
     pub activation_fuel_max: u64,
     /// Wall-clock time the guest may run without returning to the host.
     pub activation_wall_ms_max: u64,
+    /// Instances (workflows in memory plus running activity attempts) the
+    /// pooling allocator keeps slots for; 0 allocates on demand instead.
+    pub pooled_instances_max: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             memory_bytes_max: 256 * 1024 * 1024,
             activation_fuel_max: 20_000_000_000,
             activation_wall_ms_max: 10_000,
+            pooled_instances_max: 1_000,
         }
     }
 }
@@ -150,6 +154,9 @@ impl Engine {
             .epoch_interruption(true)
             .max_wasm_stack(1024 * 1024)
             .async_stack_size(4 * 1024 * 1024);
+        if limits.pooled_instances_max > 0 {
+            config.allocation_strategy(pooling_config(&limits));
+        }
         let inner = wasmtime::Engine::new(&config)
             .map_err(anyhow::Error::from)
             .map_err(|error| error.context("configuring wasmtime"))?;
@@ -244,6 +251,23 @@ impl Engine {
         self.inner.precompile_compatibility_hash().hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
+}
+
+/// Slots for `pooled_instances_max` component instances, sized for guests
+/// as large as componentize-py's (a dozen core instances, several tables).
+fn pooling_config(limits: &Limits) -> wasmtime::InstanceAllocationStrategy {
+    let instances = limits.pooled_instances_max;
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(4))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64)
+        .max_memory_size(limits.memory_bytes_max);
+    wasmtime::InstanceAllocationStrategy::Pooling(pool)
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {

@@ -36,6 +36,9 @@ pub enum Interrupt {
     /// The guest broke a limit or a rule: fail the execution with this error.
     #[error("{0}")]
     FailWorkflow(WorkflowError),
+    /// Every instance slot is taken: try the activation again shortly.
+    #[error("no free instance slot: {0}")]
+    Busy(String),
     /// The host could not do its part (database down, …): the execution is
     /// left as it is, to be resumed.
     #[error("host fault: {0}")]

@@ -68,6 +68,10 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    fn is_default(&self) -> bool {
+        *self == RetryPolicy::default()
+    }
+
     /// Rejects a policy that cannot mean what its author wanted.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.backoff_coefficient >= 1.0 && self.backoff_coefficient.is_finite()) {
@@ -97,11 +101,16 @@ impl RetryPolicy {
     }
 }
 
-/// Activity options as journaled, with runtime defaults applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Activity options as journaled, with runtime defaults applied. Defaults
+/// are left out of the stored JSON: most calls use them, and every byte is
+/// read again on each replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActivityOptions {
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_default")]
     pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_to_close_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_to_close_timeout_ms: Option<u64>,
 }
 
@@ -151,8 +160,12 @@ impl fmt::Display for WorkflowError {
 
 /// One entry of a history. Commands carry the `seq` the guest gave them;
 /// outcomes carry the `seq` of the command they answer.
+///
+/// Stored as `{"type": "...", "data": {...}}`: with the tag first, serde
+/// decodes without buffering (an internally tagged enum would buffer every
+/// event, which dominated replay time).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
+#[serde(tag = "type", content = "data")]
 pub enum Event {
     WorkflowStarted {
         workflow_type: String,

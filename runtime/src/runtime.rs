@@ -25,6 +25,11 @@ use crate::store::{
     ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError,
 };
 
+/// How often and how long an activation waits for a free instance slot
+/// before the drive gives up (the execution stays resumable).
+const BUSY_RETRIES_MAX: u32 = 600;
+const BUSY_RETRY_DELAY: Duration = Duration::from_millis(50);
+
 /// The tenant of everything started without a server (`reprise run`).
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -248,9 +253,19 @@ impl Runtime {
             self.activities.clone(),
             self.options.evict_on_wait,
         );
+        let mut busy_retries = 0u32;
         loop {
             let (returned, result) = self.activate(&pre, execution, &input).await;
             execution = returned;
+            if let Err(Interrupt::Busy(reason)) = &result {
+                // Instance slots free up as other activations end.
+                busy_retries += 1;
+                if busy_retries > BUSY_RETRIES_MAX {
+                    return Err(host_error(&execution.record, Interrupt::Busy(reason.clone())));
+                }
+                tokio::time::sleep(BUSY_RETRY_DELAY).await;
+                continue;
+            }
             let mut interrupt = match result {
                 Ok(guest_result) => match self.complete(&mut execution, guest_result).await {
                     Ok(outcome) => return Ok(outcome),
@@ -605,6 +620,9 @@ fn classify(
 ) -> Interrupt {
     if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
         return interrupt.clone();
+    }
+    if let Some(exhausted) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return Interrupt::Busy(exhausted.to_string());
     }
     let tail = {
         let tail = stderr_tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

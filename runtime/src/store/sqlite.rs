@@ -102,7 +102,7 @@ impl SqliteStore {
 async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<WriteRequest>) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
     while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
-        let outcomes = commit_batch(&mut connection, &mut batch).await;
+        let outcomes = commit_batch(&mut connection, &batch).await;
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have gone away (its task ended); nothing to do.
             let _ = request.reply.send(outcome);
@@ -116,10 +116,12 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
 /// so that only the failing requests fail.
 async fn commit_batch(
     connection: &mut SqliteConnection,
-    batch: &mut [WriteRequest],
+    batch: &[WriteRequest],
 ) -> Vec<StoreResult<WriteReply>> {
     match run_transaction(connection, batch, false).await {
-        Ok(outcomes) if outcomes.iter().all(Result::is_ok) => outcomes,
+        Ok(outcomes) if outcomes.len() == batch.len() && outcomes.iter().all(Result::is_ok) => {
+            outcomes
+        }
         _ => match run_transaction(connection, batch, true).await {
             Ok(outcomes) => outcomes,
             Err(text) => batch
@@ -135,11 +137,12 @@ async fn commit_batch(
     }
 }
 
-/// Runs the batch inside `BEGIN … COMMIT`. With `isolate`, each request
-/// gets a savepoint. Without it, the first failure rolls everything back.
+/// Runs the batch inside `BEGIN … COMMIT`. Without `isolate`, all
+/// requests' events go in together and the first failure rolls everything
+/// back. With it, each request gets a savepoint of its own.
 async fn run_transaction(
     connection: &mut SqliteConnection,
-    batch: &mut [WriteRequest],
+    batch: &[WriteRequest],
     isolate: bool,
 ) -> Result<Vec<StoreResult<WriteReply>>, String> {
     sqlx::query("BEGIN IMMEDIATE")
@@ -147,11 +150,12 @@ async fn run_transaction(
         .await
         .map_err(|error| error.to_string())?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch.iter_mut() {
+    let mut events = Vec::new();
+    for request in batch {
         let outcome = if isolate {
-            apply_in_savepoint(connection, &mut request.op).await
+            apply_in_savepoint(connection, &request.op).await
         } else {
-            apply(connection, &mut request.op).await
+            apply(connection, &request.op, &mut events).await
         };
         let failed = outcome.is_err();
         outcomes.push(outcome);
@@ -160,6 +164,11 @@ async fn run_transaction(
             return Ok(outcomes);
         }
     }
+    if let Err(error) = insert_events(connection, &events).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+        outcomes.push(Err(error));
+        return Ok(outcomes);
+    }
     if let Err(error) = sqlx::query("COMMIT").execute(&mut *connection).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
         return Err(error.to_string());
@@ -167,15 +176,16 @@ async fn run_transaction(
     Ok(outcomes)
 }
 
-async fn apply_in_savepoint(
-    connection: &mut SqliteConnection,
-    op: &mut WriteOp,
-) -> StoreResult<WriteReply> {
+async fn apply_in_savepoint(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<WriteReply> {
     sqlx::query("SAVEPOINT request")
         .execute(&mut *connection)
         .await
         .map_err(StoreError::database("opening a savepoint"))?;
-    let outcome = apply(connection, op).await;
+    let mut events = Vec::new();
+    let outcome = match apply(connection, op, &mut events).await {
+        Ok(reply) => insert_events(connection, &events).await.map(|()| reply),
+        Err(error) => Err(error),
+    };
     let closing: &[&str] = if outcome.is_ok() {
         &["RELEASE request"]
     } else {
@@ -190,7 +200,13 @@ async fn apply_in_savepoint(
     outcome
 }
 
-async fn apply(connection: &mut SqliteConnection, op: &mut WriteOp) -> StoreResult<WriteReply> {
+/// Applies one request. Its events are not inserted here but pushed to
+/// `events`, so the caller can insert a whole batch's events together.
+async fn apply<'op>(
+    connection: &mut SqliteConnection,
+    op: &'op WriteOp,
+    events: &mut Vec<(i64, &'op RecordedEvent)>,
+) -> StoreResult<WriteReply> {
     match op {
         WriteOp::PutModule {
             digest,
@@ -232,7 +248,7 @@ async fn apply(connection: &mut SqliteConnection, op: &mut WriteOp) -> StoreResu
             .fetch_one(&mut *connection)
             .await
             .map_err(StoreError::database("creating an execution"))?;
-            insert_events(connection, id, std::slice::from_ref(&new.started)).await?;
+            events.push((id, &new.started));
             let record = ExecutionRecord {
                 id,
                 tenant: new.tenant.clone(),
@@ -249,10 +265,10 @@ async fn apply(connection: &mut SqliteConnection, op: &mut WriteOp) -> StoreResu
         }
         WriteOp::Append {
             execution_id,
-            events,
+            events: appended,
             finish,
         } => {
-            insert_events(connection, *execution_id, events).await?;
+            events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
             // The row changes only when the execution finishes; the history
             // says everything else.
             if let Some(finish) = finish {
@@ -272,41 +288,50 @@ async fn apply(connection: &mut SqliteConnection, op: &mut WriteOp) -> StoreResu
     }
 }
 
+/// Rows per multi-row INSERT (5 parameters each, under SQLite's limit).
+const INSERT_ROWS_MAX: usize = 1000;
+
+/// Inserts events with one multi-row statement per [`INSERT_ROWS_MAX`]
+/// rows: every statement is a round trip to sqlx's SQLite thread, so one
+/// per event would dominate a group commit.
 async fn insert_events(
     connection: &mut SqliteConnection,
-    execution_id: i64,
-    events: &[RecordedEvent],
+    rows: &[(i64, &RecordedEvent)],
 ) -> StoreResult<()> {
-    for recorded in events {
-        let payload = serde_json::to_string(&recorded.event).map_err(|source| {
-            StoreError::CorruptEvent {
-                execution_id,
-                position: recorded.position as i64,
-                source,
-            }
-        })?;
-        let inserted = sqlx::query(
-            "INSERT INTO events (execution_id, position, kind, payload, recorded_at_ms)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(execution_id)
-        .bind(recorded.position as i64)
-        .bind(recorded.event.kind())
-        .bind(payload)
-        .bind(recorded.recorded_at_ms as i64)
-        .execute(&mut *connection)
-        .await;
-        match inserted {
+    for chunk in rows.chunks(INSERT_ROWS_MAX) {
+        let mut payloads = Vec::with_capacity(chunk.len());
+        for (execution_id, recorded) in chunk {
+            let payload = serde_json::to_string(&recorded.event).map_err(|source| {
+                StoreError::CorruptEvent {
+                    execution_id: *execution_id,
+                    position: recorded.position as i64,
+                    source,
+                }
+            })?;
+            payloads.push(payload);
+        }
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (execution_id, position, kind, payload, recorded_at_ms) ",
+        );
+        insert.push_values(chunk.iter().zip(payloads), |mut row, ((execution_id, recorded), payload)| {
+            row.push_bind(*execution_id)
+                .push_bind(recorded.position as i64)
+                .push_bind(recorded.event.kind())
+                .push_bind(payload)
+                .push_bind(recorded.recorded_at_ms as i64);
+        });
+        match insert.build().execute(&mut *connection).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                let (execution_id, first) = chunk[0];
                 return Err(StoreError::PositionTaken {
                     execution_id,
-                    position: recorded.position,
+                    position: first.position,
                 });
             }
             Err(error) => {
                 return Err(StoreError::Database {
-                    doing: "appending an event",
+                    doing: "appending events",
                     source: error,
                 });
             }
@@ -355,6 +380,27 @@ fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRec
     })
 }
 
+fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEvent> {
+    let corrupt = |position: i64, source| StoreError::CorruptEvent {
+        execution_id,
+        position,
+        source,
+    };
+    let mut fields = line.splitn(3, ' ');
+    let mut number = || -> Option<u64> { fields.next()?.parse().ok() };
+    let (Some(position), Some(recorded_at_ms)) = (number(), number()) else {
+        let source = serde::de::Error::custom(format!("malformed history line: {line:.80}"));
+        return Err(corrupt(-1, source));
+    };
+    let payload = fields.next().unwrap_or_default();
+    let event = serde_json::from_str(payload).map_err(|source| corrupt(position as i64, source))?;
+    Ok(RecordedEvent {
+        position,
+        recorded_at_ms,
+        event,
+    })
+}
+
 fn now_ms() -> i64 {
     crate::clock::now_ms() as i64
 }
@@ -400,36 +446,24 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
-        let rows = sqlx::query(
-            "SELECT position, payload, recorded_at_ms FROM events
-             WHERE execution_id = ? ORDER BY position",
+        // One row for the whole history: sqlx-sqlite hands every row from
+        // its worker thread to the async side separately, which cost more
+        // than decoding. Lines are "position recorded_at_ms payload";
+        // payloads are JSON, whose strings never hold a raw newline.
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(position || ' ' || recorded_at_ms || ' ' || payload, char(10) ORDER BY position)
+             FROM events WHERE execution_id = ?",
         )
         .bind(execution_id)
-        .fetch_all(&self.reads)
+        .fetch_one(&self.reads)
         .await
         .map_err(StoreError::database("reading a history"))?;
-        rows.iter()
-            .map(|row| {
-                let decode = |error| StoreError::Database {
-                    doing: "decoding an event row",
-                    source: error,
-                };
-                let position: i64 = row.try_get("position").map_err(decode)?;
-                let payload: String = row.try_get("payload").map_err(decode)?;
-                let recorded_at_ms: i64 = row.try_get("recorded_at_ms").map_err(decode)?;
-                let event = serde_json::from_str(&payload).map_err(|source| {
-                    StoreError::CorruptEvent {
-                        execution_id,
-                        position,
-                        source,
-                    }
-                })?;
-                Ok(RecordedEvent {
-                    position: position as u64,
-                    recorded_at_ms: recorded_at_ms as u64,
-                    event,
-                })
-            })
+        let Some(joined) = joined else {
+            return Ok(Vec::new());
+        };
+        joined
+            .split('\n')
+            .map(|line| decode_history_line(execution_id, line))
             .collect()
     }
 
