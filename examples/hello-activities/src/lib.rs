@@ -73,14 +73,16 @@ fn record(ctx: &ActivityContext, input: RecordInput) -> Result<RecordOutput, Act
         entry: lines.len() as u64 + 1,
         attempt: ctx.attempt(),
     };
-    let text = serde_json::to_string(&line)
+    let mut text = serde_json::to_string(&line)
         .map_err(|error| ActivityError::non_retryable("Encode", error.to_string()))?;
+    // One write call per line: appends from concurrent activities must not interleave.
+    text.push('\n');
     let mut ledger = OpenOptions::new()
         .create(true)
         .append(true)
         .open(LEDGER)
         .map_err(io_error)?;
-    writeln!(ledger, "{text}").map_err(io_error)?;
+    ledger.write_all(text.as_bytes()).map_err(io_error)?;
     ledger.sync_all().map_err(io_error)?;
     Ok(RecordOutput { entry: line.entry })
 }
@@ -89,8 +91,45 @@ fn add_one(_ctx: &ActivityContext, n: u64) -> Result<u64, ActivityError> {
     Ok(n + 1)
 }
 
+#[derive(Deserialize)]
+struct FlakyInput {
+    /// Attempts that fail before one succeeds.
+    fail_times: u32,
+    #[serde(default = "default_error_type")]
+    error_type: String,
+    #[serde(default)]
+    non_retryable: bool,
+}
+
+fn default_error_type() -> String {
+    "Transient".to_string()
+}
+
+/// Fails its first `fail_times` attempts, then reports which attempt won.
+fn flaky(ctx: &ActivityContext, input: FlakyInput) -> Result<u32, ActivityError> {
+    let attempt = ctx.attempt();
+    if attempt > input.fail_times {
+        return Ok(attempt);
+    }
+    let message = format!("attempt {attempt} fails on purpose");
+    Err(if input.non_retryable {
+        ActivityError::non_retryable(input.error_type, message)
+    } else {
+        ActivityError::retryable(input.error_type, message)
+    })
+}
+
+/// Sleeps `ms` milliseconds (real time: activities are not replayed) and
+/// returns it.
+fn pause(_ctx: &ActivityContext, ms: u64) -> Result<u64, ActivityError> {
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(ms)
+}
+
 reprise_sdk::export_activities! {
     "greet" => greet,
     "record" => record,
     "add-one" => add_one,
+    "flaky" => flaky,
+    "pause" => pause,
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::RecordedEvent;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{CommitStats, SqliteStore};
 
 /// Errors from a store backend.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,8 @@
 //! executions' appends.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +35,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     reads: SqlitePool,
     writes: mpsc::Sender<WriteRequest>,
+    stats: Arc<CommitCounters>,
+}
+
+#[derive(Default)]
+struct CommitCounters {
+    commits: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// How well group commit is working: requests per commit (and fsync).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub requests: u64,
 }
 
 enum WriteOp {
@@ -83,8 +99,21 @@ impl SqliteStore {
             .await
             .map_err(StoreError::database("opening SQLite read connections"))?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE_LENGTH_MAX);
-        tokio::spawn(run_writer(writer, queue));
-        Ok(SqliteStore { reads, writes })
+        let stats = Arc::new(CommitCounters::default());
+        tokio::spawn(run_writer(writer, queue, stats.clone()));
+        Ok(SqliteStore {
+            reads,
+            writes,
+            stats,
+        })
+    }
+
+    /// Commits and write requests since the store was opened.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            requests: self.stats.requests.load(Ordering::Relaxed),
+        }
     }
 
     async fn write(&self, op: WriteOp) -> StoreResult<WriteReply> {
@@ -99,10 +128,16 @@ impl SqliteStore {
 
 /// The group-commit loop: waits for one request, then takes every request
 /// already queued, and commits them all in one transaction.
-async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<WriteRequest>) {
+async fn run_writer(
+    mut connection: SqliteConnection,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    stats: Arc<CommitCounters>,
+) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
     while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
         let outcomes = commit_batch(&mut connection, &batch).await;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have gone away (its task ended); nothing to do.
             let _ = request.reply.send(outcome);
@@ -480,5 +515,115 @@ impl Store for SqliteStore {
         })
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Event;
+
+    fn started() -> RecordedEvent {
+        RecordedEvent {
+            position: 1,
+            recorded_at_ms: 0,
+            event: Event::WorkflowStarted {
+                workflow_type: "t".into(),
+                module_digest: "d".into(),
+                input: "{}".into(),
+            },
+        }
+    }
+
+    fn fired(position: u64, seq: u64) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            recorded_at_ms: 0,
+            event: Event::TimerFired { seq },
+        }
+    }
+
+    async fn store_with_executions(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.expect("open");
+        store.put_module("d", "workflow", b"bytes").await.expect("module");
+        let mut ids = Vec::new();
+        for index in 0..count {
+            let (record, created) = store
+                .start_execution(NewExecution {
+                    tenant: "t".into(),
+                    workflow_id: format!("w{index}"),
+                    run_id: format!("r{index}"),
+                    workflow_type: "t".into(),
+                    module_digest: "d".into(),
+                    started: started(),
+                })
+                .await
+                .expect("start");
+            assert!(created);
+            ids.push(record.id);
+        }
+        (dir, store, ids)
+    }
+
+    #[tokio::test]
+    async fn an_event_is_never_overwritten() {
+        let (_dir, store, ids) = store_with_executions(1).await;
+        let error = store
+            .append(ids[0], vec![fired(1, 1)], None)
+            .await
+            .expect_err("position 1 is taken by WorkflowStarted");
+        assert!(matches!(error, StoreError::PositionTaken { position: 1, .. }), "{error}");
+        let history = store.history(ids[0]).await.expect("history");
+        assert_eq!(history, vec![started()], "the original event is intact");
+    }
+
+    /// A failing request in a batch fails alone; the others commit.
+    #[tokio::test]
+    async fn one_bad_append_does_not_sink_its_batch() {
+        let (_dir, store, ids) = store_with_executions(2).await;
+        let store = Arc::new(store);
+        let (good, bad) = tokio::join!(
+            store.append(ids[0], vec![fired(2, 1)], None),
+            store.append(ids[1], vec![fired(1, 1)], None),
+        );
+        good.expect("the valid append commits");
+        assert!(bad.is_err());
+        assert_eq!(store.history(ids[0]).await.expect("history").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_commits() {
+        let (_dir, store, ids) = store_with_executions(200).await;
+        let store = Arc::new(store);
+        let before = store.commit_stats();
+        let appends = ids.iter().map(|&id| {
+            let store = store.clone();
+            async move { store.append(id, vec![fired(2, 1)], None).await }
+        });
+        for outcome in spawn_all(appends).await {
+            outcome.expect("append");
+        }
+        let after = store.commit_stats();
+        let requests = after.requests - before.requests;
+        let commits = after.commits - before.commits;
+        assert_eq!(requests, 200);
+        assert!(commits < requests / 4, "{commits} commits for {requests} appends");
+        for id in ids {
+            assert_eq!(store.history(id).await.expect("history").len(), 2);
+        }
+    }
+
+    async fn spawn_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut outputs = Vec::with_capacity(handles.len());
+        for handle in handles {
+            outputs.push(handle.await.expect("task"));
+        }
+        outputs
     }
 }

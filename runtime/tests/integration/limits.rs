@@ -11,6 +11,7 @@ fn tight_limits() -> Limits {
         memory_bytes_max: 64 * 1024 * 1024,
         activation_fuel_max: 500_000_000,
         activation_wall_ms_max: 5_000,
+        ..Limits::default()
     }
 }
 

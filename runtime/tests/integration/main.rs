@@ -5,5 +5,7 @@ mod cli;
 mod crash;
 mod imports;
 mod limits;
+mod patterns;
 mod replay;
+mod simulation;
 mod support;

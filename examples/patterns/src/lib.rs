@@ -1,0 +1,94 @@
+//! SDK patterns in one workflow, chosen by `mode`: fan-out with await-all,
+//! a race with await-any, and retries with a policy.
+
+use std::time::Duration;
+
+use reprise_sdk::{ActivityFailure, Context, RetryPolicy, Workflow, WorkflowError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+struct Input {
+    mode: String,
+    #[serde(default)]
+    count: u64,
+    #[serde(default)]
+    pauses_ms: Vec<u64>,
+    #[serde(default)]
+    fail_times: u32,
+    #[serde(default)]
+    max_attempts: u32,
+    #[serde(default)]
+    non_retryable: bool,
+}
+
+struct Patterns;
+
+fn failure_json(failure: &ActivityFailure) -> Value {
+    json!({
+        "reason": format!("{:?}", failure.reason),
+        "attempts": failure.attempts,
+        "error_type": failure.last_error.error_type,
+    })
+}
+
+impl Workflow for Patterns {
+    type Input = Input;
+    type Output = Value;
+
+    fn run(ctx: &Context, input: Input) -> Result<Value, WorkflowError> {
+        match input.mode.as_str() {
+            // Start `count` activities at once, then wait for all of them.
+            "fanout" => {
+                let handles = (0..input.count)
+                    .map(|n| ctx.activity("add-one").input(&n).start::<u64>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let results = ctx
+                    .await_all(handles)
+                    .into_iter()
+                    .collect::<Result<Vec<u64>, _>>()?;
+                Ok(json!({ "results": results }))
+            }
+            // Race activities; the first completion in history order wins,
+            // then wait for the rest, recording the order they were seen in.
+            "race" => {
+                let mut handles = input
+                    .pauses_ms
+                    .iter()
+                    .map(|ms| ctx.activity("pause").input(ms).start::<u64>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut order = Vec::new();
+                while !handles.is_empty() {
+                    let (index, outcome) = ctx.await_any(&handles);
+                    handles.remove(index);
+                    let ms: u64 = serde_json::from_str(&outcome?)
+                        .map_err(|error| WorkflowError::new("Decode", error.to_string()))?;
+                    order.push(ms);
+                }
+                Ok(json!({ "order": order }))
+            }
+            // Retry a flaky activity under a policy; report how it ended.
+            "retry" => {
+                let outcome = ctx
+                    .activity("flaky")
+                    .input(&json!({
+                        "fail_times": input.fail_times,
+                        "non_retryable": input.non_retryable,
+                    }))
+                    .retry(
+                        RetryPolicy::new()
+                            .initial_interval(Duration::from_millis(10))
+                            .maximum_attempts(input.max_attempts),
+                    )
+                    .call::<u32>();
+                Ok(match outcome {
+                    Ok(attempt) => json!({ "succeeded_on_attempt": attempt }),
+                    Err(failure) => json!({ "failed": failure_json(&failure) }),
+                })
+            }
+            other => Err(WorkflowError::new("BadMode", format!("unknown mode {other}"))),
+        }
+    }
+}
+
+reprise_sdk::export_workflow!(Patterns);
