@@ -69,8 +69,8 @@ pub mod bindings {
 use bindings::workflow::reprise::workflow::durable;
 use bindings::workflow::reprise::workflow::types as wit;
 
-pub use wit::{ActivityError, ActivityFailure, FailureReason, LogLevel, RetryPolicy};
 pub use durable::WorkflowInfo;
+pub use wit::{ActivityError, ActivityFailure, FailureReason, LogLevel, RetryPolicy};
 
 /// A workflow: implement it and export it with [`export_workflow!`].
 pub trait Workflow {
@@ -176,7 +176,10 @@ impl ActivityError {
     }
 
     /// A business failure: the call fails at once, whatever the policy says.
-    pub fn non_retryable(error_type: impl Into<String>, message: impl Into<String>) -> ActivityError {
+    pub fn non_retryable(
+        error_type: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ActivityError {
         ActivityError {
             non_retryable: true,
             ..ActivityError::retryable(error_type, message)
@@ -231,10 +234,16 @@ impl Context {
 
     /// Waits for the first of `handles` to complete (in history order) and
     /// returns its index in `handles` with its raw JSON outcome.
-    pub fn await_any<T>(&self, handles: &[ActivityHandle<T>]) -> (usize, Result<String, ActivityFailure>) {
+    pub fn await_any<T>(
+        &self,
+        handles: &[ActivityHandle<T>],
+    ) -> (usize, Result<String, ActivityFailure>) {
         let seqs: Vec<u64> = handles.iter().map(|handle| handle.seq).collect();
         let (seq, outcome) = durable::await_any(&seqs);
-        let index = seqs.iter().position(|candidate| *candidate == seq).unwrap_or(0);
+        let index = seqs
+            .iter()
+            .position(|candidate| *candidate == seq)
+            .unwrap_or(0);
         (index, outcome)
     }
 
@@ -322,7 +331,9 @@ impl ActivityCall {
 
     /// Schedules the activity without waiting for it.
     pub fn start<T: DeserializeOwned>(self) -> Result<ActivityHandle<T>, ActivityFailure> {
-        let input = self.input.map_err(|message| encode_failure(&self.name, message))?;
+        let input = self
+            .input
+            .map_err(|message| encode_failure(&self.name, message))?;
         let seq = durable::start_activity(&self.name, &input, &self.options);
         Ok(ActivityHandle {
             seq,
@@ -347,7 +358,9 @@ impl<T: DeserializeOwned> ActivityHandle<T> {
     pub fn wait(self) -> Result<T, ActivityFailure> {
         let output = durable::await_activity(self.seq)?;
         serde_json::from_str(&output).map_err(|error| {
-            decode_failure(format!("could not decode the activity's output {output}: {error}"))
+            decode_failure(format!(
+                "could not decode the activity's output {output}: {error}"
+            ))
         })
     }
 }

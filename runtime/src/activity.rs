@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rand::RngExt as _;
-use tracing::Instrument as _;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 use wasmtime::component::Linker;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -119,10 +119,9 @@ impl ActivityRegistry {
                 digest: loaded.digest.clone(),
                 pre,
             });
-            let names = registry
-                .served_names(&component)
-                .await
-                .with_context(|| format!("asking activity component {} for its names", loaded.digest))?;
+            let names = registry.served_names(&component).await.with_context(|| {
+                format!("asking activity component {} for its names", loaded.digest)
+            })?;
             for name in names {
                 if let Some(previous) = registry.by_name.insert(name.clone(), component.clone()) {
                     anyhow::bail!(
@@ -168,8 +167,12 @@ impl ActivityRegistry {
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(crate::host::wasi::GuestOutput::for_activity(&call, "stdout"))
-            .stderr(crate::host::wasi::GuestOutput::for_activity(&call, "stderr"));
+            .stdout(crate::host::wasi::GuestOutput::for_activity(
+                &call, "stdout",
+            ))
+            .stderr(crate::host::wasi::GuestOutput::for_activity(
+                &call, "stderr",
+            ));
         if let Some(dir) = &self.activity_dir {
             wasi.preopened_dir(dir, ACTIVITY_DIR_GUEST_PATH, FsPerms::ReadWrite)
                 .map_err(anyhow::Error::from)
@@ -184,7 +187,9 @@ impl ActivityRegistry {
             ActivityHost::new(call, wasi.build(), limits),
         );
         store.limiter(|host| &mut host.limits);
-        store.set_fuel(ACTIVITY_FUEL_MAX).map_err(anyhow::Error::from)?;
+        store
+            .set_fuel(ACTIVITY_FUEL_MAX)
+            .map_err(anyhow::Error::from)?;
         // Activities may run long (their timeouts bound them); the epoch
         // only makes them yield so that other work on this thread proceeds.
         store.set_epoch_deadline(1);
@@ -193,12 +198,20 @@ impl ActivityRegistry {
     }
 
     /// Runs the activity's attempts on a task of its own, reporting to `updates`.
-    pub fn spawn(self: &Arc<Self>, task: ActivityTask, updates: mpsc::UnboundedSender<ActivityUpdate>) {
+    pub fn spawn(
+        self: &Arc<Self>,
+        task: ActivityTask,
+        updates: mpsc::UnboundedSender<ActivityUpdate>,
+    ) {
         let registry = self.clone();
         tokio::spawn(async move { registry.run_attempts(task, updates).await });
     }
 
-    async fn run_attempts(&self, task: ActivityTask, updates: mpsc::UnboundedSender<ActivityUpdate>) {
+    async fn run_attempts(
+        &self,
+        task: ActivityTask,
+        updates: mpsc::UnboundedSender<ActivityUpdate>,
+    ) {
         let Some(component) = self.by_name.get(&task.name).cloned() else {
             let failure = ActivityFailure {
                 reason: FailureReason::UnknownActivity,
@@ -214,7 +227,15 @@ impl ActivityRegistry {
                     non_retryable: true,
                 },
             };
-            let _ = report(&updates, task.seq, vec![Event::ActivityFailed { seq: task.seq, failure }]).await;
+            let _ = report(
+                &updates,
+                task.seq,
+                vec![Event::ActivityFailed {
+                    seq: task.seq,
+                    failure,
+                }],
+            )
+            .await;
             return;
         };
         let policy = &task.options.retry;
@@ -244,7 +265,9 @@ impl ActivityRegistry {
                 Ok(Err(error)) => error,
                 Err(_) => ActivityError {
                     error_type: "StartToCloseTimeout".into(),
-                    message: format!("attempt {attempt} did not finish within {attempt_timeout} ms"),
+                    message: format!(
+                        "attempt {attempt} did not finish within {attempt_timeout} ms"
+                    ),
                     details: None,
                     non_retryable: false,
                 },
@@ -345,7 +368,11 @@ impl ActivityRegistry {
             details: None,
             non_retryable: false,
         })?;
-        let instance = component.pre.instantiate_async(&mut store).await.map_err(trap)?;
+        let instance = component
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(trap)?;
         let result = instance
             .reprise_workflow_activities()
             .call_run(&mut store, &task.name, &task.input)
@@ -372,7 +399,11 @@ fn check_json_output(output: &str) -> Result<(), ActivityError> {
     }
     serde_json::from_str::<serde::de::IgnoredAny>(output)
         .map(|_| ())
-        .map_err(|error| invalid(format!("the activity returned output that is not JSON: {error}")))
+        .map_err(|error| {
+            invalid(format!(
+                "the activity returned output that is not JSON: {error}"
+            ))
+        })
 }
 
 impl From<wit_types::ActivityError> for ActivityError {

@@ -13,7 +13,7 @@ use crate::clock;
 use crate::engine::{Engine, Limits};
 use crate::journal::{ActivityOptions, Event, RecordedEvent, RetryPolicy, idempotency_key};
 use crate::runtime::{Outcome, ReplayVerdict, Runtime, RuntimeOptions};
-use crate::store;
+use crate::store::{SqliteStore, Store};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -24,7 +24,11 @@ pub struct BenchArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Which measurements to run.
-    #[arg(long, value_delimiter = ',', default_value = "chain10,latency1,replay,instantiate")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "chain10,latency1,replay,instantiate"
+    )]
     only: Vec<String>,
     /// chain10: concurrent workflows.
     #[arg(long, default_value_t = 500)]
@@ -53,18 +57,20 @@ struct Bench {
 }
 
 impl Bench {
-    /// A runtime over a fresh database.
-    async fn runtime(&self, name: &str) -> anyhow::Result<Arc<Runtime>> {
+    /// A runtime over a fresh database, and the database (for its commit stats).
+    async fn runtime(&self, name: &str) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
         let db = self.dir.join(format!("{name}-{}.db", clock::now_ns()));
-        let store = store::open(&db).await?;
+        let sqlite = Arc::new(SqliteStore::open(&db).await?);
+        let store: Arc<dyn Store> = sqlite.clone();
         let (activities, _) = self.engine.load_file(&self.activities_path)?;
         let registry = ActivityRegistry::load(self.engine.clone(), vec![activities], None).await?;
-        Ok(Arc::new(Runtime::new(
+        let runtime = Runtime::new(
             self.engine.clone(),
             store,
             registry,
             RuntimeOptions::default(),
-        )?))
+        )?;
+        Ok((Arc::new(runtime), sqlite))
     }
 }
 
@@ -82,13 +88,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let limits = Limits {
         // Every chain workflow stays in memory while it waits, plus one
         // activity attempt each.
-        pooled_instances_max: (args.workflows as u32).saturating_mul(2).max(Limits::default().pooled_instances_max),
+        pooled_instances_max: (args.workflows as u32)
+            .saturating_mul(2)
+            .max(Limits::default().pooled_instances_max),
         ..Limits::default()
     };
     let engine = Engine::new(Some(dir.join("cache")), limits)?;
     let workflow_path = args.guests.join("bench.wasm");
     let workflow_bytes = std::fs::read(&workflow_path).with_context(|| {
-        format!("reading {} (build it with scripts/build-guests)", workflow_path.display())
+        format!(
+            "reading {} (build it with scripts/build-guests)",
+            workflow_path.display()
+        )
     })?;
     let activities_path = args.guests.join("hello-activities.wasm");
     let bench = Bench {
@@ -101,7 +112,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!(
         "machine: {} cores; store: SQLite WAL synchronous=FULL in {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         bench.dir.display()
     );
     for name in bench.args.only.clone() {
@@ -110,7 +123,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "latency1" => latency(&bench).await?,
             "replay" => replay(&bench).await?,
             "instantiate" => instantiate(&bench).await?,
-            other => anyhow::bail!("unknown measurement `{other}`; choose chain10, latency1, replay, instantiate"),
+            other => anyhow::bail!(
+                "unknown measurement `{other}`; choose chain10, latency1, replay, instantiate"
+            ),
         }
     }
     Ok(())
@@ -131,7 +146,7 @@ async fn chain(bench: &Bench) -> anyhow::Result<()> {
     let mut steps_per_second = Vec::new();
     let mut workflows_per_second = Vec::new();
     for round in 0..bench.args.repeat {
-        let runtime = bench.runtime("chain").await?;
+        let (runtime, sqlite) = bench.runtime("chain").await?;
         let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
         let input = format!(r#"{{"steps":{steps}}}"#);
         let started = Instant::now();
@@ -154,10 +169,13 @@ async fn chain(bench: &Bench) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         let total_steps = (workflows as u64 * steps) as f64;
+        let commits = sqlite.commit_stats();
         println!(
-            "chain{steps} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s",
+            "chain{steps} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s ({} appends in {} commits)",
             workflows as f64 / elapsed,
-            total_steps / elapsed
+            total_steps / elapsed,
+            commits.requests,
+            commits.commits
         );
         steps_per_second.push(total_steps / elapsed);
         workflows_per_second.push(workflows as f64 / elapsed);
@@ -171,18 +189,26 @@ async fn chain(bench: &Bench) -> anyhow::Result<()> {
 }
 
 async fn latency(bench: &Bench) -> anyhow::Result<()> {
-    let runtime = bench.runtime("latency").await?;
+    let (runtime, _) = bench.runtime("latency").await?;
     let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
     let mut samples = Vec::with_capacity(bench.args.runs);
     for index in 0..bench.args.runs {
         let started = Instant::now();
         let (record, _) = runtime
-            .start("bench", &module.digest, Some(format!("latency-{index}")), r#"{"steps":1}"#)
+            .start(
+                "bench",
+                &module.digest,
+                Some(format!("latency-{index}")),
+                r#"{"steps":1}"#,
+            )
             .await?;
         let outcome = runtime.drive(record).await?;
         samples.push(started.elapsed());
         anyhow::ensure!(
-            outcome == Outcome::Completed { output: serde_json::json!(1) },
+            outcome
+                == Outcome::Completed {
+                    output: serde_json::json!(1)
+                },
             "latency workflow ended wrongly: {outcome:?}"
         );
     }
@@ -197,7 +223,12 @@ async fn latency(bench: &Bench) -> anyhow::Result<()> {
 }
 
 /// A completed history of `steps` add-one calls, written straight to the store.
-fn synthetic_chain_history(workflow_id: &str, run_id: &str, digest: &str, steps: u64) -> Vec<RecordedEvent> {
+fn synthetic_chain_history(
+    workflow_id: &str,
+    run_id: &str,
+    digest: &str,
+    steps: u64,
+) -> Vec<RecordedEvent> {
     let now = clock::now_ms();
     let mut events = vec![Event::WorkflowStarted {
         workflow_type: "bench".into(),
@@ -239,12 +270,18 @@ fn synthetic_chain_history(workflow_id: &str, run_id: &str, digest: &str, steps:
 
 async fn replay(bench: &Bench) -> anyhow::Result<()> {
     let steps = bench.args.replay_steps;
-    let runtime = bench.runtime("replay").await?;
+    let (runtime, _) = bench.runtime("replay").await?;
     let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
     let (record, _) = runtime
-        .start("bench", &module.digest, Some("replay".into()), &format!(r#"{{"steps":{steps}}}"#))
+        .start(
+            "bench",
+            &module.digest,
+            Some("replay".into()),
+            &format!(r#"{{"steps":{steps}}}"#),
+        )
         .await?;
-    let events = synthetic_chain_history(&record.workflow_id, &record.run_id, &module.digest, steps);
+    let events =
+        synthetic_chain_history(&record.workflow_id, &record.run_id, &module.digest, steps);
     runtime
         .store()
         .append(record.id, events[1..].to_vec(), None)
@@ -254,9 +291,14 @@ async fn replay(bench: &Bench) -> anyhow::Result<()> {
         let started = Instant::now();
         let history = runtime.store().history(record.id).await?;
         let loaded = started.elapsed();
-        let verdict = runtime.verify_replay(&module, record.clone(), history).await?;
+        let verdict = runtime
+            .verify_replay(&module, record.clone(), history)
+            .await?;
         let elapsed = started.elapsed();
-        anyhow::ensure!(verdict == ReplayVerdict::Reproduced, "replay verdict {verdict:?}");
+        anyhow::ensure!(
+            verdict == ReplayVerdict::Reproduced,
+            "replay verdict {verdict:?}"
+        );
         println!(
             "replay round {round}: {steps} activity results in {:.1} ms (reading the history: {:.1} ms)",
             elapsed.as_secs_f64() * 1e3,
@@ -264,12 +306,15 @@ async fn replay(bench: &Bench) -> anyhow::Result<()> {
         );
         millis.push(elapsed.as_secs_f64() * 1e3);
     }
-    println!("replay median: {steps} journaled activity results replayed from the store in {:.1} ms", median(millis));
+    println!(
+        "replay median: {steps} journaled activity results replayed from the store in {:.1} ms",
+        median(millis)
+    );
     Ok(())
 }
 
 async fn instantiate(bench: &Bench) -> anyhow::Result<()> {
-    let runtime = bench.runtime("instantiate").await?;
+    let (runtime, _) = bench.runtime("instantiate").await?;
     let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
     let runs = 1_000;
     let mut samples = Vec::with_capacity(runs);

@@ -22,7 +22,11 @@ const EXIT_NONDETERMINISM: u8 = 3;
 const EXIT_HOST_ERROR: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "reprise", version, about = "A durable workflow runtime for WebAssembly components")]
+#[command(
+    name = "reprise",
+    version,
+    about = "A durable workflow runtime for WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,8 +98,16 @@ enum Command {
 /// Entry point of the `reprise` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A benchmark measures the engine, not the log formatter.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the async runtime: {error}");
@@ -112,7 +124,18 @@ pub fn main() -> ExitCode {
                 activity_dir,
                 evict_on_wait,
                 db,
-            } => run(workflow, activities, input, id, activity_dir, evict_on_wait, db).await,
+            } => {
+                run(
+                    workflow,
+                    activities,
+                    input,
+                    id,
+                    activity_dir,
+                    evict_on_wait,
+                    db,
+                )
+                .await
+            }
             Command::History { id, json, db } => history(&id, json, &db).await,
             Command::Replay {
                 module,
@@ -124,9 +147,9 @@ pub fn main() -> ExitCode {
     })
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REPRISE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -169,7 +192,11 @@ fn fail_with(error: RunError) -> ExitCode {
 }
 
 async fn open_store(db: &DbArgs) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(parent) = db.db.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = db
+        .db
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the data directory {}", parent.display()))?;
     }
@@ -209,9 +236,7 @@ async fn run(
         let store = open_store(&db).await.map_err(host_setup_error)?;
         let mut activities = Vec::new();
         for path in &activity_files {
-            activities.push(
-                load_component(&engine, path).map_err(|error| with_file(path, error))?,
-            );
+            activities.push(load_component(&engine, path).map_err(|error| with_file(path, error))?);
         }
         let registry = ActivityRegistry::load(engine.clone(), activities, activity_dir)
             .await
@@ -286,7 +311,9 @@ fn host_setup_error(error: anyhow::Error) -> RunError {
 fn with_file(path: &Path, error: RunError) -> RunError {
     match error {
         RunError::Load(load) => RunError::WrongKind(format!("{}: {load}", path.display())),
-        RunError::WrongKind(message) => RunError::WrongKind(format!("{}: {message}", path.display())),
+        RunError::WrongKind(message) => {
+            RunError::WrongKind(format!("{}: {message}", path.display()))
+        }
         other => other,
     }
 }
@@ -298,7 +325,9 @@ async fn find_execution(
     let record = store
         .execution(DEFAULT_TENANT, id)
         .await?
-        .with_context(|| format!("no execution with workflow id `{id}` in this database; check --db and the id"))?;
+        .with_context(|| {
+            format!("no execution with workflow id `{id}` in this database; check --db and the id")
+        })?;
     let events = store.history(record.id).await?;
     Ok((record, events))
 }
@@ -308,7 +337,10 @@ async fn history(id: &str, json: bool, db: &DbArgs) -> ExitCode {
         let store = open_store(db).await?;
         let (record, events) = find_execution(&store, id).await?;
         if json {
-            let export = HistoryExport { execution: record, events };
+            let export = HistoryExport {
+                execution: record,
+                events,
+            };
             println!("{}", serde_json::to_string_pretty(&export)?);
         } else {
             print_timeline(&record, &events);
@@ -336,7 +368,9 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
     for recorded in events {
         let detail = match &recorded.event {
             Event::WorkflowStarted { input, .. } => format!("input {input}"),
-            Event::ClockRead { clock, value_ns, .. } => format!("{clock:?} clock = {value_ns} ns"),
+            Event::ClockRead {
+                clock, value_ns, ..
+            } => format!("{clock:?} clock = {value_ns} ns"),
             Event::RandomDrawn { bytes, .. } => format!("{} bytes", bytes.len() / 2),
             Event::ActivityScheduled {
                 name,
@@ -390,7 +424,8 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
 async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
     let setup = async {
         let engine = open_engine(db).map_err(host_setup_error)?;
-        let component = load_component(&engine, module).map_err(|error| with_file(module, error))?;
+        let component =
+            load_component(&engine, module).map_err(|error| with_file(module, error))?;
         let store = open_store(db).await.map_err(host_setup_error)?;
         let registry = ActivityRegistry::empty(engine.clone());
         let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())
@@ -423,7 +458,9 @@ async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
             }
         };
         match runtime.verify_replay(&component, record, events).await {
-            Ok(ReplayVerdict::Reproduced) => println!("{source}: ok — the build reproduces the whole history"),
+            Ok(ReplayVerdict::Reproduced) => {
+                println!("{source}: ok — the build reproduces the whole history")
+            }
             Ok(ReplayVerdict::ReproducedSoFar { commands }) => println!(
                 "{source}: ok — the build reproduces all {commands} recorded commands (the execution had not finished)"
             ),

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 
 use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
-use crate::journal::{Event, HISTORY_EVENTS_MAX, Halt, Recorder, RecordedEvent, Seq, WorkflowError};
+use crate::journal::{
+    Event, HISTORY_EVENTS_MAX, Halt, RecordedEvent, Recorder, Seq, WorkflowError,
+};
 use crate::store::{ExecutionRecord, Finish, Store, StoreError};
 
 /// What a blocked guest waits for.
@@ -159,12 +161,14 @@ impl Execution {
             let unflushed: Vec<RecordedEvent> = recorder.history.unflushed().to_vec();
             (unflushed, recorder.history.len())
         };
-        self.store
-            .append(self.record.id, unflushed, finish)
-            .await?;
+        self.store.append(self.record.id, unflushed, finish).await?;
         let mut recorder = self.recorder();
         // Only this task appends, and it awaited the store: nothing was added meanwhile.
-        assert_eq!(recorder.history.len(), flushed_len, "history grew during an append");
+        assert_eq!(
+            recorder.history.len(),
+            flushed_len,
+            "history grew during an append"
+        );
         recorder.history.mark_durable();
         Ok(())
     }
@@ -272,7 +276,12 @@ impl Execution {
     }
 
     fn timer_fire_at(&self, seq: Seq) -> Option<u64> {
-        match self.recorder().history.command(seq).map(|recorded| &recorded.event) {
+        match self
+            .recorder()
+            .history
+            .command(seq)
+            .map(|recorded| &recorded.event)
+        {
             Some(Event::TimerStarted { fire_at_ms, .. }) => Some(*fire_at_ms),
             _ => None,
         }

@@ -304,7 +304,9 @@ impl Command {
     fn matches(&self, recorded: &Event) -> bool {
         match (self, recorded) {
             (Command::ReadClock(a), Event::ClockRead { clock: b, .. }) => a == b,
-            (Command::DrawRandom { len }, Event::RandomDrawn { bytes, .. }) => bytes.len() == len * 2,
+            (Command::DrawRandom { len }, Event::RandomDrawn { bytes, .. }) => {
+                bytes.len() == len * 2
+            }
             (
                 Command::ScheduleActivity { name, input },
                 Event::ActivityScheduled {
@@ -502,15 +504,18 @@ impl History {
 
     /// The last event that answers or retries the activity at `seq`.
     pub fn last_attempt_failure(&self, seq: Seq) -> Option<(u32, Option<u64>)> {
-        self.events.iter().rev().find_map(|recorded| match &recorded.event {
-            Event::ActivityAttemptFailed {
-                seq: failed_seq,
-                attempt,
-                retry_at_ms,
-                ..
-            } if *failed_seq == seq => Some((*attempt, *retry_at_ms)),
-            _ => None,
-        })
+        self.events
+            .iter()
+            .rev()
+            .find_map(|recorded| match &recorded.event {
+                Event::ActivityAttemptFailed {
+                    seq: failed_seq,
+                    attempt,
+                    retry_at_ms,
+                    ..
+                } if *failed_seq == seq => Some((*attempt, *retry_at_ms)),
+                _ => None,
+            })
     }
 
     /// The input the execution started with.
@@ -629,7 +634,10 @@ impl Recorder {
 
     /// Claims the next `seq` for `command` and compares it with the history.
     /// `Ok(Some(event))` if recorded; `Ok(None)` if new and recording is allowed.
-    pub fn next_command(&mut self, command: &Command) -> Result<(Seq, Option<RecordedEvent>), Halt> {
+    pub fn next_command(
+        &mut self,
+        command: &Command,
+    ) -> Result<(Seq, Option<RecordedEvent>), Halt> {
         if let Some(halt) = &self.halted {
             return Err(halt.clone());
         }

@@ -18,12 +18,9 @@ use crate::host::wasi::{LogTags, workflow_wasi};
 use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
 use crate::journal::{
-    Event, Halt, History, Nondeterminism, PAYLOAD_BYTES_MAX, RecordedEvent, Recorder,
-    WorkflowError,
+    Event, Halt, History, Nondeterminism, PAYLOAD_BYTES_MAX, RecordedEvent, Recorder, WorkflowError,
 };
-use crate::store::{
-    ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError,
-};
+use crate::store::{ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError};
 
 /// How often and how long an activation waits for a free instance slot
 /// before the drive gives up (the execution stays resumable).
@@ -67,7 +64,10 @@ pub enum RunError {
         source: Nondeterminism,
     },
     #[error("the history of execution `{workflow_id}` is corrupt: {problem}")]
-    CorruptHistory { workflow_id: String, problem: String },
+    CorruptHistory {
+        workflow_id: String,
+        problem: String,
+    },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("{0}")]
@@ -75,7 +75,10 @@ pub enum RunError {
     #[error("module {digest} is not in the store; deploy it first")]
     UnknownModule { digest: String },
     #[error("execution `{workflow_id}`: {message}")]
-    Host { workflow_id: String, message: String },
+    Host {
+        workflow_id: String,
+        message: String,
+    },
 }
 
 /// Options of a [`Runtime`].
@@ -152,7 +155,9 @@ impl Runtime {
             return Ok(pre.clone());
         }
         let link_error = |error: wasmtime::Error| {
-            LoadError::Malformed(anyhow::Error::from(error).context("linking the workflow's imports"))
+            LoadError::Malformed(
+                anyhow::Error::from(error).context("linking the workflow's imports"),
+            )
         };
         let instance_pre = self
             .linker
@@ -163,7 +168,10 @@ impl Runtime {
         Ok(pre)
     }
 
-    async fn prepared_by_digest(&self, digest: &str) -> Result<WorkflowPre<WorkflowHost>, RunError> {
+    async fn prepared_by_digest(
+        &self,
+        digest: &str,
+    ) -> Result<WorkflowPre<WorkflowHost>, RunError> {
         if let Some(pre) = self
             .prepared
             .lock()
@@ -261,7 +269,10 @@ impl Runtime {
                 // Instance slots free up as other activations end.
                 busy_retries += 1;
                 if busy_retries > BUSY_RETRIES_MAX {
-                    return Err(host_error(&execution.record, Interrupt::Busy(reason.clone())));
+                    return Err(host_error(
+                        &execution.record,
+                        Interrupt::Busy(reason.clone()),
+                    ));
                 }
                 tokio::time::sleep(BUSY_RETRY_DELAY).await;
                 continue;
@@ -286,7 +297,11 @@ impl Runtime {
     }
 
     /// Ends a drive that stopped for a reason other than `run` returning.
-    async fn settle(&self, execution: &mut Execution, interrupt: Interrupt) -> Result<Outcome, RunError> {
+    async fn settle(
+        &self,
+        execution: &mut Execution,
+        interrupt: Interrupt,
+    ) -> Result<Outcome, RunError> {
         let record = &execution.record;
         match interrupt {
             Interrupt::FailWorkflow(error) => {
@@ -375,7 +390,10 @@ impl Runtime {
         pre: &WorkflowPre<WorkflowHost>,
         execution: Execution,
         input: &str,
-    ) -> (Execution, Result<Result<String, wit_types::WorkflowError>, Interrupt>) {
+    ) -> (
+        Execution,
+        Result<Result<String, wit_types::WorkflowError>, Interrupt>,
+    ) {
         execution.recorder().begin_activation();
         let limits = self.engine.limits.clone();
         let tags = LogTags {
@@ -459,11 +477,18 @@ impl Runtime {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.engine.limits.memory_bytes_max)
             .build();
-        let mut store = WasmStore::new(self.engine.wasmtime(), WorkflowHost::new(execution, wasi, limits));
+        let mut store = WasmStore::new(
+            self.engine.wasmtime(),
+            WorkflowHost::new(execution, wasi, limits),
+        );
         store.limiter(|host| &mut host.limits);
-        store.set_fuel(self.engine.limits.activation_fuel_max).map_err(anyhow::Error::from)?;
+        store
+            .set_fuel(self.engine.limits.activation_fuel_max)
+            .map_err(anyhow::Error::from)?;
         store.set_epoch_deadline(u64::MAX / 2);
-        pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+        pre.instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
         Ok(started.elapsed())
     }
 
@@ -476,10 +501,11 @@ impl Runtime {
         record: ExecutionRecord,
         events: Vec<RecordedEvent>,
     ) -> Result<ReplayVerdict, RunError> {
-        let history = History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
-            workflow_id: record.workflow_id.clone(),
-            problem,
-        })?;
+        let history =
+            History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
+                workflow_id: record.workflow_id.clone(),
+                problem,
+            })?;
         let (_, _, input) = started_parts(&history, &record)?;
         let recorded_terminal = history.terminal().cloned();
         let pre = self.prepare(component)?;
@@ -498,7 +524,8 @@ impl Runtime {
         };
         let replayed = match result {
             Ok(guest_result) => {
-                if let Err(Interrupt::Halt(Halt::Nondeterminism(source))) = execution.check_halted() {
+                if let Err(Interrupt::Halt(Halt::Nondeterminism(source))) = execution.check_halted()
+                {
                     return Err(nondeterminism(source));
                 }
                 let recorder = execution.recorder();
@@ -521,15 +548,19 @@ impl Runtime {
                 let commands = execution.recorder().history.last_seq();
                 return Ok(ReplayVerdict::ReproducedSoFar { commands });
             }
-            Err(Interrupt::Halt(Halt::Nondeterminism(source))) => return Err(nondeterminism(source)),
+            Err(Interrupt::Halt(Halt::Nondeterminism(source))) => {
+                return Err(nondeterminism(source));
+            }
             Err(Interrupt::FailWorkflow(error)) => Event::WorkflowFailed { error },
             Err(other) => return Err(host_error(&execution.record, other)),
         };
         match recorded_terminal {
-            Some(recorded) if recorded != replayed => Err(nondeterminism(Nondeterminism::DifferentResult {
-                recorded: describe_terminal(&recorded),
-                returned: describe_terminal(&replayed),
-            })),
+            Some(recorded) if recorded != replayed => {
+                Err(nondeterminism(Nondeterminism::DifferentResult {
+                    recorded: describe_terminal(&recorded),
+                    returned: describe_terminal(&replayed),
+                }))
+            }
             Some(_) => Ok(ReplayVerdict::Reproduced),
             None => Ok(ReplayVerdict::ReproducedSoFar {
                 commands: execution.recorder().history.last_seq(),
@@ -560,7 +591,11 @@ fn started_parts(
     history
         .started()
         .map(|(workflow_type, digest, input)| {
-            (workflow_type.to_string(), digest.to_string(), input.to_string())
+            (
+                workflow_type.to_string(),
+                digest.to_string(),
+                input.to_string(),
+            )
         })
         .ok_or_else(|| RunError::CorruptHistory {
             workflow_id: record.workflow_id.clone(),
@@ -579,14 +614,18 @@ pub fn outcome_of(terminal: &Event) -> Outcome {
             error: error.clone(),
         },
         other => Outcome::Failed {
-            error: runtime_error("CorruptHistory", format!("{} is not a terminal event", other.kind())),
+            error: runtime_error(
+                "CorruptHistory",
+                format!("{} is not a terminal event", other.kind()),
+            ),
         },
     }
 }
 
 fn parse_output(output: &str) -> Result<serde_json::Value, Interrupt> {
-    check_json_payload("workflow output", output)
-        .map_err(|message| Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", message)))?;
+    check_json_payload("workflow output", output).map_err(|message| {
+        Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", message))
+    })?;
     serde_json::from_str(output).map_err(|error| {
         Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", error.to_string()))
     })
@@ -602,7 +641,11 @@ pub fn check_json_payload(what: &str, text: &str) -> Result<(), String> {
     }
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|error| format!("the {what} is not valid JSON ({error}); pass e.g. '{{\"name\": \"x\"}}' or '42'"))
+        .map_err(|error| {
+            format!(
+                "the {what} is not valid JSON ({error}); pass e.g. '{{\"name\": \"x\"}}' or '42'"
+            )
+        })
 }
 
 /// A random 128-bit run id, hex-encoded.
@@ -625,7 +668,9 @@ fn classify(
         return Interrupt::Busy(exhausted.to_string());
     }
     let tail = {
-        let tail = stderr_tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tail = stderr_tail
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         String::from_utf8_lossy(&tail).trim().to_string()
     };
     let with_tail = |message: String| {
@@ -653,7 +698,10 @@ fn classify(
             "GuestPanic",
             with_tail("the workflow trapped on `unreachable` (a panic or abort)".to_string()),
         ),
-        Some(other) => ("GuestTrap", with_tail(format!("the workflow trapped: {other}"))),
+        Some(other) => (
+            "GuestTrap",
+            with_tail(format!("the workflow trapped: {other}")),
+        ),
         None if full.contains("forcing trap when growing memory") => (
             "MemoryLimitExceeded",
             format!(
@@ -661,7 +709,10 @@ fn classify(
                 limits.memory_bytes_max
             ),
         ),
-        None => ("GuestTrap", with_tail(format!("the workflow trapped: {full}"))),
+        None => (
+            "GuestTrap",
+            with_tail(format!("the workflow trapped: {full}")),
+        ),
     };
     Interrupt::FailWorkflow(runtime_error(error_type, message))
 }

@@ -61,7 +61,10 @@ impl Workflow for Hello {
             .as_millis() as u64;
         let sdk_random: u64 = ctx.random();
         let rand_random: u64 = rand::random();
-        ctx.log(LogLevel::Info, &format!("hello workflow started for {}", input.name));
+        ctx.log(
+            LogLevel::Info,
+            &format!("hello workflow started for {}", input.name),
+        );
         println!("stdout is captured as a log line too");
 
         let greeting: Greeting = ctx

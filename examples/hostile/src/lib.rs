@@ -71,9 +71,14 @@ impl Workflow for Hostile {
                     .unwrap_or_else(|error| format!("{:?}", error.kind()));
                 let http = http_get("127.0.0.1:9");
                 let random: u64 = ctx.random();
-                Ok(serde_json::json!({ "file": file, "socket": socket, "http": http, "random": random }))
+                Ok(
+                    serde_json::json!({ "file": file, "socket": socket, "http": http, "random": random }),
+                )
             }
-            other => Err(WorkflowError::new("BadMode", format!("unknown mode {other}"))),
+            other => Err(WorkflowError::new(
+                "BadMode",
+                format!("unknown mode {other}"),
+            )),
         }
     }
 }

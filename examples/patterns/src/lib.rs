@@ -86,7 +86,10 @@ impl Workflow for Patterns {
                     Err(failure) => json!({ "failed": failure_json(&failure) }),
                 })
             }
-            other => Err(WorkflowError::new("BadMode", format!("unknown mode {other}"))),
+            other => Err(WorkflowError::new(
+                "BadMode",
+                format!("unknown mode {other}"),
+            )),
         }
     }
 }

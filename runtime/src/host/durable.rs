@@ -104,7 +104,10 @@ impl WorkflowHost {
         for &handle in handles {
             let is_activity = handle <= made
                 && matches!(
-                    recorder.history.command(handle).map(|recorded| &recorded.event),
+                    recorder
+                        .history
+                        .command(handle)
+                        .map(|recorded| &recorded.event),
                     Some(Event::ActivityScheduled { .. })
                 );
             if !is_activity {
@@ -122,7 +125,11 @@ impl WorkflowHost {
         seq: Seq,
     ) -> wasmtime::Result<Result<String, wit_types::ActivityFailure>> {
         let recorder = self.execution.recorder();
-        match recorder.history.outcome(seq).map(|recorded| &recorded.event) {
+        match recorder
+            .history
+            .outcome(seq)
+            .map(|recorded| &recorded.event)
+        {
             Some(Event::ActivityCompleted { output, .. }) => Ok(Ok(output.clone())),
             Some(Event::ActivityFailed { failure, .. }) => Ok(Err(wit_failure(failure))),
             other => Err(interrupt(Interrupt::HostFault(format!(
@@ -162,15 +169,14 @@ impl Host for WorkflowHost {
         if len > RANDOM_BYTES_MAX {
             return Err(fail(
                 "RandomLimitExceeded",
-                format!("random-bytes asked for {len} bytes; the limit is {RANDOM_BYTES_MAX} per call"),
+                format!(
+                    "random-bytes asked for {len} bytes; the limit is {RANDOM_BYTES_MAX} per call"
+                ),
             ));
         }
         let mut live = vec![0u8; len as usize];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut live);
-        let bytes = self
-            .execution
-            .recorder()
-            .draw_random(live, clock::now_ms());
+        let bytes = self.execution.recorder().draw_random(live, clock::now_ms());
         self.check_halted()?;
         Ok(bytes)
     }
@@ -263,7 +269,11 @@ impl Host for WorkflowHost {
         })
     }
 
-    async fn log(&mut self, level: wit_types::LogLevel, mut message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: wit_types::LogLevel,
+        mut message: String,
+    ) -> wasmtime::Result<()> {
         let (is_replaying, seq) = {
             let recorder = self.execution.recorder();
             (recorder.is_replaying(), recorder.last_seq_made())
@@ -313,8 +323,14 @@ fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOption
     };
     retry.validate()?;
     for (name, timeout) in [
-        ("start_to_close_timeout_ms", options.start_to_close_timeout_ms),
-        ("schedule_to_close_timeout_ms", options.schedule_to_close_timeout_ms),
+        (
+            "start_to_close_timeout_ms",
+            options.start_to_close_timeout_ms,
+        ),
+        (
+            "schedule_to_close_timeout_ms",
+            options.schedule_to_close_timeout_ms,
+        ),
     ] {
         if timeout == Some(0) {
             return Err(format!("{name} must be > 0 when set"));

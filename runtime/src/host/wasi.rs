@@ -37,7 +37,9 @@ pub type SharedRecorder = Arc<Mutex<Recorder>>;
 fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, Recorder> {
     // A poisoned lock means another thread panicked mid-update; the history
     // itself is append-only and checked on every use, so carry on.
-    recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    recorder
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Identity used to tag log lines.
@@ -63,7 +65,12 @@ pub fn workflow_wasi(
         .secure_random(JournaledRandom::new(recorder.clone()))
         .insecure_random(JournaledRandom::new(recorder.clone()))
         .insecure_random_seed(fixed_seed(&tags.run_id))
-        .stdout(GuestOutput::new(recorder.clone(), tags.clone(), "stdout", None))
+        .stdout(GuestOutput::new(
+            recorder.clone(),
+            tags.clone(),
+            "stdout",
+            None,
+        ))
         .stderr(GuestOutput::new(
             recorder.clone(),
             tags.clone(),

@@ -27,7 +27,9 @@ pub enum StoreError {
     },
     #[error("could not apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored event at position {position} of execution {execution_id} is unreadable: {source}")]
+    #[error(
+        "stored event at position {position} of execution {execution_id} is unreadable: {source}"
+    )]
     CorruptEvent {
         execution_id: i64,
         position: i64,
@@ -124,7 +126,11 @@ pub trait Store: Send + Sync + 'static {
     async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)>;
 
     /// The newest execution of `workflow_id`.
-    async fn execution(&self, tenant: &str, workflow_id: &str) -> StoreResult<Option<ExecutionRecord>>;
+    async fn execution(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> StoreResult<Option<ExecutionRecord>>;
 
     async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>>;
 

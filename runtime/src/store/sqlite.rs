@@ -7,9 +7,9 @@
 //! executions' appends.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,7 +57,7 @@ enum WriteOp {
         kind: String,
         bytes: Vec<u8>,
     },
-    Start(NewExecution),
+    Start(Box<NewExecution>),
     Append {
         execution_id: i64,
         events: Vec<RecordedEvent>,
@@ -137,7 +137,9 @@ async fn run_writer(
     while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
         let outcomes = commit_batch(&mut connection, &batch).await;
         stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have gone away (its task ended); nothing to do.
             let _ = request.reply.send(outcome);
@@ -211,7 +213,10 @@ async fn run_transaction(
     Ok(outcomes)
 }
 
-async fn apply_in_savepoint(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<WriteReply> {
+async fn apply_in_savepoint(
+    connection: &mut SqliteConnection,
+    op: &WriteOp,
+) -> StoreResult<WriteReply> {
     sqlx::query("SAVEPOINT request")
         .execute(&mut *connection)
         .await
@@ -252,9 +257,9 @@ async fn apply<'op>(
                 "INSERT INTO modules (digest, kind, bytes, created_at_ms) VALUES (?, ?, ?, ?)
                  ON CONFLICT (digest) DO NOTHING",
             )
-            .bind(&*digest)
-            .bind(&*kind)
-            .bind(&*bytes)
+            .bind(digest)
+            .bind(kind)
+            .bind(bytes)
             .bind(now_ms())
             .execute(&mut *connection)
             .await
@@ -348,13 +353,16 @@ async fn insert_events(
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO events (execution_id, position, kind, payload, recorded_at_ms) ",
         );
-        insert.push_values(chunk.iter().zip(payloads), |mut row, ((execution_id, recorded), payload)| {
-            row.push_bind(*execution_id)
-                .push_bind(recorded.position as i64)
-                .push_bind(recorded.event.kind())
-                .push_bind(payload)
-                .push_bind(recorded.recorded_at_ms as i64);
-        });
+        insert.push_values(
+            chunk.iter().zip(payloads),
+            |mut row, ((execution_id, recorded), payload)| {
+                row.push_bind(*execution_id)
+                    .push_bind(recorded.position as i64)
+                    .push_bind(recorded.event.kind())
+                    .push_bind(payload)
+                    .push_bind(recorded.recorded_at_ms as i64);
+            },
+        );
         match insert.build().execute(&mut *connection).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
@@ -461,7 +469,7 @@ impl Store for SqliteStore {
     }
 
     async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)> {
-        match self.write(WriteOp::Start(new)).await? {
+        match self.write(WriteOp::Start(Box::new(new))).await? {
             WriteReply::Started(record, created) => Ok((record, created)),
             WriteReply::Done => unreachable!("a start request always answers Started"),
         }
@@ -545,8 +553,13 @@ mod tests {
 
     async fn store_with_executions(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.expect("open");
-        store.put_module("d", "workflow", b"bytes").await.expect("module");
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        store
+            .put_module("d", "workflow", b"bytes")
+            .await
+            .expect("module");
         let mut ids = Vec::new();
         for index in 0..count {
             let (record, created) = store
@@ -573,7 +586,10 @@ mod tests {
             .append(ids[0], vec![fired(1, 1)], None)
             .await
             .expect_err("position 1 is taken by WorkflowStarted");
-        assert!(matches!(error, StoreError::PositionTaken { position: 1, .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::PositionTaken { position: 1, .. }),
+            "{error}"
+        );
         let history = store.history(ids[0]).await.expect("history");
         assert_eq!(history, vec![started()], "the original event is intact");
     }
@@ -608,15 +624,18 @@ mod tests {
         let requests = after.requests - before.requests;
         let commits = after.commits - before.commits;
         assert_eq!(requests, 200);
-        assert!(commits < requests / 4, "{commits} commits for {requests} appends");
+        assert!(
+            commits < requests / 4,
+            "{commits} commits for {requests} appends"
+        );
         for id in ids {
             assert_eq!(store.history(id).await.expect("history").len(), 2);
         }
     }
 
-    async fn spawn_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    async fn spawn_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
     where
-        F: Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let handles: Vec<_> = futures.map(tokio::spawn).collect();

@@ -30,24 +30,41 @@ fn bad_input_gets_exit_code_2_and_a_clear_message() {
 
     let missing = reprise(&["run", "nope.wasm", "--db", path(&db)]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(text(&missing.stderr).contains("could not read nope.wasm"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("could not read nope.wasm"),
+        "{}",
+        text(&missing.stderr)
+    );
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, wat::parse_str("(module)").expect("wat")).expect("write");
     let refused = reprise(&["run", path(&core), "--db", path(&db)]);
     assert_eq!(refused.status.code(), Some(2));
-    assert!(text(&refused.stderr).contains("core WebAssembly module"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("core WebAssembly module"),
+        "{}",
+        text(&refused.stderr)
+    );
 
     let forbidden = dir.path().join("forbidden.wasm");
-    let component = wat::parse_str(r#"(component (import "acme:db/query" (instance)))"#).expect("wat");
+    let component =
+        wat::parse_str(r#"(component (import "acme:db/query" (instance)))"#).expect("wat");
     std::fs::write(&forbidden, component).expect("write");
     let refused = reprise(&["run", path(&forbidden), "--db", path(&db)]);
     assert_eq!(refused.status.code(), Some(2));
-    assert!(text(&refused.stderr).contains("acme:db/query"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("acme:db/query"),
+        "{}",
+        text(&refused.stderr)
+    );
 
     let bad_json = reprise(&["run", path(&hello), "--input", "{name:", "--db", path(&db)]);
     assert_eq!(bad_json.status.code(), Some(2));
-    assert!(text(&bad_json.stderr).contains("not valid JSON"), "{}", text(&bad_json.stderr));
+    assert!(
+        text(&bad_json.stderr).contains("not valid JSON"),
+        "{}",
+        text(&bad_json.stderr)
+    );
 }
 
 #[test]
@@ -78,8 +95,15 @@ fn a_finished_run_prints_its_recorded_result_and_histories_replay() {
     let ledger = std::fs::read_to_string(activity_dir.join("ledger.jsonl")).expect("ledger");
     let second = run("cli-1");
     assert!(second.status.success());
-    assert_eq!(text(&first.stdout), text(&second.stdout), "the recorded result, not a new run");
-    assert_eq!(std::fs::read_to_string(activity_dir.join("ledger.jsonl")).expect("ledger"), ledger);
+    assert_eq!(
+        text(&first.stdout),
+        text(&second.stdout),
+        "the recorded result, not a new run"
+    );
+    assert_eq!(
+        std::fs::read_to_string(activity_dir.join("ledger.jsonl")).expect("ledger"),
+        ledger
+    );
 
     let exported = reprise(&["history", "cli-1", "--json", "--db", path(&db)]);
     assert!(exported.status.success());
@@ -88,12 +112,36 @@ fn a_finished_run_prints_its_recorded_result_and_histories_replay() {
     let timeline = reprise(&["history", "cli-1", "--db", path(&db)]);
     assert!(text(&timeline.stdout).contains("ActivityScheduled"));
 
-    let same = reprise(&["replay", "--module", path(&hello), "--history", path(&file), "--db", path(&db)]);
+    let same = reprise(&[
+        "replay",
+        "--module",
+        path(&hello),
+        "--history",
+        path(&file),
+        "--db",
+        path(&db),
+    ]);
     assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
     assert!(text(&same.stdout).contains("reproduces the whole history"));
     let changed = guest("hello-v2");
-    let other = reprise(&["replay", "--module", path(&changed), "--history", "cli-1", "--db", path(&db)]);
+    let other = reprise(&[
+        "replay",
+        "--module",
+        path(&changed),
+        "--history",
+        "cli-1",
+        "--db",
+        path(&db),
+    ]);
     assert_eq!(other.status.code(), Some(3));
-    assert!(text(&other.stdout).contains("INCOMPATIBLE"), "{}", text(&other.stdout));
-    assert!(text(&other.stdout).contains("nondeterminism at seq 5"), "{}", text(&other.stdout));
+    assert!(
+        text(&other.stdout).contains("INCOMPATIBLE"),
+        "{}",
+        text(&other.stdout)
+    );
+    assert!(
+        text(&other.stdout).contains("nondeterminism at seq 5"),
+        "{}",
+        text(&other.stdout)
+    );
 }

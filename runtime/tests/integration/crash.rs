@@ -72,7 +72,11 @@ async fn count_of_kind(db: &Path, id: &str, kind: &str) -> i64 {
         return 0;
     }
     let options = SqliteConnectOptions::new().filename(db).read_only(true);
-    let Ok(pool) = SqlitePoolOptions::new().max_connections(1).connect_with(options).await else {
+    let Ok(pool) = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+    else {
         return 0;
     };
     let count = sqlx::query_scalar(
@@ -90,7 +94,11 @@ async fn count_of_kind(db: &Path, id: &str, kind: &str) -> i64 {
 
 fn finish(child: Child) -> String {
     let output = child.wait_with_output().expect("wait for reprise");
-    assert!(output.status.success(), "reprise run failed: {:?}", output.status);
+    assert!(
+        output.status.success(),
+        "reprise run failed: {:?}",
+        output.status
+    );
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
@@ -124,7 +132,10 @@ async fn crash_and_recover(workflow: &str) {
             if let Some(status) = child.try_wait().expect("poll child") {
                 panic!("reprise exited ({status}) before reaching {kind} #{count}");
             }
-            assert!(started.elapsed() < RUN_TIMEOUT, "never reached {kind} #{count}");
+            assert!(
+                started.elapsed() < RUN_TIMEOUT,
+                "never reached {kind} #{count}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         child.kill().expect("SIGKILL");
@@ -141,24 +152,41 @@ async fn crash_and_recover(workflow: &str) {
     assert_eq!(output["ledger_entries"], serde_json::json!([1, 2]));
     // The same commands and outcomes, in the same order.
     let kinds = |events: &[RecordedEvent]| -> Vec<&'static str> {
-        events.iter().map(|recorded| recorded.event.kind()).collect()
+        events
+            .iter()
+            .map(|recorded| recorded.event.kind())
+            .collect()
     };
     assert_eq!(kinds(&history), kinds(&reference_history));
     // The values the code returned are the journaled ones.
-    assert_eq!(output["sdk_now_ms"].as_u64(), Some(clock_ms_at(&history, sdk_clock_seq(&history))));
+    assert_eq!(
+        output["sdk_now_ms"].as_u64(),
+        Some(clock_ms_at(&history, sdk_clock_seq(&history)))
+    );
     // No journal entry was lost: every snapshot is a prefix of the end state.
     History::from_recorded(history.clone()).expect("contiguous history");
     for snapshot in &snapshots {
-        assert_eq!(snapshot.as_slice(), &history[..snapshot.len()], "a journaled event changed or vanished");
+        assert_eq!(
+            snapshot.as_slice(),
+            &history[..snapshot.len()],
+            "a journaled event changed or vanished"
+        );
     }
     // Each side effect applied at most once per idempotency key, and the
     // keys are the ones the journal fixed.
     let ledger = read_ledger(&crashed.activity_dir);
     let mut keys: Vec<&str> = ledger.iter().map(|(key, _)| key.as_str()).collect();
     keys.dedup();
-    assert_eq!(keys.len(), ledger.len(), "a key was applied twice: {ledger:?}");
     assert_eq!(
-        ledger.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(),
+        keys.len(),
+        ledger.len(),
+        "a key was applied twice: {ledger:?}"
+    );
+    assert_eq!(
+        ledger
+            .iter()
+            .map(|(key, _)| key.clone())
+            .collect::<Vec<_>>(),
         scheduled_keys(&history, "record")
     );
 }

@@ -9,7 +9,9 @@ use crate::support::{Harness, completed_output, guest};
 #[tokio::test]
 async fn files_sockets_and_http_are_denied_identically_in_replay() {
     let harness = Harness::default().await;
-    let (record, outcome) = harness.run("hostile", "denied", r#"{"mode":"denied"}"#).await;
+    let (record, outcome) = harness
+        .run("hostile", "denied", r#"{"mode":"denied"}"#)
+        .await;
     let output = completed_output(&outcome);
     // No preopens: the file does not exist for the guest.
     assert_eq!(output["file"], "NotFound");
@@ -46,7 +48,11 @@ fn unknown_imports_are_refused_with_their_names() {
         panic!("expected unknown imports, got {error}");
     };
     assert_eq!(names, &["acme:db/query", "acme:cache/get@1.0.0"]);
-    assert!(error.to_string().contains("acme:db/query, acme:cache/get@1.0.0"));
+    assert!(
+        error
+            .to_string()
+            .contains("acme:db/query, acme:cache/get@1.0.0")
+    );
 }
 
 #[test]

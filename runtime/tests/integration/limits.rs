@@ -17,7 +17,9 @@ fn tight_limits() -> Limits {
 
 async fn expect_failure(harness: &Harness, mode: &str, error_type: &str, mentions: &str) {
     let input = format!(r#"{{"mode":"{mode}"}}"#);
-    let (record, outcome) = harness.run("hostile", &format!("hostile-{mode}"), &input).await;
+    let (record, outcome) = harness
+        .run("hostile", &format!("hostile-{mode}"), &input)
+        .await;
     let Outcome::Failed { error } = outcome else {
         panic!("mode {mode} should fail the execution, got {outcome:?}");
     };
@@ -25,7 +27,10 @@ async fn expect_failure(harness: &Harness, mode: &str, error_type: &str, mention
     assert!(error.message.contains(mentions), "{error}");
     let events = harness.history(&record).await;
     assert!(
-        matches!(events.last().map(|recorded| &recorded.event), Some(Event::WorkflowFailed { .. })),
+        matches!(
+            events.last().map(|recorded| &recorded.event),
+            Some(Event::WorkflowFailed { .. })
+        ),
         "the failure is journaled"
     );
 }
@@ -33,13 +38,29 @@ async fn expect_failure(harness: &Harness, mode: &str, error_type: &str, mention
 #[tokio::test]
 async fn hostile_workflows_fail_alone() {
     let harness = Harness::new(tight_limits(), false).await;
-    expect_failure(&harness, "loop", "FuelExhausted", "activation_fuel_max = 500000000").await;
-    expect_failure(&harness, "memory", "MemoryLimitExceeded", "memory_bytes_max = 67108864").await;
+    expect_failure(
+        &harness,
+        "loop",
+        "FuelExhausted",
+        "activation_fuel_max = 500000000",
+    )
+    .await;
+    expect_failure(
+        &harness,
+        "memory",
+        "MemoryLimitExceeded",
+        "memory_bytes_max = 67108864",
+    )
+    .await;
     expect_failure(&harness, "recursion", "StackOverflow", "call stack").await;
     expect_failure(&harness, "panic", "GuestPanic", "panicked on purpose").await;
     // The same runtime still runs a well-behaved workflow.
     let (_, outcome) = harness
-        .run("hello", "after-hostile", r#"{"name":"still here","sleep_ms":1}"#)
+        .run(
+            "hello",
+            "after-hostile",
+            r#"{"name":"still here","sleep_ms":1}"#,
+        )
         .await;
     assert_eq!(completed_output(&outcome)["greeting"], "Hello, still here!");
 }
@@ -53,5 +74,11 @@ async fn the_wall_clock_backstop_stops_a_loop() {
         ..tight_limits()
     };
     let harness = Harness::new(limits, false).await;
-    expect_failure(&harness, "loop", "WallClockLimitExceeded", "activation_wall_ms_max = 300 ms").await;
+    expect_failure(
+        &harness,
+        "loop",
+        "WallClockLimitExceeded",
+        "activation_wall_ms_max = 300 ms",
+    )
+    .await;
 }

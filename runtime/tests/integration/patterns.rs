@@ -5,24 +5,36 @@ use reprise::{Limits, ReplayVerdict};
 
 use crate::support::{Harness, completed_output, guest};
 
-async fn run_and_replay(harness: &Harness, id: &str, input: &str) -> (serde_json::Value, Vec<Event>) {
+async fn run_and_replay(
+    harness: &Harness,
+    id: &str,
+    input: &str,
+) -> (serde_json::Value, Vec<Event>) {
     let (record, outcome) = harness.run("patterns", id, input).await;
     let output = completed_output(&outcome).clone();
     let history = harness.history(&record).await;
-    let component = harness.engine.load_file(&guest("patterns")).expect("load").0;
+    let component = harness
+        .engine
+        .load_file(&guest("patterns"))
+        .expect("load")
+        .0;
     let verdict = harness
         .runtime
         .verify_replay(&component, record, history.clone())
         .await
         .expect("replay");
     assert_eq!(verdict, ReplayVerdict::Reproduced);
-    (output, history.into_iter().map(|recorded| recorded.event).collect())
+    (
+        output,
+        history.into_iter().map(|recorded| recorded.event).collect(),
+    )
 }
 
 #[tokio::test]
 async fn fan_out_of_50_activities_awaits_all() {
     let harness = Harness::default().await;
-    let (output, events) = run_and_replay(&harness, "fanout", r#"{"mode":"fanout","count":50}"#).await;
+    let (output, events) =
+        run_and_replay(&harness, "fanout", r#"{"mode":"fanout","count":50}"#).await;
     let expected: Vec<u64> = (1..=50).collect();
     assert_eq!(output["results"], serde_json::json!(expected));
     let scheduled = events
@@ -30,7 +42,10 @@ async fn fan_out_of_50_activities_awaits_all() {
         .take_while(|event| !matches!(event, Event::ActivityCompleted { .. }))
         .filter(|event| matches!(event, Event::ActivityScheduled { .. }))
         .count();
-    assert_eq!(scheduled, 50, "all 50 were started before the first completion was observed");
+    assert_eq!(
+        scheduled, 50,
+        "all 50 were started before the first completion was observed"
+    );
 }
 
 /// await-any returns the first completion in history order, live and in
@@ -38,8 +53,12 @@ async fn fan_out_of_50_activities_awaits_all() {
 #[tokio::test]
 async fn await_any_follows_the_history_order() {
     let harness = Harness::default().await;
-    let (output, events) =
-        run_and_replay(&harness, "race", r#"{"mode":"race","pauses_ms":[400,20,200]}"#).await;
+    let (output, events) = run_and_replay(
+        &harness,
+        "race",
+        r#"{"mode":"race","pauses_ms":[400,20,200]}"#,
+    )
+    .await;
     assert_eq!(output["order"], serde_json::json!([20, 200, 400]));
     let completion_order: Vec<u64> = events
         .iter()
@@ -80,7 +99,10 @@ async fn retries_follow_the_policy_and_every_attempt_is_journaled() {
         r#"{"mode":"retry","fail_times":9,"max_attempts":3}"#,
     )
     .await;
-    assert_eq!(output["failed"]["reason"], "FailureReason::AttemptsExhausted");
+    assert_eq!(
+        output["failed"]["reason"],
+        "FailureReason::AttemptsExhausted"
+    );
     assert_eq!(output["failed"]["attempts"], 3);
 
     let (output, events) = run_and_replay(

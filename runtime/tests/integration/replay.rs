@@ -28,7 +28,10 @@ async fn assert_replay_reproduces(workflow: &str, evict_on_wait: bool) {
             _ => None,
         })
         .expect("the workflow read the clock");
-    assert_eq!(output["sdk_now_ms"].as_u64(), Some(clock_ms_at(&events, first_clock_seq)));
+    assert_eq!(
+        output["sdk_now_ms"].as_u64(),
+        Some(clock_ms_at(&events, first_clock_seq))
+    );
     assert_eq!(scheduled_keys(&events, "record").len(), 2);
 
     let component = harness.engine.load_file(&guest(workflow)).expect("load").0;
@@ -67,7 +70,10 @@ async fn hot_and_cold_paths_record_the_same_commands() {
     let (hot_record, hot_outcome) = hot.run("hello", "same", INPUT).await;
     let (cold_record, cold_outcome) = cold.run("hello", "same", INPUT).await;
     let kinds = |events: Vec<reprise::journal::RecordedEvent>| -> Vec<String> {
-        events.iter().map(|recorded| recorded.event.kind().to_string()).collect()
+        events
+            .iter()
+            .map(|recorded| recorded.event.kind().to_string())
+            .collect()
     };
     assert_eq!(
         kinds(hot.history(&hot_record).await),
@@ -84,7 +90,11 @@ async fn changed_module_gives_a_readable_nondeterminism_error() {
     let harness = Harness::default().await;
     let (record, _) = harness.run("hello", "upgrade-check", INPUT).await;
     let events = harness.history(&record).await;
-    let changed = harness.engine.load_file(&guest("hello-v2")).expect("load").0;
+    let changed = harness
+        .engine
+        .load_file(&guest("hello-v2"))
+        .expect("load")
+        .0;
     let error = harness
         .runtime
         .verify_replay(&changed, record.clone(), events.clone())
@@ -93,7 +103,12 @@ async fn changed_module_gives_a_readable_nondeterminism_error() {
     let RunError::Nondeterminism { source, .. } = &error else {
         panic!("expected nondeterminism, got {error}");
     };
-    let Nondeterminism::Mismatch { seq, recorded, requested } = source else {
+    let Nondeterminism::Mismatch {
+        seq,
+        recorded,
+        requested,
+    } = source
+    else {
         panic!("expected a mismatch, got {source}");
     };
     // hello-v2 makes the same four reads, then asks for `record` where
@@ -103,7 +118,11 @@ async fn changed_module_gives_a_readable_nondeterminism_error() {
     assert!(requested.contains("activity `record`"), "{requested}");
     let message = error.to_string();
     assert!(message.contains("nondeterminism at seq 5"), "{message}");
-    assert_eq!(harness.history(&record).await, events, "the history was not touched");
+    assert_eq!(
+        harness.history(&record).await,
+        events,
+        "the history was not touched"
+    );
 }
 
 /// An execution whose code no longer matches its history stops with the
@@ -116,7 +135,11 @@ async fn nondeterminism_while_driving_leaves_the_execution_intact() {
     // Pin a new execution to the changed build, with the old build's
     // first steps as its history (as if it had crashed there).
     let changed = std::fs::read(guest("hello-v2")).expect("read");
-    let changed = harness.runtime.deploy_workflow(&changed).await.expect("deploy");
+    let changed = harness
+        .runtime
+        .deploy_workflow(&changed)
+        .await
+        .expect("deploy");
     let mut started = events[0].clone();
     if let Event::WorkflowStarted { module_digest, .. } = &mut started.event {
         *module_digest = changed.digest.clone();
@@ -175,7 +198,12 @@ async fn starting_a_known_id_returns_the_existing_execution() {
     let (record, _) = harness.run("hello", "idempotent-start", INPUT).await;
     let (again, created) = harness
         .runtime
-        .start("hello", &record.module_digest, Some("idempotent-start".into()), INPUT)
+        .start(
+            "hello",
+            &record.module_digest,
+            Some("idempotent-start".into()),
+            INPUT,
+        )
         .await
         .expect("start");
     assert!(!created);

@@ -92,10 +92,13 @@ fn live_once(dir: &Path, jobs: &[Job], crash_after: Option<Duration>) -> HashMap
     let outcomes = process.block_on(async {
         let engine = Engine::new(Some(cache_dir()), Limits::default()).expect("engine");
         let store = store::open(&dir.join("sim.db")).await.expect("store");
-        let (activities, _) = engine.load_file(&guest("hello-activities")).expect("activities");
-        let registry = ActivityRegistry::load(engine.clone(), vec![activities], Some(dir.join("activity")))
-            .await
-            .expect("registry");
+        let (activities, _) = engine
+            .load_file(&guest("hello-activities"))
+            .expect("activities");
+        let registry =
+            ActivityRegistry::load(engine.clone(), vec![activities], Some(dir.join("activity")))
+                .await
+                .expect("registry");
         let runtime = std::sync::Arc::new(
             Runtime::new(engine, store, registry, RuntimeOptions::default()).expect("runtime"),
         );
@@ -104,11 +107,18 @@ fn live_once(dir: &Path, jobs: &[Job], crash_after: Option<Duration>) -> HashMap
             let bytes = std::fs::read(guest(job.workflow())).expect("read guest");
             let module = runtime.deploy_workflow(&bytes).await.expect("deploy");
             let (record, _) = runtime
-                .start(job.workflow(), &module.digest, Some(format!("sim-{index}")), &job.input(index))
+                .start(
+                    job.workflow(),
+                    &module.digest,
+                    Some(format!("sim-{index}")),
+                    &job.input(index),
+                )
                 .await
                 .expect("start");
             let runtime = runtime.clone();
-            drives.push(tokio::spawn(async move { (index, runtime.drive(record).await) }));
+            drives.push(tokio::spawn(
+                async move { (index, runtime.drive(record).await) },
+            ));
         }
         let all = async {
             let mut outcomes = HashMap::new();
@@ -154,14 +164,18 @@ fn seeded_crashes_and_faults_keep_every_invariant() {
     for (index, job) in jobs.iter().enumerate() {
         match &outcomes[&index] {
             Outcome::Completed { output } => job.check(index, output),
-            Outcome::Failed { error } => panic!("seed {seed}: sim-{index} ({job:?}) failed: {error}"),
+            Outcome::Failed { error } => {
+                panic!("seed {seed}: sim-{index} ({job:?}) failed: {error}")
+            }
         }
     }
 
     let check = tokio::runtime::Runtime::new().expect("tokio runtime");
     check.block_on(async {
         let engine = Engine::new(Some(cache_dir()), Limits::default()).expect("engine");
-        let store = store::open(&dir.path().join("sim.db")).await.expect("store");
+        let store = store::open(&dir.path().join("sim.db"))
+            .await
+            .expect("store");
         let runtime = Runtime::new(
             engine.clone(),
             store.clone(),
@@ -181,11 +195,17 @@ fn seeded_crashes_and_faults_keep_every_invariant() {
             // Contiguous, one terminal event at the end, one outcome per activity.
             let history = History::from_recorded(events.clone())
                 .unwrap_or_else(|problem| panic!("seed {seed}: sim-{index}: {problem}"));
-            let terminals = events.iter().filter(|recorded| recorded.event.is_terminal()).count();
+            let terminals = events
+                .iter()
+                .filter(|recorded| recorded.event.is_terminal())
+                .count();
             assert_eq!(terminals, 1, "seed {seed}: sim-{index}");
             for recorded in &events {
                 if let Event::ActivityScheduled { seq, .. } = recorded.event {
-                    assert!(history.outcome(seq).is_some(), "seed {seed}: sim-{index} seq {seq} has no outcome");
+                    assert!(
+                        history.outcome(seq).is_some(),
+                        "seed {seed}: sim-{index} seq {seq} has no outcome"
+                    );
                 }
             }
             record_keys.extend(scheduled_keys(&events, "record"));
@@ -201,10 +221,23 @@ fn seeded_crashes_and_faults_keep_every_invariant() {
         let ledger = read_ledger(&dir.path().join("activity"));
         let mut seen = HashSet::new();
         for (key, _) in &ledger {
-            assert!(seen.insert(key.clone()), "seed {seed}: key {key} applied twice");
-            assert!(record_keys.contains(key), "seed {seed}: key {key} is not in any history");
+            assert!(
+                seen.insert(key.clone()),
+                "seed {seed}: key {key} applied twice"
+            );
+            assert!(
+                record_keys.contains(key),
+                "seed {seed}: key {key} is not in any history"
+            );
         }
-        let hello_runs = jobs.iter().filter(|job| matches!(job, Job::Hello { .. })).count();
-        assert_eq!(ledger.len(), 2 * hello_runs, "seed {seed}: each hello run records twice");
+        let hello_runs = jobs
+            .iter()
+            .filter(|job| matches!(job, Job::Hello { .. }))
+            .count();
+        assert_eq!(
+            ledger.len(),
+            2 * hello_runs,
+            "seed {seed}: each hello run records twice"
+        );
     });
 }

@@ -17,7 +17,9 @@ pub fn repo_root() -> PathBuf {
 
 /// A guest component built by `scripts/build-guests`.
 pub fn guest(name: &str) -> PathBuf {
-    let path = repo_root().join("build/guests").join(format!("{name}.wasm"));
+    let path = repo_root()
+        .join("build/guests")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-guests (scripts/test does)",
@@ -47,11 +49,16 @@ impl Harness {
         let activity_dir = dir.path().join("activity");
         std::fs::create_dir_all(&activity_dir).expect("activity dir");
         let engine = Engine::new(Some(cache_dir()), limits).expect("engine");
-        let store = store::open(&dir.path().join("reprise.db")).await.expect("store");
-        let (activities, _) = engine.load_file(&guest("hello-activities")).expect("activities load");
-        let registry = ActivityRegistry::load(engine.clone(), vec![activities], Some(activity_dir.clone()))
+        let store = store::open(&dir.path().join("reprise.db"))
             .await
-            .expect("activity registry");
+            .expect("store");
+        let (activities, _) = engine
+            .load_file(&guest("hello-activities"))
+            .expect("activities load");
+        let registry =
+            ActivityRegistry::load(engine.clone(), vec![activities], Some(activity_dir.clone()))
+                .await
+                .expect("activity registry");
         let runtime = Runtime::new(
             engine.clone(),
             store.clone(),
