@@ -20,6 +20,7 @@ def _options(start_to_close_ms=None):
         retry=None,
         start_to_close_timeout_ms=start_to_close_ms,
         schedule_to_close_timeout_ms=None,
+        heartbeat_timeout_ms=None,
         idempotency_key=None,
     )
 

@@ -119,13 +119,14 @@ impl From<ActivityFailure> for WorkflowError {
 }
 
 impl RetryPolicy {
-    /// The runtime's defaults: 1 s initial interval, ×2 backoff, 100 s cap,
-    /// unlimited attempts.
+    /// The runtime's defaults: 1 s initial interval, ×2 backoff, a cap of
+    /// 100 × the initial interval, unlimited attempts.
     pub fn new() -> RetryPolicy {
         RetryPolicy {
             initial_interval_ms: 1_000,
             backoff_coefficient: 2.0,
-            maximum_interval_ms: 100_000,
+            // 0: the host uses 100 × the initial interval.
+            maximum_interval_ms: 0,
             maximum_attempts: 0,
             non_retryable_error_types: Vec::new(),
         }
@@ -227,6 +228,7 @@ impl Context {
                 retry: None,
                 start_to_close_timeout_ms: None,
                 schedule_to_close_timeout_ms: None,
+                heartbeat_timeout_ms: None,
                 idempotency_key: None,
             },
         }
@@ -319,6 +321,12 @@ impl ActivityCall {
     /// Limit on all attempts together.
     pub fn schedule_to_close(mut self, timeout: Duration) -> Self {
         self.options.schedule_to_close_timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// An attempt that does not heartbeat for this long fails (retryably).
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.options.heartbeat_timeout_ms = Some(timeout.as_millis() as u64);
         self
     }
 
@@ -453,6 +461,17 @@ pub mod activity {
 
         pub fn activity_name(&self) -> String {
             host::activity_name()
+        }
+
+        /// Tells the host this attempt is alive, with progress details a
+        /// later attempt can read if this one fails.
+        pub fn heartbeat<T: serde::Serialize>(&self, details: &T) {
+            host::heartbeat(serde_json::to_string(details).ok().as_deref())
+        }
+
+        /// The details of the last heartbeat of an earlier attempt.
+        pub fn last_heartbeat_details<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+            host::last_heartbeat_details().and_then(|details| serde_json::from_str(&details).ok())
         }
     }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::activity::ActivityRegistry;
+use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::clock;
 use crate::engine::{Engine, Limits};
-use crate::journal::{ActivityOptions, Event, RecordedEvent, RetryPolicy, idempotency_key};
+use crate::journal::{ActivityOptions, Event, RecordedEvent, idempotency_key};
 use crate::runtime::{Outcome, ReplayVerdict, Runtime, RuntimeOptions};
 use crate::store::{SqliteStore, Store};
 
@@ -63,7 +63,8 @@ impl Bench {
         let sqlite = Arc::new(SqliteStore::open(&db).await?);
         let store: Arc<dyn Store> = sqlite.clone();
         let (activities, _) = self.engine.load_file(&self.activities_path)?;
-        let registry = ActivityRegistry::load(self.engine.clone(), vec![activities], None).await?;
+        let registry =
+            ActivityRegistry::load(self.engine.clone(), vec![activities], ActivityConfig::default()).await?;
         let runtime = Runtime::new(
             self.engine.clone(),
             store,
@@ -235,11 +236,7 @@ fn synthetic_chain_history(
         module_digest: digest.into(),
         input: format!(r#"{{"steps":{steps}}}"#),
     }];
-    let options = ActivityOptions {
-        retry: RetryPolicy::default(),
-        start_to_close_timeout_ms: None,
-        schedule_to_close_timeout_ms: None,
-    };
+    let options = ActivityOptions::default();
     for seq in 1..=steps {
         events.push(Event::ActivityScheduled {
             seq,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::activity::ActivityRegistry;
+use crate::activity::outbound::Allowlist;
+use crate::activity::worker::WorkerQueue;
+use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::engine::{Engine, Limits, LoadedComponent};
 use crate::journal::{Event, RecordedEvent};
 use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
@@ -63,6 +65,13 @@ enum Command {
         /// A directory granted to activities, seen by them as /data.
         #[arg(long)]
         activity_dir: Option<PathBuf>,
+        /// A host (or host:port) activities may call over HTTP; repeat for several.
+        #[arg(long = "allow-host")]
+        allowed_hosts: Vec<String>,
+        /// Serve the external-worker task API on this address (e.g.
+        /// 127.0.0.1:7979); activities no component serves go to workers.
+        #[arg(long)]
+        worker_api: Option<std::net::SocketAddr>,
         /// Drop the instance at every wait and rebuild it by replay.
         #[arg(long)]
         evict_on_wait: bool,
@@ -122,19 +131,18 @@ pub fn main() -> ExitCode {
                 input,
                 id,
                 activity_dir,
+                allowed_hosts,
+                worker_api,
                 evict_on_wait,
                 db,
             } => {
-                run(
-                    workflow,
-                    activities,
-                    input,
-                    id,
+                let activities = ActivitySetup {
+                    files: activities,
                     activity_dir,
-                    evict_on_wait,
-                    db,
-                )
-                .await
+                    allowed_hosts,
+                    worker_api,
+                };
+                run(workflow, activities, input, id, evict_on_wait, db).await
             }
             Command::History { id, json, db } => history(&id, json, &db).await,
             Command::Replay {
@@ -222,25 +230,55 @@ fn load_component(engine: &Engine, path: &Path) -> Result<LoadedComponent, RunEr
         .map_err(RunError::Load)
 }
 
+/// How `reprise run` sets up activities.
+struct ActivitySetup {
+    files: Vec<PathBuf>,
+    activity_dir: Option<PathBuf>,
+    allowed_hosts: Vec<String>,
+    worker_api: Option<std::net::SocketAddr>,
+}
+
+impl ActivitySetup {
+    async fn registry(self, engine: &Engine) -> Result<ActivityRegistry, RunError> {
+        let mut components = Vec::new();
+        for path in &self.files {
+            components.push(load_component(engine, path).map_err(|error| with_file(path, error))?);
+        }
+        let workers = match self.worker_api {
+            None => None,
+            Some(address) => {
+                let queue = WorkerQueue::new();
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| {
+                    RunError::InvalidInput(format!("cannot listen on {address} for workers: {error}"))
+                })?;
+                tracing::info!(%address, "serving the external-worker task API");
+                tokio::spawn(crate::api::serve(listener, crate::api::worker_routes(queue.clone())));
+                Some(queue)
+            }
+        };
+        let config = ActivityConfig {
+            activity_dir: self.activity_dir,
+            allowed_hosts: Allowlist::new(self.allowed_hosts),
+            workers,
+        };
+        ActivityRegistry::load(engine.clone(), components, config)
+            .await
+            .map_err(|error| RunError::WrongKind(format!("{error:#}")))
+    }
+}
+
 async fn run(
     workflow: PathBuf,
-    activity_files: Vec<PathBuf>,
+    activities: ActivitySetup,
     input: String,
     id: Option<String>,
-    activity_dir: Option<PathBuf>,
     evict_on_wait: bool,
     db: DbArgs,
 ) -> ExitCode {
     let setup = async {
         let engine = open_engine(&db).map_err(host_setup_error)?;
         let store = open_store(&db).await.map_err(host_setup_error)?;
-        let mut activities = Vec::new();
-        for path in &activity_files {
-            activities.push(load_component(&engine, path).map_err(|error| with_file(path, error))?);
-        }
-        let registry = ActivityRegistry::load(engine.clone(), activities, activity_dir)
-            .await
-            .map_err(|error| RunError::WrongKind(format!("{error:#}")))?;
+        let registry = activities.registry(&engine).await?;
         let runtime = Runtime::new(engine, store, registry, RuntimeOptions { evict_on_wait })
             .map_err(host_setup_error)?;
         let bytes = std::fs::read(&workflow).map_err(|source| {
@@ -427,7 +465,7 @@ async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
         let component =
             load_component(&engine, module).map_err(|error| with_file(module, error))?;
         let store = open_store(db).await.map_err(host_setup_error)?;
-        let registry = ActivityRegistry::empty(engine.clone());
+        let registry = ActivityRegistry::empty(engine.clone()).map_err(host_setup_error)?;
         let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())
             .map_err(host_setup_error)?;
         Ok::<_, RunError>((runtime, component, store))

@@ -201,10 +201,11 @@ impl Execution {
             else {
                 return;
             };
-            let (next_attempt, not_before_ms) = match history.last_attempt_failure(seq) {
-                Some((attempt, retry_at)) => (attempt + 1, retry_at.unwrap_or(0)),
-                None => (1, 0),
-            };
+            let (next_attempt, not_before_ms, heartbeat_details) =
+                match history.last_attempt_failure(seq) {
+                    Some((attempt, retry_at, details)) => (attempt + 1, retry_at.unwrap_or(0), details),
+                    None => (1, 0, None),
+                };
             ActivityTask {
                 seq,
                 name: name.clone(),
@@ -216,6 +217,7 @@ impl Execution {
                 next_attempt,
                 not_before_ms,
                 scheduled_at_ms: scheduled.recorded_at_ms,
+                heartbeat_details,
             }
         };
         self.running.insert(seq);

@@ -112,6 +112,8 @@ pub struct ActivityOptions {
     pub start_to_close_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_to_close_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 /// An error raised by one activity attempt.
@@ -197,6 +199,9 @@ pub enum Event {
         /// policy gave up.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_at_ms: Option<u64>,
+        /// Details of the attempt's last heartbeat, for the next attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_details: Option<String>,
     },
     ActivityCompleted {
         seq: Seq,
@@ -502,20 +507,19 @@ impl History {
         self.outcomes.get(&seq).map(|&index| &self.events[index])
     }
 
-    /// The last event that answers or retries the activity at `seq`.
-    pub fn last_attempt_failure(&self, seq: Seq) -> Option<(u32, Option<u64>)> {
-        self.events
-            .iter()
-            .rev()
-            .find_map(|recorded| match &recorded.event {
-                Event::ActivityAttemptFailed {
-                    seq: failed_seq,
-                    attempt,
-                    retry_at_ms,
-                    ..
-                } if *failed_seq == seq => Some((*attempt, *retry_at_ms)),
-                _ => None,
-            })
+    /// The last failed attempt of the activity at `seq`: its number, when
+    /// the next attempt is due, and its last heartbeat details.
+    pub fn last_attempt_failure(&self, seq: Seq) -> Option<(u32, Option<u64>, Option<String>)> {
+        self.events.iter().rev().find_map(|recorded| match &recorded.event {
+            Event::ActivityAttemptFailed {
+                seq: failed_seq,
+                attempt,
+                retry_at_ms,
+                heartbeat_details,
+                ..
+            } if *failed_seq == seq => Some((*attempt, *retry_at_ms, heartbeat_details.clone())),
+            _ => None,
+        })
     }
 
     /// The input the execution started with.
@@ -746,9 +750,8 @@ mod tests {
             name: name.into(),
             input: input.into(),
             options: ActivityOptions {
-                retry: RetryPolicy::default(),
                 start_to_close_timeout_ms: Some(1000),
-                schedule_to_close_timeout_ms: None,
+                ..ActivityOptions::default()
             },
             idempotency_key: idempotency_key("w", "r", seq),
         }

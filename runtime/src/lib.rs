@@ -12,7 +12,7 @@
 //!
 //! let engine = Engine::new(None, Limits::default())?;
 //! let store = reprise::store::open("reprise.db".as_ref()).await?;
-//! let activities = ActivityRegistry::load(engine.clone(), vec![], None).await?;
+//! let activities = ActivityRegistry::load(engine.clone(), vec![], Default::default()).await?;
 //! let runtime = Runtime::new(engine, store, activities, RuntimeOptions::default())?;
 //! let module = runtime.deploy_workflow(&std::fs::read("hello.wasm")?).await?;
 //! let (execution, _) = runtime.start("hello", &module.digest, Some("order-42".into()), "{}").await?;
@@ -23,6 +23,7 @@
 //! See ARCHITECTURE.md for the module map and the invariants.
 
 pub mod activity;
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;
@@ -33,6 +34,6 @@ pub mod journal;
 pub mod runtime;
 pub mod store;
 
-pub use activity::ActivityRegistry;
+pub use activity::{ActivityConfig, ActivityRegistry};
 pub use engine::{Engine, Limits};
 pub use runtime::{Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};

@@ -1,17 +1,38 @@
 //! `reprise:workflow/activity-context`: what an activity attempt knows
 //! about the call it serves.
 
+use std::sync::Arc;
+
 use super::ActivityHost;
 use super::activity_bindings::reprise::workflow::activity_context::Host;
+use crate::activity::Heartbeat;
 
 /// The identity of one activity attempt.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ActivityCall {
     pub idempotency_key: String,
     pub attempt: u32,
     pub workflow_id: String,
     pub run_id: String,
     pub activity_name: String,
+    /// Details of the last heartbeat of an earlier attempt.
+    pub previous_heartbeat_details: Option<String>,
+    pub heartbeat: Arc<Heartbeat>,
+}
+
+impl ActivityCall {
+    /// The context of the one call made at load time (`names`).
+    pub fn for_discovery() -> ActivityCall {
+        ActivityCall {
+            idempotency_key: String::new(),
+            attempt: 0,
+            workflow_id: String::new(),
+            run_id: String::new(),
+            activity_name: String::new(),
+            previous_heartbeat_details: None,
+            heartbeat: Heartbeat::detached(),
+        }
+    }
 }
 
 impl Host for ActivityHost {
@@ -33,5 +54,14 @@ impl Host for ActivityHost {
 
     async fn activity_name(&mut self) -> wasmtime::Result<String> {
         Ok(self.context.activity_name.clone())
+    }
+
+    async fn heartbeat(&mut self, details: Option<String>) -> wasmtime::Result<()> {
+        self.context.heartbeat.beat(details);
+        Ok(())
+    }
+
+    async fn last_heartbeat_details(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.context.previous_heartbeat_details.clone())
     }
 }

@@ -315,7 +315,10 @@ fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOption
         Some(policy) => RetryPolicy {
             initial_interval_ms: policy.initial_interval_ms,
             backoff_coefficient: policy.backoff_coefficient,
-            maximum_interval_ms: policy.maximum_interval_ms,
+            maximum_interval_ms: match policy.maximum_interval_ms {
+                0 => policy.initial_interval_ms.saturating_mul(100),
+                set => set,
+            },
             maximum_attempts: policy.maximum_attempts,
             non_retryable_error_types: policy.non_retryable_error_types,
         },
@@ -340,6 +343,7 @@ fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOption
         retry,
         start_to_close_timeout_ms: options.start_to_close_timeout_ms,
         schedule_to_close_timeout_ms: options.schedule_to_close_timeout_ms,
+        heartbeat_timeout_ms: options.heartbeat_timeout_ms,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod activity_context;
 pub mod durable;
 pub mod wasi;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::StoreLimits;
@@ -16,6 +17,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::activity::outbound::Allowlist;
 use crate::execution::Execution;
 
 /// Bindings of the `workflow` world: the single source of truth for the
@@ -95,7 +97,7 @@ pub struct ActivityHost {
     pub(crate) context: activity_context::ActivityCall,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    http_hooks: wasi::DenyHttp,
+    http_hooks: wasi::AllowlistedHttp,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
 }
@@ -105,12 +107,13 @@ impl ActivityHost {
         context: activity_context::ActivityCall,
         wasi: WasiCtx,
         limits: StoreLimits,
+        allowlist: Arc<Allowlist>,
     ) -> ActivityHost {
         ActivityHost {
             context,
             wasi,
             http: WasiHttpCtx::new(),
-            http_hooks: wasi::DenyHttp,
+            http_hooks: wasi::AllowlistedHttp(allowlist),
             table: ResourceTable::new(),
             limits,
         }

@@ -20,7 +20,10 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 
+use http_body_util::BodyExt as _;
+
 use super::activity_context::ActivityCall;
+use crate::activity::outbound::{self, Allowlist, OutboundError};
 use crate::clock;
 use crate::journal::{Clock, Recorder};
 
@@ -341,5 +344,49 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
             > + Send,
     > {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// `wasi:http` hooks for activities: requests go out over plain HTTP, only
+/// to hosts in the allowlist; anything else is denied.
+pub struct AllowlistedHttp(pub Arc<Allowlist>);
+
+impl wasmtime_wasi_http::WasiHttpHooks for AllowlistedHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let allowlist = self.0.clone();
+        Box::new(async move {
+            use wasmtime_wasi_http::Error;
+            let authority = outbound::check_target(&allowlist, request.uri()).map_err(|error| {
+                tracing::warn!(%error, "activity HTTP request denied");
+                Error::HttpRequestDenied
+            })?;
+            let (response, connection) = outbound::send(&authority, request)
+                .await
+                .map_err(|error| match error {
+                    OutboundError::ConnectTimeout { .. } => Error::ConnectionTimeout,
+                    OutboundError::Connect { source, .. } => Error::Connect(source),
+                    OutboundError::Http { source, .. } => Error::Hyper(source),
+                    _ => Error::HttpRequestDenied,
+                })?;
+            let response = response.map(|body| body.map_err(Error::Hyper).boxed_unsync());
+            let connection: Box<dyn Future<Output = Result<(), Error>> + Send> =
+                Box::new(async move { connection.await.map_err(Error::Hyper) });
+            Ok((response, connection))
+        })
     }
 }

@@ -16,7 +16,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use reprise::journal::{Event, History, RecordedEvent};
 use reprise::store::{self, ExecutionStatus};
-use reprise::{ActivityRegistry, Engine, Limits, Outcome, ReplayVerdict, Runtime, RuntimeOptions};
+use reprise::{
+    ActivityConfig, ActivityRegistry, Engine, Limits, Outcome, ReplayVerdict, Runtime, RuntimeOptions,
+};
 
 use crate::support::{cache_dir, guest, read_ledger, scheduled_keys};
 
@@ -95,10 +97,13 @@ fn live_once(dir: &Path, jobs: &[Job], crash_after: Option<Duration>) -> HashMap
         let (activities, _) = engine
             .load_file(&guest("hello-activities"))
             .expect("activities");
-        let registry =
-            ActivityRegistry::load(engine.clone(), vec![activities], Some(dir.join("activity")))
-                .await
-                .expect("registry");
+        let config = ActivityConfig {
+            activity_dir: Some(dir.join("activity")),
+            ..ActivityConfig::default()
+        };
+        let registry = ActivityRegistry::load(engine.clone(), vec![activities], config)
+            .await
+            .expect("registry");
         let runtime = std::sync::Arc::new(
             Runtime::new(engine, store, registry, RuntimeOptions::default()).expect("runtime"),
         );
@@ -179,7 +184,7 @@ fn seeded_crashes_and_faults_keep_every_invariant() {
         let runtime = Runtime::new(
             engine.clone(),
             store.clone(),
-            ActivityRegistry::empty(engine.clone()),
+            ActivityRegistry::empty(engine.clone()).expect("registry"),
             RuntimeOptions::default(),
         )
         .expect("runtime");

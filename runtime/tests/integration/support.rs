@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use reprise::journal::{Event, RecordedEvent};
 use reprise::store::{self, ExecutionRecord, Store};
-use reprise::{ActivityRegistry, Engine, Limits, Outcome, Runtime, RuntimeOptions};
+use reprise::activity::outbound::Allowlist;
+use reprise::activity::worker::WorkerQueue;
+use reprise::{ActivityConfig, ActivityRegistry, Engine, Limits, Outcome, Runtime, RuntimeOptions};
 use tempfile::TempDir;
 
 pub fn repo_root() -> PathBuf {
@@ -45,6 +47,16 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(limits: Limits, evict_on_wait: bool) -> Harness {
+        Harness::configured(limits, evict_on_wait, None).await
+    }
+
+    /// Activities from hello-activities and order-activities, HTTP allowed
+    /// to 127.0.0.1, names no component serves go to `workers` if given.
+    pub async fn configured(
+        limits: Limits,
+        evict_on_wait: bool,
+        workers: Option<Arc<WorkerQueue>>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let activity_dir = dir.path().join("activity");
         std::fs::create_dir_all(&activity_dir).expect("activity dir");
@@ -52,13 +64,18 @@ impl Harness {
         let store = store::open(&dir.path().join("reprise.db"))
             .await
             .expect("store");
-        let (activities, _) = engine
-            .load_file(&guest("hello-activities"))
-            .expect("activities load");
-        let registry =
-            ActivityRegistry::load(engine.clone(), vec![activities], Some(activity_dir.clone()))
-                .await
-                .expect("activity registry");
+        let components = ["hello-activities", "order-activities"]
+            .iter()
+            .map(|name| engine.load_file(&guest(name)).expect("activities load").0)
+            .collect();
+        let config = ActivityConfig {
+            activity_dir: Some(activity_dir.clone()),
+            allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
+            workers,
+        };
+        let registry = ActivityRegistry::load(engine.clone(), components, config)
+            .await
+            .expect("activity registry");
         let runtime = Runtime::new(
             engine.clone(),
             store.clone(),

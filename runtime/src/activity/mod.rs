@@ -1,0 +1,471 @@
+//! Activity execution: attempts, retries, timeouts and heartbeats, for the
+//! three kinds of activity — Wasm components ([`wasm`]), the built-in
+//! `http` activity ([`http`]) and external workers ([`worker`]).
+//!
+//! `activity` never writes a history: each attempt's outcome is sent to the
+//! execution as an [`ActivityUpdate`], and the next attempt waits until the
+//! execution has journaled the failure of the previous one. So a retry is
+//! durable (a crash during backoff resumes at the same attempt and time) and
+//! the history shows every attempt.
+
+mod http;
+pub mod outbound;
+mod wasm;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::RngExt as _;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use crate::clock;
+use crate::engine::{Engine, LoadedComponent};
+use crate::host::activity_context::ActivityCall;
+use crate::journal::{
+    ActivityError, ActivityFailure, ActivityOptions, Event, FailureReason, PAYLOAD_BYTES_MAX, Seq,
+};
+pub use http::HTTP_ACTIVITY;
+use outbound::Allowlist;
+use wasm::{Sandbox, WasmActivity};
+pub use wasm::ACTIVITY_DIR_GUEST_PATH;
+use worker::{WorkerQueue, WorkerTask};
+
+/// Attempt timeout when a call sets neither start-to-close nor schedule-to-close.
+pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
+
+/// One scheduled activity call, as a task to run (or resume).
+#[derive(Clone, Debug)]
+pub struct ActivityTask {
+    pub seq: Seq,
+    pub name: String,
+    pub input: String,
+    pub options: ActivityOptions,
+    pub idempotency_key: String,
+    pub workflow_id: String,
+    pub run_id: String,
+    /// 1 for a fresh call; more when resuming after journaled failures.
+    pub next_attempt: u32,
+    /// Do not start the next attempt before this time (ms since the epoch).
+    pub not_before_ms: u64,
+    pub scheduled_at_ms: u64,
+    /// Details of the last heartbeat of an earlier attempt.
+    pub heartbeat_details: Option<String>,
+}
+
+/// Events for the execution to journal, and a signal back once they are.
+pub struct ActivityUpdate {
+    pub seq: Seq,
+    pub events: Vec<Event>,
+    pub ack: oneshot::Sender<()>,
+}
+
+/// The liveness and progress an attempt reports.
+pub struct Heartbeat {
+    state: Mutex<(Instant, Option<String>)>,
+}
+
+impl Heartbeat {
+    /// A heartbeat no watchdog looks at.
+    pub fn detached() -> Arc<Heartbeat> {
+        Heartbeat::new(None)
+    }
+
+    fn new(details: Option<String>) -> Arc<Heartbeat> {
+        Arc::new(Heartbeat {
+            state: Mutex::new((Instant::now(), details)),
+        })
+    }
+
+    /// Marks the attempt alive; keeps the previous details unless new ones come.
+    pub fn beat(&self, details: Option<String>) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.0 = Instant::now();
+        if details.is_some() {
+            state.1 = details;
+        }
+    }
+
+    fn since_last(&self) -> Duration {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0
+            .elapsed()
+    }
+
+    pub fn details(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .1
+            .clone()
+    }
+}
+
+/// What activities may touch, and where unknown names go.
+#[derive(Clone, Default)]
+pub struct ActivityConfig {
+    /// Granted to Wasm activities as [`ACTIVITY_DIR_GUEST_PATH`].
+    pub activity_dir: Option<PathBuf>,
+    /// Hosts the `http` activity and Wasm activities may call.
+    pub allowed_hosts: Allowlist,
+    /// Where names no component serves go; `None`: they fail as unknown.
+    pub workers: Option<Arc<WorkerQueue>>,
+}
+
+/// The activities this runtime can execute, by name.
+pub struct ActivityRegistry {
+    sandbox: Sandbox,
+    wasm: HashMap<String, Arc<WasmActivity>>,
+    allowlist: Arc<Allowlist>,
+    workers: Option<Arc<WorkerQueue>>,
+}
+
+enum Executor {
+    Wasm(Arc<WasmActivity>),
+    Http,
+    Worker(Arc<WorkerQueue>),
+}
+
+impl ActivityRegistry {
+    /// No components, no hosts, no workers: only `http` exists, and it may
+    /// call nothing.
+    pub fn empty(engine: Engine) -> anyhow::Result<ActivityRegistry> {
+        let allowlist = Arc::new(Allowlist::default());
+        Ok(ActivityRegistry {
+            sandbox: Sandbox::new(engine, None, allowlist.clone())?,
+            wasm: HashMap::new(),
+            allowlist,
+            workers: None,
+        })
+    }
+
+    /// Registers activity components, asking each which names it serves.
+    pub async fn load(
+        engine: Engine,
+        components: Vec<LoadedComponent>,
+        config: ActivityConfig,
+    ) -> anyhow::Result<ActivityRegistry> {
+        let allowlist = Arc::new(config.allowed_hosts);
+        let sandbox = Sandbox::new(engine, config.activity_dir, allowlist.clone())?;
+        let mut wasm: HashMap<String, Arc<WasmActivity>> = HashMap::new();
+        for loaded in components {
+            let (activity, names) = sandbox.load(&loaded).await?;
+            for name in names {
+                if name == HTTP_ACTIVITY {
+                    anyhow::bail!(
+                        "component {} serves `{HTTP_ACTIVITY}`, the name of the built-in HTTP activity; rename it",
+                        activity.digest
+                    );
+                }
+                if let Some(previous) = wasm.insert(name.clone(), activity.clone()) {
+                    anyhow::bail!(
+                        "activity `{name}` is served by two components ({} and {}); give each activity one home",
+                        previous.digest,
+                        activity.digest
+                    );
+                }
+            }
+        }
+        Ok(ActivityRegistry {
+            sandbox,
+            wasm,
+            allowlist,
+            workers: config.workers,
+        })
+    }
+
+    /// Names served here (external workers' names are open-ended).
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.wasm.keys().map(String::as_str).collect();
+        names.push(HTTP_ACTIVITY);
+        names.sort_unstable();
+        names
+    }
+
+    fn executor(&self, name: &str) -> Option<Executor> {
+        if name == HTTP_ACTIVITY {
+            return Some(Executor::Http);
+        }
+        if let Some(activity) = self.wasm.get(name) {
+            return Some(Executor::Wasm(activity.clone()));
+        }
+        self.workers.clone().map(Executor::Worker)
+    }
+
+    /// Runs the activity's attempts on a task of its own, reporting to `updates`.
+    pub fn spawn(
+        self: &Arc<Self>,
+        task: ActivityTask,
+        updates: mpsc::UnboundedSender<ActivityUpdate>,
+    ) {
+        let registry = self.clone();
+        tokio::spawn(async move { registry.run_attempts(task, updates).await });
+    }
+
+    async fn run_attempts(
+        &self,
+        mut task: ActivityTask,
+        updates: mpsc::UnboundedSender<ActivityUpdate>,
+    ) {
+        let Some(executor) = self.executor(&task.name) else {
+            let failure = ActivityFailure {
+                reason: FailureReason::UnknownActivity,
+                attempts: 0,
+                last_error: ActivityError {
+                    error_type: "UnknownActivity".into(),
+                    message: format!(
+                        "no activity named `{}` is registered; registered: {} (external workers are off)",
+                        task.name,
+                        self.names().join(", ")
+                    ),
+                    details: None,
+                    non_retryable: true,
+                },
+            };
+            let failed = Event::ActivityFailed {
+                seq: task.seq,
+                failure,
+            };
+            let _ = report(&updates, task.seq, vec![failed]).await;
+            return;
+        };
+        let mut attempt = task.next_attempt;
+        sleep_until_ms(task.not_before_ms).await;
+        loop {
+            let policy = &task.options.retry;
+            let schedule_deadline = task
+                .options
+                .schedule_to_close_timeout_ms
+                .map(|timeout| task.scheduled_at_ms + timeout);
+            let attempt_timeout = attempt_timeout_ms(&task.options, schedule_deadline);
+            let heartbeat = Heartbeat::new(task.heartbeat_details.clone());
+            let outcome = self
+                .run_attempt(&executor, &task, attempt, attempt_timeout, heartbeat.clone())
+                .await;
+            task.heartbeat_details = heartbeat.details();
+            let error = match outcome.and_then(|output| check_json_output(&output).map(|()| output)) {
+                Ok(output) => {
+                    let completed = Event::ActivityCompleted {
+                        seq: task.seq,
+                        attempt,
+                        output,
+                    };
+                    let _ = report(&updates, task.seq, vec![completed]).await;
+                    return;
+                }
+                Err(error) => error,
+            };
+            let give_up = if error.non_retryable
+                || policy.non_retryable_error_types.contains(&error.error_type)
+            {
+                Some(FailureReason::NonRetryable)
+            } else if policy.maximum_attempts != 0 && attempt >= policy.maximum_attempts {
+                Some(FailureReason::AttemptsExhausted)
+            } else {
+                None
+            };
+            let retry_at_ms = clock::now_ms() + jittered(policy.backoff_ms(attempt + 1));
+            let give_up = give_up.or_else(|| {
+                schedule_deadline
+                    .filter(|deadline| retry_at_ms >= *deadline)
+                    .map(|_| FailureReason::TimedOut)
+            });
+            let mut events = vec![Event::ActivityAttemptFailed {
+                seq: task.seq,
+                attempt,
+                error: error.clone(),
+                retry_at_ms: give_up.is_none().then_some(retry_at_ms),
+                heartbeat_details: task.heartbeat_details.clone(),
+            }];
+            if let Some(reason) = give_up {
+                events.push(Event::ActivityFailed {
+                    seq: task.seq,
+                    failure: ActivityFailure {
+                        reason,
+                        attempts: attempt,
+                        last_error: error,
+                    },
+                });
+                let _ = report(&updates, task.seq, events).await;
+                return;
+            }
+            tracing::info!(
+                workflow_id = %task.workflow_id,
+                seq = task.seq,
+                activity = %task.name,
+                attempt,
+                error_type = %error.error_type,
+                retry_at_ms,
+                "activity attempt failed; will retry"
+            );
+            if report(&updates, task.seq, events).await.is_err() {
+                // The execution is gone (finished or shut down): stop retrying.
+                return;
+            }
+            sleep_until_ms(retry_at_ms).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt, bounded by its timeout and (if set) its heartbeat timeout.
+    async fn run_attempt(
+        &self,
+        executor: &Executor,
+        task: &ActivityTask,
+        attempt: u32,
+        timeout_ms: u64,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Result<String, ActivityError> {
+        let span = tracing::info_span!(
+            "activity_attempt",
+            workflow_id = %task.workflow_id,
+            run_id = %task.run_id,
+            seq = task.seq,
+            activity = %task.name,
+            attempt,
+            idempotency_key = %task.idempotency_key,
+        );
+        let work = self
+            .execute(executor, task, attempt, timeout_ms, heartbeat.clone())
+            .instrument(span);
+        let timed = tokio::time::timeout(Duration::from_millis(timeout_ms), work);
+        let heartbeat_timeout = task.options.heartbeat_timeout_ms.map(Duration::from_millis);
+        let watchdog = async {
+            match heartbeat_timeout {
+                Some(limit) => loop {
+                    let quiet = heartbeat.since_last();
+                    if quiet >= limit {
+                        return limit;
+                    }
+                    tokio::time::sleep(limit - quiet).await;
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            outcome = timed => outcome.unwrap_or_else(|_| Err(ActivityError {
+                error_type: "StartToCloseTimeout".into(),
+                message: format!("attempt {attempt} did not finish within {timeout_ms} ms"),
+                details: None,
+                non_retryable: false,
+            })),
+            limit = watchdog => Err(ActivityError {
+                error_type: "HeartbeatTimeout".into(),
+                message: format!("attempt {attempt} sent no heartbeat for {} ms", limit.as_millis()),
+                details: None,
+                non_retryable: false,
+            }),
+        }
+    }
+
+    async fn execute(
+        &self,
+        executor: &Executor,
+        task: &ActivityTask,
+        attempt: u32,
+        timeout_ms: u64,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Result<String, ActivityError> {
+        match executor {
+            Executor::Http => http::run(&self.allowlist, &task.input, &task.idempotency_key).await,
+            Executor::Wasm(activity) => {
+                let call = ActivityCall {
+                    idempotency_key: task.idempotency_key.clone(),
+                    attempt,
+                    workflow_id: task.workflow_id.clone(),
+                    run_id: task.run_id.clone(),
+                    activity_name: task.name.clone(),
+                    previous_heartbeat_details: task.heartbeat_details.clone(),
+                    heartbeat,
+                };
+                self.sandbox.run(activity, call, &task.input).await
+            }
+            Executor::Worker(queue) => {
+                let worker_task = WorkerTask {
+                    task_token: new_task_token(),
+                    activity: task.name.clone(),
+                    input: serde_json::from_str(&task.input).unwrap_or(serde_json::Value::Null),
+                    idempotency_key: task.idempotency_key.clone(),
+                    attempt,
+                    workflow_id: task.workflow_id.clone(),
+                    run_id: task.run_id.clone(),
+                    heartbeat_details: task
+                        .heartbeat_details
+                        .as_deref()
+                        .and_then(|details| serde_json::from_str(details).ok()),
+                    start_to_close_timeout_ms: timeout_ms,
+                };
+                queue.execute(worker_task, heartbeat).await
+            }
+        }
+    }
+}
+
+/// A random 128-bit task token, hex-encoded.
+fn new_task_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+fn check_json_output(output: &str) -> Result<(), ActivityError> {
+    let invalid = |message: String| ActivityError {
+        error_type: "InvalidActivityOutput".into(),
+        message,
+        details: None,
+        non_retryable: true,
+    };
+    if output.len() > PAYLOAD_BYTES_MAX {
+        return Err(invalid(format!(
+            "the activity returned {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
+            output.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(output)
+        .map(|_| ())
+        .map_err(|error| invalid(format!("the activity returned output that is not JSON: {error}")))
+}
+
+fn attempt_timeout_ms(options: &ActivityOptions, schedule_deadline: Option<u64>) -> u64 {
+    let remaining = schedule_deadline.map(|deadline| deadline.saturating_sub(clock::now_ms()));
+    match (options.start_to_close_timeout_ms, remaining) {
+        (Some(attempt), Some(remaining)) => attempt.min(remaining),
+        (Some(attempt), None) => attempt,
+        (None, Some(remaining)) => remaining,
+        (None, None) => DEFAULT_START_TO_CLOSE_MS,
+    }
+}
+
+/// ±10% so that many failing calls do not retry in lockstep.
+fn jittered(delay_ms: u64) -> u64 {
+    let spread = delay_ms / 10;
+    if spread == 0 {
+        return delay_ms;
+    }
+    delay_ms - spread + rand::rng().random_range(0..=2 * spread)
+}
+
+async fn sleep_until_ms(at_ms: u64) {
+    let delay = at_ms.saturating_sub(clock::now_ms());
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+}
+
+/// Sends events to the execution and waits until they are journaled.
+async fn report(
+    updates: &mpsc::UnboundedSender<ActivityUpdate>,
+    seq: Seq,
+    events: Vec<Event>,
+) -> Result<(), ()> {
+    let (ack, journaled) = oneshot::channel();
+    updates
+        .send(ActivityUpdate { seq, events, ack })
+        .map_err(|_| ())?;
+    journaled.await.map_err(|_| ())
+}
