@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::activity::outbound::Allowlist;
+use crate::activity::worker::WorkerQueue;
 use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::clock;
 use crate::engine::{Engine, Limits};
@@ -27,7 +29,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "chain10,latency1,replay,instantiate"
+        default_value = "chain10,chain10-http,chain10-worker,latency1,replay,instantiate"
     )]
     only: Vec<String>,
     /// chain10: concurrent workflows.
@@ -56,15 +58,38 @@ struct Bench {
     activities_path: PathBuf,
 }
 
+/// Who serves the chain's "add one" step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StepKind {
+    /// The Wasm activity `add-one`.
+    Wasm,
+    /// The built-in `http` activity against a local HTTP server.
+    Http,
+    /// External workers polling the task API over HTTP.
+    Worker,
+}
+
+/// Concurrent pollers in the worker variant.
+const BENCH_WORKERS: usize = 16;
+
 impl Bench {
     /// A runtime over a fresh database, and the database (for its commit stats).
     async fn runtime(&self, name: &str) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
+        let (activities, _) = self.engine.load_file(&self.activities_path)?;
+        self.runtime_with(name, vec![activities], ActivityConfig::default())
+            .await
+    }
+
+    async fn runtime_with(
+        &self,
+        name: &str,
+        components: Vec<crate::engine::LoadedComponent>,
+        config: ActivityConfig,
+    ) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
         let db = self.dir.join(format!("{name}-{}.db", clock::now_ns()));
         let sqlite = Arc::new(SqliteStore::open(&db).await?);
         let store: Arc<dyn Store> = sqlite.clone();
-        let (activities, _) = self.engine.load_file(&self.activities_path)?;
-        let registry =
-            ActivityRegistry::load(self.engine.clone(), vec![activities], ActivityConfig::default()).await?;
+        let registry = ActivityRegistry::load(self.engine.clone(), components, config).await?;
         let runtime = Runtime::new(
             self.engine.clone(),
             store,
@@ -120,12 +145,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     for name in bench.args.only.clone() {
         match name.as_str() {
-            "chain10" => chain(&bench).await?,
+            "chain10" => chain(&bench, StepKind::Wasm).await?,
+            "chain10-http" => chain(&bench, StepKind::Http).await?,
+            "chain10-worker" => chain(&bench, StepKind::Worker).await?,
             "latency1" => latency(&bench).await?,
             "replay" => replay(&bench).await?,
             "instantiate" => instantiate(&bench).await?,
             other => anyhow::bail!(
-                "unknown measurement `{other}`; choose chain10, latency1, replay, instantiate"
+                "unknown measurement `{other}`; choose chain10, chain10-http, chain10-worker, latency1, replay, instantiate"
             ),
         }
     }
@@ -142,14 +169,102 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index]
 }
 
-async fn chain(bench: &Bench) -> anyhow::Result<()> {
+/// A local HTTP server answering `POST /add-one` with the number plus one.
+async fn add_one_server() -> anyhow::Result<String> {
+    use axum::routing::post;
+    let router = axum::Router::new().route(
+        "/add-one",
+        post(|axum::Json(n): axum::Json<u64>| async move { axum::Json(n + 1) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/add-one", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
+
+/// Starts [`BENCH_WORKERS`] pollers serving `add-one` through the task API.
+async fn add_one_workers(queue: Arc<WorkerQueue>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let authority = listener.local_addr()?.to_string();
+    tokio::spawn(crate::api::serve(
+        listener,
+        crate::api::worker_routes(queue),
+    ));
+    for _ in 0..BENCH_WORKERS {
+        let authority = authority.clone();
+        tokio::spawn(async move {
+            loop {
+                let poll = r#"{"activities":["add-one"],"wait_ms":1000}"#.to_string();
+                let Ok(task) = post_json(&authority, "/v1/activity-tasks/poll", poll).await else {
+                    continue;
+                };
+                let (Some(token), Some(n)) = (task["task_token"].as_str(), task["input"].as_u64())
+                else {
+                    continue;
+                };
+                let path = format!("/v1/activity-tasks/{token}/complete");
+                let _ = post_json(
+                    &authority,
+                    &path,
+                    serde_json::json!({ "output": n + 1 }).to_string(),
+                )
+                .await;
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn post_json(authority: &str, path: &str, body: String) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::BodyExt as _;
+    let request = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let (response, _connection) = crate::activity::outbound::send(authority, request).await?;
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
     let (workflows, steps) = (bench.args.workflows, bench.args.steps);
+    let label = match kind {
+        StepKind::Wasm => format!("chain{steps}"),
+        StepKind::Http => format!("chain{steps}-http"),
+        StepKind::Worker => format!("chain{steps}-worker"),
+    };
     let mut steps_per_second = Vec::new();
     let mut workflows_per_second = Vec::new();
     for round in 0..bench.args.repeat {
-        let (runtime, sqlite) = bench.runtime("chain").await?;
+        let (runtime, sqlite, input) = match kind {
+            StepKind::Wasm => {
+                let (runtime, sqlite) = bench.runtime("chain").await?;
+                (runtime, sqlite, format!(r#"{{"steps":{steps}}}"#))
+            }
+            StepKind::Http => {
+                let url = add_one_server().await?;
+                let config = ActivityConfig {
+                    allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
+                    ..ActivityConfig::default()
+                };
+                let (runtime, sqlite) =
+                    bench.runtime_with("chain-http", Vec::new(), config).await?;
+                let input = serde_json::json!({ "steps": steps, "via_http": url }).to_string();
+                (runtime, sqlite, input)
+            }
+            StepKind::Worker => {
+                let queue = WorkerQueue::new();
+                add_one_workers(queue.clone()).await?;
+                let config = ActivityConfig {
+                    workers: Some(queue),
+                    ..ActivityConfig::default()
+                };
+                let (runtime, sqlite) = bench
+                    .runtime_with("chain-worker", Vec::new(), config)
+                    .await?;
+                (runtime, sqlite, format!(r#"{{"steps":{steps}}}"#))
+            }
+        };
         let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
-        let input = format!(r#"{{"steps":{steps}}}"#);
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(workflows);
         for index in 0..workflows {
@@ -172,7 +287,7 @@ async fn chain(bench: &Bench) -> anyhow::Result<()> {
         let total_steps = (workflows as u64 * steps) as f64;
         let commits = sqlite.commit_stats();
         println!(
-            "chain{steps} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s ({} appends in {} commits)",
+            "{label} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s ({} appends in {} commits)",
             workflows as f64 / elapsed,
             total_steps / elapsed,
             commits.requests,
@@ -182,7 +297,7 @@ async fn chain(bench: &Bench) -> anyhow::Result<()> {
         workflows_per_second.push(workflows as f64 / elapsed);
     }
     println!(
-        "chain{steps} median: {:.0} workflows/s, {:.0} durable steps/s",
+        "{label} median: {:.0} workflows/s, {:.0} durable steps/s",
         median(workflows_per_second),
         median(steps_per_second)
     );

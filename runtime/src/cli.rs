@@ -248,11 +248,18 @@ impl ActivitySetup {
             None => None,
             Some(address) => {
                 let queue = WorkerQueue::new();
-                let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| {
-                    RunError::InvalidInput(format!("cannot listen on {address} for workers: {error}"))
-                })?;
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|error| {
+                        RunError::InvalidInput(format!(
+                            "cannot listen on {address} for workers: {error}"
+                        ))
+                    })?;
                 tracing::info!(%address, "serving the external-worker task API");
-                tokio::spawn(crate::api::serve(listener, crate::api::worker_routes(queue.clone())));
+                tokio::spawn(crate::api::serve(
+                    listener,
+                    crate::api::worker_routes(queue.clone()),
+                ));
                 Some(queue)
             }
         };

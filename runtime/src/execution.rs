@@ -201,11 +201,12 @@ impl Execution {
             else {
                 return;
             };
-            let (next_attempt, not_before_ms, heartbeat_details) =
-                match history.last_attempt_failure(seq) {
-                    Some((attempt, retry_at, details)) => (attempt + 1, retry_at.unwrap_or(0), details),
-                    None => (1, 0, None),
-                };
+            let (next_attempt, not_before_ms, heartbeat_details) = match history
+                .last_attempt_failure(seq)
+            {
+                Some((attempt, retry_at, details)) => (attempt + 1, retry_at.unwrap_or(0), details),
+                None => (1, 0, None),
+            };
             ActivityTask {
                 seq,
                 name: name.clone(),

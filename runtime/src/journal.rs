@@ -510,16 +510,21 @@ impl History {
     /// The last failed attempt of the activity at `seq`: its number, when
     /// the next attempt is due, and its last heartbeat details.
     pub fn last_attempt_failure(&self, seq: Seq) -> Option<(u32, Option<u64>, Option<String>)> {
-        self.events.iter().rev().find_map(|recorded| match &recorded.event {
-            Event::ActivityAttemptFailed {
-                seq: failed_seq,
-                attempt,
-                retry_at_ms,
-                heartbeat_details,
-                ..
-            } if *failed_seq == seq => Some((*attempt, *retry_at_ms, heartbeat_details.clone())),
-            _ => None,
-        })
+        self.events
+            .iter()
+            .rev()
+            .find_map(|recorded| match &recorded.event {
+                Event::ActivityAttemptFailed {
+                    seq: failed_seq,
+                    attempt,
+                    retry_at_ms,
+                    heartbeat_details,
+                    ..
+                } if *failed_seq == seq => {
+                    Some((*attempt, *retry_at_ms, heartbeat_details.clone()))
+                }
+                _ => None,
+            })
     }
 
     /// The input the execution started with.

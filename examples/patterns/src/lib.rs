@@ -86,6 +86,38 @@ impl Workflow for Patterns {
                     Err(failure) => json!({ "failed": failure_json(&failure) }),
                 })
             }
+            // A long activity that stalls once: the heartbeat timeout fails
+            // the attempt, and the retry resumes from the last heartbeat.
+            "heartbeat" => {
+                let output: Value = ctx
+                    .activity("slow-steps")
+                    .input(&json!({ "steps": 6, "step_ms": 20, "stall_after": 3 }))
+                    .heartbeat_timeout(Duration::from_millis(300))
+                    .retry(RetryPolicy::new().initial_interval(Duration::from_millis(10)))
+                    .call()?;
+                Ok(output)
+            }
+            // Misuse, each refused with a clear error.
+            "bad-policy" => {
+                let result = ctx
+                    .activity("add-one")
+                    .input(&1)
+                    .retry(RetryPolicy::new().backoff_coefficient(0.5))
+                    .call::<u64>()?;
+                Ok(json!(result))
+            }
+            "unknown-activity" => {
+                let outcome = ctx.activity("no-such-activity").input(&1).call::<u64>();
+                Ok(match outcome {
+                    Ok(value) => json!(value),
+                    Err(failure) => json!({ "failed": failure_json(&failure) }),
+                })
+            }
+            "big-input" => {
+                let big = "x".repeat(2 * 1024 * 1024);
+                let result = ctx.activity("add-one").input(&big).call::<u64>()?;
+                Ok(json!(result))
+            }
             other => Err(WorkflowError::new(
                 "BadMode",
                 format!("unknown mode {other}"),

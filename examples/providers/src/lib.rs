@@ -9,7 +9,7 @@
 //!   201 {"charge_id", "order_id", "amount_cents"}
 //!   402 {"error_type": "PaymentNotCompleted", "message"}   (card "declined")
 //!   503 {"error_type": "Unavailable", "message"}            (fail mode)
-//! POST /control   {"drop_responses": n, "fail_503": n}      next n requests misbehave
+//! POST /control   {"drop_responses": n, "fail_503": n, "delay_ms": ms}
 //! GET  /ledger    [{"charge_id", "order_id", "amount_cents", "idempotency_key"}]
 //! GET  /stats     {"requests": n, "charges": n}
 //! ```
@@ -47,6 +47,8 @@ struct State {
     requests: u64,
     drop_responses: u32,
     fail_503: u32,
+    /// Every charge waits this long before answering.
+    delay_ms: u64,
 }
 
 /// A running provider. Dropping it does not stop the server task; the
@@ -90,6 +92,11 @@ impl PaymentProvider {
         self.state().drop_responses = count;
     }
 
+    /// Charges take `delay_ms` before they answer (the charge is made first).
+    pub fn delay_responses(&self, delay_ms: u64) {
+        self.state().delay_ms = delay_ms;
+    }
+
     /// The next `count` charge requests get 503 and charge nothing.
     pub fn fail_with_503(&self, count: u32) {
         self.state().fail_503 = count;
@@ -97,7 +104,9 @@ impl PaymentProvider {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
@@ -155,7 +164,8 @@ async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, Repl
         .await
         .map_err(|error| bad_request(format!("could not read the body: {error}")))?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|error| bad_request(format!("the body is not JSON: {error}")))
+    serde_json::from_slice(&body)
+        .map_err(|error| bad_request(format!("the body is not JSON: {error}")))
 }
 
 async fn handle(
@@ -192,10 +202,16 @@ async fn control(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Reply 
     if let Some(count) = body["fail_503"].as_u64() {
         state.fail_503 = count as u32;
     }
+    if let Some(delay_ms) = body["delay_ms"].as_u64() {
+        state.delay_ms = delay_ms;
+    }
     reply(StatusCode::OK, json!({ "ok": true }))
 }
 
-async fn charge(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Reply, DropResponse> {
+async fn charge(
+    request: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<Reply, DropResponse> {
     let key = request
         .headers()
         .get("idempotency-key")
@@ -205,23 +221,66 @@ async fn charge(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<
         Ok(body) => body,
         Err(reply) => return Ok(reply),
     };
-    let mut state = lock(&state);
+    let outcome = charge_locked(&mut lock(&state), key, &body);
+    match outcome {
+        ChargeOutcome::Answer {
+            status,
+            body,
+            delay_ms,
+        } => {
+            if delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            }
+            Ok(reply(status, body))
+        }
+        ChargeOutcome::Refused(refusal) => Ok(refusal),
+        ChargeOutcome::DropResponse => Err(DropResponse),
+    }
+}
+
+/// What the charge decided, under the lock.
+enum ChargeOutcome {
+    /// Answer after `delay_ms`.
+    Answer {
+        status: StatusCode,
+        body: serde_json::Value,
+        delay_ms: u64,
+    },
+    /// Answer at once (bad request, 503).
+    Refused(Reply),
+    /// Charged, but close the connection without answering.
+    DropResponse,
+}
+
+fn charge_locked(
+    state: &mut State,
+    key: Option<String>,
+    body: &serde_json::Value,
+) -> ChargeOutcome {
     state.requests += 1;
     let Some(key) = key else {
-        return Ok(bad_request("the Idempotency-Key header is required"));
+        return ChargeOutcome::Refused(bad_request("the Idempotency-Key header is required"));
     };
     if state.fail_503 > 0 {
         state.fail_503 -= 1;
-        return Ok(reply(
+        return ChargeOutcome::Refused(reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({ "error_type": "Unavailable", "message": "try again later" }),
         ));
     }
     if let Some((status, body)) = state.responses.get(&key) {
-        return Ok(reply(*status, body.clone()));
+        return ChargeOutcome::Answer {
+            status: *status,
+            body: body.clone(),
+            delay_ms: state.delay_ms,
+        };
     }
-    let (Some(order_id), Some(amount_cents)) = (body["order_id"].as_str(), body["amount_cents"].as_u64()) else {
-        return Ok(bad_request("order_id (string) and amount_cents (integer) are required"));
+    let (Some(order_id), Some(amount_cents)) =
+        (body["order_id"].as_str(), body["amount_cents"].as_u64())
+    else {
+        return ChargeOutcome::Refused(bad_request(
+            "order_id (string) and amount_cents (integer) are required",
+        ));
     };
     let (status, response) = if body["card"].as_str() == Some("declined") {
         (
@@ -241,7 +300,11 @@ async fn charge(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<
     state.responses.insert(key, (status, response.clone()));
     if state.drop_responses > 0 {
         state.drop_responses -= 1;
-        return Err(DropResponse);
+        return ChargeOutcome::DropResponse;
     }
-    Ok(reply(status, response))
+    ChargeOutcome::Answer {
+        status,
+        body: response,
+        delay_ms: state.delay_ms,
+    }
 }

@@ -58,8 +58,11 @@ pub async fn run(
     input: &str,
     idempotency_key: &str,
 ) -> Result<String, ActivityError> {
-    let input: HttpInput = serde_json::from_str(input)
-        .map_err(|error| invalid(format!("the input of the `http` activity is malformed: {error}")))?;
+    let input: HttpInput = serde_json::from_str(input).map_err(|error| {
+        invalid(format!(
+            "the input of the `http` activity is malformed: {error}"
+        ))
+    })?;
     let uri: http::Uri = input
         .url
         .parse()
@@ -119,7 +122,8 @@ pub async fn run(
     let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
 
     if status.is_success() || status.is_redirection() || status.is_informational() {
-        let output = json!({ "status": status.as_u16(), "headers": response_headers, "body": body });
+        let output =
+            json!({ "status": status.as_u16(), "headers": response_headers, "body": body });
         return Ok(output.to_string());
     }
     let code = status.as_u16();
@@ -136,7 +140,12 @@ pub async fn run(
         .unwrap_or_else(|| format!("Http{code}"));
     let message = body["message"]
         .as_str()
-        .map(|message| format!("{code} {}: {message}", status.canonical_reason().unwrap_or("")))
+        .map(|message| {
+            format!(
+                "{code} {}: {message}",
+                status.canonical_reason().unwrap_or("")
+            )
+        })
         .unwrap_or_else(|| format!("{} answered {status}", input.url));
     Err(ActivityError {
         error_type,

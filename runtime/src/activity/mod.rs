@@ -30,8 +30,8 @@ use crate::journal::{
 };
 pub use http::HTTP_ACTIVITY;
 use outbound::Allowlist;
-use wasm::{Sandbox, WasmActivity};
 pub use wasm::ACTIVITY_DIR_GUEST_PATH;
+use wasm::{Sandbox, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
 
 /// Attempt timeout when a call sets neither start-to-close nor schedule-to-close.
@@ -82,7 +82,10 @@ impl Heartbeat {
 
     /// Marks the attempt alive; keeps the previous details unless new ones come.
     pub fn beat(&self, details: Option<String>) {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.0 = Instant::now();
         if details.is_some() {
             state.1 = details;
@@ -245,10 +248,17 @@ impl ActivityRegistry {
             let attempt_timeout = attempt_timeout_ms(&task.options, schedule_deadline);
             let heartbeat = Heartbeat::new(task.heartbeat_details.clone());
             let outcome = self
-                .run_attempt(&executor, &task, attempt, attempt_timeout, heartbeat.clone())
+                .run_attempt(
+                    &executor,
+                    &task,
+                    attempt,
+                    attempt_timeout,
+                    heartbeat.clone(),
+                )
                 .await;
             task.heartbeat_details = heartbeat.details();
-            let error = match outcome.and_then(|output| check_json_output(&output).map(|()| output)) {
+            let error = match outcome.and_then(|output| check_json_output(&output).map(|()| output))
+            {
                 Ok(output) => {
                     let completed = Event::ActivityCompleted {
                         seq: task.seq,
@@ -428,7 +438,11 @@ fn check_json_output(output: &str) -> Result<(), ActivityError> {
     }
     serde_json::from_str::<serde::de::IgnoredAny>(output)
         .map(|_| ())
-        .map_err(|error| invalid(format!("the activity returned output that is not JSON: {error}")))
+        .map_err(|error| {
+            invalid(format!(
+                "the activity returned output that is not JSON: {error}"
+            ))
+        })
 }
 
 fn attempt_timeout_ms(options: &ActivityOptions, schedule_deadline: Option<u64>) -> u64 {

@@ -22,7 +22,10 @@ pub struct Allowlist {
 impl Allowlist {
     pub fn new(entries: impl IntoIterator<Item = String>) -> Allowlist {
         Allowlist {
-            entries: entries.into_iter().map(|entry| entry.to_ascii_lowercase()).collect(),
+            entries: entries
+                .into_iter()
+                .map(|entry| entry.to_ascii_lowercase())
+                .collect(),
         }
     }
 
@@ -30,7 +33,9 @@ impl Allowlist {
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();
         let with_port = format!("{host}:{port}");
-        self.entries.iter().any(|entry| *entry == host || *entry == with_port)
+        self.entries
+            .iter()
+            .any(|entry| *entry == host || *entry == with_port)
     }
 
     pub fn entries(&self) -> &[String] {
@@ -41,8 +46,14 @@ impl Allowlist {
 /// Why an outbound request did not get a response.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("{host}:{port} is not in the activity's allowed hosts ({allowed}); add it with --allow-host")]
-    NotAllowed { host: String, port: u16, allowed: String },
+    #[error(
+        "{host}:{port} is not in the activity's allowed hosts ({allowed}); add it with --allow-host"
+    )]
+    NotAllowed {
+        host: String,
+        port: u16,
+        allowed: String,
+    },
     #[error("only http:// URLs are supported, not {0}")]
     UnsupportedScheme(String),
     #[error("the URL has no host: {0}")]
@@ -133,7 +144,10 @@ where
         .map(|path| path.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
     if let Ok(host) = http::HeaderValue::from_str(authority) {
-        request.headers_mut().entry(http::header::HOST).or_insert(host);
+        request
+            .headers_mut()
+            .entry(http::header::HOST)
+            .or_insert(host);
     }
     if let Ok(origin_form) = path.parse() {
         *request.uri_mut() = origin_form;

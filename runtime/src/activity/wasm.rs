@@ -59,7 +59,10 @@ impl Sandbox {
     }
 
     /// Links a component and asks it which activity names it serves.
-    pub async fn load(&self, loaded: &LoadedComponent) -> anyhow::Result<(Arc<WasmActivity>, Vec<String>)> {
+    pub async fn load(
+        &self,
+        loaded: &LoadedComponent,
+    ) -> anyhow::Result<(Arc<WasmActivity>, Vec<String>)> {
         if loaded.kind != ComponentKind::Activity {
             anyhow::bail!(
                 "component {} is a {} component, not an activity component (it must export `reprise:workflow/activities`)",
@@ -88,7 +91,9 @@ impl Sandbox {
             .call_names(&mut store)
             .await
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("asking activity component {} for its names", loaded.digest))?;
+            .with_context(|| {
+                format!("asking activity component {} for its names", loaded.digest)
+            })?;
         Ok((activity, names))
     }
 

@@ -90,7 +90,9 @@ impl WorkerQueue {
     }
 
     fn state(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues `task` and waits for a worker's report. Dropping the future
@@ -159,7 +161,7 @@ impl WorkerQueue {
         let index = state
             .pending
             .iter()
-            .position(|waiting| activities.iter().any(|name| *name == waiting.task.activity))?;
+            .position(|waiting| activities.contains(&waiting.task.activity))?;
         let waiting = state.pending.remove(index)?;
         let task = waiting.task.clone();
         waiting.heartbeat.beat(None);
@@ -178,13 +180,19 @@ impl WorkerQueue {
     }
 
     /// Records a heartbeat, with optional progress details (JSON).
-    pub fn heartbeat(&self, token: &str, details: Option<serde_json::Value>) -> Result<(), TaskError> {
+    pub fn heartbeat(
+        &self,
+        token: &str,
+        details: Option<serde_json::Value>,
+    ) -> Result<(), TaskError> {
         let state = self.state();
         let waiting = state
             .leased
             .get(token)
             .ok_or_else(|| Self::closed(&state, token))?;
-        waiting.heartbeat.beat(details.map(|details| details.to_string()));
+        waiting
+            .heartbeat
+            .beat(details.map(|details| details.to_string()));
         Ok(())
     }
 
@@ -235,7 +243,9 @@ impl Drop for RetireOnDrop<'_> {
             return;
         }
         let mut state = self.queue.state();
-        state.pending.retain(|waiting| waiting.task.task_token != self.token);
+        state
+            .pending
+            .retain(|waiting| waiting.task.task_token != self.token);
         state.leased.remove(self.token);
         state.retire(self.token, "timed out and retried under a new token");
     }

@@ -54,7 +54,10 @@ fn default_wait_ms() -> u64 {
 
 async fn poll(State(queue): State<Arc<WorkerQueue>>, Json(request): Json<PollRequest>) -> Response {
     if request.activities.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "name at least one activity in `activities`".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name at least one activity in `activities`".into(),
+        );
     }
     match queue
         .poll(&request.activities, Duration::from_millis(request.wait_ms))
@@ -123,8 +126,12 @@ fn outcome(result: Result<(), TaskError>) -> Response {
     match result {
         Ok(()) => (StatusCode::OK, Json(json!({ "ok": true }))).into_response(),
         Err(problem @ TaskError::Unknown(_)) => error(StatusCode::NOT_FOUND, problem.to_string()),
-        Err(problem @ TaskError::Finished { .. }) => error(StatusCode::CONFLICT, problem.to_string()),
-        Err(problem @ TaskError::InvalidReport(_)) => error(StatusCode::BAD_REQUEST, problem.to_string()),
+        Err(problem @ TaskError::Finished { .. }) => {
+            error(StatusCode::CONFLICT, problem.to_string())
+        }
+        Err(problem @ TaskError::InvalidReport(_)) => {
+            error(StatusCode::BAD_REQUEST, problem.to_string())
+        }
     }
 }
 

@@ -375,14 +375,15 @@ impl wasmtime_wasi_http::WasiHttpHooks for AllowlistedHttp {
                 tracing::warn!(%error, "activity HTTP request denied");
                 Error::HttpRequestDenied
             })?;
-            let (response, connection) = outbound::send(&authority, request)
-                .await
-                .map_err(|error| match error {
-                    OutboundError::ConnectTimeout { .. } => Error::ConnectionTimeout,
-                    OutboundError::Connect { source, .. } => Error::Connect(source),
-                    OutboundError::Http { source, .. } => Error::Hyper(source),
-                    _ => Error::HttpRequestDenied,
-                })?;
+            let (response, connection) =
+                outbound::send(&authority, request)
+                    .await
+                    .map_err(|error| match error {
+                        OutboundError::ConnectTimeout { .. } => Error::ConnectionTimeout,
+                        OutboundError::Connect { source, .. } => Error::Connect(source),
+                        OutboundError::Http { source, .. } => Error::Hyper(source),
+                        _ => Error::HttpRequestDenied,
+                    })?;
             let response = response.map(|body| body.map_err(Error::Hyper).boxed_unsync());
             let connection: Box<dyn Future<Output = Result<(), Error>> + Send> =
                 Box::new(async move { connection.await.map_err(Error::Hyper) });

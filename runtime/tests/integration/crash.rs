@@ -35,12 +35,16 @@ impl Workspace {
     }
 
     fn spawn(&self, workflow: &str, id: &str) -> Child {
+        self.spawn_with(workflow, "hello-activities", INPUT, id)
+    }
+
+    fn spawn_with(&self, workflow: &str, activities: &str, input: &str, id: &str) -> Child {
         Command::new(env!("CARGO_BIN_EXE_reprise"))
             .arg("run")
             .arg(guest(workflow))
             .arg("--activities")
-            .arg(guest("hello-activities"))
-            .args(["--input", INPUT, "--id", id])
+            .arg(guest(activities))
+            .args(["--input", input, "--id", id, "--allow-host", "127.0.0.1"])
             .arg("--db")
             .arg(&self.db)
             .arg("--cache-dir")
@@ -100,6 +104,26 @@ fn finish(child: Child) -> String {
         output.status
     );
     String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Waits until the history holds `count` events of `kind`, then SIGKILLs.
+async fn kill_at(child: &mut Child, db: &Path, id: &str, kind: &str, count: i64) {
+    let started = Instant::now();
+    loop {
+        if count_of_kind(db, id, kind).await >= count {
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("poll child") {
+            panic!("reprise exited ({status}) before reaching {kind} #{count}");
+        }
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "never reached {kind} #{count}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
 }
 
 /// Where to pull the plug: once the history holds `count` events of `kind`.
@@ -215,4 +239,94 @@ async fn rust_workflow_survives_sigkill_at_every_stage() {
 #[tokio::test]
 async fn python_workflow_survives_sigkill_at_every_stage() {
     crash_and_recover("hello-py").await;
+}
+
+/// The payment flow killed during the retry backoff (twice) and during the
+/// charge itself: after restarts there is one charge, and the attempts are
+/// exactly 1, 2 (failed, journaled) and 3 — no retry lost, none doubled.
+// Multi-threaded: the provider serves from this process while the test
+// waits for the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_survives_sigkill_during_backoff_and_during_the_charge() {
+    let provider = reprise_providers::PaymentProvider::start(0)
+        .await
+        .expect("provider");
+    provider.fail_with_503(2);
+    let workspace = Workspace::new();
+    let input = serde_json::json!({
+        "order_id": "77",
+        "amount_cents": 500,
+        "provider_url": provider.url(),
+        "initial_interval_ms": 700,
+    })
+    .to_string();
+    let spawn = || workspace.spawn_with("order", "order-activities", &input, "order-77");
+
+    // Killed in the backoff after attempt 1, then after attempt 2.
+    let mut child = spawn();
+    kill_at(
+        &mut child,
+        &workspace.db,
+        "order-77",
+        "ActivityAttemptFailed",
+        1,
+    )
+    .await;
+    let mut child = spawn();
+    kill_at(
+        &mut child,
+        &workspace.db,
+        "order-77",
+        "ActivityAttemptFailed",
+        2,
+    )
+    .await;
+    assert_eq!(provider.requests(), 2, "no attempt ran during the backoff");
+    // Killed while attempt 3 waits for the (slow) provider: charged, no answer seen.
+    provider.delay_responses(3_000);
+    let mut child = spawn();
+    let started = Instant::now();
+    while provider.requests() < 3 {
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "attempt 3 never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    provider.delay_responses(0);
+
+    let last = spawn();
+    let text = tokio::task::spawn_blocking(move || finish(last))
+        .await
+        .expect("wait for the last run");
+    let output: serde_json::Value = serde_json::from_str(&text).expect("JSON output");
+    let ledger = provider.ledger();
+    assert_eq!(ledger.len(), 1, "one charge: {ledger:?}");
+    assert_eq!(output["charge_id"], ledger[0].charge_id.as_str());
+    let history = workspace.history("order-77").await;
+    let attempts: Vec<(&str, u32)> = history
+        .iter()
+        .filter_map(|recorded| match &recorded.event {
+            reprise::journal::Event::ActivityAttemptFailed { attempt, .. } => {
+                Some(("failed", *attempt))
+            }
+            reprise::journal::Event::ActivityCompleted {
+                attempt, seq: 1, ..
+            } => Some(("completed", *attempt)),
+            _ => None,
+        })
+        .collect();
+    // Attempt 3 was interrupted by the crash (not journaled) and ran again
+    // as attempt 3 after the restart, with the same idempotency key.
+    assert_eq!(
+        attempts,
+        vec![("failed", 1), ("failed", 2), ("completed", 3)]
+    );
+    assert_eq!(
+        provider.requests(),
+        4,
+        "attempts 1, 2, 3 and the re-run of 3"
+    );
 }

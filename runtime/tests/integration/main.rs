@@ -1,6 +1,7 @@
 //! End-to-end tests of the durable core: real components (built by
 //! `scripts/build-guests`), the real SQLite store, real processes.
 
+mod activities;
 mod cli;
 mod crash;
 mod imports;

@@ -17,7 +17,8 @@ use rand::{RngExt as _, SeedableRng as _};
 use reprise::journal::{Event, History, RecordedEvent};
 use reprise::store::{self, ExecutionStatus};
 use reprise::{
-    ActivityConfig, ActivityRegistry, Engine, Limits, Outcome, ReplayVerdict, Runtime, RuntimeOptions,
+    ActivityConfig, ActivityRegistry, Engine, Limits, Outcome, ReplayVerdict, Runtime,
+    RuntimeOptions,
 };
 
 use crate::support::{cache_dir, guest, read_ledger, scheduled_keys};

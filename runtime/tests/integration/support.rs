@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use reprise::journal::{Event, RecordedEvent};
-use reprise::store::{self, ExecutionRecord, Store};
 use reprise::activity::outbound::Allowlist;
 use reprise::activity::worker::WorkerQueue;
+use reprise::journal::{Event, RecordedEvent};
+use reprise::store::{self, ExecutionRecord, Store};
 use reprise::{ActivityConfig, ActivityRegistry, Engine, Limits, Outcome, Runtime, RuntimeOptions};
 use tempfile::TempDir;
 

@@ -26,7 +26,8 @@ struct ProvisionInput {
 
 fn provision(ctx: &ActivityContext, input: ProvisionInput) -> Result<Value, ActivityError> {
     let key = ctx.idempotency_key();
-    let io_error = |error: std::io::Error| ActivityError::retryable("ProvisionIo", error.to_string());
+    let io_error =
+        |error: std::io::Error| ActivityError::retryable("ProvisionIo", error.to_string());
     let existing = match std::fs::read_to_string(PROVISIONED) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -37,8 +38,9 @@ fn provision(ctx: &ActivityContext, input: ProvisionInput) -> Result<Value, Acti
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .any(|line| line["key"] == json!(key));
     if !seen {
-        let mut line = json!({ "key": key, "order_id": input.order_id, "charge_id": input.charge_id })
-            .to_string();
+        let mut line =
+            json!({ "key": key, "order_id": input.order_id, "charge_id": input.charge_id })
+                .to_string();
         // One write per line: concurrent appends must not interleave.
         line.push('\n');
         let mut file = OpenOptions::new()
@@ -76,7 +78,10 @@ fn charge_direct(ctx: &ActivityContext, input: ChargeInput) -> Result<Value, Act
         200..=299 => Ok(response),
         402 => Err(ActivityError::non_retryable(
             "PaymentNotCompleted",
-            response["message"].as_str().unwrap_or("declined").to_string(),
+            response["message"]
+                .as_str()
+                .unwrap_or("declined")
+                .to_string(),
         )),
         _ => Err(ActivityError::retryable(
             format!("Http{status}"),
@@ -86,7 +91,11 @@ fn charge_direct(ctx: &ActivityContext, input: ChargeInput) -> Result<Value, Act
 }
 
 /// A blocking POST over `wasi:http`.
-fn http_post(url: &str, idempotency_key: &str, body: &[u8]) -> Result<(u16, Vec<u8>), ActivityError> {
+fn http_post(
+    url: &str,
+    idempotency_key: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), ActivityError> {
     use wasip2::http::outgoing_handler;
     use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 
@@ -98,7 +107,10 @@ fn http_post(url: &str, idempotency_key: &str, body: &[u8]) -> Result<(u16, Vec<
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let headers = Fields::from_list(&[
         ("content-type".to_string(), b"application/json".to_vec()),
-        ("idempotency-key".to_string(), idempotency_key.as_bytes().to_vec()),
+        (
+            "idempotency-key".to_string(),
+            idempotency_key.as_bytes().to_vec(),
+        ),
     ])
     .map_err(|error| transient(format!("{error:?}")))?;
     let request = OutgoingRequest::new(headers);
@@ -106,15 +118,21 @@ fn http_post(url: &str, idempotency_key: &str, body: &[u8]) -> Result<(u16, Vec<
     let _ = request.set_scheme(Some(&Scheme::Http));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
-    let outgoing = request.body().map_err(|()| transient("no request body".into()))?;
+    let outgoing = request
+        .body()
+        .map_err(|()| transient("no request body".into()))?;
     {
-        let stream = outgoing.write().map_err(|()| transient("no body stream".into()))?;
+        let stream = outgoing
+            .write()
+            .map_err(|()| transient("no body stream".into()))?;
         stream
             .blocking_write_and_flush(body)
             .map_err(|error| transient(format!("{error:?}")))?;
     }
     let future = outgoing_handler::handle(request, None).map_err(|code| match code {
-        wasip2::http::types::ErrorCode::HttpRequestDenied => denied(format!("the host denied {url}")),
+        wasip2::http::types::ErrorCode::HttpRequestDenied => {
+            denied(format!("the host denied {url}"))
+        }
         other => transient(format!("{other:?}")),
     })?;
     OutgoingBody::finish(outgoing, None).map_err(|error| transient(format!("{error:?}")))?;
@@ -128,8 +146,12 @@ fn http_post(url: &str, idempotency_key: &str, body: &[u8]) -> Result<(u16, Vec<
         _ => return Err(transient("no response".into())),
     };
     let status = response.status();
-    let incoming = response.consume().map_err(|()| transient("no response body".into()))?;
-    let stream = incoming.stream().map_err(|()| transient("no response stream".into()))?;
+    let incoming = response
+        .consume()
+        .map_err(|()| transient("no response body".into()))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| transient("no response stream".into()))?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {

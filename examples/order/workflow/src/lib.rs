@@ -77,7 +77,11 @@ impl OrderFlow {
             "worker" | "wasm" => {
                 let mut input = payment;
                 input["provider_url"] = json!(order.provider_url);
-                let name = if order.charge_via == "worker" { "charge" } else { "charge-direct" };
+                let name = if order.charge_via == "worker" {
+                    "charge"
+                } else {
+                    "charge-direct"
+                };
                 (name, input)
             }
             other => {
@@ -103,11 +107,17 @@ impl OrderFlow {
         }
         let output: Value = call.call()?;
         // The http activity wraps the provider's answer in {status, body}.
-        let charge = if activity == "http" { &output["body"] } else { &output };
+        let charge = if activity == "http" {
+            &output["body"]
+        } else {
+            &output
+        };
         charge["charge_id"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| WorkflowError::new("BadChargeResponse", format!("no charge_id in {output}")))
+            .ok_or_else(|| {
+                WorkflowError::new("BadChargeResponse", format!("no charge_id in {output}"))
+            })
     }
 }
 

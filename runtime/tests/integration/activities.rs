@@ -1,0 +1,464 @@
+//! Activities for real: the payment flow against the fake provider (a real
+//! HTTP server on 127.0.0.1) through the built-in `http` activity, a Wasm
+//! activity with outbound HTTP, and external workers; retry triage,
+//! timeouts, heartbeats, and bad input.
+
+use std::sync::Arc;
+
+use reprise::journal::{Event, FailureReason};
+use reprise::{Limits, Outcome};
+use reprise_providers::PaymentProvider;
+use serde_json::{Value, json};
+
+use crate::support::{Harness, completed_output};
+
+fn order(provider: &PaymentProvider, order_id: &str, extra: Value) -> String {
+    let mut input = json!({
+        "order_id": order_id,
+        "amount_cents": 1999,
+        "provider_url": provider.url(),
+        "initial_interval_ms": 50,
+    });
+    if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
+        input.extend(extra.clone());
+    }
+    input.to_string()
+}
+
+fn attempt_failures(events: &[Event]) -> Vec<(u32, String, Option<u64>)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ActivityAttemptFailed {
+                attempt,
+                error,
+                retry_at_ms,
+                ..
+            } => Some((*attempt, error.error_type.clone(), *retry_at_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn events(harness: &Harness, record: &reprise::store::ExecutionRecord) -> Vec<Event> {
+    harness
+        .history(record)
+        .await
+        .into_iter()
+        .map(|recorded| recorded.event)
+        .collect()
+}
+
+fn failed_activity(events: &[Event]) -> reprise::journal::ActivityFailure {
+    events
+        .iter()
+        .find_map(|event| match event {
+            Event::ActivityFailed { failure, .. } => Some(failure.clone()),
+            _ => None,
+        })
+        .expect("an activity failed for good")
+}
+
+/// The story this runtime must make impossible: the charge succeeds, the
+/// response is lost, the call is retried — and the customer pays twice.
+#[tokio::test]
+async fn a_lost_response_is_retried_and_charged_once() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    provider.drop_responses(1);
+    let harness = Harness::default().await;
+    let (record, outcome) = harness
+        .run("order", "order-lost", &order(&provider, "42", json!({})))
+        .await;
+    let output = completed_output(&outcome);
+    let ledger = provider.ledger();
+    assert_eq!(ledger.len(), 1, "exactly one charge: {ledger:?}");
+    assert_eq!(output["charge_id"], ledger[0].charge_id.as_str());
+    assert_eq!(ledger[0].idempotency_key, "charge-42");
+    assert_eq!(
+        provider.requests(),
+        2,
+        "the first response was lost, the retry got the same charge"
+    );
+    let failures = attempt_failures(&events(&harness, &record).await);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].1, "HttpConnectionError");
+    assert_eq!(output["provisioned"], true);
+}
+
+#[tokio::test]
+async fn transient_failures_retry_with_growing_intervals() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    provider.fail_with_503(3);
+    let harness = Harness::default().await;
+    let (record, outcome) = harness
+        .run("order", "order-503", &order(&provider, "43", json!({})))
+        .await;
+    assert_eq!(completed_output(&outcome)["charge_id"], "ch_1");
+    let history = harness.history(&record).await;
+    // The journaled backoff: retry_at minus the time the failure was recorded.
+    let delays: Vec<i64> = history
+        .iter()
+        .filter_map(|recorded| match &recorded.event {
+            Event::ActivityAttemptFailed {
+                retry_at_ms: Some(retry_at),
+                error,
+                ..
+            } => {
+                assert_eq!(error.error_type, "Unavailable");
+                Some(*retry_at as i64 - recorded.recorded_at_ms as i64)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays.len(), 3, "three 503s, three retries");
+    // 50, 100, 200 ms ±10% jitter (minus the few ms between computing and
+    // journaling).
+    for (delay, base) in delays.iter().zip([50i64, 100, 200]) {
+        assert!(
+            *delay >= base * 9 / 10 - 10 && *delay <= base * 11 / 10,
+            "delay {delay} ms for base {base} ms (all: {delays:?})"
+        );
+    }
+    assert_eq!(provider.ledger().len(), 1);
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_at_once() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    let harness = Harness::default().await;
+    let input = order(&provider, "44", json!({ "card": "declined" }));
+    let (record, outcome) = harness.run("order", "order-declined", &input).await;
+    let Outcome::Failed { error } = outcome else {
+        panic!("a declined card must fail the order: {outcome:?}");
+    };
+    assert_eq!(error.error_type, "PaymentNotCompleted");
+    let events = events(&harness, &record).await;
+    assert_eq!(attempt_failures(&events).len(), 1, "exactly one attempt");
+    assert_eq!(failed_activity(&events).reason, FailureReason::NonRetryable);
+    assert_eq!(provider.requests(), 1);
+    assert!(provider.ledger().is_empty());
+}
+
+#[tokio::test]
+async fn exhausted_attempts_and_schedule_to_close_give_typed_failures() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    provider.fail_with_503(1_000);
+    let harness = Harness::default().await;
+    let input = order(&provider, "45", json!({ "max_attempts": 3 }));
+    let (record, outcome) = harness.run("order", "order-exhausted", &input).await;
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let failure = failed_activity(&events(&harness, &record).await);
+    assert_eq!(failure.reason, FailureReason::AttemptsExhausted);
+    assert_eq!(failure.attempts, 3);
+    assert_eq!(failure.last_error.error_type, "Unavailable");
+
+    let input = order(
+        &provider,
+        "46",
+        json!({ "initial_interval_ms": 100, "schedule_to_close_ms": 450 }),
+    );
+    let (record, outcome) = harness.run("order", "order-deadline", &input).await;
+    let Outcome::Failed { error } = outcome else {
+        panic!("the deadline must fail the order: {outcome:?}");
+    };
+    assert!(error.message.contains("TimedOut"), "{error}");
+    let failure = failed_activity(&events(&harness, &record).await);
+    assert_eq!(failure.reason, FailureReason::TimedOut);
+    assert_eq!(failure.last_error.error_type, "Unavailable");
+    assert!((2..=4).contains(&failure.attempts), "{failure:?}");
+}
+
+#[tokio::test]
+async fn a_silent_attempt_is_retried_and_resumes_from_its_last_heartbeat() {
+    let harness = Harness::default().await;
+    let (record, outcome) = harness
+        .run("patterns", "heartbeat", r#"{"mode":"heartbeat"}"#)
+        .await;
+    let output = completed_output(&outcome);
+    assert_eq!(output["attempt"], 2);
+    assert_eq!(
+        output["resumed_from"], 3,
+        "the retry read the last heartbeat"
+    );
+    let history = events(&harness, &record).await;
+    let details = history.iter().find_map(|event| match event {
+        Event::ActivityAttemptFailed {
+            error,
+            heartbeat_details,
+            ..
+        } => Some((error.error_type.clone(), heartbeat_details.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        details,
+        Some((
+            "HeartbeatTimeout".to_string(),
+            Some(r#"{"done":3}"#.to_string())
+        ))
+    );
+}
+
+/// A Wasm activity reaches the provider over `wasi:http` when the host is
+/// allowed, and is denied (without a request going out) when it is not.
+#[tokio::test]
+async fn wasm_activities_reach_only_allowed_hosts() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    let harness = Harness::default().await;
+    let input = order(&provider, "47", json!({ "charge_via": "wasm" }));
+    let (_, outcome) = harness.run("order", "order-wasm", &input).await;
+    assert_eq!(completed_output(&outcome)["charge_id"], "ch_1");
+    assert_eq!(provider.ledger()[0].idempotency_key, "charge-47");
+
+    // `localhost` is not in the allowlist (only 127.0.0.1 is).
+    let url = provider.url().replace("127.0.0.1", "localhost");
+    let mut denied: Value =
+        serde_json::from_str(&order(&provider, "48", json!({ "charge_via": "wasm" })))
+            .expect("json");
+    denied["provider_url"] = json!(url);
+    let (_, outcome) = harness
+        .run("order", "order-denied", &denied.to_string())
+        .await;
+    let Outcome::Failed { error } = outcome else {
+        panic!("a call to a host not allowed must fail: {outcome:?}");
+    };
+    assert_eq!(error.error_type, "HttpRequestDenied", "{error}");
+    assert_eq!(provider.requests(), 1, "the denied request never left");
+}
+
+#[tokio::test]
+async fn misuse_is_refused_with_clear_errors() {
+    let harness = Harness::new(Limits::default(), false).await;
+    let (record, outcome) = harness
+        .run("patterns", "bad-policy", r#"{"mode":"bad-policy"}"#)
+        .await;
+    let Outcome::Failed { error } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(error.error_type, "InvalidActivityOptions");
+    assert!(
+        error
+            .message
+            .contains("backoff_coefficient must be a finite number >= 1, got 0.5"),
+        "{error}"
+    );
+    let kinds: Vec<&str> = harness
+        .history(&record)
+        .await
+        .iter()
+        .map(|r| r.event.kind())
+        .collect();
+    assert!(
+        !kinds.contains(&"ActivityScheduled"),
+        "nothing was scheduled: {kinds:?}"
+    );
+
+    let (_, outcome) = harness
+        .run("patterns", "unknown", r#"{"mode":"unknown-activity"}"#)
+        .await;
+    let output = completed_output(&outcome);
+    assert_eq!(output["failed"]["reason"], "FailureReason::UnknownActivity");
+    assert_eq!(output["failed"]["error_type"], "UnknownActivity");
+
+    let (_, outcome) = harness
+        .run("patterns", "big", r#"{"mode":"big-input"}"#)
+        .await;
+    let Outcome::Failed { error } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(error.error_type, "PayloadTooLarge");
+    assert!(
+        error.message.contains("payload limit is 1048576 bytes"),
+        "{error}"
+    );
+}
+
+mod workers {
+    use std::path::Path;
+    use std::process::{Child, Command};
+
+    use reprise::activity::outbound;
+    use reprise::activity::worker::WorkerQueue;
+
+    use super::*;
+    use crate::support::repo_root;
+
+    /// The worker API on a free port, served in the background.
+    async fn worker_api() -> (Arc<WorkerQueue>, String) {
+        let queue = WorkerQueue::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(reprise::api::serve(
+            listener,
+            reprise::api::worker_routes(queue.clone()),
+        ));
+        (queue, url)
+    }
+
+    fn python_worker(api: &str, db: &Path, extra: &[&str]) -> Child {
+        Command::new("python3")
+            .arg(repo_root().join("examples/workers/charge_worker.py"))
+            .args(["--api", api, "--wait-ms", "200"])
+            .arg("--db")
+            .arg(db)
+            .args(extra)
+            .spawn()
+            .expect("start the Python worker")
+    }
+
+    async fn post(url: &str, body: &str) -> (u16, Value) {
+        let uri: http::Uri = url.parse().expect("url");
+        let authority = uri.authority().expect("authority").to_string();
+        let request = http::Request::post(uri)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .expect("request");
+        let (response, _connection) = outbound::send(&authority, request).await.expect("send");
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn the_python_worker_charges_through_the_provider() {
+        let provider = PaymentProvider::start(0).await.expect("provider");
+        provider.drop_responses(1);
+        let (queue, api) = worker_api().await;
+        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let db = harness_dir_file(&harness, "worker.sqlite");
+        let mut worker = python_worker(&api, &db, &[]);
+        let input = order(&provider, "50", json!({ "charge_via": "worker" }));
+        let (_, outcome) = harness.run("order", "order-worker", &input).await;
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert_eq!(completed_output(&outcome)["charge_id"], "ch_1");
+        assert_eq!(
+            provider.ledger().len(),
+            1,
+            "the lost response did not double-charge"
+        );
+        assert_eq!(provider.ledger()[0].idempotency_key, "charge-50");
+    }
+
+    /// Layer one: the worker's own record. A retry after the record was
+    /// written makes no provider call at all.
+    #[tokio::test]
+    async fn a_recorded_charge_is_not_sent_to_the_provider_again() {
+        let provider = PaymentProvider::start(0).await.expect("provider");
+        let (queue, api) = worker_api().await;
+        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let db = harness_dir_file(&harness, "worker.sqlite");
+        let records = seed_worker_record(&db, "51", "ch_recorded");
+        assert!(records, "seeded the worker's record");
+        let mut worker = python_worker(&api, &db, &[]);
+        let input = order(&provider, "51", json!({ "charge_via": "worker" }));
+        let (_, outcome) = harness.run("order", "order-recorded", &input).await;
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert_eq!(completed_output(&outcome)["charge_id"], "ch_recorded");
+        assert_eq!(provider.requests(), 0, "no provider call");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_dies_mid_task_has_its_task_retried() {
+        let provider = PaymentProvider::start(0).await.expect("provider");
+        let (queue, api) = worker_api().await;
+        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let db = harness_dir_file(&harness, "worker.sqlite");
+        let mut dying = python_worker(&api, &db, &["--die-after-poll"]);
+        let input = order(
+            &provider,
+            "52",
+            json!({ "charge_via": "worker", "start_to_close_ms": 800 }),
+        );
+        let run = harness.run("order", "order-dying", &input);
+        let healthy = async {
+            // Start the healthy worker once the dying one has taken the task.
+            let _ = tokio::task::spawn_blocking(move || dying.wait()).await;
+            python_worker(&api, &db, &[])
+        };
+        let ((record, outcome), mut worker) = tokio::join!(run, healthy);
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert_eq!(completed_output(&outcome)["charge_id"], "ch_1");
+        let failures = attempt_failures(&events(&harness, &record).await);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].1, "StartToCloseTimeout");
+    }
+
+    #[tokio::test]
+    async fn reports_with_a_wrong_or_spent_token_are_refused() {
+        let provider = PaymentProvider::start(0).await.expect("provider");
+        let (queue, api) = worker_api().await;
+        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let input = order(&provider, "53", json!({ "charge_via": "worker" }));
+        let worker = async {
+            let (status, task) = post(
+                &format!("{api}/v1/activity-tasks/poll"),
+                r#"{"activities":["charge"],"wait_ms":5000}"#,
+            )
+            .await;
+            assert_eq!(status, 200, "{task}");
+            assert_eq!(task["idempotency_key"], "charge-53");
+            assert_eq!(task["input"]["order_id"], "53");
+            let token = task["task_token"].as_str().expect("token").to_string();
+            let complete = format!("{api}/v1/activity-tasks/{token}/complete");
+            let (status, answer) = post(&complete, r#"{"output": {"charge_id": "#).await;
+            assert!(
+                status == 400 || status == 422,
+                "malformed JSON: {status} {answer}"
+            );
+            let (status, _) = post(&complete, r#"{"output":{"charge_id":"ch_worker"}}"#).await;
+            assert_eq!(status, 200);
+            let (status, answer) = post(&complete, r#"{"output":{"charge_id":"ch_again"}}"#).await;
+            assert_eq!(status, 409);
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no longer open"),
+                "{answer}"
+            );
+            let (status, answer) = post(
+                &format!("{api}/v1/activity-tasks/not-a-token/complete"),
+                r#"{"output":1}"#,
+            )
+            .await;
+            assert_eq!(status, 404);
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no task has token"),
+                "{answer}"
+            );
+        };
+        let ((_, outcome), ()) = tokio::join!(harness.run("order", "order-tokens", &input), worker);
+        assert_eq!(completed_output(&outcome)["charge_id"], "ch_worker");
+    }
+
+    fn harness_dir_file(harness: &Harness, name: &str) -> std::path::PathBuf {
+        harness.activity_dir.join(name)
+    }
+
+    /// Seeds the worker's SQLite record the way the worker writes it.
+    fn seed_worker_record(db: &Path, order_id: &str, charge_id: &str) -> bool {
+        let script = format!(
+            "import sqlite3; db = sqlite3.connect({db:?}); \
+             db.execute('CREATE TABLE IF NOT EXISTS charges (order_id TEXT PRIMARY KEY, charge_id TEXT NOT NULL)'); \
+             db.execute('INSERT INTO charges VALUES (?, ?)', ({order_id:?}, {charge_id:?})); db.commit()",
+            db = db.display().to_string()
+        );
+        Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .map(|status| status.success())
+            .unwrap_or(false)
+    }
+}
