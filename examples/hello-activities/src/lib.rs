@@ -126,7 +126,15 @@ fn pause(_ctx: &ActivityContext, ms: u64) -> Result<u64, ActivityError> {
     Ok(ms)
 }
 
+/// Reads a file: only paths under the granted `/data` exist for an activity.
+fn read_file(_ctx: &ActivityContext, path: String) -> Result<String, ActivityError> {
+    std::fs::read_to_string(&path).map_err(|error| {
+        ActivityError::non_retryable(format!("{:?}", error.kind()), format!("{path}: {error}"))
+    })
+}
+
 reprise_sdk::export_activities! {
+    "read-file" => read_file,
     "greet" => greet,
     "record" => record,
     "add-one" => add_one,

@@ -10,6 +10,11 @@ use serde_json::{Value, json};
 #[derive(Deserialize)]
 struct Input {
     mode: String,
+    /// For `call`: the activity and its input.
+    #[serde(default)]
+    activity: String,
+    #[serde(default)]
+    activity_input: Value,
     #[serde(default)]
     count: u64,
     #[serde(default)]
@@ -96,6 +101,23 @@ impl Workflow for Patterns {
                     .retry(RetryPolicy::new().initial_interval(Duration::from_millis(10)))
                     .call()?;
                 Ok(output)
+            }
+            // One call of any activity, with at most 3 quick attempts;
+            // reports the output or how it failed.
+            "call" => {
+                let outcome = ctx
+                    .activity(&input.activity)
+                    .input(&input.activity_input)
+                    .retry(
+                        RetryPolicy::new()
+                            .initial_interval(Duration::from_millis(10))
+                            .maximum_attempts(3),
+                    )
+                    .call::<Value>();
+                Ok(match outcome {
+                    Ok(output) => json!({ "output": output }),
+                    Err(failure) => json!({ "failed": failure_json(&failure) }),
+                })
             }
             // Misuse, each refused with a clear error.
             "bad-policy" => {

@@ -462,3 +462,95 @@ mod workers {
             .unwrap_or(false)
     }
 }
+
+async fn call(harness: &Harness, id: &str, activity: &str, input: Value) -> Value {
+    let workflow_input = json!({ "mode": "call", "activity": activity, "activity_input": input });
+    let (_, outcome) = harness
+        .run("patterns", id, &workflow_input.to_string())
+        .await;
+    completed_output(&outcome).clone()
+}
+
+/// The `http` activity's triage by status class, and its per-call override.
+#[tokio::test]
+async fn http_statuses_are_triaged_by_rule_and_override() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    let harness = Harness::default().await;
+    let url = format!("{}/no-such-route", provider.url());
+
+    let not_found = call(&harness, "http-404", "http", json!({ "url": url })).await;
+    assert_eq!(not_found["failed"]["reason"], "FailureReason::NonRetryable");
+    assert_eq!(not_found["failed"]["attempts"], 1);
+    assert_eq!(
+        not_found["failed"]["error_type"], "NotFound",
+        "the body's error_type"
+    );
+
+    let retried = call(
+        &harness,
+        "http-404-retryable",
+        "http",
+        json!({ "url": url, "retryable_statuses": [404] }),
+    )
+    .await;
+    assert_eq!(
+        retried["failed"]["reason"],
+        "FailureReason::AttemptsExhausted"
+    );
+    assert_eq!(retried["failed"]["attempts"], 3);
+
+    provider.fail_with_503(10);
+    let charge = json!({
+        "method": "POST",
+        "url": format!("{}/charges", provider.url()),
+        "body": { "order_id": "60", "amount_cents": 1 },
+        "non_retryable_statuses": [503],
+    });
+    let stopped = call(&harness, "http-503-final", "http", charge).await;
+    assert_eq!(stopped["failed"]["reason"], "FailureReason::NonRetryable");
+    assert_eq!(stopped["failed"]["error_type"], "Unavailable");
+
+    let refused = call(
+        &harness,
+        "http-https",
+        "http",
+        json!({ "url": "https://127.0.0.1:1/" }),
+    )
+    .await;
+    assert_eq!(refused["failed"]["error_type"], "HttpRequestDenied");
+    assert_eq!(refused["failed"]["attempts"], 1);
+}
+
+/// A Wasm activity sees the granted directory as /data and nothing else.
+#[tokio::test]
+async fn wasm_activities_see_only_their_granted_directory() {
+    let harness = Harness::default().await;
+    std::fs::write(harness.activity_dir.join("note.txt"), "granted").expect("write");
+    let inside = call(
+        &harness,
+        "file-inside",
+        "read-file",
+        json!("/data/note.txt"),
+    )
+    .await;
+    assert_eq!(inside["output"], "granted");
+    let outside = call(
+        &harness,
+        "file-outside",
+        "read-file",
+        json!("/etc/hostname"),
+    )
+    .await;
+    assert_eq!(outside["failed"]["error_type"], "NotFound", "{outside}");
+    let escape = call(
+        &harness,
+        "file-escape",
+        "read-file",
+        json!("/data/../../etc/hostname"),
+    )
+    .await;
+    assert!(
+        escape["failed"].is_object(),
+        "no way out of /data: {escape}"
+    );
+}
