@@ -21,6 +21,7 @@ def _options(start_to_close_ms=None):
         start_to_close_timeout_ms=start_to_close_ms,
         schedule_to_close_timeout_ms=None,
         heartbeat_timeout_ms=None,
+        compensates=None,
         idempotency_key=None,
     )
 

@@ -229,6 +229,7 @@ impl Context {
                 start_to_close_timeout_ms: None,
                 schedule_to_close_timeout_ms: None,
                 heartbeat_timeout_ms: None,
+                compensates: None,
                 idempotency_key: None,
             },
         }
@@ -247,6 +248,23 @@ impl Context {
             .position(|candidate| *candidate == seq)
             .unwrap_or(0);
         (index, outcome)
+    }
+
+    /// Waits until `n` of `handles` have completed and returns their
+    /// outcomes in the order the history observed them (all of them if
+    /// there are fewer than `n`).
+    pub fn await_first_n<T: DeserializeOwned>(
+        &self,
+        mut handles: Vec<ActivityHandle<T>>,
+        n: usize,
+    ) -> Vec<Result<T, ActivityFailure>> {
+        let mut outcomes = Vec::with_capacity(n.min(handles.len()));
+        while outcomes.len() < n && !handles.is_empty() {
+            let (index, outcome) = self.await_any(&handles);
+            handles.remove(index);
+            outcomes.push(outcome.and_then(|output| decode_output(&output)));
+        }
+        outcomes
     }
 
     /// Waits for every handle, in order.
@@ -324,6 +342,13 @@ impl ActivityCall {
         self
     }
 
+    /// Marks this call as the compensation of saga step `step` (the
+    /// [`Saga`] sets it; histories show the chain).
+    pub fn compensates(mut self, step: impl Into<String>) -> Self {
+        self.options.compensates = Some(step.into());
+        self
+    }
+
     /// An attempt that does not heartbeat for this long fails (retryably).
     pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.options.heartbeat_timeout_ms = Some(timeout.as_millis() as u64);
@@ -371,6 +396,12 @@ impl<T: DeserializeOwned> ActivityHandle<T> {
             ))
         })
     }
+}
+
+fn decode_output<T: DeserializeOwned>(output: &str) -> Result<T, ActivityFailure> {
+    serde_json::from_str(output).map_err(|error| {
+        decode_failure(format!("could not decode the activity's output {output}: {error}"))
+    })
 }
 
 fn encode_failure(name: &str, message: String) -> ActivityFailure {
@@ -536,4 +567,150 @@ macro_rules! export_activities {
         }
         $crate::bindings::activity::export_activity_world!(__RepriseActivitiesExport);
     };
+}
+
+/// Compensations, registered as steps succeed, run in reverse when the
+/// workflow has to undo its work.
+///
+/// Each compensation is an activity call, journaled like any other, with a
+/// stable idempotency key: after a crash in the middle of compensating,
+/// replay skips the ones that finished and re-runs an interrupted one with
+/// the same key — none runs twice to completion.
+///
+/// ```ignore
+/// let mut saga = Saga::new();
+/// let reservation: Value = ctx.activity("reserve").input(&trip).call()?;
+/// saga.add_compensation("reserve", ctx.activity("release").input(&reservation));
+/// if let Err(failure) = ctx.activity("charge").input(&trip).call::<Value>() {
+///     let report = saga.compensate();
+///     return Err(report.into_error(failure.into()));
+/// }
+/// ```
+pub struct Saga {
+    compensations: Vec<(String, ActivityCall)>,
+    continue_on_failure: bool,
+    parallel: bool,
+}
+
+/// How compensating went.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CompensationReport {
+    /// Steps undone, in the order their compensations finished.
+    pub compensated: Vec<String>,
+    /// Steps whose compensation failed for good, with the error.
+    pub failed: Vec<(String, String)>,
+    /// Steps not compensated because an earlier compensation failed and the
+    /// saga stops on failure.
+    pub skipped: Vec<String>,
+}
+
+impl CompensationReport {
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+
+    /// The original error, with this report attached as its details.
+    pub fn into_error(self, original: WorkflowError) -> WorkflowError {
+        let summary = if self.is_complete() {
+            format!("compensated: {}", self.compensated.join(", "))
+        } else {
+            format!(
+                "compensated: {}; compensation failed: {}; skipped: {}",
+                self.compensated.join(", "),
+                self.failed
+                    .iter()
+                    .map(|(step, _)| step.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.skipped.join(", ")
+            )
+        };
+        WorkflowError {
+            error_type: original.error_type,
+            message: format!("{} ({summary})", original.message),
+            details: serde_json::to_string(&self).ok(),
+        }
+    }
+}
+
+impl Default for Saga {
+    fn default() -> Self {
+        Saga::new()
+    }
+}
+
+impl Saga {
+    /// An empty saga that compensates in reverse order, one at a time, and
+    /// goes on when a compensation fails for good.
+    pub fn new() -> Saga {
+        Saga {
+            compensations: Vec::new(),
+            continue_on_failure: true,
+            parallel: false,
+        }
+    }
+
+    /// Whether to go on with the remaining compensations after one fails
+    /// for good (default: yes, and report every failure).
+    pub fn continue_on_failure(mut self, go_on: bool) -> Self {
+        self.continue_on_failure = go_on;
+        self
+    }
+
+    /// Run the compensations at once instead of one by one (when they are
+    /// independent).
+    pub fn parallel(mut self, parallel: bool) -> Self {
+        self.parallel = parallel;
+        self
+    }
+
+    /// Registers the compensation of `step`, to run if the saga has to
+    /// undo. Without a retry policy of its own, it retries until it
+    /// succeeds (backoff from 1 s, capped at 60 s).
+    pub fn add_compensation(&mut self, step: &str, call: ActivityCall) {
+        let mut call = call.compensates(step);
+        if call.options.retry.is_none() {
+            call.options.retry = Some(
+                RetryPolicy::new()
+                    .initial_interval(Duration::from_secs(1))
+                    .maximum_interval(Duration::from_secs(60)),
+            );
+        }
+        self.compensations.push((step.to_string(), call));
+    }
+
+    /// Runs the registered compensations, most recent first.
+    pub fn compensate(self) -> CompensationReport {
+        let mut report = CompensationReport::default();
+        let reversed: Vec<(String, ActivityCall)> = self.compensations.into_iter().rev().collect();
+        if self.parallel {
+            let started: Vec<(String, Result<ActivityHandle<serde_json::Value>, ActivityFailure>)> =
+                reversed
+                    .into_iter()
+                    .map(|(step, call)| (step, call.start()))
+                    .collect();
+            for (step, handle) in started {
+                match handle.and_then(ActivityHandle::wait) {
+                    Ok(_) => report.compensated.push(step),
+                    Err(failure) => report.failed.push((step, failure.last_error.message)),
+                }
+            }
+            return report;
+        }
+        let mut stopped = false;
+        for (step, call) in reversed {
+            if stopped {
+                report.skipped.push(step);
+                continue;
+            }
+            match call.call::<serde_json::Value>() {
+                Ok(_) => report.compensated.push(step),
+                Err(failure) => {
+                    report.failed.push((step, failure.last_error.message));
+                    stopped = !self.continue_on_failure;
+                }
+            }
+        }
+        report
+    }
 }

@@ -421,8 +421,12 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 name,
                 input,
                 idempotency_key,
+                options,
                 ..
-            } => format!("{name}({input}) key {idempotency_key}"),
+            } => match &options.compensates {
+                Some(step) => format!("↺ compensates `{step}`: {name}({input}) key {idempotency_key}"),
+                None => format!("{name}({input}) key {idempotency_key}"),
+            },
             Event::ActivityAttemptFailed {
                 attempt,
                 error,

@@ -114,6 +114,9 @@ pub struct ActivityOptions {
     pub schedule_to_close_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// The saga step this call compensates, if it is a compensation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<String>,
 }
 
 /// An error raised by one activity attempt.
@@ -298,9 +301,7 @@ impl Command {
         match self {
             Command::ReadClock(clock) => format!("a {} clock read", clock_name(*clock)),
             Command::DrawRandom { len } => format!("a draw of {len} random bytes"),
-            Command::ScheduleActivity { name, input } => {
-                format!("activity `{name}` (input sha256 {})", short_hash(input))
-            }
+            Command::ScheduleActivity { name, input } => describe_activity(name, input),
             Command::StartTimer { duration_ms } => format!("a timer of {duration_ms} ms"),
         }
     }
@@ -343,12 +344,19 @@ fn describe_recorded(event: &Event) -> String {
     match event {
         Event::ClockRead { clock, .. } => format!("a {} clock read", clock_name(*clock)),
         Event::RandomDrawn { bytes, .. } => format!("a draw of {} random bytes", bytes.len() / 2),
-        Event::ActivityScheduled { name, input, .. } => {
-            format!("activity `{name}` (input sha256 {})", short_hash(input))
-        }
+        Event::ActivityScheduled { name, input, .. } => describe_activity(name, input),
         Event::TimerStarted { duration_ms, .. } => format!("a timer of {duration_ms} ms"),
         other => other.kind().to_string(),
     }
+}
+
+/// How much of an activity input a nondeterminism error quotes.
+const QUOTED_INPUT_CHARS_MAX: usize = 200;
+
+fn describe_activity(name: &str, input: &str) -> String {
+    let quoted: String = input.chars().take(QUOTED_INPUT_CHARS_MAX).collect();
+    let ellipsis = if quoted.len() < input.len() { "…" } else { "" };
+    format!("activity `{name}` with input {quoted}{ellipsis} (sha256 {})", short_hash(input))
 }
 
 /// The first 12 hex digits of the SHA-256 of `text`: enough to tell inputs apart.

@@ -1,4 +1,4 @@
-//! `providers`: runs the fake payment provider until killed.
+//! `providers`: runs a fake provider (payments and inventory) until killed.
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -8,7 +8,7 @@ async fn main() -> std::io::Result<()> {
         .transpose()
         .map_err(|error| std::io::Error::other(format!("the port must be a number: {error}")))?
         .unwrap_or(0);
-    let provider = reprise_providers::PaymentProvider::start(port).await?;
+    let provider = reprise_providers::Provider::start(port).await?;
     println!("{}", provider.url());
     std::future::pending::<()>().await;
     Ok(())

@@ -344,6 +344,7 @@ fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOption
         start_to_close_timeout_ms: options.start_to_close_timeout_ms,
         schedule_to_close_timeout_ms: options.schedule_to_close_timeout_ms,
         heartbeat_timeout_ms: options.heartbeat_timeout_ms,
+        compensates: options.compensates,
     })
 }
 

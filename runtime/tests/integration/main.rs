@@ -8,5 +8,6 @@ mod imports;
 mod limits;
 mod patterns;
 mod replay;
+mod saga;
 mod simulation;
 mod support;

@@ -5,6 +5,7 @@
 //! - `charge-direct`: charges through the provider with outbound
 //!   `wasi:http` (the host only lets it reach allowed hosts), sending the
 //!   idempotency key as `Idempotency-Key`.
+//! - `provision-trip`, `notify`: the last steps of the trip saga.
 //! - `slow-steps`: works in steps, heartbeating progress; a retry resumes
 //!   from the last heartbeat's details.
 
@@ -187,7 +188,41 @@ fn slow_steps(ctx: &ActivityContext, input: StepsInput) -> Result<Value, Activit
     Ok(json!({ "resumed_from": resumed_from, "attempt": ctx.attempt() }))
 }
 
+#[derive(Deserialize)]
+struct TripInput {
+    trip_id: String,
+    #[serde(default)]
+    fail: bool,
+}
+
+/// Provisions a trip — or fails for good when told to (the saga test).
+fn provision_trip(_ctx: &ActivityContext, input: TripInput) -> Result<Value, ActivityError> {
+    if input.fail {
+        return Err(ActivityError::non_retryable(
+            "ProvisioningFailed",
+            format!("trip {} cannot be provisioned", input.trip_id),
+        ));
+    }
+    Ok(json!({ "provisioned": input.trip_id }))
+}
+
+/// Notifies the traveller (here: a line in /data/notifications.jsonl).
+fn notify(ctx: &ActivityContext, input: TripInput) -> Result<Value, ActivityError> {
+    let mut line = json!({ "key": ctx.idempotency_key(), "trip_id": input.trip_id }).to_string();
+    line.push('\n');
+    let io_error = |error: std::io::Error| ActivityError::retryable("NotifyIo", error.to_string());
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/data/notifications.jsonl")
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .map_err(io_error)?;
+    Ok(json!({ "notified": true }))
+}
+
 reprise_sdk::export_activities! {
+    "provision-trip" => provision_trip,
+    "notify" => notify,
     "provision" => provision,
     "charge-direct" => charge_direct,
     "slow-steps" => slow_steps,
