@@ -400,7 +400,9 @@ impl<T: DeserializeOwned> ActivityHandle<T> {
 
 fn decode_output<T: DeserializeOwned>(output: &str) -> Result<T, ActivityFailure> {
     serde_json::from_str(output).map_err(|error| {
-        decode_failure(format!("could not decode the activity's output {output}: {error}"))
+        decode_failure(format!(
+            "could not decode the activity's output {output}: {error}"
+        ))
     })
 }
 
@@ -684,11 +686,13 @@ impl Saga {
         let mut report = CompensationReport::default();
         let reversed: Vec<(String, ActivityCall)> = self.compensations.into_iter().rev().collect();
         if self.parallel {
-            let started: Vec<(String, Result<ActivityHandle<serde_json::Value>, ActivityFailure>)> =
-                reversed
-                    .into_iter()
-                    .map(|(step, call)| (step, call.start()))
-                    .collect();
+            let started: Vec<(
+                String,
+                Result<ActivityHandle<serde_json::Value>, ActivityFailure>,
+            )> = reversed
+                .into_iter()
+                .map(|(step, call)| (step, call.start()))
+                .collect();
             for (step, handle) in started {
                 match handle.and_then(ActivityHandle::wait) {
                     Ok(_) => report.compensated.push(step),

@@ -424,7 +424,9 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 options,
                 ..
             } => match &options.compensates {
-                Some(step) => format!("↺ compensates `{step}`: {name}({input}) key {idempotency_key}"),
+                Some(step) => {
+                    format!("↺ compensates `{step}`: {name}({input}) key {idempotency_key}")
+                }
                 None => format!("{name}({input}) key {idempotency_key}"),
             },
             Event::ActivityAttemptFailed {

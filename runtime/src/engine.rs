@@ -111,12 +111,6 @@ pub enum LoadError {
         .0.join(", ")
     )]
     NoEntryPoint(Vec<String>),
-    #[error("component cache at {path}: {source}")]
-    Cache {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// A validated, compiled component.
@@ -231,15 +225,11 @@ impl Engine {
             .inner
             .precompile_component(bytes)
             .map_err(|error| LoadError::Malformed(error.into()))?;
-        let cache_error = |source| LoadError::Cache {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(cache_dir).map_err(cache_error)?;
-        // Write then rename, so a concurrent reader never sees half a file.
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, &compiled).map_err(cache_error)?;
-        std::fs::rename(&partial, &path).map_err(cache_error)?;
+        // The disk cache is an optimization: failing to write it only costs
+        // a recompile next time.
+        if let Err(error) = write_atomically(cache_dir, &path, &compiled) {
+            tracing::warn!(path = %path.display(), %error, "could not cache a compiled component");
+        }
         // SAFETY: `compiled` was just produced by this engine.
         unsafe { Component::deserialize(&self.inner, &compiled) }
             .map_err(|error| LoadError::Malformed(error.into()))
@@ -268,6 +258,18 @@ fn pooling_config(limits: &Limits) -> wasmtime::InstanceAllocationStrategy {
         .max_tables_per_component(64)
         .max_memory_size(limits.memory_bytes_max);
     wasmtime::InstanceAllocationStrategy::Pooling(pool)
+}
+
+/// Writes `bytes` to `path` through a uniquely named temporary file, so a
+/// concurrent reader (or writer) never sees half a file.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(dir)?;
+    let unique = WRITES.fetch_add(1, Ordering::Relaxed);
+    let partial = path.with_extension(format!("partial-{}-{unique}", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {

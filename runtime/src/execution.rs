@@ -170,6 +170,8 @@ impl Execution {
             "history grew during an append"
         );
         recorder.history.mark_durable();
+        drop(recorder);
+        fault_injection::maybe_kill_after(flushed_len);
         Ok(())
     }
 
@@ -304,5 +306,30 @@ impl Execution {
         // The task may have been abandoned meanwhile; nothing waits then.
         let _ = update.ack.send(());
         Ok(())
+    }
+}
+
+/// Crash injection for tests: with `REPRISE_FAULT_KILL_AT_POSITION=N` set,
+/// the process SIGKILLs itself right after the append that makes an
+/// execution's history reach N events — a crash at an exact journal
+/// position, which polling from outside cannot hit when the next event
+/// follows within microseconds.
+mod fault_injection {
+    use std::sync::OnceLock;
+
+    pub fn maybe_kill_after(history_len: usize) {
+        static KILL_AT: OnceLock<Option<usize>> = OnceLock::new();
+        let kill_at = KILL_AT.get_or_init(|| {
+            std::env::var("REPRISE_FAULT_KILL_AT_POSITION")
+                .ok()
+                .and_then(|value| value.parse().ok())
+        });
+        if kill_at.is_some_and(|position| history_len >= position) {
+            // SAFETY: kill(2) on our own pid with a constant signal has no
+            // memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
     }
 }

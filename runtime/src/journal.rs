@@ -355,8 +355,15 @@ const QUOTED_INPUT_CHARS_MAX: usize = 200;
 
 fn describe_activity(name: &str, input: &str) -> String {
     let quoted: String = input.chars().take(QUOTED_INPUT_CHARS_MAX).collect();
-    let ellipsis = if quoted.len() < input.len() { "…" } else { "" };
-    format!("activity `{name}` with input {quoted}{ellipsis} (sha256 {})", short_hash(input))
+    let ellipsis = if quoted.len() < input.len() {
+        "…"
+    } else {
+        ""
+    };
+    format!(
+        "activity `{name}` with input {quoted}{ellipsis} (sha256 {})",
+        short_hash(input)
+    )
 }
 
 /// The first 12 hex digits of the SHA-256 of `text`: enough to tell inputs apart.

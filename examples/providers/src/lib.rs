@@ -92,7 +92,10 @@ impl State {
     }
 
     fn count(&self, kind: &str) -> usize {
-        self.operations.iter().filter(|operation| operation.kind == kind).count()
+        self.operations
+            .iter()
+            .filter(|operation| operation.kind == kind)
+            .count()
     }
 
     fn take(counters: &mut HashMap<String, u32>, kind: &str) -> bool {
@@ -153,7 +156,9 @@ impl Provider {
     /// The next `count` charges are carried out, then the connection is
     /// closed without a response.
     pub fn drop_responses(&self, count: u32) {
-        self.state().drop_responses.insert(CHARGE.to_string(), count);
+        self.state()
+            .drop_responses
+            .insert(CHARGE.to_string(), count);
     }
 
     /// The next `count` charges get 503 and charge nothing.
@@ -179,7 +184,9 @@ impl Provider {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
@@ -225,7 +232,10 @@ fn reply(status: StatusCode, body: Value) -> Reply {
 }
 
 fn failure(status: StatusCode, error_type: &str, message: impl Into<String>) -> Reply {
-    reply(status, json!({ "error_type": error_type, "message": message.into() }))
+    reply(
+        status,
+        json!({ "error_type": error_type, "message": message.into() }),
+    )
 }
 
 fn bad_request(message: impl Into<String>) -> Reply {
@@ -238,17 +248,25 @@ async fn read_json(request: Request<Incoming>) -> Result<Value, Reply> {
         .await
         .map_err(|error| bad_request(format!("could not read the body: {error}")))?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|error| bad_request(format!("the body is not JSON: {error}")))
+    serde_json::from_slice(&body)
+        .map_err(|error| bad_request(format!("the body is not JSON: {error}")))
 }
 
-async fn handle(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Reply, DropResponse> {
+async fn handle(
+    request: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<Reply, DropResponse> {
     let kind = match (request.method().clone(), request.uri().path()) {
         (Method::POST, "/charges") => CHARGE,
         (Method::POST, "/refunds") => REFUND,
         (Method::POST, "/reservations") => RESERVATION,
         (Method::POST, "/releases") => RELEASE,
-        (Method::GET, "/ledger") => return Ok(reply(StatusCode::OK, json!(lock(&state).charges()))),
-        (Method::GET, "/operations") => return Ok(reply(StatusCode::OK, json!(lock(&state).operations))),
+        (Method::GET, "/ledger") => {
+            return Ok(reply(StatusCode::OK, json!(lock(&state).charges())));
+        }
+        (Method::GET, "/operations") => {
+            return Ok(reply(StatusCode::OK, json!(lock(&state).operations)));
+        }
         (Method::GET, "/stats") => {
             let state = lock(&state);
             return Ok(reply(
@@ -270,7 +288,11 @@ async fn handle(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<
     };
     let outcome = act(&mut lock(&state), kind, key, &body);
     match outcome {
-        Outcome::Answer { status, body, delay_ms } => {
+        Outcome::Answer {
+            status,
+            body,
+            delay_ms,
+        } => {
             if delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             }
@@ -288,7 +310,9 @@ async fn control(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Reply 
     };
     let mut state = lock(&state);
     if let Some(count) = body["drop_responses"].as_u64() {
-        state.drop_responses.insert(CHARGE.to_string(), count as u32);
+        state
+            .drop_responses
+            .insert(CHARGE.to_string(), count as u32);
     }
     if let Some(count) = body["fail_503"].as_u64() {
         state.fail_503.insert(CHARGE.to_string(), count as u32);
@@ -302,7 +326,11 @@ async fn control(request: Request<Incoming>, state: Arc<Mutex<State>>) -> Reply 
 /// What a request decided, under the lock.
 enum Outcome {
     /// Answer after `delay_ms`.
-    Answer { status: StatusCode, body: Value, delay_ms: u64 },
+    Answer {
+        status: StatusCode,
+        body: Value,
+        delay_ms: u64,
+    },
     /// Answer at once (bad request, 503).
     Refused(Reply),
     /// Carried out, but close the connection without answering.
@@ -315,7 +343,11 @@ fn act(state: &mut State, kind: &'static str, key: Option<String>, body: &Value)
         return Outcome::Refused(bad_request("the Idempotency-Key header is required"));
     };
     if State::take(&mut state.fail_503, kind) {
-        return Outcome::Refused(failure(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "try again later"));
+        return Outcome::Refused(failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "try again later",
+        ));
     }
     let remembered = (kind.to_string(), key.clone());
     if let Some((status, body)) = state.responses.get(&remembered) {
@@ -327,9 +359,11 @@ fn act(state: &mut State, kind: &'static str, key: Option<String>, body: &Value)
     }
     let (status, response) = match carry_out(state, kind, &key, body) {
         Ok(answer) => answer,
-        Err(refusal) => return Outcome::Refused(refusal),
+        Err(refusal) => return Outcome::Refused(*refusal),
     };
-    state.responses.insert(remembered, (status, response.clone()));
+    state
+        .responses
+        .insert(remembered, (status, response.clone()));
     if State::take(&mut state.drop_responses, kind) {
         return Outcome::DropResponse;
     }
@@ -341,19 +375,24 @@ fn act(state: &mut State, kind: &'static str, key: Option<String>, body: &Value)
 }
 
 /// Validates the request and carries out its effect (remembered for its key).
-fn carry_out(state: &mut State, kind: &'static str, key: &str, body: &Value) -> Result<(StatusCode, Value), Reply> {
-    let field = |name: &str| -> Result<String, Reply> {
+fn carry_out(
+    state: &mut State,
+    kind: &'static str,
+    key: &str,
+    body: &Value,
+) -> Result<(StatusCode, Value), Box<Reply>> {
+    let field = |name: &str| -> Result<String, Box<Reply>> {
         body[name]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| bad_request(format!("`{name}` (a string) is required")))
+            .ok_or_else(|| Box::new(bad_request(format!("`{name}` (a string) is required"))))
     };
     let (subject, amount_cents, id_field, prefix) = match kind {
         CHARGE => {
             let order_id = field("order_id")?;
             let amount = body["amount_cents"]
                 .as_u64()
-                .ok_or_else(|| bad_request("`amount_cents` (an integer) is required"))?;
+                .ok_or_else(|| Box::new(bad_request("`amount_cents` (an integer) is required")))?;
             if body["card"].as_str() == Some("declined") {
                 let declined = json!({ "error_type": "PaymentNotCompleted", "message": "the card was declined" });
                 return Ok((StatusCode::PAYMENT_REQUIRED, declined));
@@ -372,7 +411,8 @@ fn carry_out(state: &mut State, kind: &'static str, key: &str, body: &Value) -> 
             let order_id = field("order_id")?;
             let item = field("item")?;
             if state.rejected.contains(&item) {
-                let refused = json!({ "error_type": "OutOfStock", "message": format!("{item} is sold out") });
+                let refused =
+                    json!({ "error_type": "OutOfStock", "message": format!("{item} is sold out") });
                 return Ok((StatusCode::CONFLICT, refused));
             }
             (format!("{order_id}/{item}"), 0, "reservation_id", "rs")

@@ -56,7 +56,13 @@ impl TripSaga {
             )
     }
 
-    fn compensation(ctx: &Context, trip: &Trip, url: String, body: Value, key: String) -> ActivityCall {
+    fn compensation(
+        ctx: &Context,
+        trip: &Trip,
+        url: String,
+        body: Value,
+        key: String,
+    ) -> ActivityCall {
         // Compensations retry until they succeed (the saga's default), but
         // quickly here.
         ctx.activity("http")

@@ -2,6 +2,7 @@
 //! several points (before, during and after activities, during a sleep),
 //! rerun with the same id, and must finish exactly as an uninterrupted run.
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +40,14 @@ impl Workspace {
     }
 
     fn spawn_with(&self, workflow: &str, activities: &str, input: &str, id: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_reprise"))
+        self.command(workflow, activities, input, id)
+            .spawn()
+            .expect("spawn reprise")
+    }
+
+    fn command(&self, workflow: &str, activities: &str, input: &str, id: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reprise"));
+        command
             .arg("run")
             .arg(guest(workflow))
             .arg("--activities")
@@ -53,9 +61,8 @@ impl Workspace {
             .arg(&self.activity_dir)
             .env("REPRISE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn reprise")
+            .stderr(Stdio::inherit());
+        command
     }
 
     async fn history(&self, id: &str) -> Vec<RecordedEvent> {
@@ -329,4 +336,130 @@ async fn order_survives_sigkill_during_backoff_and_during_the_charge() {
         4,
         "attempts 1, 2, 3 and the re-run of 3"
     );
+}
+
+/// Runs the child to its end; the trip fails on purpose (exit code 1).
+async fn finish_failed(child: Child) -> serde_json::Value {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait for reprise");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the trip fails: {:?}",
+        output.status
+    );
+    serde_json::from_slice(&output.stdout).expect("the error as JSON")
+}
+
+const TRIP_LEGS: usize = 10;
+
+/// The crash-injection sweep: the trip saga (10 reservations and a charge,
+/// then a failing step) is SIGKILLed at every journal position of its
+/// compensation phase, once per run (the runtime's fault-injection hook
+/// kills itself right after that append), and restarted. Every run ends with
+/// each compensation applied exactly once per ledger, in reverse, and no
+/// compensation for a step that never succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trip_compensations_survive_sigkill_at_every_journal_position() {
+    let legs: Vec<String> = (1..=TRIP_LEGS).map(|leg| format!("leg{leg}")).collect();
+    let leg_names: Vec<&str> = legs.iter().map(String::as_str).collect();
+    let expected_chain: Vec<String> = std::iter::once("charge".to_string())
+        .chain(legs.iter().rev().map(|leg| format!("reserve {leg}")))
+        .collect();
+
+    // Where the compensation phase lies, from an uninterrupted run.
+    let providers = crate::saga::Providers::start().await;
+    let reference = Workspace::new();
+    let input = providers.trip("trip", &leg_names, serde_json::json!({}));
+    finish_failed(reference.spawn_with("trip", "order-activities", &input, "trip")).await;
+    let history = reference.history("trip").await;
+    let first = history
+        .iter()
+        .find(|recorded| {
+            matches!(&recorded.event, reprise::journal::Event::ActivityScheduled { options, .. } if options.compensates.is_some())
+        })
+        .expect("a compensation")
+        .position as i64;
+    let last = history.len() as i64 - 1; // everything before WorkflowFailed
+    assert_eq!(
+        crate::saga::compensation_chain(&events_of(&history)),
+        expected_chain
+    );
+
+    let mut killed_at = std::collections::BTreeSet::new();
+    for target in first..=last {
+        let providers = crate::saga::Providers::start().await;
+        let workspace = Workspace::new();
+        let input = providers.trip("trip", &leg_names, serde_json::json!({}));
+        let mut crashing = workspace.command("trip", "order-activities", &input, "trip");
+        crashing
+            .env("REPRISE_FAULT_KILL_AT_POSITION", target.to_string())
+            .stdout(Stdio::null());
+        let status = tokio::task::spawn_blocking(move || crashing.status())
+            .await
+            .expect("join")
+            .expect("run reprise");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "killed by SIGKILL at position {target}: {status:?}"
+        );
+        let before = workspace.history("trip").await;
+        killed_at.insert(before.len());
+
+        let error =
+            finish_failed(workspace.spawn_with("trip", "order-activities", &input, "trip")).await;
+        assert_eq!(
+            error["error_type"],
+            "ProvisioningFailed",
+            "killed at {}: {error}",
+            before.len()
+        );
+        let after = workspace.history("trip").await;
+        assert_eq!(
+            before.as_slice(),
+            &after[..before.len()],
+            "the journal kept every event"
+        );
+        assert_eq!(
+            crate::saga::compensation_chain(&events_of(&after)),
+            expected_chain
+        );
+        let releases = providers.effects(reprise_providers::RELEASE);
+        let expected_releases: Vec<String> =
+            (1..=TRIP_LEGS).rev().map(|n| format!("rs_{n}")).collect();
+        assert_eq!(
+            releases,
+            expected_releases,
+            "killed at {}: each release once, in reverse",
+            before.len()
+        );
+        assert_eq!(
+            providers.effects(reprise_providers::REFUND),
+            vec!["ch_1"],
+            "killed at {}",
+            before.len()
+        );
+        assert_eq!(
+            providers.effects(reprise_providers::RESERVATION).len(),
+            TRIP_LEGS
+        );
+    }
+    let in_compensation = killed_at
+        .iter()
+        .filter(|&&len| len as i64 >= first && len as i64 <= last)
+        .count();
+    assert!(
+        in_compensation >= 20,
+        "killed at only {in_compensation} distinct positions of the compensation phase: {killed_at:?}"
+    );
+}
+
+fn events_of(history: &[RecordedEvent]) -> Vec<reprise::journal::Event> {
+    history
+        .iter()
+        .map(|recorded| recorded.event.clone())
+        .collect()
 }

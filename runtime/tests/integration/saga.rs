@@ -5,7 +5,7 @@
 
 use reprise::journal::Event;
 use reprise::{Outcome, RunError};
-use reprise_providers::{Provider, RELEASE, REFUND, RESERVATION};
+use reprise_providers::{Provider, REFUND, RELEASE, RESERVATION};
 use serde_json::{Value, json};
 
 use crate::support::{Harness, guest};
@@ -70,7 +70,12 @@ fn failure(outcome: Outcome) -> reprise::journal::WorkflowError {
 }
 
 async fn events(harness: &Harness, record: &reprise::store::ExecutionRecord) -> Vec<Event> {
-    harness.history(record).await.into_iter().map(|recorded| recorded.event).collect()
+    harness
+        .history(record)
+        .await
+        .into_iter()
+        .map(|recorded| recorded.event)
+        .collect()
 }
 
 #[tokio::test]
@@ -82,14 +87,23 @@ async fn a_failed_step_is_compensated_in_reverse_once_each() {
     let error = failure(outcome);
     assert_eq!(error.error_type, "ProvisioningFailed", "the original error");
     assert!(
-        error.message.contains("compensated: charge, reserve hotel, reserve flight"),
+        error
+            .message
+            .contains("compensated: charge, reserve hotel, reserve flight"),
         "{error}"
     );
-    let report: Value = serde_json::from_str(error.details.as_deref().unwrap_or("null")).expect("report");
-    assert_eq!(report["compensated"], json!(["charge", "reserve hotel", "reserve flight"]));
+    let report: Value =
+        serde_json::from_str(error.details.as_deref().unwrap_or("null")).expect("report");
+    assert_eq!(
+        report["compensated"],
+        json!(["charge", "reserve hotel", "reserve flight"])
+    );
     // Once each, in reverse: the refund, then hotel's release, then flight's.
     assert_eq!(providers.effects(REFUND), vec!["ch_1"]);
-    assert_eq!(providers.effects(RESERVATION), vec!["t1/flight", "t1/hotel"]);
+    assert_eq!(
+        providers.effects(RESERVATION),
+        vec!["t1/flight", "t1/hotel"]
+    );
     assert_eq!(providers.effects(RELEASE), vec!["rs_2", "rs_1"]);
     assert_eq!(
         compensation_chain(&events(&harness, &record).await),
@@ -115,7 +129,11 @@ async fn a_transient_compensation_failure_is_retried() {
     let harness = Harness::default().await;
     let input = providers.trip("t3", &["flight"], json!({}));
     let (record, outcome) = harness.run("trip", "trip-3", &input).await;
-    assert!(failure(outcome).message.contains("compensated: charge, reserve flight"));
+    assert!(
+        failure(outcome)
+            .message
+            .contains("compensated: charge, reserve flight")
+    );
     assert_eq!(providers.effects(REFUND), vec!["ch_1"]);
     let refund_retries = events(&harness, &record)
         .await
@@ -139,15 +157,25 @@ async fn a_permanent_compensation_failure_is_reported_and_the_rest_run_if_asked(
         let (_, outcome) = harness.run("trip", "trip-4", &input).await;
         let error = failure(outcome);
         assert_eq!(error.error_type, "ProvisioningFailed");
-        let report: Value = serde_json::from_str(error.details.as_deref().unwrap_or("null")).expect("report");
+        let report: Value =
+            serde_json::from_str(error.details.as_deref().unwrap_or("null")).expect("report");
         assert_eq!(report["failed"][0][0], "charge", "{report}");
         assert!(providers.effects(REFUND).is_empty());
         if continue_on_failure {
             assert_eq!(providers.effects(RELEASE), vec!["rs_2", "rs_1"]);
-            assert_eq!(report["compensated"], json!(["reserve hotel", "reserve flight"]));
+            assert_eq!(
+                report["compensated"],
+                json!(["reserve hotel", "reserve flight"])
+            );
         } else {
-            assert!(providers.effects(RELEASE).is_empty(), "stopped at the failure");
-            assert_eq!(report["skipped"], json!(["reserve hotel", "reserve flight"]));
+            assert!(
+                providers.effects(RELEASE).is_empty(),
+                "stopped at the failure"
+            );
+            assert_eq!(
+                report["skipped"],
+                json!(["reserve hotel", "reserve flight"])
+            );
         }
     }
 }
@@ -156,7 +184,11 @@ async fn a_permanent_compensation_failure_is_reported_and_the_rest_run_if_asked(
 async fn independent_compensations_can_run_in_parallel() {
     let providers = Providers::start().await;
     let harness = Harness::default().await;
-    let input = providers.trip("t5", &["flight", "hotel"], json!({ "parallel_compensation": true }));
+    let input = providers.trip(
+        "t5",
+        &["flight", "hotel"],
+        json!({ "parallel_compensation": true }),
+    );
     let (record, outcome) = harness.run("trip", "trip-5", &input).await;
     assert!(failure(outcome).message.contains("compensated:"));
     let history = events(&harness, &record).await;
@@ -167,7 +199,10 @@ async fn independent_compensations_can_run_in_parallel() {
     let started_together = history[first_compensation..first_compensation + 3]
         .iter()
         .all(|event| matches!(event, Event::ActivityScheduled { .. }));
-    assert!(started_together, "all three compensations start before any completes");
+    assert!(
+        started_together,
+        "all three compensations start before any completes"
+    );
     assert_eq!(providers.effects(RELEASE).len(), 2);
     assert_eq!(providers.effects(REFUND).len(), 1);
 }
@@ -179,7 +214,11 @@ async fn reordering_the_saga_is_a_readable_nondeterminism_error() {
     let input = providers.trip("t6", &["flight"], json!({}));
     let (record, _) = harness.run("trip", "trip-6", &input).await;
     let history = harness.history(&record).await;
-    let reordered = harness.engine.load_file(&guest("trip-reordered")).expect("load").0;
+    let reordered = harness
+        .engine
+        .load_file(&guest("trip-reordered"))
+        .expect("load")
+        .0;
     let error = harness
         .runtime
         .verify_replay(&reordered, record, history)
@@ -188,6 +227,12 @@ async fn reordering_the_saga_is_a_readable_nondeterminism_error() {
     assert!(matches!(error, RunError::Nondeterminism { .. }));
     let message = error.to_string();
     assert!(message.contains("nondeterminism at seq 1"), "{message}");
-    assert!(message.contains("/reservations"), "names what was recorded: {message}");
-    assert!(message.contains("/charges"), "names what the code asked for: {message}");
+    assert!(
+        message.contains("/reservations"),
+        "names what was recorded: {message}"
+    );
+    assert!(
+        message.contains("/charges"),
+        "names what the code asked for: {message}"
+    );
 }
