@@ -26,7 +26,7 @@
 //!             .input(&serde_json::json!({ "order": order.id, "cents": order.cents }))
 //!             .idempotency_key(format!("charge-{}", order.id))
 //!             .call()?;
-//!         ctx.sleep(Duration::from_secs(1));
+//!         ctx.sleep(Duration::from_secs(1))?;
 //!         Ok(charge)
 //!     }
 //! }
@@ -70,7 +70,7 @@ use bindings::workflow::reprise::workflow::durable;
 use bindings::workflow::reprise::workflow::types as wit;
 
 pub use durable::WorkflowInfo;
-pub use wit::{ActivityError, ActivityFailure, FailureReason, LogLevel, RetryPolicy};
+pub use wit::{ActivityError, ActivityFailure, Cancelled, FailureReason, LogLevel, RetryPolicy};
 
 /// A workflow: implement it and export it with [`export_workflow!`].
 pub trait Workflow {
@@ -115,6 +115,14 @@ impl From<ActivityFailure> for WorkflowError {
             ),
             details: failure.last_error.details,
         }
+    }
+}
+
+/// A cancelled workflow that lets the error through ends as cancelled
+/// (after its saga compensates).
+impl From<Cancelled> for WorkflowError {
+    fn from(cancelled: Cancelled) -> WorkflowError {
+        WorkflowError::new("Cancelled", cancelled.message)
     }
 }
 
@@ -214,9 +222,49 @@ impl Context {
         durable::random_bytes(len)
     }
 
-    /// A durable timer: survives crashes and restarts.
-    pub fn sleep(&self, duration: Duration) {
+    /// A durable timer: survives crashes and restarts. Returns
+    /// [`Cancelled`] if the workflow is cancelled meanwhile.
+    pub fn sleep(&self, duration: Duration) -> Result<(), Cancelled> {
         durable::sleep_ms(duration.as_millis() as u64)
+    }
+
+    /// Waits for the next signal `name` and decodes its JSON payload.
+    /// Signals sent earlier are kept, each delivered once.
+    pub fn signal<T: DeserializeOwned>(&self, name: &str) -> Result<T, WorkflowError> {
+        match self.signal_within(name, None)? {
+            Some(value) => Ok(value),
+            None => Err(WorkflowError::new(
+                "SignalMissing",
+                format!("no signal `{name}`"),
+            )),
+        }
+    }
+
+    /// Like [`Context::signal`], giving up after `timeout` (a durable
+    /// deadline): `Ok(None)` when it passes.
+    pub fn signal_timeout<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>, WorkflowError> {
+        self.signal_within(name, Some(timeout))
+    }
+
+    fn signal_within<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, WorkflowError> {
+        let timeout_ms = timeout.map(|timeout| timeout.as_millis() as u64);
+        match durable::await_signal(name, timeout_ms)? {
+            None => Ok(None),
+            Some(payload) => serde_json::from_str(&payload).map(Some).map_err(|error| {
+                WorkflowError::new(
+                    "SerializationError",
+                    format!("could not decode signal `{name}` ({payload}): {error}"),
+                )
+            }),
+        }
     }
 
     /// Starts building a call of activity `name`.

@@ -16,7 +16,7 @@ use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::engine::{Engine, Limits, LoadedComponent};
 use crate::journal::{Event, RecordedEvent};
 use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
-use crate::store::{self, ExecutionRecord, Store};
+use crate::store::{self, ExecutionRecord, ExecutionStatus, MessageKind, Store};
 
 const EXIT_WORKFLOW_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -100,6 +100,36 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Send a signal (JSON payload) to an execution; it is kept until the
+    /// workflow waits for it, and delivered once.
+    Signal {
+        /// The workflow id.
+        id: String,
+        /// The signal name.
+        name: String,
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// Deduplicates: a second signal with the same id is ignored.
+        #[arg(long)]
+        signal_id: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Ask an execution to cancel: its next blocking call returns
+    /// "cancelled", and its compensations still run.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// End an execution at once, running nothing more (no compensation).
+    Terminate {
+        id: String,
+        #[arg(long, default_value = "terminated by an operator")]
+        reason: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Measure throughput and latency (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
 }
@@ -150,6 +180,21 @@ pub fn main() -> ExitCode {
                 histories,
                 db,
             } => replay(&module, &histories, &db).await,
+            Command::Signal {
+                id,
+                name,
+                payload,
+                signal_id,
+                db,
+            } => {
+                let message_id =
+                    signal_id.unwrap_or_else(|| format!("signal-{}", crate::clock::now_ns()));
+                post(&id, MessageKind::Signal, &name, &payload, &message_id, &db).await
+            }
+            Command::Cancel { id, db } => {
+                post(&id, MessageKind::Cancel, "", "null", "cancel", &db).await
+            }
+            Command::Terminate { id, reason, db } => terminate(&id, &reason, &db).await,
             Command::Bench(args) => report(crate::bench::run(args).await),
         }
     })
@@ -455,8 +500,25 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 ..
             } => format!("{duration_ms} ms, fires at {fire_at_ms}"),
             Event::TimerFired { .. } => String::new(),
+            Event::SignalAwaited {
+                name, deadline_ms, ..
+            } => match deadline_ms {
+                Some(deadline) => format!("waits for `{name}` until {deadline}"),
+                None => format!("waits for `{name}`"),
+            },
+            Event::SignalReceived {
+                name,
+                payload,
+                message_id,
+                ..
+            } => format!("`{name}` {payload} (id {message_id})"),
+            Event::SignalTimedOut { .. } => String::new(),
+            Event::CancellationDelivered { wait } => format!("delivered to blocking call #{wait}"),
             Event::WorkflowCompleted { output } => format!("output {output}"),
-            Event::WorkflowFailed { error } => error.to_string(),
+            Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => {
+                error.to_string()
+            }
+            Event::WorkflowTerminated { reason } => reason.clone(),
         };
         let seq = recorded
             .event
@@ -522,4 +584,72 @@ async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
         }
     }
     worst
+}
+
+async fn post(
+    id: &str,
+    kind: MessageKind,
+    name: &str,
+    payload: &str,
+    message_id: &str,
+    db: &DbArgs,
+) -> ExitCode {
+    if let Err(problem) = crate::runtime::check_json_payload("payload", payload) {
+        eprintln!("error: {problem}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let result = async {
+        let store = open_store(db).await?;
+        let (record, _) = find_execution(&store, id).await?;
+        if record.status != ExecutionStatus::Running {
+            anyhow::bail!(
+                "execution `{id}` has already finished ({})",
+                record.status.as_str()
+            );
+        }
+        let posted = store
+            .post_message(record.id, kind, name, payload, message_id)
+            .await?;
+        match (posted, kind) {
+            (true, MessageKind::Signal) => {
+                println!("signal `{name}` sent to {id} (id {message_id})")
+            }
+            (false, MessageKind::Signal) => {
+                println!("signal id {message_id} was sent to {id} before; not sent again")
+            }
+            (true, MessageKind::Cancel) => println!("cancellation requested for {id}"),
+            (false, MessageKind::Cancel) => println!("cancellation was already requested for {id}"),
+        }
+        Ok(())
+    };
+    report_bad_input(result.await)
+}
+
+async fn terminate(id: &str, reason: &str, db: &DbArgs) -> ExitCode {
+    let result = async {
+        let store = open_store(db).await?;
+        let (record, _) = find_execution(&store, id).await?;
+        if store.terminate(record.id, reason).await? {
+            println!("{id} terminated");
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "execution `{id}` has already finished ({})",
+                record.status.as_str()
+            )
+        }
+    };
+    report_bad_input(result.await)
+}
+
+/// Errors here are about what the user asked for (unknown id, finished
+/// execution): exit code 2.
+fn report_bad_input(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
 }

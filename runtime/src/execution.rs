@@ -15,7 +15,8 @@ use crate::clock;
 use crate::journal::{
     Event, HISTORY_EVENTS_MAX, Halt, RecordedEvent, Recorder, Seq, WorkflowError,
 };
-use crate::store::{ExecutionRecord, Finish, Store, StoreError};
+use crate::mailbox::MailboxFlag;
+use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
 
 /// What a blocked guest waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,15 +24,26 @@ pub enum Wait {
     Timer(Seq),
     Activity(Seq),
     AnyActivity(Vec<Seq>),
+    Signal(Seq),
+}
+
+/// How a blocking call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// What it waited for is in the history.
+    Ready,
+    /// A cancellation request was delivered to it.
+    Cancelled,
 }
 
 /// Why a guest's activation stops before `run` returns. Raised as an error
 /// from a host call so wasmtime unwinds the guest; the driver inspects it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Interrupt {
-    /// The guest waits; the instance is dropped and rebuilt by replay later.
-    #[error("execution suspended while waiting for {0:?}")]
-    Suspend(Wait),
+    /// The guest waits (at its `ordinal`-th blocking call); the instance is
+    /// dropped and rebuilt by replay later.
+    #[error("execution suspended while waiting for {wait:?}")]
+    Suspend { wait: Wait, ordinal: u64 },
     /// Replay met something the history does not support.
     #[error("{0:?}")]
     Halt(Halt),
@@ -59,6 +71,13 @@ impl From<Halt> for Interrupt {
     }
 }
 
+/// What else an append does.
+enum Write {
+    Plain,
+    Finishing(Finish),
+    Delivering(i64),
+}
+
 /// A workflow failure with a runtime-chosen type.
 pub fn runtime_error(error_type: &str, message: impl Into<String>) -> WorkflowError {
     WorkflowError {
@@ -82,6 +101,8 @@ pub struct Execution {
     pub evict_on_wait: bool,
     /// The end of the guest's stderr, to explain a trap.
     pub stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// Raised when signals or a cancellation may have arrived.
+    mailbox: Arc<MailboxFlag>,
 }
 
 impl Execution {
@@ -91,6 +112,7 @@ impl Execution {
         store: Arc<dyn Store>,
         activities: Arc<ActivityRegistry>,
         evict_on_wait: bool,
+        mailbox: Arc<MailboxFlag>,
     ) -> Execution {
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         Execution {
@@ -103,6 +125,7 @@ impl Execution {
             running: HashSet::new(),
             evict_on_wait,
             stderr_tail: Arc::new(Mutex::new(Vec::new())),
+            mailbox,
         }
     }
 
@@ -133,11 +156,24 @@ impl Execution {
         self.append_all(vec![event], Some(finish)).await
     }
 
+    /// Appends `event`, marking mailbox message `message` delivered with it.
+    async fn append_delivering(&mut self, event: Event, message: i64) -> Result<(), Interrupt> {
+        self.write(vec![event], Write::Delivering(message)).await
+    }
+
     async fn append_all(
         &mut self,
         events: Vec<Event>,
         finish: Option<Finish>,
     ) -> Result<(), Interrupt> {
+        let write = match finish {
+            Some(finish) => Write::Finishing(finish),
+            None => Write::Plain,
+        };
+        self.write(events, write).await
+    }
+
+    async fn write(&mut self, events: Vec<Event>, write: Write) -> Result<(), Interrupt> {
         let (unflushed, flushed_len) = {
             let mut recorder = self.recorder();
             if recorder.is_replay_only() {
@@ -161,7 +197,19 @@ impl Execution {
             let unflushed: Vec<RecordedEvent> = recorder.history.unflushed().to_vec();
             (unflushed, recorder.history.len())
         };
-        self.store.append(self.record.id, unflushed, finish).await?;
+        match write {
+            Write::Plain => self.store.append(self.record.id, unflushed, None).await?,
+            Write::Finishing(finish) => {
+                self.store
+                    .append(self.record.id, unflushed, Some(finish))
+                    .await?
+            }
+            Write::Delivering(message) => {
+                self.store
+                    .append_delivering(self.record.id, unflushed, message)
+                    .await?
+            }
+        }
         let mut recorder = self.recorder();
         // Only this task appends, and it awaited the store: nothing was added meanwhile.
         assert_eq!(
@@ -231,39 +279,64 @@ impl Execution {
         let recorder = self.recorder();
         let history = &recorder.history;
         match wait {
-            Wait::Timer(seq) | Wait::Activity(seq) => history.outcome(*seq).is_some(),
+            Wait::Timer(seq) | Wait::Activity(seq) | Wait::Signal(seq) => {
+                history.outcome(*seq).is_some()
+            }
             Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
         }
     }
 
-    /// Blocks until `wait` is satisfied, journaling every outcome that
-    /// arrives meanwhile in arrival order. When `may_evict` is set and the
-    /// execution runs on the cold path, it returns [`Interrupt::Suspend`]
-    /// instead of blocking, so the driver can drop the instance.
-    pub async fn wait(&mut self, wait: &Wait, may_evict: bool) -> Result<(), Interrupt> {
+    /// Blocks until `wait` is satisfied or a cancellation is delivered to
+    /// this blocking call (the `ordinal`-th of the activation), journaling
+    /// every outcome that arrives meanwhile in arrival order. When
+    /// `may_evict` is set and the execution runs on the cold path, it
+    /// returns [`Interrupt::Suspend`] instead of blocking, so the driver can
+    /// drop the instance.
+    pub async fn wait(
+        &mut self,
+        wait: &Wait,
+        ordinal: u64,
+        may_evict: bool,
+    ) -> Result<Woken, Interrupt> {
         loop {
+            if self.recorder().history.cancelled_at(ordinal) {
+                return Ok(Woken::Cancelled);
+            }
             if self.is_satisfied(wait) {
-                return Ok(());
+                return Ok(Woken::Ready);
             }
             if self.recorder().is_replay_only() {
                 return Err(Interrupt::Halt(Halt::HistoryEnd));
             }
-            if may_evict && self.evict_on_wait {
-                return Err(Interrupt::Suspend(wait.clone()));
+            if self.mailbox.take() && self.read_mailbox(wait, ordinal).await? {
+                continue;
             }
-            let timer = match wait {
-                Wait::Timer(seq) => self.timer_fire_at(*seq).map(|fire_at| (*seq, fire_at)),
+            if may_evict && self.evict_on_wait {
+                return Err(Interrupt::Suspend {
+                    wait: wait.clone(),
+                    ordinal,
+                });
+            }
+            let deadline = match wait {
+                Wait::Timer(seq) => self
+                    .timer_fire_at(*seq)
+                    .map(|at| (Event::TimerFired { seq: *seq }, at)),
+                Wait::Signal(seq) => self
+                    .signal_deadline(*seq)
+                    .map(|at| (Event::SignalTimedOut { seq: *seq }, at)),
                 _ => None,
             };
+            let fire_at = deadline.as_ref().map(|(_, at)| *at);
             let sleep = async {
-                match timer {
-                    Some((_, fire_at_ms)) => {
+                match fire_at {
+                    Some(fire_at_ms) => {
                         let delay = fire_at_ms.saturating_sub(clock::now_ms());
                         tokio::time::sleep(std::time::Duration::from_millis(delay)).await
                     }
                     None => std::future::pending().await,
                 }
             };
+            let mailbox = self.mailbox.clone();
             tokio::select! {
                 update = self.updates_rx.recv() => {
                     // The execution holds a sender itself, so the channel never closes.
@@ -272,11 +345,68 @@ impl Execution {
                     }
                 }
                 () = sleep => {
-                    if let Some((seq, _)) = timer {
-                        self.append(Event::TimerFired { seq }).await?;
+                    if let Some((event, _)) = deadline {
+                        self.append(event).await?;
                     }
                 }
+                () = mailbox.changed() => {}
             }
+        }
+    }
+
+    /// Delivers what the mailbox holds for this wait: a cancellation (to any
+    /// blocking call) or the oldest signal it waits for. Returns whether it
+    /// delivered anything.
+    async fn read_mailbox(&mut self, wait: &Wait, ordinal: u64) -> Result<bool, Interrupt> {
+        let messages = self.store.undelivered_messages(self.record.id).await?;
+        let signal_name = match wait {
+            Wait::Signal(seq) => self.signal_name(*seq),
+            _ => None,
+        };
+        let chosen = messages.into_iter().find(|message| match message.kind {
+            MessageKind::Cancel => true,
+            MessageKind::Signal => Some(&message.name) == signal_name.as_ref(),
+        });
+        let Some(message) = chosen else {
+            return Ok(false);
+        };
+        let event = match (message.kind, wait) {
+            (MessageKind::Cancel, _) => Event::CancellationDelivered { wait: ordinal },
+            (MessageKind::Signal, Wait::Signal(seq)) => Event::SignalReceived {
+                seq: *seq,
+                name: message.name,
+                payload: message.payload,
+                message_id: message.message_id,
+            },
+            (MessageKind::Signal, _) => return Ok(false),
+        };
+        // Other messages may wait for a later call: look again next time.
+        self.mailbox.raise_again();
+        self.append_delivering(event, message.id).await?;
+        Ok(true)
+    }
+
+    fn signal_name(&self, seq: Seq) -> Option<String> {
+        match self
+            .recorder()
+            .history
+            .command(seq)
+            .map(|recorded| &recorded.event)
+        {
+            Some(Event::SignalAwaited { name, .. }) => Some(name.clone()),
+            _ => None,
+        }
+    }
+
+    fn signal_deadline(&self, seq: Seq) -> Option<u64> {
+        match self
+            .recorder()
+            .history
+            .command(seq)
+            .map(|recorded| &recorded.event)
+        {
+            Some(Event::SignalAwaited { deadline_ms, .. }) => *deadline_ms,
+            _ => None,
         }
     }
 

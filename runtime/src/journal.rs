@@ -138,6 +138,7 @@ pub enum FailureReason {
     AttemptsExhausted,
     TimedOut,
     UnknownActivity,
+    Cancelled,
 }
 
 /// The final failure of an activity call, as the workflow sees it.
@@ -223,11 +224,41 @@ pub enum Event {
     TimerFired {
         seq: Seq,
     },
+    /// The workflow waits for signal `name` (until `deadline_ms`, if set).
+    SignalAwaited {
+        seq: Seq,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    SignalReceived {
+        seq: Seq,
+        name: String,
+        /// JSON.
+        payload: String,
+        message_id: String,
+    },
+    SignalTimedOut {
+        seq: Seq,
+    },
+    /// A cancellation request reached the guest at its `wait`-th blocking
+    /// call of the activation (counted from 1), which returned "cancelled".
+    CancellationDelivered {
+        wait: u64,
+    },
     WorkflowCompleted {
         output: String,
     },
     WorkflowFailed {
         error: WorkflowError,
+    },
+    /// The workflow ended with a `Cancelled` error after a cancellation.
+    WorkflowCancelled {
+        error: WorkflowError,
+    },
+    /// An operator ended the execution; nothing more runs.
+    WorkflowTerminated {
+        reason: String,
     },
 }
 
@@ -244,8 +275,14 @@ impl Event {
             Event::ActivityFailed { .. } => "ActivityFailed",
             Event::TimerStarted { .. } => "TimerStarted",
             Event::TimerFired { .. } => "TimerFired",
+            Event::SignalAwaited { .. } => "SignalAwaited",
+            Event::SignalReceived { .. } => "SignalReceived",
+            Event::SignalTimedOut { .. } => "SignalTimedOut",
+            Event::CancellationDelivered { .. } => "CancellationDelivered",
             Event::WorkflowCompleted { .. } => "WorkflowCompleted",
             Event::WorkflowFailed { .. } => "WorkflowFailed",
+            Event::WorkflowCancelled { .. } => "WorkflowCancelled",
+            Event::WorkflowTerminated { .. } => "WorkflowTerminated",
         }
     }
 
@@ -255,7 +292,8 @@ impl Event {
             Event::ClockRead { seq, .. }
             | Event::RandomDrawn { seq, .. }
             | Event::ActivityScheduled { seq, .. }
-            | Event::TimerStarted { seq, .. } => Some(*seq),
+            | Event::TimerStarted { seq, .. }
+            | Event::SignalAwaited { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -265,7 +303,9 @@ impl Event {
         match self {
             Event::ActivityCompleted { seq, .. }
             | Event::ActivityFailed { seq, .. }
-            | Event::TimerFired { seq } => Some(*seq),
+            | Event::TimerFired { seq }
+            | Event::SignalReceived { seq, .. }
+            | Event::SignalTimedOut { seq } => Some(*seq),
             _ => None,
         }
     }
@@ -273,7 +313,10 @@ impl Event {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            Event::WorkflowCompleted { .. } | Event::WorkflowFailed { .. }
+            Event::WorkflowCompleted { .. }
+                | Event::WorkflowFailed { .. }
+                | Event::WorkflowCancelled { .. }
+                | Event::WorkflowTerminated { .. }
         )
     }
 }
@@ -294,6 +337,7 @@ pub enum Command {
     DrawRandom { len: usize },
     ScheduleActivity { name: String, input: String },
     StartTimer { duration_ms: u64 },
+    AwaitSignal { name: String },
 }
 
 impl Command {
@@ -303,6 +347,7 @@ impl Command {
             Command::DrawRandom { len } => format!("a draw of {len} random bytes"),
             Command::ScheduleActivity { name, input } => describe_activity(name, input),
             Command::StartTimer { duration_ms } => format!("a timer of {duration_ms} ms"),
+            Command::AwaitSignal { name } => format!("a wait for signal `{name}`"),
         }
     }
 
@@ -328,6 +373,9 @@ impl Command {
                     ..
                 },
             ) => duration_ms == recorded,
+            (Command::AwaitSignal { name }, Event::SignalAwaited { name: recorded, .. }) => {
+                name == recorded
+            }
             _ => false,
         }
     }
@@ -346,6 +394,7 @@ fn describe_recorded(event: &Event) -> String {
         Event::RandomDrawn { bytes, .. } => format!("a draw of {} random bytes", bytes.len() / 2),
         Event::ActivityScheduled { name, input, .. } => describe_activity(name, input),
         Event::TimerStarted { duration_ms, .. } => format!("a timer of {duration_ms} ms"),
+        Event::SignalAwaited { name, .. } => format!("a wait for signal `{name}`"),
         other => other.kind().to_string(),
     }
 }
@@ -413,6 +462,8 @@ pub struct History {
     outcomes: HashMap<Seq, usize>,
     /// The highest command `seq` in the history.
     last_seq: Seq,
+    /// Blocking-call ordinal → index of the `CancellationDelivered` there.
+    cancellations: HashMap<u64, usize>,
 }
 
 impl History {
@@ -463,8 +514,26 @@ impl History {
                 ));
             }
         }
+        if let Event::CancellationDelivered { wait } = recorded.event
+            && self.cancellations.insert(wait, index).is_some()
+        {
+            return Err(format!(
+                "history delivers a cancellation twice (second at position {})",
+                recorded.position
+            ));
+        }
         self.events.push(recorded);
         Ok(())
+    }
+
+    /// Whether a cancellation was delivered at blocking call `wait`.
+    pub fn cancelled_at(&self, wait: u64) -> bool {
+        self.cancellations.contains_key(&wait)
+    }
+
+    /// Whether a cancellation was delivered anywhere in the history.
+    pub fn was_cancelled(&self) -> bool {
+        !self.cancellations.is_empty()
     }
 
     /// Adds an event produced now; it stays buffered until [`History::take_unflushed`].
@@ -617,6 +686,8 @@ pub enum Halt {
 pub struct Recorder {
     pub history: History,
     next_seq: Seq,
+    /// Blocking calls made in this activation (for cancellation delivery).
+    waits: u64,
     halted: Option<Halt>,
     /// Verification mode: never record, stop at the end of the history.
     replay_only: bool,
@@ -627,6 +698,7 @@ impl Recorder {
         Recorder {
             history,
             next_seq: 1,
+            waits: 0,
             halted: None,
             replay_only,
         }
@@ -635,6 +707,7 @@ impl Recorder {
     /// Rewinds the cursor for a fresh instance, which replays from seq 1.
     pub fn begin_activation(&mut self) {
         self.next_seq = 1;
+        self.waits = 0;
         self.halted = None;
     }
 
@@ -645,6 +718,12 @@ impl Recorder {
 
     pub fn is_replay_only(&self) -> bool {
         self.replay_only
+    }
+
+    /// Counts a blocking call and returns its ordinal (1, 2, …).
+    pub fn next_wait(&mut self) -> u64 {
+        self.waits += 1;
+        self.waits
     }
 
     /// The `seq` of the last command made in this activation.

@@ -31,6 +31,7 @@ pub mod engine;
 pub mod execution;
 pub mod host;
 pub mod journal;
+pub mod mailbox;
 pub mod runtime;
 pub mod store;
 

@@ -20,12 +20,16 @@ use crate::host::{WorkflowHost, wit_types};
 use crate::journal::{
     Event, Halt, History, Nondeterminism, PAYLOAD_BYTES_MAX, RecordedEvent, Recorder, WorkflowError,
 };
+use crate::mailbox::Mailboxes;
 use crate::store::{ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError};
 
 /// How often and how long an activation waits for a free instance slot
 /// before the drive gives up (the execution stays resumable).
 const BUSY_RETRIES_MAX: u32 = 600;
 const BUSY_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// The error type a workflow returns when it ends because it was cancelled.
+pub const CANCELLED_ERROR_TYPE: &str = "Cancelled";
 
 /// The tenant of everything started without a server (`reprise run`).
 pub const DEFAULT_TENANT: &str = "default";
@@ -96,6 +100,7 @@ pub struct Runtime {
     activities: Arc<ActivityRegistry>,
     linker: Linker<WorkflowHost>,
     prepared: Mutex<HashMap<String, WorkflowPre<WorkflowHost>>>,
+    mailboxes: Arc<Mailboxes>,
     options: RuntimeOptions,
 }
 
@@ -113,6 +118,7 @@ impl Runtime {
         Workflow::add_to_linker::<_, HasSelf<WorkflowHost>>(&mut linker, |host| host)
             .map_err(anyhow::Error::from)?;
         Ok(Runtime {
+            mailboxes: Mailboxes::watch(store.clone()),
             engine,
             store,
             activities: Arc::new(activities),
@@ -254,12 +260,14 @@ impl Runtime {
         }
         let (_, digest, input) = started_parts(&history, &record)?;
         let pre = self.prepared_by_digest(&digest).await?;
+        let record_id = record.id;
         let mut execution = Execution::new(
             record,
             Recorder::new(history, false),
             self.store.clone(),
             self.activities.clone(),
             self.options.evict_on_wait,
+            self.mailboxes.register(record_id),
         );
         let mut busy_retries = 0u32;
         loop {
@@ -284,11 +292,11 @@ impl Runtime {
                 },
                 Err(interrupt) => interrupt,
             };
-            if let Interrupt::Suspend(wait) = &interrupt {
+            if let Interrupt::Suspend { wait, ordinal } = &interrupt {
                 // Cold path: no instance while we wait; the next activation
                 // rebuilds it by replay.
-                match execution.wait(wait, false).await {
-                    Ok(()) => continue,
+                match execution.wait(wait, *ordinal, false).await {
+                    Ok(_) => continue,
                     Err(failed) => interrupt = failed,
                 }
             }
@@ -326,7 +334,16 @@ impl Runtime {
                 run_id: record.run_id.clone(),
                 source,
             }),
-            other => Err(host_error(record, other)),
+            other => {
+                // Another writer (an operator's terminate) may have ended the
+                // execution: then its end is the outcome.
+                if let Ok(history) = self.load_history(record).await
+                    && let Some(terminal) = history.terminal()
+                {
+                    return Ok(outcome_of(terminal));
+                }
+                Err(host_error(record, other))
+            }
         }
     }
 
@@ -366,16 +383,9 @@ impl Runtime {
                     details: error.details,
                 };
                 let result = serde_json::to_string(&error).unwrap_or_default();
-                (
-                    Event::WorkflowFailed {
-                        error: error.clone(),
-                    },
-                    Finish {
-                        status: ExecutionStatus::Failed,
-                        result,
-                    },
-                    Outcome::Failed { error },
-                )
+                let was_cancelled = execution.recorder().history.was_cancelled();
+                let (event, status) = ending_of(error.clone(), was_cancelled);
+                (event, Finish { status, result }, Outcome::Failed { error })
             }
         };
         execution.finish(event, finish).await?;
@@ -467,6 +477,7 @@ impl Runtime {
             self.store.clone(),
             self.activities.clone(),
             false,
+            self.mailboxes.register(0),
         );
         let started = std::time::Instant::now();
         let tags = LogTags {
@@ -515,6 +526,7 @@ impl Runtime {
             self.store.clone(),
             self.activities.clone(),
             false,
+            self.mailboxes.register(0),
         );
         let (execution, result) = self.activate(&pre, execution, &input).await;
         let nondeterminism = |source| RunError::Nondeterminism {
@@ -535,13 +547,14 @@ impl Runtime {
                     .map_err(nondeterminism)?;
                 match guest_result {
                     Ok(output) => Event::WorkflowCompleted { output },
-                    Err(error) => Event::WorkflowFailed {
-                        error: WorkflowError {
+                    Err(error) => {
+                        let error = WorkflowError {
                             error_type: error.error_type,
                             message: error.message,
                             details: error.details,
-                        },
-                    },
+                        };
+                        ending_of(error, recorder.history.was_cancelled()).0
+                    }
                 }
             }
             Err(Interrupt::Halt(Halt::HistoryEnd)) => {
@@ -569,10 +582,26 @@ impl Runtime {
     }
 }
 
+/// The terminal event and status for a workflow that returned `error`:
+/// cancelled if it gives up with `Cancelled` after a cancellation reached
+/// it, failed otherwise.
+fn ending_of(error: WorkflowError, was_cancelled: bool) -> (Event, ExecutionStatus) {
+    if was_cancelled && error.error_type == CANCELLED_ERROR_TYPE {
+        (
+            Event::WorkflowCancelled { error },
+            ExecutionStatus::Cancelled,
+        )
+    } else {
+        (Event::WorkflowFailed { error }, ExecutionStatus::Failed)
+    }
+}
+
 fn describe_terminal(event: &Event) -> String {
     match event {
         Event::WorkflowCompleted { output } => format!("output {output}"),
-        Event::WorkflowFailed { error } => format!("failure {error}"),
+        Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => {
+            format!("failure {error}")
+        }
         other => other.kind().to_string(),
     }
 }
@@ -610,8 +639,11 @@ pub fn outcome_of(terminal: &Event) -> Outcome {
             output: serde_json::from_str(output)
                 .unwrap_or_else(|_| serde_json::Value::String(output.clone())),
         },
-        Event::WorkflowFailed { error } => Outcome::Failed {
+        Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => Outcome::Failed {
             error: error.clone(),
+        },
+        Event::WorkflowTerminated { reason } => Outcome::Failed {
+            error: runtime_error("Terminated", format!("terminated by an operator: {reason}")),
         },
         other => Outcome::Failed {
             error: runtime_error(

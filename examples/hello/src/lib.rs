@@ -73,7 +73,7 @@ impl Workflow for Hello {
             .call()?;
         let mut ledger_entries = Vec::new();
         for step in 1..=2u64 {
-            ctx.sleep(Duration::from_millis(input.sleep_ms));
+            ctx.sleep(Duration::from_millis(input.sleep_ms))?;
             let recorded: Recorded = ctx
                 .activity("record")
                 .input(&serde_json::json!({ "step": step, "work_ms": input.work_ms }))

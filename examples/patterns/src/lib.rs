@@ -119,6 +119,21 @@ impl Workflow for Patterns {
                     Err(failure) => json!({ "failed": failure_json(&failure) }),
                 })
             }
+            // Signals: one awaited without a timeout, then two waits for
+            // `extra` with a timeout (a duplicate send must not satisfy both).
+            "signals" => {
+                let approve: Value = ctx.signal("approve")?;
+                let first: Option<Value> =
+                    ctx.signal_timeout("extra", Duration::from_millis(300))?;
+                let second: Option<Value> =
+                    ctx.signal_timeout("extra", Duration::from_millis(300))?;
+                Ok(json!({ "approve": approve, "first": first, "second": second }))
+            }
+            "signal-timeout" => {
+                let timeout = Duration::from_millis(input.count);
+                let got: Option<Value> = ctx.signal_timeout("never", timeout)?;
+                Ok(json!({ "got": got }))
+            }
             // Misuse, each refused with a clear error.
             "bad-policy" => {
                 let result = ctx

@@ -9,7 +9,7 @@ use super::WorkflowHost;
 use super::wit_types;
 use super::workflow_bindings::reprise::workflow::durable::{Host, WorkflowInfo};
 use crate::clock;
-use crate::execution::{Interrupt, Wait, runtime_error};
+use crate::execution::{Interrupt, Wait, Woken, runtime_error};
 use crate::journal::{
     ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, PAYLOAD_BYTES_MAX,
     RANDOM_BYTES_MAX, RetryPolicy, Seq, idempotency_key,
@@ -144,12 +144,45 @@ impl WorkflowHost {
     ) -> wasmtime::Result<Result<String, wit_types::ActivityFailure>> {
         self.check_halted()?;
         self.check_handles(&[handle])?;
-        self.execution
-            .wait(&Wait::Activity(handle), true)
+        match self.block(Wait::Activity(handle)).await? {
+            Woken::Ready => self.activity_outcome(handle),
+            Woken::Cancelled => Ok(Err(cancelled_failure())),
+        }
+    }
+
+    /// A blocking call: counts it (for cancellation delivery), waits, and
+    /// restarts the wall-clock backstop.
+    async fn block(&mut self, wait: Wait) -> wasmtime::Result<Woken> {
+        let ordinal = self.execution.recorder().next_wait();
+        let woken = self
+            .execution
+            .wait(&wait, ordinal, true)
             .await
             .map_err(interrupt)?;
         self.resume_guest();
-        self.activity_outcome(handle)
+        Ok(woken)
+    }
+}
+
+/// The message of the cancellation a blocking call returns.
+const CANCELLED_MESSAGE: &str = "the workflow was cancelled";
+
+fn cancelled() -> wit_types::Cancelled {
+    wit_types::Cancelled {
+        message: CANCELLED_MESSAGE.to_string(),
+    }
+}
+
+fn cancelled_failure() -> wit_types::ActivityFailure {
+    wit_types::ActivityFailure {
+        reason: wit_types::FailureReason::Cancelled,
+        attempts: 0,
+        last_error: wit_types::ActivityError {
+            error_type: "Cancelled".to_string(),
+            message: CANCELLED_MESSAGE.to_string(),
+            details: None,
+            non_retryable: true,
+        },
     }
 }
 
@@ -181,7 +214,10 @@ impl Host for WorkflowHost {
         Ok(bytes)
     }
 
-    async fn sleep_ms(&mut self, duration_ms: u64) -> wasmtime::Result<()> {
+    async fn sleep_ms(
+        &mut self,
+        duration_ms: u64,
+    ) -> wasmtime::Result<Result<(), wit_types::Cancelled>> {
         self.check_halted()?;
         let (seq, recorded) = self
             .execution
@@ -199,12 +235,48 @@ impl Host for WorkflowHost {
                 .await
                 .map_err(interrupt)?;
         }
-        self.execution
-            .wait(&Wait::Timer(seq), true)
-            .await
-            .map_err(interrupt)?;
-        self.resume_guest();
-        Ok(())
+        Ok(match self.block(Wait::Timer(seq)).await? {
+            Woken::Ready => Ok(()),
+            Woken::Cancelled => Err(cancelled()),
+        })
+    }
+
+    async fn await_signal(
+        &mut self,
+        name: String,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Option<String>, wit_types::Cancelled>> {
+        self.check_halted()?;
+        let (seq, recorded) = self
+            .execution
+            .recorder()
+            .next_command(&Command::AwaitSignal { name: name.clone() })
+            .map_err(|halt| interrupt(halt.into()))?;
+        if recorded.is_none() {
+            let deadline_ms = timeout_ms.map(|timeout| clock::now_ms().saturating_add(timeout));
+            self.execution
+                .append(Event::SignalAwaited {
+                    seq,
+                    name,
+                    deadline_ms,
+                })
+                .await
+                .map_err(interrupt)?;
+        }
+        if self.block(Wait::Signal(seq)).await? == Woken::Cancelled {
+            return Ok(Err(cancelled()));
+        }
+        let recorder = self.execution.recorder();
+        Ok(Ok(
+            match recorder
+                .history
+                .outcome(seq)
+                .map(|recorded| &recorded.event)
+            {
+                Some(Event::SignalReceived { payload, .. }) => Some(payload.clone()),
+                _ => None,
+            },
+        ))
     }
 
     async fn start_activity(
@@ -235,11 +307,9 @@ impl Host for WorkflowHost {
             ));
         }
         self.check_handles(&handles)?;
-        self.execution
-            .wait(&Wait::AnyActivity(handles.clone()), true)
-            .await
-            .map_err(interrupt)?;
-        self.resume_guest();
+        if self.block(Wait::AnyActivity(handles.clone())).await? == Woken::Cancelled {
+            return Ok((handles[0], Err(cancelled_failure())));
+        }
         let first = self
             .execution
             .recorder()
@@ -355,6 +425,7 @@ fn wit_failure(failure: &ActivityFailure) -> wit_types::ActivityFailure {
             FailureReason::AttemptsExhausted => wit_types::FailureReason::AttemptsExhausted,
             FailureReason::TimedOut => wit_types::FailureReason::TimedOut,
             FailureReason::UnknownActivity => wit_types::FailureReason::UnknownActivity,
+            FailureReason::Cancelled => wit_types::FailureReason::Cancelled,
         },
         attempts: failure.attempts,
         last_error: wit_types::ActivityError {

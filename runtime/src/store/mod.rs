@@ -40,6 +40,8 @@ pub enum StoreError {
         "journal invariant violated: execution {execution_id} already has an event at position {position}; events are never overwritten"
     )]
     PositionTaken { execution_id: i64, position: u64 },
+    #[error("mailbox message {id} of execution {execution_id} was already delivered")]
+    AlreadyDelivered { execution_id: i64, id: i64 },
     #[error("the store's writer has stopped; the process is shutting down")]
     WriterGone,
 }
@@ -59,6 +61,10 @@ pub enum ExecutionStatus {
     Running,
     Completed,
     Failed,
+    /// The workflow ended after a cancellation request.
+    Cancelled,
+    /// An operator stopped it; no compensation ran.
+    Terminated,
 }
 
 impl ExecutionStatus {
@@ -67,6 +73,8 @@ impl ExecutionStatus {
             ExecutionStatus::Running => "running",
             ExecutionStatus::Completed => "completed",
             ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::Terminated => "terminated",
         }
     }
 
@@ -74,6 +82,8 @@ impl ExecutionStatus {
         match text {
             "completed" => ExecutionStatus::Completed,
             "failed" => ExecutionStatus::Failed,
+            "cancelled" => ExecutionStatus::Cancelled,
+            "terminated" => ExecutionStatus::Terminated,
             _ => ExecutionStatus::Running,
         }
     }
@@ -114,6 +124,35 @@ pub struct Finish {
     pub result: String,
 }
 
+/// What kind of message an execution's mailbox holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Signal,
+    Cancel,
+}
+
+impl MessageKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Signal => "signal",
+            MessageKind::Cancel => "cancel",
+        }
+    }
+}
+
+/// A message sent to an execution, not yet delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailboxMessage {
+    /// The row id: what an append names to mark it delivered.
+    pub id: i64,
+    pub kind: MessageKind,
+    pub name: String,
+    /// JSON.
+    pub payload: String,
+    pub message_id: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores component bytes under their digest (a no-op if present).
@@ -143,6 +182,38 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<RecordedEvent>,
         finish: Option<Finish>,
     ) -> StoreResult<()>;
+
+    /// Appends events and marks mailbox message `delivered` as delivered at
+    /// the last of them, in one transaction: a message is delivered once.
+    async fn append_delivering(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        delivered: i64,
+    ) -> StoreResult<()>;
+
+    /// Puts a message in an execution's mailbox; `false` if a message with
+    /// the same `message_id` was sent before (it is not sent again).
+    async fn post_message(
+        &self,
+        execution_id: i64,
+        kind: MessageKind,
+        name: &str,
+        payload: &str,
+        message_id: &str,
+    ) -> StoreResult<bool>;
+
+    /// The execution's undelivered messages, oldest first.
+    async fn undelivered_messages(&self, execution_id: i64) -> StoreResult<Vec<MailboxMessage>>;
+
+    /// Executions with undelivered messages newer than mailbox row
+    /// `after`, and the newest row id seen (for watchers).
+    async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)>;
+
+    /// Ends a running execution at once with `WorkflowTerminated`; `false`
+    /// if it had already finished. A process still driving it finds the
+    /// next position taken and stops.
+    async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool>;
 }
 
 /// Opens the store a `--db` argument names: a SQLite file path (created if

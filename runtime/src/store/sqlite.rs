@@ -21,9 +21,10 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError, StoreResult,
+    ExecutionRecord, ExecutionStatus, Finish, MailboxMessage, MessageKind, NewExecution, Store,
+    StoreError, StoreResult,
 };
-use crate::journal::RecordedEvent;
+use crate::journal::{Event, RecordedEvent};
 
 /// The most write requests one commit carries.
 const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
@@ -62,12 +63,27 @@ enum WriteOp {
         execution_id: i64,
         events: Vec<RecordedEvent>,
         finish: Option<Finish>,
+        /// A mailbox message this append delivers.
+        delivers: Option<i64>,
+    },
+    PostMessage {
+        execution_id: i64,
+        kind: MessageKind,
+        name: String,
+        payload: String,
+        message_id: String,
+    },
+    Terminate {
+        execution_id: i64,
+        reason: String,
     },
 }
 
 enum WriteReply {
     Done,
     Started(ExecutionRecord, bool),
+    /// Whether the request changed anything (a new message, a termination).
+    Changed(bool),
 }
 
 struct WriteRequest {
@@ -307,8 +323,28 @@ async fn apply<'op>(
             execution_id,
             events: appended,
             finish,
+            delivers,
         } => {
             events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
+            if let Some(message) = delivers {
+                let position = appended.last().map(|recorded| recorded.position as i64);
+                let marked = sqlx::query(
+                    "UPDATE mailbox SET delivered_position = ?
+                     WHERE id = ? AND execution_id = ? AND delivered_position IS NULL",
+                )
+                .bind(position)
+                .bind(*message)
+                .bind(*execution_id)
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("delivering a message"))?;
+                if marked.rows_affected() != 1 {
+                    return Err(StoreError::AlreadyDelivered {
+                        execution_id: *execution_id,
+                        id: *message,
+                    });
+                }
+            }
             // The row changes only when the execution finishes; the history
             // says everything else.
             if let Some(finish) = finish {
@@ -324,6 +360,68 @@ async fn apply<'op>(
                 .map_err(StoreError::database("finishing an execution"))?;
             }
             Ok(WriteReply::Done)
+        }
+        WriteOp::PostMessage {
+            execution_id,
+            kind,
+            name,
+            payload,
+            message_id,
+        } => {
+            let inserted = sqlx::query(
+                "INSERT INTO mailbox (execution_id, kind, name, payload, message_id, received_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, message_id) DO NOTHING",
+            )
+            .bind(*execution_id)
+            .bind(kind.as_str())
+            .bind(name.as_str())
+            .bind(payload.as_str())
+            .bind(message_id.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("posting a message"))?;
+            Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::Terminate {
+            execution_id,
+            reason,
+        } => {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM executions WHERE id = ?")
+                    .bind(*execution_id)
+                    .fetch_optional(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("reading an execution"))?;
+            if status.as_deref() != Some(ExecutionStatus::Running.as_str()) {
+                return Ok(WriteReply::Changed(false));
+            }
+            let next: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(position), 0) + 1 FROM events WHERE execution_id = ?",
+            )
+            .bind(*execution_id)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database("reading a history's length"))?;
+            let terminated = RecordedEvent {
+                position: next as u64,
+                recorded_at_ms: now_ms() as u64,
+                event: Event::WorkflowTerminated {
+                    reason: reason.clone(),
+                },
+            };
+            insert_events(connection, &[(*execution_id, &terminated)]).await?;
+            sqlx::query(
+                "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
+            )
+            .bind(ExecutionStatus::Terminated.as_str())
+            .bind(serde_json::json!({ "terminated": reason }).to_string())
+            .bind(now_ms())
+            .bind(*execution_id)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("terminating an execution"))?;
+            Ok(WriteReply::Changed(true))
         }
     }
 }
@@ -471,7 +569,9 @@ impl Store for SqliteStore {
     async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)> {
         match self.write(WriteOp::Start(Box::new(new))).await? {
             WriteReply::Started(record, created) => Ok((record, created)),
-            WriteReply::Done => unreachable!("a start request always answers Started"),
+            WriteReply::Done | WriteReply::Changed(_) => {
+                unreachable!("a start request always answers Started")
+            }
         }
     }
 
@@ -520,9 +620,106 @@ impl Store for SqliteStore {
             execution_id,
             events,
             finish,
+            delivers: None,
         })
         .await
         .map(|_| ())
+    }
+
+    async fn append_delivering(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        delivered: i64,
+    ) -> StoreResult<()> {
+        self.write(WriteOp::Append {
+            execution_id,
+            events,
+            finish: None,
+            delivers: Some(delivered),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn post_message(
+        &self,
+        execution_id: i64,
+        kind: MessageKind,
+        name: &str,
+        payload: &str,
+        message_id: &str,
+    ) -> StoreResult<bool> {
+        let reply = self
+            .write(WriteOp::PostMessage {
+                execution_id,
+                kind,
+                name: name.to_string(),
+                payload: payload.to_string(),
+                message_id: message_id.to_string(),
+            })
+            .await?;
+        Ok(matches!(reply, WriteReply::Changed(true)))
+    }
+
+    async fn undelivered_messages(&self, execution_id: i64) -> StoreResult<Vec<MailboxMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, name, payload, message_id FROM mailbox
+             WHERE execution_id = ? AND delivered_position IS NULL ORDER BY id",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading a mailbox"))?;
+        rows.iter()
+            .map(|row| {
+                let decode = StoreError::database("decoding a mailbox row");
+                let kind: String = row.try_get("kind").map_err(decode)?;
+                let get = |column: &str| -> StoreResult<String> {
+                    row.try_get(column)
+                        .map_err(StoreError::database("decoding a mailbox row"))
+                };
+                Ok(MailboxMessage {
+                    id: row
+                        .try_get("id")
+                        .map_err(StoreError::database("decoding a mailbox row"))?,
+                    kind: if kind == "cancel" {
+                        MessageKind::Cancel
+                    } else {
+                        MessageKind::Signal
+                    },
+                    name: get("name")?,
+                    payload: get("payload")?,
+                    message_id: get("message_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, execution_id FROM mailbox
+             WHERE id > ? AND delivered_position IS NULL ORDER BY id",
+        )
+        .bind(after)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("watching mailboxes"))?;
+        let newest = rows.last().map(|(id, _)| *id).unwrap_or(after);
+        Ok((
+            rows.into_iter().map(|(_, execution)| execution).collect(),
+            newest,
+        ))
+    }
+
+    async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {
+        let reply = self
+            .write(WriteOp::Terminate {
+                execution_id,
+                reason: reason.to_string(),
+            })
+            .await?;
+        Ok(matches!(reply, WriteReply::Changed(true)))
     }
 }
 

@@ -145,3 +145,35 @@ fn a_finished_run_prints_its_recorded_result_and_histories_replay() {
         text(&other.stdout)
     );
 }
+
+#[test]
+fn signal_cancel_and_terminate_name_unknown_ids() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("db.sqlite");
+    for args in [
+        vec!["signal", "nobody", "approve", "--payload", "1"],
+        vec!["cancel", "nobody"],
+        vec!["terminate", "nobody"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--db", path(&db)]);
+        let output = reprise(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&output.stderr).contains("no execution with workflow id `nobody`"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    let bad = reprise(&[
+        "signal",
+        "nobody",
+        "approve",
+        "--payload",
+        "{oops",
+        "--db",
+        path(&db),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("not valid JSON"));
+}

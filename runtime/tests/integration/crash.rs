@@ -463,3 +463,40 @@ fn events_of(history: &[RecordedEvent]) -> Vec<reprise::journal::Event> {
         .map(|recorded| recorded.event.clone())
         .collect()
 }
+
+/// A signal wait with a timeout, killed mid-wait and restarted after the
+/// deadline: the journaled deadline holds (no fresh timeout), and the wait
+/// ends timed out.
+#[tokio::test]
+async fn a_signal_timeout_is_durable_across_a_crash() {
+    let workspace = Workspace::new();
+    let input = r#"{"mode":"signal-timeout","count":1500}"#;
+    let mut child = workspace.spawn_with("patterns", "hello-activities", input, "wait-1");
+    kill_at(&mut child, &workspace.db, "wait-1", "SignalAwaited", 1).await;
+    let deadline = |history: &[RecordedEvent]| {
+        history.iter().find_map(|recorded| match &recorded.event {
+            reprise::journal::Event::SignalAwaited { deadline_ms, .. } => *deadline_ms,
+            _ => None,
+        })
+    };
+    let before = deadline(&workspace.history("wait-1").await).expect("a deadline");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let output = finish(workspace.spawn_with("patterns", "hello-activities", input, "wait-1"));
+    assert_eq!(output.trim(), r#"{"got":null}"#);
+    let history = workspace.history("wait-1").await;
+    assert_eq!(
+        deadline(&history),
+        Some(before),
+        "the deadline was not restarted"
+    );
+    let timed_out = history
+        .iter()
+        .find(|recorded| {
+            matches!(
+                recorded.event,
+                reprise::journal::Event::SignalTimedOut { .. }
+            )
+        })
+        .expect("timed out");
+    assert!(timed_out.recorded_at_ms >= before);
+}

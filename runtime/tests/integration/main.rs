@@ -9,5 +9,6 @@ mod limits;
 mod patterns;
 mod replay;
 mod saga;
+mod signals;
 mod simulation;
 mod support;

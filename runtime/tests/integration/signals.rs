@@ -1,0 +1,291 @@
+//! Signals (durable, delivered once, deduplicated by id, waits with durable
+//! timeouts), cancellation (delivered at the next blocking call,
+//! compensations still run) and termination (nothing more runs).
+
+use std::time::Duration;
+
+use reprise::journal::Event;
+use reprise::store::{ExecutionStatus, MessageKind};
+use reprise::{Outcome, ReplayVerdict};
+use serde_json::json;
+
+use crate::saga::{Providers, compensation_chain};
+use crate::support::{Harness, completed_output, guest};
+
+async fn kinds(harness: &Harness, record: &reprise::store::ExecutionRecord) -> Vec<&'static str> {
+    harness
+        .history(record)
+        .await
+        .iter()
+        .map(|recorded| recorded.event.kind())
+        .collect()
+}
+
+#[tokio::test]
+async fn signals_sent_before_the_wait_are_delivered_once_each() {
+    let harness = Harness::default().await;
+    let bytes = std::fs::read(guest("patterns")).expect("read");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    let (record, _) = harness
+        .runtime
+        .start(
+            "patterns",
+            &module.digest,
+            Some("signals".into()),
+            r#"{"mode":"signals"}"#,
+        )
+        .await
+        .expect("start");
+    let store = &harness.store;
+    let post = |name: &'static str, payload: &'static str, id: &'static str| {
+        store.post_message(record.id, MessageKind::Signal, name, payload, id)
+    };
+    assert!(
+        post("approve", r#"{"by":"ada"}"#, "approve-1")
+            .await
+            .expect("post")
+    );
+    assert!(post("extra", "1", "extra-1").await.expect("post"));
+    assert!(
+        !post("extra", "1", "extra-1").await.expect("post"),
+        "a duplicate id is refused"
+    );
+
+    let outcome = harness.runtime.drive(record.clone()).await.expect("drive");
+    let output = completed_output(&outcome);
+    assert_eq!(output["approve"], json!({ "by": "ada" }));
+    assert_eq!(output["first"], 1);
+    assert_eq!(
+        output["second"],
+        serde_json::Value::Null,
+        "the duplicate was not delivered"
+    );
+    let kinds = kinds(&harness, &record).await;
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|kind| **kind == "SignalReceived")
+            .count(),
+        2
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|kind| **kind == "SignalTimedOut")
+            .count(),
+        1
+    );
+    assert!(
+        store
+            .undelivered_messages(record.id)
+            .await
+            .expect("mailbox")
+            .is_empty()
+    );
+
+    let component = harness
+        .engine
+        .load_file(&guest("patterns"))
+        .expect("load")
+        .0;
+    let verdict = harness
+        .runtime
+        .verify_replay(&component, record.clone(), harness.history(&record).await)
+        .await
+        .expect("replay");
+    assert_eq!(verdict, ReplayVerdict::Reproduced);
+}
+
+/// A signal sent while the workflow waits reaches it through the mailbox
+/// watcher.
+#[tokio::test]
+async fn a_signal_sent_during_the_wait_wakes_the_workflow() {
+    let harness = Harness::default().await;
+    let bytes = std::fs::read(guest("patterns")).expect("read");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    let (record, _) = harness
+        .runtime
+        .start(
+            "patterns",
+            &module.digest,
+            Some("late".into()),
+            r#"{"mode":"signals"}"#,
+        )
+        .await
+        .expect("start");
+    let sender = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        harness
+            .store
+            .post_message(
+                record.id,
+                MessageKind::Signal,
+                "approve",
+                "true",
+                "late-approve",
+            )
+            .await
+            .expect("post")
+    };
+    let (outcome, _) = tokio::join!(harness.runtime.drive(record.clone()), sender);
+    let outcome = outcome.expect("drive");
+    assert_eq!(completed_output(&outcome)["approve"], true);
+}
+
+/// Cancellation during step 2 of the trip: the reservation of step 1 is
+/// released, nothing else; the execution ends cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_runs_the_compensations_of_finished_steps() {
+    let providers = Providers::start().await;
+    providers.inventory.delay_responses(700);
+    let harness = Harness::default().await;
+    let input = providers.trip(
+        "t-cancel",
+        &["flight", "hotel"],
+        json!({ "fail_provision": false }),
+    );
+    let bytes = std::fs::read(guest("trip")).expect("read");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    let (record, _) = harness
+        .runtime
+        .start("trip", &module.digest, Some("t-cancel".into()), &input)
+        .await
+        .expect("start");
+    let canceller = async {
+        // Wait until the first reservation completed (step 2 is in flight).
+        loop {
+            let completed = harness
+                .history(&record)
+                .await
+                .iter()
+                .filter(|recorded| matches!(recorded.event, Event::ActivityCompleted { .. }))
+                .count();
+            if completed >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness
+            .store
+            .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
+            .await
+            .expect("cancel")
+    };
+    let (outcome, _) = tokio::join!(harness.runtime.drive(record.clone()), canceller);
+    let Outcome::Failed { error } = outcome.expect("drive") else {
+        panic!("a cancelled trip does not complete");
+    };
+    assert_eq!(error.error_type, "Cancelled");
+    assert!(
+        error.message.contains("compensated: reserve flight"),
+        "{error}"
+    );
+    let history: Vec<Event> = harness
+        .history(&record)
+        .await
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert!(
+        history
+            .iter()
+            .any(|event| matches!(event, Event::CancellationDelivered { .. }))
+    );
+    assert_eq!(compensation_chain(&history), vec!["reserve flight"]);
+    assert_eq!(providers.effects(reprise_providers::RELEASE), vec!["rs_1"]);
+    assert!(
+        providers.effects(reprise_providers::CHARGE).is_empty(),
+        "never charged"
+    );
+    let stored = harness
+        .store
+        .execution(&record.tenant, "t-cancel")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.status, ExecutionStatus::Cancelled);
+    let component = harness.engine.load_file(&guest("trip")).expect("load").0;
+    let verdict = harness
+        .runtime
+        .verify_replay(&component, record.clone(), harness.history(&record).await)
+        .await
+        .expect("replay delivers the cancellation at the same call");
+    assert_eq!(verdict, ReplayVerdict::Reproduced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termination_runs_no_compensation() {
+    let providers = Providers::start().await;
+    providers.inventory.delay_responses(500);
+    let harness = Harness::default().await;
+    let input = providers.trip(
+        "t-term",
+        &["flight", "hotel"],
+        json!({ "fail_provision": false }),
+    );
+    let bytes = std::fs::read(guest("trip")).expect("read");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    let (record, _) = harness
+        .runtime
+        .start("trip", &module.digest, Some("t-term".into()), &input)
+        .await
+        .expect("start");
+    let terminator = async {
+        loop {
+            let completed = harness
+                .history(&record)
+                .await
+                .iter()
+                .filter(|recorded| matches!(recorded.event, Event::ActivityCompleted { .. }))
+                .count();
+            if completed >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness
+            .store
+            .terminate(record.id, "operator said so")
+            .await
+            .expect("terminate")
+    };
+    let (outcome, terminated) = tokio::join!(harness.runtime.drive(record.clone()), terminator);
+    assert!(terminated);
+    let Outcome::Failed { error } = outcome.expect("drive stops at the fence") else {
+        panic!("a terminated trip does not complete");
+    };
+    assert_eq!(error.error_type, "Terminated");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        providers.effects(reprise_providers::RELEASE).is_empty(),
+        "no compensation"
+    );
+    let history = harness.history(&record).await;
+    assert!(matches!(
+        history.last().map(|r| &r.event),
+        Some(Event::WorkflowTerminated { .. })
+    ));
+    let stored = harness
+        .store
+        .execution(&record.tenant, "t-term")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.status, ExecutionStatus::Terminated);
+}
