@@ -119,6 +119,20 @@ impl Workflow for Patterns {
                     Err(failure) => json!({ "failed": failure_json(&failure) }),
                 })
             }
+            // The first `count` of several racing activities, in the order
+            // the history observed them.
+            "first-n" => {
+                let handles = input
+                    .pauses_ms
+                    .iter()
+                    .map(|ms| ctx.activity("pause").input(ms).start::<u64>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let first = ctx
+                    .await_first_n(handles, input.count as usize)
+                    .into_iter()
+                    .collect::<Result<Vec<u64>, _>>()?;
+                Ok(json!({ "first": first }))
+            }
             // Signals: one awaited without a timeout, then two waits for
             // `extra` with a timeout (a duplicate send must not satisfy both).
             "signals" => {

@@ -119,3 +119,15 @@ async fn retries_follow_the_policy_and_every_attempt_is_journaled() {
         .count();
     assert_eq!(attempts, 1, "a business failure is not retried");
 }
+
+#[tokio::test]
+async fn await_first_n_returns_the_earliest_completions() {
+    let harness = Harness::default().await;
+    let (output, _) = run_and_replay(
+        &harness,
+        "first-n",
+        r#"{"mode":"first-n","count":2,"pauses_ms":[600,20,300,60]}"#,
+    )
+    .await;
+    assert_eq!(output["first"], serde_json::json!([20, 60]));
+}
