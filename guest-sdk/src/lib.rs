@@ -323,6 +323,15 @@ impl Context {
         handles.into_iter().map(ActivityHandle::wait).collect()
     }
 
+    /// Starts building a child workflow of a registered type.
+    pub fn child_workflow(&self, workflow_type: &str) -> ChildCall {
+        ChildCall {
+            workflow_type: workflow_type.to_string(),
+            input: Ok("null".to_string()),
+            workflow_id: None,
+        }
+    }
+
     pub fn info(&self) -> WorkflowInfo {
         durable::info()
     }
@@ -425,6 +434,70 @@ impl ActivityCall {
     /// Calls the activity and waits for its output.
     pub fn call<T: DeserializeOwned>(self) -> Result<T, ActivityFailure> {
         self.start::<T>()?.wait()
+    }
+}
+
+/// A child workflow, being configured.
+pub struct ChildCall {
+    workflow_type: String,
+    input: Result<String, String>,
+    workflow_id: Option<String>,
+}
+
+impl ChildCall {
+    /// The child's input, serialized to JSON.
+    pub fn input<T: Serialize + ?Sized>(mut self, input: &T) -> Self {
+        self.input = serde_json::to_string(input).map_err(|error| error.to_string());
+        self
+    }
+
+    /// The child's workflow id (default: "<parent id>/child-<seq>").
+    pub fn workflow_id(mut self, id: impl Into<String>) -> Self {
+        self.workflow_id = Some(id.into());
+        self
+    }
+
+    /// Starts the child without waiting for it.
+    pub fn start<T: DeserializeOwned>(self) -> Result<ChildHandle<T>, WorkflowError> {
+        let input = self.input.map_err(|message| {
+            WorkflowError::new(
+                "SerializationError",
+                format!("could not encode the child's input: {message}"),
+            )
+        })?;
+        let seq = durable::start_child(&self.workflow_type, &input, self.workflow_id.as_deref());
+        Ok(ChildHandle {
+            seq,
+            _output: PhantomData,
+        })
+    }
+
+    /// Runs the child and waits for its result.
+    pub fn call<T: DeserializeOwned>(self) -> Result<T, WorkflowError> {
+        self.start::<T>()?.wait()
+    }
+}
+
+/// A child workflow started with [`ChildCall::start`]. Cancelling the
+/// parent while it waits cancels the child.
+pub struct ChildHandle<T> {
+    seq: u64,
+    _output: PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> ChildHandle<T> {
+    pub fn wait(self) -> Result<T, WorkflowError> {
+        let output = durable::await_child(self.seq).map_err(|error| WorkflowError {
+            error_type: error.error_type,
+            message: error.message,
+            details: error.details,
+        })?;
+        serde_json::from_str(&output).map_err(|error| {
+            WorkflowError::new(
+                "SerializationError",
+                format!("could not decode the child's output {output}: {error}"),
+            )
+        })
     }
 }
 

@@ -96,7 +96,7 @@ impl Bench {
             registry,
             RuntimeOptions::default(),
         )?;
-        Ok((Arc::new(runtime), sqlite))
+        Ok((runtime, sqlite))
     }
 }
 

@@ -56,6 +56,10 @@ enum Command {
         /// Activity components (.wasm); repeat for several.
         #[arg(long = "activities")]
         activities: Vec<PathBuf>,
+        /// More workflow components the workflow may start as children,
+        /// each registered under its file name (`trip.wasm` → `trip`).
+        #[arg(long = "workflows")]
+        child_workflows: Vec<PathBuf>,
         /// The workflow input, as JSON.
         #[arg(long, default_value = "null")]
         input: String,
@@ -158,6 +162,7 @@ pub fn main() -> ExitCode {
             Command::Run {
                 workflow,
                 activities,
+                child_workflows,
                 input,
                 id,
                 activity_dir,
@@ -172,7 +177,8 @@ pub fn main() -> ExitCode {
                     allowed_hosts,
                     worker_api,
                 };
-                run(workflow, activities, input, id, evict_on_wait, db).await
+                let workflows = std::iter::once(workflow).chain(child_workflows).collect();
+                run(workflows, activities, input, id, evict_on_wait, db).await
             }
             Command::History { id, json, db } => history(&id, json, &db).await,
             Command::Replay {
@@ -319,8 +325,16 @@ impl ActivitySetup {
     }
 }
 
+/// The type name a workflow file registers under: its stem.
+fn type_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workflow".to_string())
+}
+
+/// Runs `workflows[0]`; the others are deployed for it to start as children.
 async fn run(
-    workflow: PathBuf,
+    workflows: Vec<PathBuf>,
     activities: ActivitySetup,
     input: String,
     id: Option<String>,
@@ -333,26 +347,33 @@ async fn run(
         let registry = activities.registry(&engine).await?;
         let runtime = Runtime::new(engine, store, registry, RuntimeOptions { evict_on_wait })
             .map_err(host_setup_error)?;
-        let bytes = std::fs::read(&workflow).map_err(|source| {
-            RunError::Load(crate::engine::LoadError::Read {
-                path: workflow.clone(),
-                source,
-            })
-        })?;
-        let module = runtime
-            .deploy_workflow(&bytes)
-            .await
-            .map_err(|error| with_file(&workflow, error))?;
+        let mut main_module = None;
+        for path in &workflows {
+            let bytes = std::fs::read(path).map_err(|source| {
+                RunError::Load(crate::engine::LoadError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            let module = runtime
+                .deploy_workflow(&bytes)
+                .await
+                .map_err(|error| with_file(path, error))?;
+            runtime.register_type(&type_name(path), &module.digest);
+            main_module.get_or_insert(module);
+        }
+        let module =
+            main_module.ok_or_else(|| RunError::InvalidInput("no workflow given".into()))?;
         Ok::<_, RunError>((runtime, module))
     };
     let (runtime, module) = match setup.await {
         Ok(ready) => ready,
         Err(error) => return fail_with(error),
     };
-    let workflow_type = workflow
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "workflow".to_string());
+    let workflow_type = workflows
+        .first()
+        .map(|path| type_name(path))
+        .unwrap_or_default();
     let (record, created) = match runtime
         .start(&workflow_type, &module.digest, id, &input)
         .await
@@ -514,6 +535,14 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
             } => format!("`{name}` {payload} (id {message_id})"),
             Event::SignalTimedOut { .. } => String::new(),
             Event::CancellationDelivered { wait } => format!("delivered to blocking call #{wait}"),
+            Event::ChildStarted {
+                workflow_type,
+                workflow_id,
+                input,
+                ..
+            } => format!("{workflow_type}({input}) as {workflow_id}"),
+            Event::ChildCompleted { output, .. } => format!("→ {output}"),
+            Event::ChildFailed { error, .. } => error.to_string(),
             Event::WorkflowCompleted { output } => format!("output {output}"),
             Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => {
                 error.to_string()

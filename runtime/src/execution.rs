@@ -6,7 +6,7 @@
 //! That order is the history, and replay follows it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::mpsc;
 
@@ -16,6 +16,7 @@ use crate::journal::{
     Event, HISTORY_EVENTS_MAX, Halt, RecordedEvent, Recorder, Seq, WorkflowError,
 };
 use crate::mailbox::MailboxFlag;
+use crate::runtime::{Outcome, Runtime};
 use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
 
 /// What a blocked guest waits for.
@@ -25,6 +26,7 @@ pub enum Wait {
     Activity(Seq),
     AnyActivity(Vec<Seq>),
     Signal(Seq),
+    Child(Seq),
 }
 
 /// How a blocking call ended.
@@ -71,6 +73,31 @@ impl From<Halt> for Interrupt {
     }
 }
 
+/// Starts (or finds) a child execution and drives it to its end.
+async fn run_child(
+    runtime: &Runtime,
+    workflow_type: &str,
+    workflow_id: &str,
+    input: &str,
+) -> Result<String, WorkflowError> {
+    let digest = runtime.type_digest(workflow_type).ok_or_else(|| {
+        runtime_error(
+            "UnknownWorkflowType",
+            format!("no workflow type `{workflow_type}` is registered; deploy it first"),
+        )
+    })?;
+    let child_error =
+        |error: crate::runtime::RunError| runtime_error("ChildError", error.to_string());
+    let (record, _) = runtime
+        .start(workflow_type, &digest, Some(workflow_id.to_string()), input)
+        .await
+        .map_err(child_error)?;
+    match Box::pin(runtime.drive(record)).await.map_err(child_error)? {
+        Outcome::Completed { output } => Ok(output.to_string()),
+        Outcome::Failed { error } => Err(error),
+    }
+}
+
 /// What else an append does.
 enum Write {
     Plain,
@@ -103,6 +130,8 @@ pub struct Execution {
     pub stderr_tail: Arc<Mutex<Vec<u8>>>,
     /// Raised when signals or a cancellation may have arrived.
     mailbox: Arc<MailboxFlag>,
+    /// The runtime, to start and drive child workflows.
+    runtime: Weak<Runtime>,
 }
 
 impl Execution {
@@ -113,6 +142,7 @@ impl Execution {
         activities: Arc<ActivityRegistry>,
         evict_on_wait: bool,
         mailbox: Arc<MailboxFlag>,
+        runtime: Weak<Runtime>,
     ) -> Execution {
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         Execution {
@@ -126,6 +156,7 @@ impl Execution {
             evict_on_wait,
             stderr_tail: Arc::new(Mutex::new(Vec::new())),
             mailbox,
+            runtime,
         }
     }
 
@@ -275,11 +306,80 @@ impl Execution {
         self.activities.spawn(task, self.updates_tx.clone());
     }
 
+    /// Runs the child workflow started at `seq` unless it runs already or
+    /// the history has its result. Starting is idempotent by the child's
+    /// id, so after a crash this resumes the same child.
+    pub fn ensure_child_running(&mut self, seq: Seq) {
+        if self.running.contains(&seq) || self.recorder().is_replay_only() {
+            return;
+        }
+        let (workflow_type, workflow_id, input) = {
+            let recorder = self.recorder();
+            if recorder.history.outcome(seq).is_some() {
+                return;
+            }
+            match recorder
+                .history
+                .command(seq)
+                .map(|recorded| &recorded.event)
+            {
+                Some(Event::ChildStarted {
+                    workflow_type,
+                    workflow_id,
+                    input,
+                    ..
+                }) => (workflow_type.clone(), workflow_id.clone(), input.clone()),
+                _ => return,
+            }
+        };
+        let Some(runtime) = self.runtime.upgrade() else {
+            return;
+        };
+        self.running.insert(seq);
+        let updates = self.updates_tx.clone();
+        tokio::spawn(async move {
+            let event = match run_child(&runtime, &workflow_type, &workflow_id, &input).await {
+                Ok(output) => Event::ChildCompleted { seq, output },
+                Err(error) => Event::ChildFailed { seq, error },
+            };
+            let (ack, _journaled) = tokio::sync::oneshot::channel();
+            // The parent may be gone (it finished); then nobody waits.
+            let _ = updates.send(ActivityUpdate {
+                seq,
+                events: vec![event],
+                ack,
+            });
+        });
+    }
+
+    /// Asks the child workflow started at `seq` to cancel.
+    pub async fn cancel_child(&self, seq: Seq) -> Result<(), Interrupt> {
+        let workflow_id = match self
+            .recorder()
+            .history
+            .command(seq)
+            .map(|recorded| &recorded.event)
+        {
+            Some(Event::ChildStarted { workflow_id, .. }) => workflow_id.clone(),
+            _ => return Ok(()),
+        };
+        if let Some(child) = self
+            .store
+            .execution(&self.record.tenant, &workflow_id)
+            .await?
+        {
+            self.store
+                .post_message(child.id, MessageKind::Cancel, "", "null", "cancel")
+                .await?;
+        }
+        Ok(())
+    }
+
     fn is_satisfied(&self, wait: &Wait) -> bool {
         let recorder = self.recorder();
         let history = &recorder.history;
         match wait {
-            Wait::Timer(seq) | Wait::Activity(seq) | Wait::Signal(seq) => {
+            Wait::Timer(seq) | Wait::Activity(seq) | Wait::Signal(seq) | Wait::Child(seq) => {
                 history.outcome(*seq).is_some()
             }
             Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
@@ -426,7 +526,10 @@ impl Execution {
         let finished = update.events.iter().any(|event| {
             matches!(
                 event,
-                Event::ActivityCompleted { .. } | Event::ActivityFailed { .. }
+                Event::ActivityCompleted { .. }
+                    | Event::ActivityFailed { .. }
+                    | Event::ChildCompleted { .. }
+                    | Event::ChildFailed { .. }
             )
         });
         self.append_all(update.events, None).await?;

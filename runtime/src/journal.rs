@@ -241,6 +241,20 @@ pub enum Event {
     SignalTimedOut {
         seq: Seq,
     },
+    ChildStarted {
+        seq: Seq,
+        workflow_type: String,
+        workflow_id: String,
+        input: String,
+    },
+    ChildCompleted {
+        seq: Seq,
+        output: String,
+    },
+    ChildFailed {
+        seq: Seq,
+        error: WorkflowError,
+    },
     /// A cancellation request reached the guest at its `wait`-th blocking
     /// call of the activation (counted from 1), which returned "cancelled".
     CancellationDelivered {
@@ -279,6 +293,9 @@ impl Event {
             Event::SignalReceived { .. } => "SignalReceived",
             Event::SignalTimedOut { .. } => "SignalTimedOut",
             Event::CancellationDelivered { .. } => "CancellationDelivered",
+            Event::ChildStarted { .. } => "ChildStarted",
+            Event::ChildCompleted { .. } => "ChildCompleted",
+            Event::ChildFailed { .. } => "ChildFailed",
             Event::WorkflowCompleted { .. } => "WorkflowCompleted",
             Event::WorkflowFailed { .. } => "WorkflowFailed",
             Event::WorkflowCancelled { .. } => "WorkflowCancelled",
@@ -293,7 +310,8 @@ impl Event {
             | Event::RandomDrawn { seq, .. }
             | Event::ActivityScheduled { seq, .. }
             | Event::TimerStarted { seq, .. }
-            | Event::SignalAwaited { seq, .. } => Some(*seq),
+            | Event::SignalAwaited { seq, .. }
+            | Event::ChildStarted { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -305,7 +323,9 @@ impl Event {
             | Event::ActivityFailed { seq, .. }
             | Event::TimerFired { seq }
             | Event::SignalReceived { seq, .. }
-            | Event::SignalTimedOut { seq } => Some(*seq),
+            | Event::SignalTimedOut { seq }
+            | Event::ChildCompleted { seq, .. }
+            | Event::ChildFailed { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -334,10 +354,23 @@ pub struct RecordedEvent {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     ReadClock(Clock),
-    DrawRandom { len: usize },
-    ScheduleActivity { name: String, input: String },
-    StartTimer { duration_ms: u64 },
-    AwaitSignal { name: String },
+    DrawRandom {
+        len: usize,
+    },
+    ScheduleActivity {
+        name: String,
+        input: String,
+    },
+    StartTimer {
+        duration_ms: u64,
+    },
+    AwaitSignal {
+        name: String,
+    },
+    StartChild {
+        workflow_type: String,
+        input: String,
+    },
 }
 
 impl Command {
@@ -348,6 +381,10 @@ impl Command {
             Command::ScheduleActivity { name, input } => describe_activity(name, input),
             Command::StartTimer { duration_ms } => format!("a timer of {duration_ms} ms"),
             Command::AwaitSignal { name } => format!("a wait for signal `{name}`"),
+            Command::StartChild {
+                workflow_type,
+                input,
+            } => describe_child(workflow_type, input),
         }
     }
 
@@ -376,6 +413,17 @@ impl Command {
             (Command::AwaitSignal { name }, Event::SignalAwaited { name: recorded, .. }) => {
                 name == recorded
             }
+            (
+                Command::StartChild {
+                    workflow_type,
+                    input,
+                },
+                Event::ChildStarted {
+                    workflow_type: recorded_type,
+                    input: recorded_input,
+                    ..
+                },
+            ) => workflow_type == recorded_type && input == recorded_input,
             _ => false,
         }
     }
@@ -395,6 +443,11 @@ fn describe_recorded(event: &Event) -> String {
         Event::ActivityScheduled { name, input, .. } => describe_activity(name, input),
         Event::TimerStarted { duration_ms, .. } => format!("a timer of {duration_ms} ms"),
         Event::SignalAwaited { name, .. } => format!("a wait for signal `{name}`"),
+        Event::ChildStarted {
+            workflow_type,
+            input,
+            ..
+        } => describe_child(workflow_type, input),
         other => other.kind().to_string(),
     }
 }
@@ -411,6 +464,14 @@ fn describe_activity(name: &str, input: &str) -> String {
     };
     format!(
         "activity `{name}` with input {quoted}{ellipsis} (sha256 {})",
+        short_hash(input)
+    )
+}
+
+fn describe_child(workflow_type: &str, input: &str) -> String {
+    let quoted: String = input.chars().take(QUOTED_INPUT_CHARS_MAX).collect();
+    format!(
+        "child workflow `{workflow_type}` with input {quoted} (sha256 {})",
         short_hash(input)
     )
 }

@@ -2,7 +2,7 @@
 //! them to the end, live or by replay.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -101,6 +101,10 @@ pub struct Runtime {
     linker: Linker<WorkflowHost>,
     prepared: Mutex<HashMap<String, WorkflowPre<WorkflowHost>>>,
     mailboxes: Arc<Mailboxes>,
+    /// Workflow type name → module digest (child workflows start by type).
+    types: Mutex<HashMap<String, String>>,
+    /// This runtime, for the executions that start child workflows.
+    me: Weak<Runtime>,
     options: RuntimeOptions,
 }
 
@@ -110,22 +114,42 @@ impl Runtime {
         store: Arc<dyn Store>,
         activities: ActivityRegistry,
         options: RuntimeOptions,
-    ) -> anyhow::Result<Runtime> {
+    ) -> anyhow::Result<Arc<Runtime>> {
         let mut linker = Linker::<WorkflowHost>::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
         Workflow::add_to_linker::<_, HasSelf<WorkflowHost>>(&mut linker, |host| host)
             .map_err(anyhow::Error::from)?;
-        Ok(Runtime {
-            mailboxes: Mailboxes::watch(store.clone()),
+        let mailboxes = Mailboxes::watch(store.clone());
+        Ok(Arc::new_cyclic(|me| Runtime {
+            me: me.clone(),
+            mailboxes,
             engine,
             store,
             activities: Arc::new(activities),
             linker,
             prepared: Mutex::new(HashMap::new()),
+            types: Mutex::new(HashMap::new()),
             options,
-        })
+        }))
+    }
+
+    /// Binds workflow type `name` to a deployed module, for child workflows.
+    pub fn register_type(&self, name: &str, digest: &str) {
+        self.types
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_string(), digest.to_string());
+    }
+
+    /// The module digest workflow type `name` is bound to.
+    pub fn type_digest(&self, name: &str) -> Option<String> {
+        self.types
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -268,6 +292,7 @@ impl Runtime {
             self.activities.clone(),
             self.options.evict_on_wait,
             self.mailboxes.register(record_id),
+            self.me.clone(),
         );
         let mut busy_retries = 0u32;
         loop {
@@ -478,6 +503,7 @@ impl Runtime {
             self.activities.clone(),
             false,
             self.mailboxes.register(0),
+            self.me.clone(),
         );
         let started = std::time::Instant::now();
         let tags = LogTags {
@@ -527,6 +553,7 @@ impl Runtime {
             self.activities.clone(),
             false,
             self.mailboxes.register(0),
+            self.me.clone(),
         );
         let (execution, result) = self.activate(&pre, execution, &input).await;
         let nondeterminism = |source| RunError::Nondeterminism {

@@ -133,6 +133,23 @@ impl Workflow for Patterns {
                     .collect::<Result<Vec<u64>, _>>()?;
                 Ok(json!({ "first": first }))
             }
+            // A child workflow (this same type, fanning out) and its result.
+            "child" => {
+                let child: Value = ctx
+                    .child_workflow("patterns")
+                    .input(&json!({ "mode": "fanout", "count": input.count }))
+                    .call()?;
+                Ok(json!({ "child": child, "parent": ctx.info().workflow_id }))
+            }
+            // A child that waits for a signal forever: cancelling the parent
+            // must cancel it too.
+            "child-waits" => {
+                let child: Value = ctx
+                    .child_workflow("patterns")
+                    .input(&json!({ "mode": "signals" }))
+                    .call()?;
+                Ok(child)
+            }
             // Signals: one awaited without a timeout, then two waits for
             // `extra` with a timeout (a duplicate send must not satisfy both).
             "signals" => {

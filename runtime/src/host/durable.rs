@@ -329,6 +329,98 @@ impl Host for WorkflowHost {
         self.await_activity_inner(handle).await
     }
 
+    async fn start_child(
+        &mut self,
+        workflow_type: String,
+        input: String,
+        workflow_id: Option<String>,
+    ) -> wasmtime::Result<u64> {
+        self.check_halted()?;
+        if let Err(problem) = crate::runtime::check_json_payload("child workflow input", &input) {
+            return Err(fail("InvalidChildInput", problem));
+        }
+        let command = Command::StartChild {
+            workflow_type: workflow_type.clone(),
+            input: input.clone(),
+        };
+        let (seq, recorded) = self
+            .execution
+            .recorder()
+            .next_command(&command)
+            .map_err(|halt| interrupt(halt.into()))?;
+        if recorded.is_none() {
+            let workflow_id = workflow_id
+                .unwrap_or_else(|| format!("{}/child-{seq}", self.execution.record.workflow_id));
+            self.execution
+                .append(Event::ChildStarted {
+                    seq,
+                    workflow_type,
+                    workflow_id,
+                    input,
+                })
+                .await
+                .map_err(interrupt)?;
+        }
+        self.execution.ensure_child_running(seq);
+        Ok(seq)
+    }
+
+    async fn await_child(
+        &mut self,
+        handle: u64,
+    ) -> wasmtime::Result<Result<String, wit_types::WorkflowError>> {
+        self.check_halted()?;
+        let is_child = handle <= self.execution.recorder().last_seq_made()
+            && matches!(
+                self.execution
+                    .recorder()
+                    .history
+                    .command(handle)
+                    .map(|recorded| &recorded.event),
+                Some(Event::ChildStarted { .. })
+            );
+        if !is_child {
+            return Err(fail(
+                "InvalidHandle",
+                format!("{handle} is not the handle of a child workflow this workflow started"),
+            ));
+        }
+        if self.block(Wait::Child(handle)).await? == Woken::Cancelled {
+            // Cancelling the parent cancels the child it waits for.
+            if !self.execution.recorder().is_replay_only() {
+                self.execution
+                    .cancel_child(handle)
+                    .await
+                    .map_err(interrupt)?;
+            }
+            return Ok(Err(wit_types::WorkflowError {
+                error_type: "Cancelled".to_string(),
+                message: CANCELLED_MESSAGE.to_string(),
+                details: None,
+            }));
+        }
+        let recorder = self.execution.recorder();
+        Ok(
+            match recorder
+                .history
+                .outcome(handle)
+                .map(|recorded| &recorded.event)
+            {
+                Some(Event::ChildCompleted { output, .. }) => Ok(output.clone()),
+                Some(Event::ChildFailed { error, .. }) => Err(wit_types::WorkflowError {
+                    error_type: error.error_type.clone(),
+                    message: error.message.clone(),
+                    details: error.details.clone(),
+                }),
+                other => {
+                    return Err(interrupt(Interrupt::HostFault(format!(
+                        "the history answers child seq {handle} with {other:?}"
+                    ))));
+                }
+            },
+        )
+    }
+
     async fn info(&mut self) -> wasmtime::Result<WorkflowInfo> {
         let record = &self.execution.record;
         Ok(WorkflowInfo {

@@ -12,6 +12,13 @@ use serde_json::json;
 use crate::saga::{Providers, compensation_chain};
 use crate::support::{Harness, completed_output, guest};
 
+/// Fails the test instead of hanging it.
+async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .expect("the scenario finished within 60 s")
+}
+
 async fn kinds(harness: &Harness, record: &reprise::store::ExecutionRecord) -> Vec<&'static str> {
     harness
         .history(record)
@@ -183,7 +190,8 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
             .await
             .expect("cancel")
     };
-    let (outcome, _) = tokio::join!(harness.runtime.drive(record.clone()), canceller);
+    let (outcome, _) =
+        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), canceller) }).await;
     let Outcome::Failed { error } = outcome.expect("drive") else {
         panic!("a cancelled trip does not complete");
     };
@@ -265,7 +273,8 @@ async fn termination_runs_no_compensation() {
             .await
             .expect("terminate")
     };
-    let (outcome, terminated) = tokio::join!(harness.runtime.drive(record.clone()), terminator);
+    let (outcome, terminated) =
+        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), terminator) }).await;
     assert!(terminated);
     let Outcome::Failed { error } = outcome.expect("drive stops at the fence") else {
         panic!("a terminated trip does not complete");
@@ -288,4 +297,110 @@ async fn termination_runs_no_compensation() {
         .expect("read")
         .expect("exists");
     assert_eq!(stored.status, ExecutionStatus::Terminated);
+}
+
+#[tokio::test]
+async fn a_child_workflow_runs_and_returns_its_result() {
+    let harness = Harness::default().await;
+    let (record, outcome) = harness
+        .run("patterns", "parent", r#"{"mode":"child","count":4}"#)
+        .await;
+    let output = completed_output(&outcome);
+    assert_eq!(output["child"]["results"], json!([1, 2, 3, 4]));
+    let child = harness
+        .store
+        .execution(&record.tenant, "parent/child-1")
+        .await
+        .expect("read")
+        .expect("the child is an execution of its own");
+    assert_eq!(child.status, ExecutionStatus::Completed);
+    let history: Vec<&str> = kinds(&harness, &record).await;
+    assert!(
+        history.contains(&"ChildStarted") && history.contains(&"ChildCompleted"),
+        "{history:?}"
+    );
+    let component = harness
+        .engine
+        .load_file(&guest("patterns"))
+        .expect("load")
+        .0;
+    let verdict = harness
+        .runtime
+        .verify_replay(&component, record.clone(), harness.history(&record).await)
+        .await
+        .expect("replay");
+    assert_eq!(verdict, ReplayVerdict::Reproduced);
+}
+
+#[tokio::test]
+async fn cancelling_the_parent_cancels_the_child() {
+    let harness = Harness::default().await;
+    let bytes = std::fs::read(guest("patterns")).expect("read");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    harness.runtime.register_type("patterns", &module.digest);
+    let (record, _) = harness
+        .runtime
+        .start(
+            "patterns",
+            &module.digest,
+            Some("p".into()),
+            r#"{"mode":"child-waits"}"#,
+        )
+        .await
+        .expect("start");
+    let canceller = async {
+        // Once the child waits for its signal, cancel the parent.
+        loop {
+            if let Some(child) = harness
+                .store
+                .execution(&record.tenant, "p/child-1")
+                .await
+                .expect("read")
+            {
+                let waiting = harness
+                    .store
+                    .history(child.id)
+                    .await
+                    .expect("history")
+                    .iter()
+                    .any(|recorded| matches!(recorded.event, Event::SignalAwaited { .. }));
+                if waiting {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness
+            .store
+            .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
+            .await
+            .expect("cancel")
+    };
+    let (outcome, _) =
+        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), canceller) }).await;
+    let Outcome::Failed { error } = outcome.expect("drive") else {
+        panic!("the parent was cancelled");
+    };
+    assert_eq!(error.error_type, "Cancelled");
+    // The child got the cancellation and ended cancelled too.
+    let child = bounded(async {
+        loop {
+            let child = harness
+                .store
+                .execution(&record.tenant, "p/child-1")
+                .await
+                .expect("read")
+                .expect("child");
+            if child.status != ExecutionStatus::Running {
+                break child;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(child.status, ExecutionStatus::Cancelled);
 }

@@ -105,9 +105,8 @@ fn live_once(dir: &Path, jobs: &[Job], crash_after: Option<Duration>) -> HashMap
         let registry = ActivityRegistry::load(engine.clone(), vec![activities], config)
             .await
             .expect("registry");
-        let runtime = std::sync::Arc::new(
-            Runtime::new(engine, store, registry, RuntimeOptions::default()).expect("runtime"),
-        );
+        let runtime =
+            Runtime::new(engine, store, registry, RuntimeOptions::default()).expect("runtime");
         let mut drives = Vec::new();
         for (index, job) in jobs.iter().enumerate() {
             let bytes = std::fs::read(guest(job.workflow())).expect("read guest");

@@ -37,7 +37,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub struct Harness {
-    pub runtime: Runtime,
+    pub runtime: Arc<Runtime>,
     pub store: Arc<dyn Store>,
     pub engine: Engine,
     /// Granted to activities as /data; the ledger lives here.
@@ -100,6 +100,7 @@ impl Harness {
     pub async fn run(&self, workflow: &str, id: &str, input: &str) -> (ExecutionRecord, Outcome) {
         let bytes = std::fs::read(guest(workflow)).expect("read guest");
         let module = self.runtime.deploy_workflow(&bytes).await.expect("deploy");
+        self.runtime.register_type(workflow, &module.digest);
         let (record, created) = self
             .runtime
             .start(workflow, &module.digest, Some(id.to_string()), input)
