@@ -110,8 +110,10 @@ impl From<ActivityFailure> for WorkflowError {
         WorkflowError {
             error_type: failure.last_error.error_type,
             message: format!(
-                "{} (activity gave up: {:?} after {} attempts)",
-                failure.last_error.message, failure.reason, failure.attempts
+                "{} (activity gave up: {} after {} attempt(s))",
+                failure.last_error.message,
+                reason_text(failure.reason),
+                failure.attempts
             ),
             details: failure.last_error.details,
         }
@@ -123,6 +125,16 @@ impl From<ActivityFailure> for WorkflowError {
 impl From<Cancelled> for WorkflowError {
     fn from(cancelled: Cancelled) -> WorkflowError {
         WorkflowError::new("Cancelled", cancelled.message)
+    }
+}
+
+fn reason_text(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::NonRetryable => "non-retryable error",
+        FailureReason::AttemptsExhausted => "attempts exhausted",
+        FailureReason::TimedOut => "timed out",
+        FailureReason::UnknownActivity => "unknown activity",
+        FailureReason::Cancelled => "cancelled",
     }
 }
 

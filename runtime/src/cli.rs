@@ -476,7 +476,24 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
         record.workflow_type,
         record.status.as_str()
     );
+    // seq → the saga step its compensation undoes, to mark every line of
+    // the compensation chain (schedule, attempts, outcome).
+    let compensations: std::collections::HashMap<u64, &str> = events
+        .iter()
+        .filter_map(|recorded| match &recorded.event {
+            Event::ActivityScheduled { seq, options, .. } => {
+                options.compensates.as_deref().map(|step| (*seq, step))
+            }
+            _ => None,
+        })
+        .collect();
     for recorded in events {
+        let compensation = match &recorded.event {
+            Event::ActivityAttemptFailed { seq, .. }
+            | Event::ActivityCompleted { seq, .. }
+            | Event::ActivityFailed { seq, .. } => compensations.get(seq).copied(),
+            _ => None,
+        };
         let detail = match &recorded.event {
             Event::WorkflowStarted { input, .. } => format!("input {input}"),
             Event::ClockRead {
@@ -548,6 +565,10 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 error.to_string()
             }
             Event::WorkflowTerminated { reason } => reason.clone(),
+        };
+        let detail = match compensation {
+            Some(step) => format!("↺ `{step}`: {detail}"),
+            None => detail,
         };
         let seq = recorded
             .event

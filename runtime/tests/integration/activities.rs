@@ -161,7 +161,7 @@ async fn exhausted_attempts_and_schedule_to_close_give_typed_failures() {
     let Outcome::Failed { error } = outcome else {
         panic!("the deadline must fail the order: {outcome:?}");
     };
-    assert!(error.message.contains("TimedOut"), "{error}");
+    assert!(error.message.contains("timed out"), "{error}");
     let failure = failed_activity(&events(&harness, &record).await);
     assert_eq!(failure.reason, FailureReason::TimedOut);
     assert_eq!(failure.last_error.error_type, "Unavailable");
