@@ -27,6 +27,25 @@ fn fail(error_type: &str, message: String) -> wasmtime::Error {
 }
 
 impl WorkflowHost {
+    /// Claims the next `seq` for `command` and, if the history does not
+    /// have it yet, journals the event `new_event` makes for it.
+    async fn command(
+        &mut self,
+        command: &Command,
+        new_event: impl FnOnce(Seq, &crate::store::ExecutionRecord) -> Event,
+    ) -> wasmtime::Result<Seq> {
+        let (seq, recorded) = self
+            .execution
+            .recorder()
+            .next_command(command)
+            .map_err(|halt| interrupt(halt.into()))?;
+        if recorded.is_none() {
+            let event = new_event(seq, &self.execution.record);
+            self.execution.append(event).await.map_err(interrupt)?;
+        }
+        Ok(seq)
+    }
+
     /// Called after every blocking wait: the wall-clock backstop measures
     /// guest time only.
     fn resume_guest(&mut self) {
@@ -70,30 +89,19 @@ impl WorkflowHost {
             name: name.clone(),
             input: input.clone(),
         };
-        let (seq, recorded) = self
-            .execution
-            .recorder()
-            .next_command(&command)
-            .map_err(|halt| interrupt(halt.into()))?;
-        if recorded.is_none() {
-            let idempotency_key = custom_key.unwrap_or_else(|| {
-                idempotency_key(
-                    &self.execution.record.workflow_id,
-                    &self.execution.record.run_id,
-                    seq,
-                )
-            });
-            self.execution
-                .append(Event::ActivityScheduled {
+        let seq = self
+            .command(&command, |seq, record| {
+                let idempotency_key = custom_key
+                    .unwrap_or_else(|| idempotency_key(&record.workflow_id, &record.run_id, seq));
+                Event::ActivityScheduled {
                     seq,
                     name,
                     input,
                     options,
                     idempotency_key,
-                })
-                .await
-                .map_err(interrupt)?;
-        }
+                }
+            })
+            .await?;
         self.execution.ensure_activity_running(seq);
         Ok(seq)
     }
@@ -219,22 +227,16 @@ impl Host for WorkflowHost {
         duration_ms: u64,
     ) -> wasmtime::Result<Result<(), wit_types::Cancelled>> {
         self.check_halted()?;
-        let (seq, recorded) = self
-            .execution
-            .recorder()
-            .next_command(&Command::StartTimer { duration_ms })
-            .map_err(|halt| interrupt(halt.into()))?;
-        if recorded.is_none() {
-            let fire_at_ms = clock::now_ms().saturating_add(duration_ms);
-            self.execution
-                .append(Event::TimerStarted {
+        let seq = self
+            .command(&Command::StartTimer { duration_ms }, |seq, _| {
+                let fire_at_ms = clock::now_ms().saturating_add(duration_ms);
+                Event::TimerStarted {
                     seq,
                     duration_ms,
                     fire_at_ms,
-                })
-                .await
-                .map_err(interrupt)?;
-        }
+                }
+            })
+            .await?;
         Ok(match self.block(Wait::Timer(seq)).await? {
             Woken::Ready => Ok(()),
             Woken::Cancelled => Err(cancelled()),
@@ -247,22 +249,16 @@ impl Host for WorkflowHost {
         timeout_ms: Option<u64>,
     ) -> wasmtime::Result<Result<Option<String>, wit_types::Cancelled>> {
         self.check_halted()?;
-        let (seq, recorded) = self
-            .execution
-            .recorder()
-            .next_command(&Command::AwaitSignal { name: name.clone() })
-            .map_err(|halt| interrupt(halt.into()))?;
-        if recorded.is_none() {
-            let deadline_ms = timeout_ms.map(|timeout| clock::now_ms().saturating_add(timeout));
-            self.execution
-                .append(Event::SignalAwaited {
+        let seq = self
+            .command(&Command::AwaitSignal { name: name.clone() }, |seq, _| {
+                let deadline_ms = timeout_ms.map(|timeout| clock::now_ms().saturating_add(timeout));
+                Event::SignalAwaited {
                     seq,
                     name,
                     deadline_ms,
-                })
-                .await
-                .map_err(interrupt)?;
-        }
+                }
+            })
+            .await?;
         if self.block(Wait::Signal(seq)).await? == Woken::Cancelled {
             return Ok(Err(cancelled()));
         }
@@ -343,24 +339,18 @@ impl Host for WorkflowHost {
             workflow_type: workflow_type.clone(),
             input: input.clone(),
         };
-        let (seq, recorded) = self
-            .execution
-            .recorder()
-            .next_command(&command)
-            .map_err(|halt| interrupt(halt.into()))?;
-        if recorded.is_none() {
-            let workflow_id = workflow_id
-                .unwrap_or_else(|| format!("{}/child-{seq}", self.execution.record.workflow_id));
-            self.execution
-                .append(Event::ChildStarted {
+        let seq = self
+            .command(&command, |seq, record| {
+                let workflow_id =
+                    workflow_id.unwrap_or_else(|| format!("{}/child-{seq}", record.workflow_id));
+                Event::ChildStarted {
                     seq,
                     workflow_type,
                     workflow_id,
                     input,
-                })
-                .await
-                .map_err(interrupt)?;
-        }
+                }
+            })
+            .await?;
         self.execution.ensure_child_running(seq);
         Ok(seq)
     }

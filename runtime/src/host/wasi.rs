@@ -322,6 +322,20 @@ impl Pollable for GuestOutputStream {
     async fn ready(&mut self) {}
 }
 
+/// The connection-driving future `send_request` takes and returns.
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+/// What `WasiHttpHooks::send_request` returns: the response and its
+/// connection driver, or why there is none.
+type SentRequest = Box<
+    dyn Future<
+            Output = Result<
+                (http::Response<wasmtime_wasi_http::WasiBody>, IoFuture),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
 /// `wasi:http` hooks that refuse every request, the same way live and in
 /// replay.
 pub struct DenyHttp;
@@ -331,18 +345,8 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+        _fut: IoFuture,
+    ) -> SentRequest {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
@@ -356,18 +360,8 @@ impl wasmtime_wasi_http::WasiHttpHooks for AllowlistedHttp {
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+        _fut: IoFuture,
+    ) -> SentRequest {
         let allowlist = self.0.clone();
         Box::new(async move {
             use wasmtime_wasi_http::Error;
@@ -385,7 +379,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for AllowlistedHttp {
                         _ => Error::HttpRequestDenied,
                     })?;
             let response = response.map(|body| body.map_err(Error::Hyper).boxed_unsync());
-            let connection: Box<dyn Future<Output = Result<(), Error>> + Send> =
+            let connection: IoFuture =
                 Box::new(async move { connection.await.map_err(Error::Hyper) });
             Ok((response, connection))
         })

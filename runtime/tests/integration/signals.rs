@@ -31,22 +31,9 @@ async fn kinds(harness: &Harness, record: &reprise::store::ExecutionRecord) -> V
 #[tokio::test]
 async fn signals_sent_before_the_wait_are_delivered_once_each() {
     let harness = Harness::default().await;
-    let bytes = std::fs::read(guest("patterns")).expect("read");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    let (record, _) = harness
-        .runtime
-        .start(
-            "patterns",
-            &module.digest,
-            Some("signals".into()),
-            r#"{"mode":"signals"}"#,
-        )
-        .await
-        .expect("start");
+    let record = harness
+        .start("patterns", "signals", r#"{"mode":"signals"}"#)
+        .await;
     let store = &harness.store;
     let post = |name: &'static str, payload: &'static str, id: &'static str| {
         store.post_message(record.id, MessageKind::Signal, name, payload, id)
@@ -112,22 +99,9 @@ async fn signals_sent_before_the_wait_are_delivered_once_each() {
 #[tokio::test]
 async fn a_signal_sent_during_the_wait_wakes_the_workflow() {
     let harness = Harness::default().await;
-    let bytes = std::fs::read(guest("patterns")).expect("read");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    let (record, _) = harness
-        .runtime
-        .start(
-            "patterns",
-            &module.digest,
-            Some("late".into()),
-            r#"{"mode":"signals"}"#,
-        )
-        .await
-        .expect("start");
+    let record = harness
+        .start("patterns", "late", r#"{"mode":"signals"}"#)
+        .await;
     let sender = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         harness
@@ -159,31 +133,10 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
         &["flight", "hotel"],
         json!({ "fail_provision": false }),
     );
-    let bytes = std::fs::read(guest("trip")).expect("read");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    let (record, _) = harness
-        .runtime
-        .start("trip", &module.digest, Some("t-cancel".into()), &input)
-        .await
-        .expect("start");
+    let record = harness.start("trip", "t-cancel", &input).await;
     let canceller = async {
         // Wait until the first reservation completed (step 2 is in flight).
-        loop {
-            let completed = harness
-                .history(&record)
-                .await
-                .iter()
-                .filter(|recorded| matches!(recorded.event, Event::ActivityCompleted { .. }))
-                .count();
-            if completed >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        harness.completed_activities(&record, 1).await;
         harness
             .store
             .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
@@ -243,30 +196,9 @@ async fn termination_runs_no_compensation() {
         &["flight", "hotel"],
         json!({ "fail_provision": false }),
     );
-    let bytes = std::fs::read(guest("trip")).expect("read");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    let (record, _) = harness
-        .runtime
-        .start("trip", &module.digest, Some("t-term".into()), &input)
-        .await
-        .expect("start");
+    let record = harness.start("trip", "t-term", &input).await;
     let terminator = async {
-        loop {
-            let completed = harness
-                .history(&record)
-                .await
-                .iter()
-                .filter(|recorded| matches!(recorded.event, Event::ActivityCompleted { .. }))
-                .count();
-            if completed >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        harness.completed_activities(&record, 1).await;
         harness
             .store
             .terminate(record.id, "operator said so")
@@ -335,23 +267,9 @@ async fn a_child_workflow_runs_and_returns_its_result() {
 #[tokio::test]
 async fn cancelling_the_parent_cancels_the_child() {
     let harness = Harness::default().await;
-    let bytes = std::fs::read(guest("patterns")).expect("read");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    harness.runtime.register_type("patterns", &module.digest);
-    let (record, _) = harness
-        .runtime
-        .start(
-            "patterns",
-            &module.digest,
-            Some("p".into()),
-            r#"{"mode":"child-waits"}"#,
-        )
-        .await
-        .expect("start");
+    let record = harness
+        .start("patterns", "p", r#"{"mode":"child-waits"}"#)
+        .await;
     let canceller = async {
         // Once the child waits for its signal, cancel the parent.
         loop {

@@ -96,8 +96,9 @@ impl Harness {
         Harness::new(Limits::default(), false).await
     }
 
-    /// Deploys `workflow`, starts it under `id` and drives it to the end.
-    pub async fn run(&self, workflow: &str, id: &str, input: &str) -> (ExecutionRecord, Outcome) {
+    /// Deploys `workflow` (registered under its name) and starts it
+    /// under `id`, without driving it.
+    pub async fn start(&self, workflow: &str, id: &str, input: &str) -> ExecutionRecord {
         let bytes = std::fs::read(guest(workflow)).expect("read guest");
         let module = self.runtime.deploy_workflow(&bytes).await.expect("deploy");
         self.runtime.register_type(workflow, &module.digest);
@@ -107,8 +108,35 @@ impl Harness {
             .await
             .expect("start");
         assert!(created, "workflow id {id} was used before in this test");
+        record
+    }
+
+    /// Deploys `workflow`, starts it under `id` and drives it to the end.
+    pub async fn run(&self, workflow: &str, id: &str, input: &str) -> (ExecutionRecord, Outcome) {
+        let record = self.start(workflow, id, input).await;
         let outcome = self.runtime.drive(record.clone()).await.expect("drive");
         (record, outcome)
+    }
+
+    /// Waits until the history holds `count` completed activities.
+    pub async fn completed_activities(&self, record: &ExecutionRecord, count: usize) {
+        loop {
+            let completed = self
+                .history(record)
+                .await
+                .iter()
+                .filter(|recorded| {
+                    matches!(
+                        recorded.event,
+                        reprise::journal::Event::ActivityCompleted { .. }
+                    )
+                })
+                .count();
+            if completed >= count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn history(&self, record: &ExecutionRecord) -> Vec<RecordedEvent> {
