@@ -1,8 +1,8 @@
 //! What a workflow may import: denied interfaces answer deterministically,
 //! unknown ones are refused at load with their names, bad bytes are refused.
 
+use reprise::Limits;
 use reprise::engine::LoadError;
-use reprise::{Limits, ReplayVerdict};
 
 use crate::support::{Harness, completed_output, guest};
 
@@ -17,13 +17,7 @@ async fn files_sockets_and_http_are_denied_identically_in_replay() {
     assert_eq!(output["file"], "NotFound");
     assert_eq!(output["socket"], "PermissionDenied");
     assert_eq!(output["http"], "ErrorCode::HttpRequestDenied");
-    let component = harness.engine.load_file(&guest("hostile")).expect("load").0;
-    let verdict = harness
-        .runtime
-        .verify_replay(&component, record.clone(), harness.history(&record).await)
-        .await
-        .expect("replay");
-    assert_eq!(verdict, ReplayVerdict::Reproduced);
+    harness.assert_replays("hostile", &record).await;
 }
 
 fn load_error(bytes: &[u8]) -> LoadError {

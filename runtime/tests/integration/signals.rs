@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use reprise::Outcome;
 use reprise::journal::Event;
 use reprise::store::{ExecutionStatus, MessageKind};
-use reprise::{Outcome, ReplayVerdict};
 use serde_json::json;
 
 use crate::saga::{Providers, compensation_chain};
-use crate::support::{Harness, completed_output, guest};
+use crate::support::{Harness, completed_output};
 
 /// Fails the test instead of hanging it.
 async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
@@ -81,17 +81,7 @@ async fn signals_sent_before_the_wait_are_delivered_once_each() {
             .is_empty()
     );
 
-    let component = harness
-        .engine
-        .load_file(&guest("patterns"))
-        .expect("load")
-        .0;
-    let verdict = harness
-        .runtime
-        .verify_replay(&component, record.clone(), harness.history(&record).await)
-        .await
-        .expect("replay");
-    assert_eq!(verdict, ReplayVerdict::Reproduced);
+    harness.assert_replays("patterns", &record).await;
 }
 
 /// A signal sent while the workflow waits reaches it through the mailbox
@@ -177,13 +167,7 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
         .expect("read")
         .expect("exists");
     assert_eq!(stored.status, ExecutionStatus::Cancelled);
-    let component = harness.engine.load_file(&guest("trip")).expect("load").0;
-    let verdict = harness
-        .runtime
-        .verify_replay(&component, record.clone(), harness.history(&record).await)
-        .await
-        .expect("replay delivers the cancellation at the same call");
-    assert_eq!(verdict, ReplayVerdict::Reproduced);
+    harness.assert_replays("trip", &record).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,17 +235,7 @@ async fn a_child_workflow_runs_and_returns_its_result() {
         history.contains(&"ChildStarted") && history.contains(&"ChildCompleted"),
         "{history:?}"
     );
-    let component = harness
-        .engine
-        .load_file(&guest("patterns"))
-        .expect("load")
-        .0;
-    let verdict = harness
-        .runtime
-        .verify_replay(&component, record.clone(), harness.history(&record).await)
-        .await
-        .expect("replay");
-    assert_eq!(verdict, ReplayVerdict::Reproduced);
+    harness.assert_replays("patterns", &record).await;
 }
 
 #[tokio::test]

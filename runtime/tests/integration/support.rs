@@ -118,6 +118,18 @@ impl Harness {
         (record, outcome)
     }
 
+    /// Replays the execution's history against `workflow` in a fresh
+    /// instance, writing nothing, and asserts the code reproduces it.
+    pub async fn assert_replays(&self, workflow: &str, record: &ExecutionRecord) {
+        let component = self.engine.load_file(&guest(workflow)).expect("load").0;
+        let verdict = self
+            .runtime
+            .verify_replay(&component, record.clone(), self.history(record).await)
+            .await
+            .expect("the code reproduces its history");
+        assert_eq!(verdict, reprise::ReplayVerdict::Reproduced);
+    }
+
     /// Waits until the history holds `count` completed activities.
     pub async fn completed_activities(&self, record: &ExecutionRecord, count: usize) {
         loop {
