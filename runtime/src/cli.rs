@@ -82,6 +82,25 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Serve the HTTP API (and the worker task API) with the runtime, its
+    /// workers and timers in one process; executions left running by an
+    /// earlier process are resumed.
+    Serve {
+        /// Where the database and the compiled-component cache live.
+        #[arg(long, env = "REPRISE_DATA", default_value = "reprise-data")]
+        data: PathBuf,
+        #[arg(long, env = "REPRISE_LISTEN", default_value = "127.0.0.1:7878")]
+        listen: std::net::SocketAddr,
+        /// Activity components (.wasm); repeat for several.
+        #[arg(long = "activities")]
+        activities: Vec<PathBuf>,
+        /// A directory granted to activities, seen by them as /data.
+        #[arg(long)]
+        activity_dir: Option<PathBuf>,
+        /// A host (or host:port) activities may call over HTTP; repeat.
+        #[arg(long = "allow-host")]
+        allowed_hosts: Vec<String>,
+    },
     /// Print an execution's history.
     History {
         /// The workflow id.
@@ -181,6 +200,21 @@ pub fn main() -> ExitCode {
                 run(workflows, activities, input, id, evict_on_wait, db).await
             }
             Command::History { id, json, db } => history(&id, json, &db).await,
+            Command::Serve {
+                data,
+                listen,
+                activities,
+                activity_dir,
+                allowed_hosts,
+            } => {
+                let activities = ActivitySetup {
+                    files: activities,
+                    activity_dir,
+                    allowed_hosts,
+                    worker_api: None,
+                };
+                report(serve(data, listen, activities).await)
+            }
             Command::Replay {
                 module,
                 histories,
@@ -291,12 +325,22 @@ struct ActivitySetup {
 
 impl ActivitySetup {
     async fn registry(self, engine: &Engine) -> Result<ActivityRegistry, RunError> {
+        self.registry_with_workers(engine, None).await
+    }
+
+    /// The registry; names no component serves go to `queue` when given
+    /// (the server's own worker API), else to a worker API of `worker_api`.
+    async fn registry_with_workers(
+        self,
+        engine: &Engine,
+        queue: Option<Arc<WorkerQueue>>,
+    ) -> Result<ActivityRegistry, RunError> {
         let mut components = Vec::new();
         for path in &self.files {
             components.push(load_component(engine, path).map_err(|error| with_file(path, error))?);
         }
         let workers = match self.worker_api {
-            None => None,
+            None => queue,
             Some(address) => {
                 let queue = WorkerQueue::new();
                 let listener = tokio::net::TcpListener::bind(address)
@@ -702,4 +746,60 @@ fn report_bad_input(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
+}
+
+async fn serve(
+    data: PathBuf,
+    listen: std::net::SocketAddr,
+    activities: ActivitySetup,
+) -> anyhow::Result<()> {
+    let db = DbArgs {
+        db: data.join("reprise.db"),
+        cache_dir: Some(data.join("cache")),
+    };
+    let engine = open_engine(&db)?;
+    let store = open_store(&db).await?;
+    let queue = WorkerQueue::new();
+    let registry = activities
+        .registry_with_workers(&engine, Some(queue.clone()))
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
+    for (tenant, name, digest) in store.workflow_types().await? {
+        if tenant == DEFAULT_TENANT {
+            runtime.register_type(&name, &digest);
+        }
+    }
+    let (routes, server) = crate::api::execution_routes(runtime);
+    let resumed = store.unfinished_executions().await?;
+    tracing::info!(count = resumed.len(), "resuming unfinished executions");
+    for record in resumed {
+        server.spawn_drive(record);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
+    axum::serve(listener, routes.merge(crate::api::worker_routes(queue)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")
+}
+
+/// SIGTERM or Ctrl-C: stop taking requests. Running executions stop where
+/// they are; their histories let the next process resume them.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -198,6 +198,20 @@ impl Engine {
         Ok(loaded)
     }
 
+    /// The names a component imports and exports.
+    pub fn describe(&self, loaded: &LoadedComponent) -> (Vec<String>, Vec<String>) {
+        let ty = loaded.component.component_type();
+        let imports = ty
+            .imports(&self.inner)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports = ty
+            .exports(&self.inner)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        (imports, exports)
+    }
+
     fn cached(&self, digest: &str) -> Option<LoadedComponent> {
         self.loaded
             .lock()

@@ -78,7 +78,7 @@ impl ExecutionStatus {
         }
     }
 
-    fn parse(text: &str) -> ExecutionStatus {
+    pub fn parse(text: &str) -> ExecutionStatus {
         match text {
             "completed" => ExecutionStatus::Completed,
             "failed" => ExecutionStatus::Failed,
@@ -209,6 +209,24 @@ pub trait Store: Send + Sync + 'static {
     /// Executions with undelivered messages newer than mailbox row
     /// `after`, and the newest row id seen (for watchers).
     async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)>;
+
+    /// Binds workflow type `name` to module `digest` for `tenant`.
+    async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()>;
+
+    /// Every workflow type of every tenant: (tenant, name, digest).
+    async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    /// The tenant's executions, newest first, optionally only those with
+    /// `status`, at most `limit`.
+    async fn list_executions(
+        &self,
+        tenant: &str,
+        status: Option<ExecutionStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExecutionRecord>>;
+
+    /// Every execution still running, for a restarted node to resume.
+    async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>>;
 
     /// Ends a running execution at once with `WorkflowTerminated`; `false`
     /// if it had already finished. A process still driving it finds the

@@ -77,6 +77,11 @@ enum WriteOp {
         execution_id: i64,
         reason: String,
     },
+    PutWorkflowType {
+        tenant: String,
+        name: String,
+        digest: String,
+    },
 }
 
 enum WriteReply {
@@ -382,6 +387,24 @@ async fn apply<'op>(
             .await
             .map_err(StoreError::database("posting a message"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::PutWorkflowType {
+            tenant,
+            name,
+            digest,
+        } => {
+            sqlx::query(
+                "INSERT INTO workflow_types (tenant, name, digest, updated_at_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (tenant, name) DO UPDATE SET digest = excluded.digest, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(tenant.as_str())
+            .bind(name.as_str())
+            .bind(digest.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("binding a workflow type"))?;
+            Ok(WriteReply::Done)
         }
         WriteOp::Terminate {
             execution_id,
@@ -710,6 +733,57 @@ impl Store for SqliteStore {
             rows.into_iter().map(|(_, execution)| execution).collect(),
             newest,
         ))
+    }
+
+    async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()> {
+        self.write(WriteOp::PutWorkflowType {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            digest: digest.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query_as("SELECT tenant, name, digest FROM workflow_types ORDER BY tenant, name")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::database("reading workflow types"))
+    }
+
+    async fn list_executions(
+        &self,
+        tenant: &str,
+        status: Option<ExecutionStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result,
+                    created_at_ms, updated_at_ms
+             FROM executions WHERE tenant = ? AND (? IS NULL OR status = ?)
+             ORDER BY created_at_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(status.map(ExecutionStatus::as_str))
+        .bind(status.map(ExecutionStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing executions"))?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result,
+                    created_at_ms, updated_at_ms
+             FROM executions WHERE status = 'running' ORDER BY id",
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing unfinished executions"))?;
+        rows.iter().map(execution_from_row).collect()
     }
 
     async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {

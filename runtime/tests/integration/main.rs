@@ -9,6 +9,7 @@ mod limits;
 mod patterns;
 mod replay;
 mod saga;
+mod server;
 mod signals;
 mod simulation;
 mod support;

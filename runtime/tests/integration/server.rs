@@ -1,0 +1,207 @@
+//! `reprise serve` over real HTTP: upload, bind a type, start, kill the
+//! server with SIGKILL mid-run, restart, and the execution completes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use reprise::activity::outbound;
+use serde_json::{Value, json};
+
+use crate::support::{cache_dir, guest};
+
+async fn call(address: &str, method: &str, path: &str, body: Bytes) -> (u16, Value) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .expect("request");
+    let (response, _connection) = outbound::send(address, request).await.expect("send");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn json_call(address: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    call(address, method, path, Bytes::from(body.to_string())).await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+struct ServerProcess {
+    child: Child,
+    address: String,
+}
+
+impl ServerProcess {
+    async fn start(data: &std::path::Path, port: u16) -> ServerProcess {
+        let address = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", &address])
+            .arg("--activities")
+            .arg(guest("hello-activities"))
+            .arg("--activity-dir")
+            .arg(data.join("activity"))
+            .env("REPRISE_CACHE_DIR", cache_dir())
+            .env("REPRISE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn reprise serve");
+        let started = Instant::now();
+        loop {
+            let request = http::Request::get("/healthz")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            if outbound::send(&address, request).await.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server never came up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ServerProcess { child, address }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_its_executions_on_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(data.path().join("activity")).expect("activity dir");
+    let port = free_port();
+    let server = ServerProcess::start(data.path(), port).await;
+    let address = server.address.clone();
+
+    let bytes = std::fs::read(guest("hello")).expect("read");
+    let (status, module) = call(&address, "POST", "/v1/modules", Bytes::from(bytes)).await;
+    assert_eq!(status, 201, "{module}");
+    assert_eq!(module["kind"], "workflow");
+    assert!(
+        module["imports"]
+            .as_array()
+            .is_some_and(|imports| !imports.is_empty())
+    );
+    let (status, refused) = call(
+        &address,
+        "POST",
+        "/v1/modules",
+        Bytes::from_static(b"not wasm"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not WebAssembly"),
+        "{refused}"
+    );
+
+    let (status, unknown) = json_call(
+        &address,
+        "POST",
+        "/v1/executions",
+        json!({ "workflow_type": "hello", "input": {} }),
+    )
+    .await;
+    assert_eq!(status, 404, "no type bound yet: {unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("PUT /v1/workflow-types/hello")
+    );
+    let (status, _) = json_call(
+        &address,
+        "PUT",
+        "/v1/workflow-types/hello",
+        json!({ "digest": module["digest"] }),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let start = json!({
+        "workflow_type": "hello",
+        "workflow_id": "srv-1",
+        "input": { "name": "Server", "sleep_ms": 600 },
+    });
+    let (status, started) = json_call(&address, "POST", "/v1/executions", start.clone()).await;
+    assert_eq!(status, 201, "{started}");
+
+    // Kill the server while the workflow sleeps.
+    let started_at = Instant::now();
+    loop {
+        let (_, history) =
+            json_call(&address, "GET", "/v1/executions/srv-1/history", Value::Null).await;
+        let sleeping = history["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|event| event["type"] == "TimerStarted"));
+        if sleeping {
+            break;
+        }
+        assert!(
+            started_at.elapsed() < Duration::from_secs(60),
+            "never slept: {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+
+    let server = ServerProcess::start(data.path(), port).await;
+    let (status, done) = json_call(
+        &address,
+        "GET",
+        "/v1/executions/srv-1?wait_ms=30000",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["greeting"], "Hello, Server!");
+    assert_eq!(done["result"]["ledger_entries"], json!([1, 2]));
+
+    let (status, again) = json_call(&address, "POST", "/v1/executions", start).await;
+    assert_eq!(status, 200, "starting a known id returns the existing run");
+    assert_eq!(again["run_id"], started["run_id"]);
+    let (status, _) = json_call(&address, "GET", "/v1/executions/nobody", Value::Null).await;
+    assert_eq!(status, 404);
+    let (status, finished) = json_call(
+        &address,
+        "POST",
+        "/v1/executions/srv-1/signals",
+        json!({ "name": "late", "payload": 1 }),
+    )
+    .await;
+    assert_eq!(status, 409, "{finished}");
+    let (status, listed) = json_call(
+        &address,
+        "GET",
+        "/v1/executions?status=completed",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["workflow_id"], "srv-1");
+    server.kill();
+}
