@@ -45,6 +45,17 @@ struct DbArgs {
 }
 
 #[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its API key (shown only this once).
+    Create {
+        name: String,
+        /// The server's data directory.
+        #[arg(long, env = "REPRISE_DATA", default_value = "reprise-data")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run one workflow execution to the end, in this process, durably.
     ///
@@ -100,6 +111,11 @@ enum Command {
         /// A host (or host:port) activities may call over HTTP; repeat.
         #[arg(long = "allow-host")]
         allowed_hosts: Vec<String>,
+    },
+    /// Manage tenants of a server's database.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
     },
     /// Print an execution's history.
     History {
@@ -200,6 +216,9 @@ pub fn main() -> ExitCode {
                 run(workflows, activities, input, id, evict_on_wait, db).await
             }
             Command::History { id, json, db } => history(&id, json, &db).await,
+            Command::Tenant {
+                command: TenantCommand::Create { name, data },
+            } => create_tenant(&name, &data).await,
             Command::Serve {
                 data,
                 listen,
@@ -766,9 +785,7 @@ async fn serve(
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
     for (tenant, name, digest) in store.workflow_types().await? {
-        if tenant == DEFAULT_TENANT {
-            runtime.register_type(&name, &digest);
-        }
+        runtime.register_type_for(&tenant, &name, &digest);
     }
     let (routes, server) = crate::api::execution_routes(runtime);
     let resumed = store.unfinished_executions().await?;
@@ -802,4 +819,33 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+async fn create_tenant(name: &str, data: &Path) -> ExitCode {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        eprintln!("error: a tenant name is 1 to 64 letters, digits, '-' or '_'; got `{name}`");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let result = async {
+        let db = DbArgs {
+            db: data.join("reprise.db"),
+            cache_dir: None,
+        };
+        let store = open_store(&db).await?;
+        let (key, hash) = crate::api::auth::new_api_key();
+        if !store.create_tenant(name, &hash).await? {
+            anyhow::bail!("tenant `{name}` exists already; its key cannot be shown again");
+        }
+        println!("{key}");
+        eprintln!(
+            "tenant `{name}` created; keep this API key, it is not stored and cannot be shown again"
+        );
+        Ok(())
+    };
+    report_bad_input(result.await)
 }

@@ -76,20 +76,29 @@ impl From<Halt> for Interrupt {
 /// Starts (or finds) a child execution and drives it to its end.
 async fn run_child(
     runtime: &Runtime,
+    tenant: &str,
     workflow_type: &str,
     workflow_id: &str,
     input: &str,
 ) -> Result<String, WorkflowError> {
-    let digest = runtime.type_digest(workflow_type).ok_or_else(|| {
-        runtime_error(
-            "UnknownWorkflowType",
-            format!("no workflow type `{workflow_type}` is registered; deploy it first"),
-        )
-    })?;
+    let digest = runtime
+        .type_digest_for(tenant, workflow_type)
+        .ok_or_else(|| {
+            runtime_error(
+                "UnknownWorkflowType",
+                format!("no workflow type `{workflow_type}` is registered; deploy it first"),
+            )
+        })?;
     let child_error =
         |error: crate::runtime::RunError| runtime_error("ChildError", error.to_string());
     let (record, _) = runtime
-        .start(workflow_type, &digest, Some(workflow_id.to_string()), input)
+        .start_for(
+            tenant,
+            workflow_type,
+            &digest,
+            Some(workflow_id.to_string()),
+            input,
+        )
         .await
         .map_err(child_error)?;
     match Box::pin(runtime.drive(record)).await.map_err(child_error)? {
@@ -337,11 +346,13 @@ impl Execution {
         };
         self.running.insert(seq);
         let updates = self.updates_tx.clone();
+        let tenant = self.record.tenant.clone();
         tokio::spawn(async move {
-            let event = match run_child(&runtime, &workflow_type, &workflow_id, &input).await {
-                Ok(output) => Event::ChildCompleted { seq, output },
-                Err(error) => Event::ChildFailed { seq, error },
-            };
+            let event =
+                match run_child(&runtime, &tenant, &workflow_type, &workflow_id, &input).await {
+                    Ok(output) => Event::ChildCompleted { seq, output },
+                    Err(error) => Event::ChildFailed { seq, error },
+                };
             let (ack, _journaled) = tokio::sync::oneshot::channel();
             // The parent may be gone (it finished); then nobody waits.
             let _ = updates.send(ActivityUpdate {

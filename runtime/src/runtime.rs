@@ -101,8 +101,8 @@ pub struct Runtime {
     linker: Linker<WorkflowHost>,
     prepared: Mutex<HashMap<String, WorkflowPre<WorkflowHost>>>,
     mailboxes: Arc<Mailboxes>,
-    /// Workflow type name → module digest (child workflows start by type).
-    types: Mutex<HashMap<String, String>>,
+    /// (tenant, workflow type) → module digest.
+    types: Mutex<HashMap<(String, String), String>>,
     /// This runtime, for the executions that start child workflows.
     me: Weak<Runtime>,
     options: RuntimeOptions,
@@ -135,20 +135,26 @@ impl Runtime {
         }))
     }
 
-    /// Binds workflow type `name` to a deployed module, for child workflows.
+    /// Binds workflow type `name` of the default tenant to a deployed module.
     pub fn register_type(&self, name: &str, digest: &str) {
-        self.types
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(name.to_string(), digest.to_string());
+        self.register_type_for(DEFAULT_TENANT, name, digest);
     }
 
-    /// The module digest workflow type `name` is bound to.
-    pub fn type_digest(&self, name: &str) -> Option<String> {
+    /// Binds `tenant`'s workflow type `name` to a deployed module (what
+    /// starts by type and child workflows resolve).
+    pub fn register_type_for(&self, tenant: &str, name: &str, digest: &str) {
         self.types
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(name)
+            .insert((tenant.to_string(), name.to_string()), digest.to_string());
+    }
+
+    /// The module digest `tenant`'s workflow type `name` is bound to.
+    pub fn type_digest_for(&self, tenant: &str, name: &str) -> Option<String> {
+        self.types
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(tenant.to_string(), name.to_string()))
             .cloned()
     }
 
@@ -231,6 +237,25 @@ impl Runtime {
         workflow_id: Option<String>,
         input: &str,
     ) -> Result<(ExecutionRecord, bool), RunError> {
+        self.start_for(
+            DEFAULT_TENANT,
+            workflow_type,
+            module_digest,
+            workflow_id,
+            input,
+        )
+        .await
+    }
+
+    /// [`Runtime::start`] for `tenant`: its ids and types only.
+    pub async fn start_for(
+        &self,
+        tenant: &str,
+        workflow_type: &str,
+        module_digest: &str,
+        workflow_id: Option<String>,
+        input: &str,
+    ) -> Result<(ExecutionRecord, bool), RunError> {
         check_json_payload("workflow input", input).map_err(RunError::InvalidInput)?;
         let run_id = new_run_id();
         let workflow_id = workflow_id.unwrap_or_else(|| run_id.clone());
@@ -246,7 +271,7 @@ impl Runtime {
         Ok(self
             .store
             .start_execution(NewExecution {
-                tenant: DEFAULT_TENANT.to_string(),
+                tenant: tenant.to_string(),
                 workflow_id,
                 run_id,
                 workflow_type: workflow_type.to_string(),

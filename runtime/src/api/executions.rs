@@ -14,8 +14,8 @@
 //! GET  /healthz
 //! ```
 //!
-//! Every route acts for the default tenant; tenants and API keys are the
-//! next step (issue 5).
+//! Every route but `/healthz` needs an API key and acts for its tenant
+//! only: another tenant's modules and executions do not exist (404).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -30,9 +30,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Tenant;
 use super::error;
 use crate::engine::{ComponentKind, MODULE_BYTES_MAX};
-use crate::runtime::{DEFAULT_TENANT, RunError, Runtime, check_json_payload};
+use crate::runtime::{RunError, Runtime, check_json_payload};
 use crate::store::{ExecutionRecord, ExecutionStatus, MessageKind, Store, StoreError};
 
 /// The longest a status request may wait for the execution to finish.
@@ -51,6 +52,10 @@ pub struct Server {
 }
 
 impl Server {
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Drives `record` in the background unless this process already does.
     pub fn spawn_drive(self: &Arc<Self>, record: ExecutionRecord) {
         let id = record.id;
@@ -117,7 +122,13 @@ fn run_error(problem: RunError) -> Response {
     error(status, problem.to_string())
 }
 
-async fn upload_module(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+// Modules are content-addressed and shared; what a tenant can run is what
+// its workflow types bind.
+async fn upload_module(
+    State(server): State<Arc<Server>>,
+    _tenant: Tenant,
+    body: Bytes,
+) -> Response {
     let loaded = match server.runtime.engine().load(&body) {
         Ok(loaded) => loaded,
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
@@ -156,6 +167,7 @@ struct BindType {
 
 async fn bind_type(
     State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
     Path(name): Path<String>,
     Json(request): Json<BindType>,
 ) -> Response {
@@ -174,21 +186,23 @@ async fn bind_type(
     }
     if let Err(problem) = server
         .store
-        .put_workflow_type(DEFAULT_TENANT, &name, &request.digest)
+        .put_workflow_type(&tenant, &name, &request.digest)
         .await
     {
         return store_error(problem);
     }
-    server.runtime.register_type(&name, &request.digest);
+    server
+        .runtime
+        .register_type_for(&tenant, &name, &request.digest);
     Json(json!({ "name": name, "digest": request.digest })).into_response()
 }
 
-async fn list_types(State(server): State<Arc<Server>>) -> Response {
+async fn list_types(State(server): State<Arc<Server>>, Tenant(tenant): Tenant) -> Response {
     match server.store.workflow_types().await {
         Ok(types) => {
             let types: Vec<Value> = types
                 .into_iter()
-                .filter(|(tenant, _, _)| tenant == DEFAULT_TENANT)
+                .filter(|(owner, _, _)| *owner == tenant)
                 .map(|(_, name, digest)| json!({ "name": name, "digest": digest }))
                 .collect();
             Json(json!(types)).into_response()
@@ -207,8 +221,15 @@ struct StartRequest {
     input: Value,
 }
 
-async fn start(State(server): State<Arc<Server>>, Json(request): Json<StartRequest>) -> Response {
-    let Some(digest) = server.runtime.type_digest(&request.workflow_type) else {
+async fn start(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Json(request): Json<StartRequest>,
+) -> Response {
+    let Some(digest) = server
+        .runtime
+        .type_digest_for(&tenant, &request.workflow_type)
+    else {
         return error(
             StatusCode::NOT_FOUND,
             format!(
@@ -220,7 +241,13 @@ async fn start(State(server): State<Arc<Server>>, Json(request): Json<StartReque
     let input = request.input.to_string();
     let started = server
         .runtime
-        .start(&request.workflow_type, &digest, request.workflow_id, &input)
+        .start_for(
+            &tenant,
+            &request.workflow_type,
+            &digest,
+            request.workflow_id,
+            &input,
+        )
         .await;
     match started {
         Ok((record, created)) => {
@@ -261,7 +288,11 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list(State(server): State<Arc<Server>>, Query(query): Query<ListQuery>) -> Response {
+async fn list(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<ListQuery>,
+) -> Response {
     let status = match query.status.as_deref() {
         None => None,
         Some(text @ ("running" | "completed" | "failed" | "cancelled" | "terminated")) => {
@@ -277,11 +308,7 @@ async fn list(State(server): State<Arc<Server>>, Query(query): Query<ListQuery>)
         }
     };
     let limit = query.limit.unwrap_or(100).min(LIST_LIMIT_MAX);
-    match server
-        .store
-        .list_executions(DEFAULT_TENANT, status, limit)
-        .await
-    {
+    match server.store.list_executions(&tenant, status, limit).await {
         Ok(records) => {
             Json(json!(records.iter().map(describe).collect::<Vec<_>>())).into_response()
         }
@@ -289,8 +316,8 @@ async fn list(State(server): State<Arc<Server>>, Query(query): Query<ListQuery>)
     }
 }
 
-async fn find(server: &Server, id: &str) -> Result<ExecutionRecord, Response> {
-    match server.store.execution(DEFAULT_TENANT, id).await {
+async fn find(server: &Server, tenant: &str, id: &str) -> Result<ExecutionRecord, Response> {
+    match server.store.execution(tenant, id).await {
         Ok(Some(record)) => Ok(record),
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,
@@ -307,13 +334,14 @@ struct StatusQuery {
 
 async fn status(
     State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Response {
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(RESULT_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let record = match find(&server, &id).await {
+        let record = match find(&server, &tenant, &id).await {
             Ok(record) => record,
             Err(response) => return response,
         };
@@ -324,8 +352,12 @@ async fn status(
     }
 }
 
-async fn history(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
-    let record = match find(&server, &id).await {
+async fn history(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match find(&server, &tenant, &id).await {
         Ok(record) => record,
         Err(response) => return response,
     };
@@ -349,13 +381,14 @@ struct SignalRequest {
 
 async fn post_message(
     server: &Server,
+    tenant: &str,
     id: &str,
     kind: MessageKind,
     name: &str,
     payload: &str,
     message_id: &str,
 ) -> Response {
-    let record = match find(server, id).await {
+    let record = match find(server, tenant, id).await {
         Ok(record) => record,
         Err(response) => return response,
     };
@@ -384,6 +417,7 @@ async fn post_message(
 
 async fn signal(
     State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
     Json(request): Json<SignalRequest>,
 ) -> Response {
@@ -396,6 +430,7 @@ async fn signal(
         .unwrap_or_else(|| format!("signal-{}", crate::clock::now_ns()));
     post_message(
         &server,
+        &tenant,
         &id,
         MessageKind::Signal,
         &request.name,
@@ -405,8 +440,21 @@ async fn signal(
     .await
 }
 
-async fn cancel(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
-    post_message(&server, &id, MessageKind::Cancel, "", "null", "cancel").await
+async fn cancel(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Response {
+    post_message(
+        &server,
+        &tenant,
+        &id,
+        MessageKind::Cancel,
+        "",
+        "null",
+        "cancel",
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -418,10 +466,11 @@ struct TerminateRequest {
 
 async fn terminate(
     State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
     request: Option<Json<TerminateRequest>>,
 ) -> Response {
-    let record = match find(&server, &id).await {
+    let record = match find(&server, &tenant, &id).await {
         Ok(record) => record,
         Err(response) => return response,
     };

@@ -6,6 +6,7 @@
 //!
 //! Errors are `{"error": "..."}` with a status that says whose fault it is.
 
+pub mod auth;
 mod executions;
 mod workers;
 

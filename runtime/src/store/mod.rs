@@ -228,6 +228,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every execution still running, for a restarted node to resume.
     async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>>;
 
+    /// Creates tenant `name` with the SHA-256 of its API key; `false` if
+    /// the name is taken.
+    async fn create_tenant(&self, name: &str, key_sha256: &str) -> StoreResult<bool>;
+
+    /// The tenant whose key has this SHA-256.
+    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<String>>;
+
     /// Ends a running execution at once with `WorkflowTerminated`; `false`
     /// if it had already finished. A process still driving it finds the
     /// next position taken and stops.

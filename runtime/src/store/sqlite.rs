@@ -82,6 +82,10 @@ enum WriteOp {
         name: String,
         digest: String,
     },
+    CreateTenant {
+        name: String,
+        key_sha256: String,
+    },
 }
 
 enum WriteReply {
@@ -386,6 +390,19 @@ async fn apply<'op>(
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("posting a message"))?;
+            Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::CreateTenant { name, key_sha256 } => {
+            let inserted = sqlx::query(
+                "INSERT INTO tenants (name, key_sha256, created_at_ms) VALUES (?, ?, ?)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name.as_str())
+            .bind(key_sha256.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("creating a tenant"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
         }
         WriteOp::PutWorkflowType {
@@ -784,6 +801,24 @@ impl Store for SqliteStore {
         .await
         .map_err(StoreError::database("listing unfinished executions"))?;
         rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn create_tenant(&self, name: &str, key_sha256: &str) -> StoreResult<bool> {
+        let reply = self
+            .write(WriteOp::CreateTenant {
+                name: name.to_string(),
+                key_sha256: key_sha256.to_string(),
+            })
+            .await?;
+        Ok(matches!(reply, WriteReply::Changed(true)))
+    }
+
+    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT name FROM tenants WHERE key_sha256 = ?")
+            .bind(key_sha256)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::database("looking up an API key"))
     }
 
     async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {

@@ -11,13 +11,15 @@ use serde_json::{Value, json};
 
 use crate::support::{cache_dir, guest};
 
-async fn call(address: &str, method: &str, path: &str, body: Bytes) -> (u16, Value) {
-    let request = http::Request::builder()
+async fn call(address: &str, key: &str, method: &str, path: &str, body: Bytes) -> (u16, Value) {
+    let mut request = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .expect("request");
+        .header("content-type", "application/json");
+    if !key.is_empty() {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = request.body(Full::new(body)).expect("request");
     let (response, _connection) = outbound::send(address, request).await.expect("send");
     let status = response.status().as_u16();
     let body = response
@@ -29,8 +31,39 @@ async fn call(address: &str, method: &str, path: &str, body: Bytes) -> (u16, Val
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-async fn json_call(address: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    call(address, method, path, Bytes::from(body.to_string())).await
+async fn json_call(
+    address: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    call(address, key, method, path, Bytes::from(body.to_string())).await
+}
+
+/// `reprise tenant create NAME` on the server's data directory: its key.
+fn create_tenant(data: &std::path::Path, name: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["tenant", "create", name])
+        .arg("--data")
+        .arg(data)
+        .env("REPRISE_LOG", "warn")
+        .output()
+        .expect("run reprise tenant create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    assert!(
+        key.starts_with("rpk_") && key.len() == 4 + 64,
+        "a 256-bit key: {key}"
+    );
+    key
 }
 
 fn free_port() -> u16 {
@@ -78,10 +111,13 @@ impl ServerProcess {
         }
         ServerProcess { child, address }
     }
+}
 
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+impl Drop for ServerProcess {
+    /// SIGKILL, also when a failed assertion unwinds the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -89,12 +125,14 @@ impl ServerProcess {
 async fn a_killed_server_resumes_its_executions_on_restart() {
     let data = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(data.path().join("activity")).expect("activity dir");
+    let key = create_tenant(data.path(), "acme");
+    let other = create_tenant(data.path(), "globex");
     let port = free_port();
     let server = ServerProcess::start(data.path(), port).await;
     let address = server.address.clone();
 
     let bytes = std::fs::read(guest("hello")).expect("read");
-    let (status, module) = call(&address, "POST", "/v1/modules", Bytes::from(bytes)).await;
+    let (status, module) = call(&address, &key, "POST", "/v1/modules", Bytes::from(bytes)).await;
     assert_eq!(status, 201, "{module}");
     assert_eq!(module["kind"], "workflow");
     assert!(
@@ -104,6 +142,7 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     );
     let (status, refused) = call(
         &address,
+        &key,
         "POST",
         "/v1/modules",
         Bytes::from_static(b"not wasm"),
@@ -120,6 +159,7 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
 
     let (status, unknown) = json_call(
         &address,
+        &key,
         "POST",
         "/v1/executions",
         json!({ "workflow_type": "hello", "input": {} }),
@@ -134,6 +174,7 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     );
     let (status, _) = json_call(
         &address,
+        &key,
         "PUT",
         "/v1/workflow-types/hello",
         json!({ "digest": module["digest"] }),
@@ -146,14 +187,21 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
         "workflow_id": "srv-1",
         "input": { "name": "Server", "sleep_ms": 600 },
     });
-    let (status, started) = json_call(&address, "POST", "/v1/executions", start.clone()).await;
+    let (status, started) =
+        json_call(&address, &key, "POST", "/v1/executions", start.clone()).await;
     assert_eq!(status, 201, "{started}");
 
     // Kill the server while the workflow sleeps.
     let started_at = Instant::now();
     loop {
-        let (_, history) =
-            json_call(&address, "GET", "/v1/executions/srv-1/history", Value::Null).await;
+        let (_, history) = json_call(
+            &address,
+            &key,
+            "GET",
+            "/v1/executions/srv-1/history",
+            Value::Null,
+        )
+        .await;
         let sleeping = history["events"]
             .as_array()
             .is_some_and(|events| events.iter().any(|event| event["type"] == "TimerStarted"));
@@ -166,11 +214,12 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.kill();
+    drop(server); // SIGKILL
 
     let server = ServerProcess::start(data.path(), port).await;
     let (status, done) = json_call(
         &address,
+        &key,
         "GET",
         "/v1/executions/srv-1?wait_ms=30000",
         Value::Null,
@@ -181,13 +230,14 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     assert_eq!(done["result"]["greeting"], "Hello, Server!");
     assert_eq!(done["result"]["ledger_entries"], json!([1, 2]));
 
-    let (status, again) = json_call(&address, "POST", "/v1/executions", start).await;
+    let (status, again) = json_call(&address, &key, "POST", "/v1/executions", start).await;
     assert_eq!(status, 200, "starting a known id returns the existing run");
     assert_eq!(again["run_id"], started["run_id"]);
-    let (status, _) = json_call(&address, "GET", "/v1/executions/nobody", Value::Null).await;
+    let (status, _) = json_call(&address, &key, "GET", "/v1/executions/nobody", Value::Null).await;
     assert_eq!(status, 404);
     let (status, finished) = json_call(
         &address,
+        &key,
         "POST",
         "/v1/executions/srv-1/signals",
         json!({ "name": "late", "payload": 1 }),
@@ -196,6 +246,7 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     assert_eq!(status, 409, "{finished}");
     let (status, listed) = json_call(
         &address,
+        &key,
         "GET",
         "/v1/executions?status=completed",
         Value::Null,
@@ -203,5 +254,43 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(listed[0]["workflow_id"], "srv-1");
-    server.kill();
+
+    // Another tenant cannot see, signal, cancel or list acme's execution:
+    // for globex it does not exist.
+    for (method, path, body) in [
+        ("GET", "/v1/executions/srv-1", Value::Null),
+        ("GET", "/v1/executions/srv-1/history", Value::Null),
+        (
+            "POST",
+            "/v1/executions/srv-1/signals",
+            json!({ "name": "x" }),
+        ),
+        ("POST", "/v1/executions/srv-1/cancel", Value::Null),
+        ("POST", "/v1/executions/srv-1/terminate", json!({})),
+    ] {
+        let (status, answer) = json_call(&address, &other, method, path, body).await;
+        assert_eq!(status, 404, "{method} {path} as another tenant: {answer}");
+    }
+    let (_, listed) = json_call(&address, &other, "GET", "/v1/executions", Value::Null).await;
+    assert_eq!(listed, json!([]));
+    let (status, _) = json_call(
+        &address,
+        &other,
+        "POST",
+        "/v1/executions",
+        json!({ "workflow_type": "hello" }),
+    )
+    .await;
+    assert_eq!(status, 404, "types are per tenant too");
+    // No key or a wrong key: 401 and no data.
+    for bad in ["", "rpk_0000"] {
+        let (status, answer) =
+            json_call(&address, bad, "GET", "/v1/executions/srv-1", Value::Null).await;
+        assert_eq!(status, 401);
+        assert!(
+            answer.get("workflow_id").is_none() && answer["error"].is_string(),
+            "{answer}"
+        );
+    }
+    drop(server); // SIGKILL
 }
