@@ -43,8 +43,23 @@ fn default_interval_ms() -> u64 {
 
 struct TripSaga;
 
+/// Attempts a forward step gets.
+const STEP_ATTEMPTS: u32 = 5;
+/// Compensations retry until they succeed.
+const UNTIL_SUCCESS: u32 = 0;
+
 impl TripSaga {
-    fn post(ctx: &Context, trip: &Trip, url: String, body: Value, key: String) -> ActivityCall {
+    /// A POST through the built-in `http` activity with a business key.
+    /// Steps give up after `maximum_attempts`; compensations pass 0 and
+    /// retry until they succeed (the saga's rule), quickly here.
+    fn post(
+        ctx: &Context,
+        trip: &Trip,
+        url: String,
+        body: Value,
+        key: String,
+        maximum_attempts: u32,
+    ) -> ActivityCall {
         ctx.activity("http")
             .input(&json!({ "method": "POST", "url": url, "body": body }))
             .idempotency_key(key)
@@ -52,26 +67,7 @@ impl TripSaga {
                 RetryPolicy::new()
                     .initial_interval(Duration::from_millis(trip.initial_interval_ms))
                     .maximum_interval(Duration::from_millis(trip.initial_interval_ms * 10))
-                    .maximum_attempts(5),
-            )
-    }
-
-    fn compensation(
-        ctx: &Context,
-        trip: &Trip,
-        url: String,
-        body: Value,
-        key: String,
-    ) -> ActivityCall {
-        // Compensations retry until they succeed (the saga's default), but
-        // quickly here.
-        ctx.activity("http")
-            .input(&json!({ "method": "POST", "url": url, "body": body }))
-            .idempotency_key(key)
-            .retry(
-                RetryPolicy::new()
-                    .initial_interval(Duration::from_millis(trip.initial_interval_ms))
-                    .maximum_interval(Duration::from_millis(trip.initial_interval_ms * 10)),
+                    .maximum_attempts(maximum_attempts),
             )
     }
 
@@ -83,17 +79,19 @@ impl TripSaga {
                 format!("{}/reservations", trip.inventory_url),
                 json!({ "order_id": trip.trip_id, "item": leg }),
                 format!("reserve-{}-{leg}", trip.trip_id),
+                STEP_ATTEMPTS,
             )
             .call()?;
             let reservation_id = reservation["body"]["reservation_id"].clone();
             saga.add_compensation(
                 &format!("reserve {leg}"),
-                Self::compensation(
+                Self::post(
                     ctx,
                     trip,
                     format!("{}/releases", trip.inventory_url),
                     json!({ "reservation_id": reservation_id }),
                     format!("release-{}-{leg}", trip.trip_id),
+                    UNTIL_SUCCESS,
                 ),
             );
         }
@@ -107,16 +105,18 @@ impl TripSaga {
             format!("{}/charges", trip.payments_url),
             json!({ "order_id": trip.trip_id, "amount_cents": trip.amount_cents, "card": trip.card }),
             format!("charge-{}", trip.trip_id),
+            STEP_ATTEMPTS,
         )
         .call()?;
         saga.add_compensation(
             "charge",
-            Self::compensation(
+            Self::post(
                 ctx,
                 trip,
                 format!("{}/refunds", trip.payments_url),
                 json!({ "charge_id": charge["body"]["charge_id"] }),
                 format!("refund-{}", trip.trip_id),
+                UNTIL_SUCCESS,
             ),
         );
         Ok(())

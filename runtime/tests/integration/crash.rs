@@ -155,22 +155,7 @@ async fn crash_and_recover(workflow: &str) {
     let mut snapshots: Vec<Vec<RecordedEvent>> = Vec::new();
     for &(kind, count) in KILL_POINTS {
         let mut child = crashed.spawn(workflow, "order-1");
-        let started = Instant::now();
-        loop {
-            if count_of_kind(&crashed.db, "order-1", kind).await >= count {
-                break;
-            }
-            if let Some(status) = child.try_wait().expect("poll child") {
-                panic!("reprise exited ({status}) before reaching {kind} #{count}");
-            }
-            assert!(
-                started.elapsed() < RUN_TIMEOUT,
-                "never reached {kind} #{count}"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        kill_at(&mut child, &crashed.db, "order-1", kind, count).await;
         snapshots.push(crashed.history("order-1").await);
     }
     let output: serde_json::Value =
