@@ -541,12 +541,11 @@ async fn select_execution(
 }
 
 fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRecord> {
-    let read = StoreError::database("decoding an execution row");
-    let status: String = row.try_get("status").map_err(read)?;
     let decode = |error| StoreError::Database {
         doing: "decoding an execution row",
         source: error,
     };
+    let status: String = row.try_get("status").map_err(decode)?;
     Ok(ExecutionRecord {
         id: row.try_get("id").map_err(decode)?,
         tenant: row.try_get("tenant").map_err(decode)?,
@@ -713,24 +712,21 @@ impl Store for SqliteStore {
         .map_err(StoreError::database("reading a mailbox"))?;
         rows.iter()
             .map(|row| {
-                let decode = StoreError::database("decoding a mailbox row");
-                let kind: String = row.try_get("kind").map_err(decode)?;
-                let get = |column: &str| -> StoreResult<String> {
-                    row.try_get(column)
-                        .map_err(StoreError::database("decoding a mailbox row"))
+                let decode = |error| StoreError::Database {
+                    doing: "decoding a mailbox row",
+                    source: error,
                 };
+                let kind: String = row.try_get("kind").map_err(decode)?;
                 Ok(MailboxMessage {
-                    id: row
-                        .try_get("id")
-                        .map_err(StoreError::database("decoding a mailbox row"))?,
-                    kind: if kind == "cancel" {
+                    id: row.try_get("id").map_err(decode)?,
+                    kind: if kind == MessageKind::Cancel.as_str() {
                         MessageKind::Cancel
                     } else {
                         MessageKind::Signal
                     },
-                    name: get("name")?,
-                    payload: get("payload")?,
-                    message_id: get("message_id")?,
+                    name: row.try_get("name").map_err(decode)?,
+                    payload: row.try_get("payload").map_err(decode)?,
+                    message_id: row.try_get("message_id").map_err(decode)?,
                 })
             })
             .collect()
