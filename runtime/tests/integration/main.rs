@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod imports;
 mod limits;
+mod openapi;
 mod patterns;
 mod replay;
 mod saga;
