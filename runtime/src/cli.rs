@@ -169,8 +169,49 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Upload a workflow component to a server and bind a type name to it.
+    Deploy {
+        file: PathBuf,
+        /// The workflow type name (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Start an execution on a server; with --wait, print its result.
+    Start {
+        /// The workflow type.
+        name: String,
+        #[arg(long, default_value = "null")]
+        input: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print an execution's status and result from a server.
+    Result {
+        id: String,
+        /// Wait (up to 60 s) while it runs.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Measure throughput and latency (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server, e.g. http://127.0.0.1:7878.
+    #[arg(long, env = "REPRISE_SERVER", default_value = "http://127.0.0.1:7878")]
+    server: String,
+    /// The tenant's API key (`reprise tenant create` prints it).
+    #[arg(long, env = "REPRISE_API_KEY")]
+    api_key: String,
 }
 
 /// Entry point of the `reprise` binary.
@@ -254,6 +295,15 @@ pub fn main() -> ExitCode {
                 post(&id, MessageKind::Cancel, "", "null", "cancel", &db).await
             }
             Command::Terminate { id, reason, db } => terminate(&id, &reason, &db).await,
+            Command::Deploy { file, name, server } => deploy(&file, name, &server).await,
+            Command::Start {
+                name,
+                input,
+                id,
+                wait,
+                server,
+            } => start_remote(&name, &input, id, wait, &server).await,
+            Command::Result { id, wait, server } => result_remote(&id, wait, &server).await,
             Command::Bench(args) => report(crate::bench::run(args).await),
         }
     })
@@ -848,4 +898,130 @@ async fn create_tenant(name: &str, data: &Path) -> ExitCode {
         Ok(())
     };
     report_bad_input(result.await)
+}
+
+/// One request to a server; the answer's status and JSON body.
+async fn request(
+    server: &ServerArgs,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use http_body_util::BodyExt as _;
+    let uri: http::Uri = server
+        .server
+        .parse()
+        .with_context(|| format!("--server {} is not a URL", server.server))?;
+    let authority = uri
+        .authority()
+        .with_context(|| format!("--server {} has no host", server.server))?
+        .to_string();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", server.api_key),
+        )
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let (response, _connection) = crate::activity::outbound::send(&authority, request)
+        .await
+        .with_context(|| format!("is `reprise serve` running at {}?", server.server))?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Prints a server's answer: the body on success, its error otherwise,
+/// with the exit code that says whose fault it was.
+fn answer(status: u16, body: &serde_json::Value) -> ExitCode {
+    if (200..300).contains(&status) {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "error ({status}): {}",
+        body["error"].as_str().unwrap_or("unexpected answer")
+    );
+    ExitCode::from(if status >= 500 {
+        EXIT_HOST_ERROR
+    } else {
+        EXIT_BAD_INPUT
+    })
+}
+
+async fn deploy(file: &Path, name: Option<String>, server: &ServerArgs) -> ExitCode {
+    let result = async {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
+        let (status, module) = request(server, "POST", "/v1/modules", bytes).await?;
+        if status != 201 {
+            return Ok((status, module));
+        }
+        let name = name.unwrap_or_else(|| type_name(file));
+        let bind = serde_json::json!({ "digest": module["digest"] })
+            .to_string()
+            .into_bytes();
+        let (status, bound) =
+            request(server, "PUT", &format!("/v1/workflow-types/{name}"), bind).await?;
+        Ok::<_, anyhow::Error>((status, if status == 200 { module } else { bound }))
+    };
+    match result.await {
+        Ok((status, body)) => answer(status, &body),
+        Err(error) => report(Err(error)),
+    }
+}
+
+async fn start_remote(
+    name: &str,
+    input: &str,
+    id: Option<String>,
+    wait: bool,
+    server: &ServerArgs,
+) -> ExitCode {
+    let input: serde_json::Value = match serde_json::from_str(input) {
+        Ok(input) => input,
+        Err(error) => {
+            eprintln!("error: --input is not valid JSON ({error})");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let body = serde_json::json!({ "workflow_type": name, "workflow_id": id, "input": input });
+    let started = request(
+        server,
+        "POST",
+        "/v1/executions",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    match started {
+        Ok((status, execution)) if wait && (200..300).contains(&status) => {
+            let id = execution["workflow_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            result_remote(&id, true, server).await
+        }
+        Ok((status, body)) => answer(status, &body),
+        Err(error) => report(Err(error)),
+    }
+}
+
+async fn result_remote(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
+    let path = format!(
+        "/v1/executions/{id}{}",
+        if wait { "?wait_ms=60000" } else { "" }
+    );
+    match request(server, "GET", &path, Vec::new()).await {
+        Ok((200, execution)) if execution["status"] == "failed" => {
+            println!("{execution}");
+            ExitCode::from(EXIT_WORKFLOW_FAILED)
+        }
+        Ok((status, body)) => answer(status, &body),
+        Err(error) => report(Err(error)),
+    }
 }

@@ -282,6 +282,60 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     )
     .await;
     assert_eq!(status, 404, "types are per tenant too");
+    // The CLI client, against the same server.
+    let cli = |args: &[&str], api_key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(args)
+            .args([
+                "--server",
+                &format!("http://{address}"),
+                "--api-key",
+                api_key,
+            ])
+            .env("REPRISE_LOG", "warn")
+            .output()
+            .expect("run the reprise client")
+    };
+    let hello = guest("hello");
+    let deployed = cli(
+        &["deploy", hello.to_str().expect("path"), "--name", "greeter"],
+        &key,
+    );
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let started = cli(
+        &[
+            "start",
+            "greeter",
+            "--input",
+            r#"{"name":"Cli","sleep_ms":1}"#,
+            "--id",
+            "cli-1",
+            "--wait",
+        ],
+        &key,
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let finished: Value = serde_json::from_slice(&started.stdout).expect("JSON");
+    assert_eq!(finished["status"], "completed");
+    assert_eq!(finished["result"]["greeting"], "Hello, Cli!");
+    let refused = cli(&["result", "cli-1"], &other);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "another tenant's id is not found"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no execution with workflow id `cli-1`")
+    );
+
     // No key or a wrong key: 401 and no data.
     for bad in ["", "rpk_0000"] {
         let (status, answer) =
