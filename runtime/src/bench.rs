@@ -188,7 +188,7 @@ async fn add_one_workers(queue: Arc<WorkerQueue>) -> anyhow::Result<()> {
     let authority = listener.local_addr()?.to_string();
     tokio::spawn(crate::api::serve(
         listener,
-        crate::api::worker_routes(queue),
+        crate::api::worker_routes(queue, None),
     ));
     for _ in 0..BENCH_WORKERS {
         let authority = authority.clone();

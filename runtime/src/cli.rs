@@ -422,7 +422,7 @@ impl ActivitySetup {
                 tracing::info!(%address, "serving the external-worker task API");
                 tokio::spawn(crate::api::serve(
                     listener,
-                    crate::api::worker_routes(queue.clone()),
+                    crate::api::worker_routes(queue.clone(), None),
                 ));
                 Some(queue)
             }
@@ -847,10 +847,13 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
-    axum::serve(listener, routes.merge(crate::api::worker_routes(queue)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the API")
+    axum::serve(
+        listener,
+        routes.merge(crate::api::worker_routes(queue, Some(store))),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving the API")
 }
 
 /// SIGTERM or Ctrl-C: stop taking requests. Running executions stop where

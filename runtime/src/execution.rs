@@ -298,6 +298,7 @@ impl Execution {
                 None => (1, 0, None),
             };
             ActivityTask {
+                tenant: self.record.tenant.clone(),
                 seq,
                 name: name.clone(),
                 input: input.clone(),

@@ -40,6 +40,8 @@ pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
 /// One scheduled activity call, as a task to run (or resume).
 #[derive(Clone, Debug)]
 pub struct ActivityTask {
+    /// The tenant of the execution that scheduled it.
+    pub tenant: String,
     pub seq: Seq,
     pub name: String,
     pub input: String,
@@ -397,6 +399,7 @@ impl ActivityRegistry {
             }
             Executor::Worker(queue) => {
                 let worker_task = WorkerTask {
+                    tenant: task.tenant.clone(),
                     task_token: new_task_token(),
                     activity: task.name.clone(),
                     input: serde_json::from_str(&task.input).unwrap_or(serde_json::Value::Null),

@@ -26,6 +26,9 @@ const PENDING_TASKS_MAX: usize = 100_000;
 /// What a worker receives.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkerTask {
+    /// Whose task it is: only that tenant's workers see it.
+    #[serde(skip)]
+    pub tenant: String,
     pub task_token: String,
     pub activity: String,
     /// The input, as JSON.
@@ -141,13 +144,20 @@ impl WorkerQueue {
 
     /// Hands out the oldest task for one of `activities`, waiting up to
     /// `wait` for one to arrive.
-    pub async fn poll(&self, activities: &[String], wait: Duration) -> Option<WorkerTask> {
+    /// `tenant`: the caller's scope (`None`: an embedded runtime without
+    /// tenants, which sees every task).
+    pub async fn poll(
+        &self,
+        tenant: Option<&str>,
+        activities: &[String],
+        wait: Duration,
+    ) -> Option<WorkerTask> {
         let deadline = tokio::time::Instant::now() + wait.min(POLL_WAIT_MAX);
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(task) = self.take(activities) {
+            if let Some(task) = self.take(tenant, activities) {
                 return Some(task);
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
@@ -156,12 +166,12 @@ impl WorkerQueue {
         }
     }
 
-    fn take(&self, activities: &[String]) -> Option<WorkerTask> {
+    fn take(&self, tenant: Option<&str>, activities: &[String]) -> Option<WorkerTask> {
         let mut state = self.state();
-        let index = state
-            .pending
-            .iter()
-            .position(|waiting| activities.contains(&waiting.task.activity))?;
+        let index = state.pending.iter().position(|waiting| {
+            tenant.is_none_or(|tenant| tenant == waiting.task.tenant)
+                && activities.contains(&waiting.task.activity)
+        })?;
         let waiting = state.pending.remove(index)?;
         let task = waiting.task.clone();
         waiting.heartbeat.beat(None);
@@ -248,5 +258,59 @@ impl Drop for RetireOnDrop<'_> {
             .retain(|waiting| waiting.task.task_token != self.token);
         state.leased.remove(self.token);
         state.retire(self.token, "timed out and retried under a new token");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(tenant: &str, token: &str) -> WorkerTask {
+        WorkerTask {
+            tenant: tenant.to_string(),
+            task_token: token.to_string(),
+            activity: "charge".to_string(),
+            input: serde_json::Value::Null,
+            idempotency_key: "key".to_string(),
+            attempt: 1,
+            workflow_id: "w".to_string(),
+            run_id: "r".to_string(),
+            heartbeat_details: None,
+            start_to_close_timeout_ms: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_polls_only_its_own_tasks() {
+        let queue = WorkerQueue::new();
+        let waiting = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                queue
+                    .execute(task("acme", "t1"), Heartbeat::detached())
+                    .await
+            })
+        };
+        let activities = vec!["charge".to_string()];
+        let short = Duration::from_millis(200);
+        assert!(
+            queue
+                .poll(Some("globex"), &activities, short)
+                .await
+                .is_none()
+        );
+        let polled = queue
+            .poll(Some("acme"), &activities, short)
+            .await
+            .expect("acme's task");
+        assert_eq!(polled.task_token, "t1");
+        queue
+            .complete("t1", serde_json::json!(1))
+            .expect("complete");
+        assert_eq!(waiting.await.expect("join").expect("outcome"), "1");
+        assert!(matches!(
+            queue.complete("t1", serde_json::json!(2)),
+            Err(TaskError::Finished { .. })
+        ));
     }
 }

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::error;
 use super::executions::Server;
+use crate::store::Store;
 
 /// The prefix of every API key, so a leaked one is easy to recognise.
 const KEY_PREFIX: &str = "rpk_";
@@ -46,32 +47,36 @@ impl FromRequestParts<Arc<Server>> for Tenant {
         parts: &mut Parts,
         server: &Arc<Server>,
     ) -> Result<Tenant, Response> {
-        let unauthorized = || {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "missing or unknown API key: send `Authorization: Bearer <key>` with the key `reprise tenant create` printed".to_string(),
-            )
-        };
-        let key = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(unauthorized)?;
-        let hash = key_sha256(key.trim());
-        match server.store().tenant_by_key(&hash).await {
-            // The lookup matched on the hash; compare once more in
-            // constant time so the check itself leaks nothing.
-            Ok(Some(tenant))
-                if constant_time_eq(hash.as_bytes(), key_sha256(key.trim()).as_bytes()) =>
-            {
-                Ok(Tenant(tenant))
-            }
-            Ok(_) => Err(unauthorized()),
-            Err(problem) => Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                problem.to_string(),
-            )),
+        authenticate(parts, server.store()).await.map(Tenant)
+    }
+}
+
+/// The tenant whose API key the request carries, or the 401 to answer.
+pub async fn authenticate(parts: &Parts, store: &Arc<dyn Store>) -> Result<String, Response> {
+    let unauthorized = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown API key: send `Authorization: Bearer <key>` with the key `reprise tenant create` printed".to_string(),
+        )
+    };
+    let key = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?
+        .trim();
+    let hash = key_sha256(key);
+    match store.tenant_by_key(&hash).await {
+        // The lookup matched on the hash; compare once more in constant
+        // time so the check itself leaks nothing.
+        Ok(Some(tenant)) if constant_time_eq(hash.as_bytes(), key_sha256(key).as_bytes()) => {
+            Ok(tenant)
         }
+        Ok(_) => Err(unauthorized()),
+        Err(problem) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            problem.to_string(),
+        )),
     }
 }

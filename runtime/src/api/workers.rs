@@ -13,25 +13,55 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::authenticate;
 use crate::activity::worker::{TaskError, WorkerQueue};
 use crate::journal::ActivityError;
+use crate::store::Store;
 
-/// The routes for external activity workers.
-pub fn worker_routes(queue: Arc<WorkerQueue>) -> Router {
+/// The queue and, on a multi-tenant server, the store that resolves API
+/// keys: workers then authenticate and see only their tenant's tasks.
+pub struct WorkerApi {
+    queue: Arc<WorkerQueue>,
+    tenants: Option<Arc<dyn Store>>,
+}
+
+/// The tenant a worker polls for (`None` on an embedded runtime).
+struct Caller(Option<String>);
+
+impl FromRequestParts<Arc<WorkerApi>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        api: &Arc<WorkerApi>,
+    ) -> Result<Caller, Response> {
+        match &api.tenants {
+            None => Ok(Caller(None)),
+            Some(store) => authenticate(parts, store)
+                .await
+                .map(|tenant| Caller(Some(tenant))),
+        }
+    }
+}
+
+/// The routes for external activity workers. With `tenants`, every
+/// request needs a tenant's API key and polls only that tenant's tasks.
+pub fn worker_routes(queue: Arc<WorkerQueue>, tenants: Option<Arc<dyn Store>>) -> Router {
     Router::new()
         .route("/v1/activity-tasks/poll", post(poll))
         .route("/v1/activity-tasks/{token}/heartbeat", post(heartbeat))
         .route("/v1/activity-tasks/{token}/complete", post(complete))
         .route("/v1/activity-tasks/{token}/fail", post(fail))
-        .with_state(queue)
+        .with_state(Arc::new(WorkerApi { queue, tenants }))
 }
 
 #[derive(Deserialize)]
@@ -46,15 +76,24 @@ fn default_wait_ms() -> u64 {
     30_000
 }
 
-async fn poll(State(queue): State<Arc<WorkerQueue>>, Json(request): Json<PollRequest>) -> Response {
+async fn poll(
+    State(api): State<Arc<WorkerApi>>,
+    Caller(tenant): Caller,
+    Json(request): Json<PollRequest>,
+) -> Response {
     if request.activities.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "name at least one activity in `activities`".into(),
         );
     }
-    match queue
-        .poll(&request.activities, Duration::from_millis(request.wait_ms))
+    match api
+        .queue
+        .poll(
+            tenant.as_deref(),
+            &request.activities,
+            Duration::from_millis(request.wait_ms),
+        )
         .await
     {
         Some(task) => (StatusCode::OK, Json(task)).into_response(),
@@ -70,11 +109,14 @@ struct HeartbeatRequest {
 }
 
 async fn heartbeat(
-    State(queue): State<Arc<WorkerQueue>>,
+    State(api): State<Arc<WorkerApi>>,
+    // Tokens are 128-bit secrets handed to the worker that polled; the
+    // caller is still authenticated on a multi-tenant server.
+    _caller: Caller,
     Path(token): Path<String>,
     Json(request): Json<HeartbeatRequest>,
 ) -> Response {
-    outcome(queue.heartbeat(&token, request.details))
+    outcome(api.queue.heartbeat(&token, request.details))
 }
 
 #[derive(Deserialize)]
@@ -84,11 +126,14 @@ struct CompleteRequest {
 }
 
 async fn complete(
-    State(queue): State<Arc<WorkerQueue>>,
+    State(api): State<Arc<WorkerApi>>,
+    // Tokens are 128-bit secrets handed to the worker that polled; the
+    // caller is still authenticated on a multi-tenant server.
+    _caller: Caller,
     Path(token): Path<String>,
     Json(request): Json<CompleteRequest>,
 ) -> Response {
-    outcome(queue.complete(&token, request.output))
+    outcome(api.queue.complete(&token, request.output))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +148,10 @@ struct FailRequest {
 }
 
 async fn fail(
-    State(queue): State<Arc<WorkerQueue>>,
+    State(api): State<Arc<WorkerApi>>,
+    // Tokens are 128-bit secrets handed to the worker that polled; the
+    // caller is still authenticated on a multi-tenant server.
+    _caller: Caller,
     Path(token): Path<String>,
     Json(request): Json<FailRequest>,
 ) -> Response {
@@ -113,7 +161,7 @@ async fn fail(
         details: request.details.map(|details| details.to_string()),
         non_retryable: request.non_retryable,
     };
-    outcome(queue.fail(&token, error))
+    outcome(api.queue.fail(&token, error))
 }
 
 fn outcome(result: Result<(), TaskError>) -> Response {

@@ -291,7 +291,7 @@ mod workers {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(reprise::api::serve(
             listener,
-            reprise::api::worker_routes(queue.clone()),
+            reprise::api::worker_routes(queue.clone(), None),
         ));
         (queue, url)
     }

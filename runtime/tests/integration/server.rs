@@ -336,6 +336,20 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
         String::from_utf8_lossy(&refused.stderr).contains("no execution with workflow id `cli-1`")
     );
 
+    // Workers authenticate too, and see only their tenant's tasks.
+    let poll = json!({ "activities": ["charge"], "wait_ms": 100 });
+    let (status, _) = json_call(
+        &address,
+        "",
+        "POST",
+        "/v1/activity-tasks/poll",
+        poll.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "a worker without a key");
+    let (status, _) = json_call(&address, &other, "POST", "/v1/activity-tasks/poll", poll).await;
+    assert_eq!(status, 204, "no task for globex");
+
     // No key or a wrong key: 401 and no data.
     for bad in ["", "rpk_0000"] {
         let (status, answer) =
