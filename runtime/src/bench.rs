@@ -75,7 +75,7 @@ const BENCH_WORKERS: usize = 16;
 impl Bench {
     /// A runtime over a fresh database, and the database (for its commit stats).
     async fn runtime(&self, name: &str) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
-        let (activities, _) = self.engine.load_file(&self.activities_path)?;
+        let activities = self.engine.load_file(&self.activities_path)?;
         self.runtime_with(name, vec![activities], ActivityConfig::default())
             .await
     }

@@ -378,10 +378,7 @@ fn open_engine(db: &DbArgs) -> anyhow::Result<Engine> {
 }
 
 fn load_component(engine: &Engine, path: &Path) -> Result<LoadedComponent, RunError> {
-    engine
-        .load_file(path)
-        .map(|(loaded, _)| loaded)
-        .map_err(RunError::Load)
+    engine.load_file(path).map_err(RunError::Load)
 }
 
 /// How `reprise run` sets up activities.

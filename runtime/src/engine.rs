@@ -168,13 +168,12 @@ impl Engine {
     }
 
     /// Reads, validates and compiles the component in `path`.
-    pub fn load_file(&self, path: &Path) -> Result<(LoadedComponent, Vec<u8>), LoadError> {
+    pub fn load_file(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let loaded = self.load(&bytes)?;
-        Ok((loaded, bytes))
+        self.load(&bytes)
     }
 
     /// Validates and compiles component bytes, using the cache when it can.

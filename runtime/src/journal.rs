@@ -623,11 +623,6 @@ impl History {
         self.durable_len = self.events.len();
     }
 
-    /// How many events are in the store.
-    pub fn durable_len(&self) -> usize {
-        self.durable_len
-    }
-
     pub fn events(&self) -> &[RecordedEvent] {
         &self.events
     }

@@ -26,6 +26,13 @@ use super::{
 };
 use crate::journal::{Event, RecordedEvent};
 
+/// The columns [`execution_from_row`] reads, in one place for every query.
+macro_rules! execution_columns {
+    () => {
+        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms"
+    };
+}
+
 /// The most write requests one commit carries.
 const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
 /// Queued write requests before appenders wait (backpressure).
@@ -526,12 +533,12 @@ async fn select_execution(
     tenant: &str,
     workflow_id: &str,
 ) -> StoreResult<Option<ExecutionRecord>> {
-    let row = sqlx::query(
-        "SELECT id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result,
-                created_at_ms, updated_at_ms
-         FROM executions WHERE tenant = ? AND workflow_id = ?
-         ORDER BY created_at_ms DESC, id DESC LIMIT 1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        execution_columns!(),
+        " FROM executions WHERE tenant = ? AND workflow_id = ?
+         ORDER BY created_at_ms DESC, id DESC LIMIT 1"
+    ))
     .bind(tenant)
     .bind(workflow_id)
     .fetch_optional(&mut *connection)
@@ -771,12 +778,12 @@ impl Store for SqliteStore {
         status: Option<ExecutionStatus>,
         limit: u32,
     ) -> StoreResult<Vec<ExecutionRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result,
-                    created_at_ms, updated_at_ms
-             FROM executions WHERE tenant = ? AND (? IS NULL OR status = ?)
-             ORDER BY created_at_ms DESC, id DESC LIMIT ?",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            execution_columns!(),
+            " FROM executions WHERE tenant = ? AND (? IS NULL OR status = ?)
+             ORDER BY created_at_ms DESC, id DESC LIMIT ?"
+        ))
         .bind(tenant)
         .bind(status.map(ExecutionStatus::as_str))
         .bind(status.map(ExecutionStatus::as_str))
@@ -788,11 +795,11 @@ impl Store for SqliteStore {
     }
 
     async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result,
-                    created_at_ms, updated_at_ms
-             FROM executions WHERE status = 'running' ORDER BY id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            execution_columns!(),
+            " FROM executions WHERE status = 'running' ORDER BY id"
+        ))
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("listing unfinished executions"))?;

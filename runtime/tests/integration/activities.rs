@@ -40,15 +40,6 @@ fn attempt_failures(events: &[Event]) -> Vec<(u32, String, Option<u64>)> {
         .collect()
 }
 
-async fn events(harness: &Harness, record: &reprise::store::ExecutionRecord) -> Vec<Event> {
-    harness
-        .history(record)
-        .await
-        .into_iter()
-        .map(|recorded| recorded.event)
-        .collect()
-}
-
 fn failed_activity(events: &[Event]) -> reprise::journal::ActivityFailure {
     events
         .iter()
@@ -79,7 +70,7 @@ async fn a_lost_response_is_retried_and_charged_once() {
         2,
         "the first response was lost, the retry got the same charge"
     );
-    let failures = attempt_failures(&events(&harness, &record).await);
+    let failures = attempt_failures(&harness.events(&record).await);
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].1, "HttpConnectionError");
     assert_eq!(output["provisioned"], true);
@@ -132,7 +123,7 @@ async fn a_declined_card_fails_at_once() {
         panic!("a declined card must fail the order: {outcome:?}");
     };
     assert_eq!(error.error_type, "PaymentNotCompleted");
-    let events = events(&harness, &record).await;
+    let events = harness.events(&record).await;
     assert_eq!(attempt_failures(&events).len(), 1, "exactly one attempt");
     assert_eq!(failed_activity(&events).reason, FailureReason::NonRetryable);
     assert_eq!(provider.requests(), 1);
@@ -147,7 +138,7 @@ async fn exhausted_attempts_and_schedule_to_close_give_typed_failures() {
     let input = order(&provider, "45", json!({ "max_attempts": 3 }));
     let (record, outcome) = harness.run("order", "order-exhausted", &input).await;
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    let failure = failed_activity(&events(&harness, &record).await);
+    let failure = failed_activity(&harness.events(&record).await);
     assert_eq!(failure.reason, FailureReason::AttemptsExhausted);
     assert_eq!(failure.attempts, 3);
     assert_eq!(failure.last_error.error_type, "Unavailable");
@@ -162,7 +153,7 @@ async fn exhausted_attempts_and_schedule_to_close_give_typed_failures() {
         panic!("the deadline must fail the order: {outcome:?}");
     };
     assert!(error.message.contains("timed out"), "{error}");
-    let failure = failed_activity(&events(&harness, &record).await);
+    let failure = failed_activity(&harness.events(&record).await);
     assert_eq!(failure.reason, FailureReason::TimedOut);
     assert_eq!(failure.last_error.error_type, "Unavailable");
     assert!((2..=4).contains(&failure.attempts), "{failure:?}");
@@ -180,7 +171,7 @@ async fn a_silent_attempt_is_retried_and_resumes_from_its_last_heartbeat() {
         output["resumed_from"], 3,
         "the retry read the last heartbeat"
     );
-    let history = events(&harness, &record).await;
+    let history = harness.events(&record).await;
     let details = history.iter().find_map(|event| match event {
         Event::ActivityAttemptFailed {
             error,
@@ -387,7 +378,7 @@ mod workers {
         let _ = worker.kill();
         let _ = worker.wait();
         assert_eq!(completed_output(&outcome)["charge_id"], "ch_1");
-        let failures = attempt_failures(&events(&harness, &record).await);
+        let failures = attempt_failures(&harness.events(&record).await);
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].1, "StartToCloseTimeout");
     }

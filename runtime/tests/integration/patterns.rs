@@ -13,11 +13,7 @@ async fn run_and_replay(
     let (record, outcome) = harness.run("patterns", id, input).await;
     let output = completed_output(&outcome).clone();
     let history = harness.history(&record).await;
-    let component = harness
-        .engine
-        .load_file(&guest("patterns"))
-        .expect("load")
-        .0;
+    let component = harness.engine.load_file(&guest("patterns")).expect("load");
     let verdict = harness
         .runtime
         .verify_replay(&component, record, history.clone())

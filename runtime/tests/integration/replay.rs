@@ -34,7 +34,7 @@ async fn assert_replay_reproduces(workflow: &str, evict_on_wait: bool) {
     );
     assert_eq!(scheduled_keys(&events, "record").len(), 2);
 
-    let component = harness.engine.load_file(&guest(workflow)).expect("load").0;
+    let component = harness.engine.load_file(&guest(workflow)).expect("load");
     let verdict = harness
         .runtime
         .verify_replay(&component, record.clone(), events.clone())
@@ -90,11 +90,7 @@ async fn changed_module_gives_a_readable_nondeterminism_error() {
     let harness = Harness::default().await;
     let (record, _) = harness.run("hello", "upgrade-check", INPUT).await;
     let events = harness.history(&record).await;
-    let changed = harness
-        .engine
-        .load_file(&guest("hello-v2"))
-        .expect("load")
-        .0;
+    let changed = harness.engine.load_file(&guest("hello-v2")).expect("load");
     let error = harness
         .runtime
         .verify_replay(&changed, record.clone(), events.clone())

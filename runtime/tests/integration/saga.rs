@@ -69,15 +69,6 @@ fn failure(outcome: Outcome) -> reprise::journal::WorkflowError {
     }
 }
 
-async fn events(harness: &Harness, record: &reprise::store::ExecutionRecord) -> Vec<Event> {
-    harness
-        .history(record)
-        .await
-        .into_iter()
-        .map(|recorded| recorded.event)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_failed_step_is_compensated_in_reverse_once_each() {
     let providers = Providers::start().await;
@@ -106,7 +97,7 @@ async fn a_failed_step_is_compensated_in_reverse_once_each() {
     );
     assert_eq!(providers.effects(RELEASE), vec!["rs_2", "rs_1"]);
     assert_eq!(
-        compensation_chain(&events(&harness, &record).await),
+        compensation_chain(&harness.events(&record).await),
         vec!["charge", "reserve hotel", "reserve flight"]
     );
 }
@@ -135,7 +126,7 @@ async fn a_transient_compensation_failure_is_retried() {
             .contains("compensated: charge, reserve flight")
     );
     assert_eq!(providers.effects(REFUND), vec!["ch_1"]);
-    let refund_retries = events(&harness, &record)
+    let refund_retries = harness.events(&record)
         .await
         .iter()
         .filter(|event| matches!(event, Event::ActivityAttemptFailed { error, .. } if error.error_type == "Unavailable"))
@@ -191,7 +182,7 @@ async fn independent_compensations_can_run_in_parallel() {
     );
     let (record, outcome) = harness.run("trip", "trip-5", &input).await;
     assert!(failure(outcome).message.contains("compensated:"));
-    let history = events(&harness, &record).await;
+    let history = harness.events(&record).await;
     let first_compensation = history
         .iter()
         .position(|event| matches!(event, Event::ActivityScheduled { options, .. } if options.compensates.is_some()))
@@ -217,8 +208,7 @@ async fn reordering_the_saga_is_a_readable_nondeterminism_error() {
     let reordered = harness
         .engine
         .load_file(&guest("trip-reordered"))
-        .expect("load")
-        .0;
+        .expect("load");
     let error = harness
         .runtime
         .verify_replay(&reordered, record, history)

@@ -143,12 +143,7 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
         error.message.contains("compensated: reserve flight"),
         "{error}"
     );
-    let history: Vec<Event> = harness
-        .history(&record)
-        .await
-        .into_iter()
-        .map(|r| r.event)
-        .collect();
+    let history: Vec<Event> = harness.events(&record).await;
     assert!(
         history
             .iter()

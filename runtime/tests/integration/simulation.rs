@@ -95,7 +95,7 @@ fn live_once(dir: &Path, jobs: &[Job], crash_after: Option<Duration>) -> HashMap
     let outcomes = process.block_on(async {
         let engine = Engine::new(Some(cache_dir()), Limits::default()).expect("engine");
         let store = store::open(&dir.join("sim.db")).await.expect("store");
-        let (activities, _) = engine
+        let activities = engine
             .load_file(&guest("hello-activities"))
             .expect("activities");
         let config = ActivityConfig {
@@ -215,7 +215,7 @@ fn seeded_crashes_and_faults_keep_every_invariant() {
             }
             record_keys.extend(scheduled_keys(&events, "record"));
             // The module it ran reproduces the history.
-            let component = engine.load_file(&guest(job.workflow())).expect("load").0;
+            let component = engine.load_file(&guest(job.workflow())).expect("load");
             let verdict = runtime
                 .verify_replay(&component, record, events)
                 .await

@@ -66,7 +66,7 @@ impl Harness {
             .expect("store");
         let components = ["hello-activities", "order-activities"]
             .iter()
-            .map(|name| engine.load_file(&guest(name)).expect("activities load").0)
+            .map(|name| engine.load_file(&guest(name)).expect("activities load"))
             .collect();
         let config = ActivityConfig {
             activity_dir: Some(activity_dir.clone()),
@@ -121,7 +121,7 @@ impl Harness {
     /// Replays the execution's history against `workflow` in a fresh
     /// instance, writing nothing, and asserts the code reproduces it.
     pub async fn assert_replays(&self, workflow: &str, record: &ExecutionRecord) {
-        let component = self.engine.load_file(&guest(workflow)).expect("load").0;
+        let component = self.engine.load_file(&guest(workflow)).expect("load");
         let verdict = self
             .runtime
             .verify_replay(&component, record.clone(), self.history(record).await)
@@ -153,6 +153,15 @@ impl Harness {
 
     pub async fn history(&self, record: &ExecutionRecord) -> Vec<RecordedEvent> {
         self.store.history(record.id).await.expect("history")
+    }
+
+    /// The events of the execution's history, without their positions.
+    pub async fn events(&self, record: &ExecutionRecord) -> Vec<reprise::journal::Event> {
+        self.history(record)
+            .await
+            .into_iter()
+            .map(|recorded| recorded.event)
+            .collect()
     }
 
     /// The ledger lines the `record` activity wrote, as (key, step).
