@@ -12,12 +12,11 @@ use tokio::sync::mpsc;
 
 use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
-use crate::journal::{
-    Event, HISTORY_EVENTS_MAX, Halt, RecordedEvent, Recorder, Seq, WorkflowError,
-};
+use crate::journal::{Event, Halt, RecordedEvent, Recorder, Seq, WorkflowError};
 use crate::mailbox::MailboxFlag;
 use crate::runtime::{Outcome, Runtime};
-use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
+use crate::store::{ExecutionRecord, Finish, IdReusePolicy, MessageKind, Store, StoreError};
+use crate::tenant::TenantLimits;
 
 /// What a blocked guest waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +97,7 @@ async fn run_child(
             &digest,
             Some(workflow_id.to_string()),
             input,
+            IdReusePolicy::ReturnExisting,
         )
         .await
         .map_err(child_error)?;
@@ -126,6 +126,8 @@ pub fn runtime_error(error_type: &str, message: impl Into<String>) -> WorkflowEr
 /// The per-execution state the driver owns and lends to each activation.
 pub struct Execution {
     pub record: ExecutionRecord,
+    /// The tenant's limits, fixed for the life of this drive.
+    pub limits: Arc<TenantLimits>,
     pub recorder: Arc<Mutex<Recorder>>,
     store: Arc<dyn Store>,
     activities: Arc<ActivityRegistry>,
@@ -143,29 +145,38 @@ pub struct Execution {
     runtime: Weak<Runtime>,
 }
 
+/// What an execution talks to besides its history.
+pub struct Surroundings {
+    pub store: Arc<dyn Store>,
+    pub activities: Arc<ActivityRegistry>,
+    /// Raised when signals or a cancellation may have arrived.
+    pub mailbox: Arc<MailboxFlag>,
+    /// The runtime, to start and drive child workflows.
+    pub runtime: Weak<Runtime>,
+}
+
 impl Execution {
     pub fn new(
         record: ExecutionRecord,
+        limits: Arc<TenantLimits>,
         recorder: Recorder,
-        store: Arc<dyn Store>,
-        activities: Arc<ActivityRegistry>,
+        surroundings: Surroundings,
         evict_on_wait: bool,
-        mailbox: Arc<MailboxFlag>,
-        runtime: Weak<Runtime>,
     ) -> Execution {
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         Execution {
             record,
+            limits,
             recorder: Arc::new(Mutex::new(recorder)),
-            store,
-            activities,
+            store: surroundings.store,
+            activities: surroundings.activities,
             updates_tx,
             updates_rx,
             running: HashSet::new(),
             evict_on_wait,
             stderr_tail: Arc::new(Mutex::new(Vec::new())),
-            mailbox,
-            runtime,
+            mailbox: surroundings.mailbox,
+            runtime: surroundings.runtime,
         }
     }
 
@@ -222,11 +233,12 @@ impl Execution {
                 ));
             }
             let is_terminal = events.iter().any(Event::is_terminal);
-            if !is_terminal && recorder.history.len() + events.len() >= HISTORY_EVENTS_MAX {
+            let limit = self.limits.history_events_max;
+            if !is_terminal && recorder.history.len() + events.len() >= limit {
                 return Err(Interrupt::FailWorkflow(runtime_error(
                     "HistoryLimitExceeded",
                     format!(
-                        "the execution's history reached its limit of {HISTORY_EVENTS_MAX} events; split the work into smaller workflows"
+                        "the execution's history reached its limit of {limit} events (history_events_max = {limit}); split the work into smaller workflows or child workflows"
                     ),
                 )));
             }
@@ -299,6 +311,7 @@ impl Execution {
             };
             ActivityTask {
                 tenant: self.record.tenant.clone(),
+                limits: self.limits.clone(),
                 seq,
                 name: name.clone(),
                 input: input.clone(),

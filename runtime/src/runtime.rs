@@ -13,20 +13,27 @@ use wasmtime::{Store as WasmStore, StoreLimitsBuilder, Trap, UpdateDeadline};
 use crate::activity::ActivityRegistry;
 use crate::clock;
 use crate::engine::{ComponentKind, Engine, LoadError, LoadedComponent};
-use crate::execution::{Execution, Interrupt, runtime_error};
+use crate::execution::{Execution, Interrupt, Surroundings, runtime_error};
 use crate::host::wasi::{LogTags, workflow_wasi};
 use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
 use crate::journal::{
-    Event, Halt, History, Nondeterminism, PAYLOAD_BYTES_MAX, RecordedEvent, Recorder, WorkflowError,
+    Event, Halt, History, Nondeterminism, RecordedEvent, Recorder, WorkflowError,
 };
 use crate::mailbox::Mailboxes;
-use crate::store::{ExecutionRecord, ExecutionStatus, Finish, NewExecution, Store, StoreError};
+use crate::store::{
+    ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution, StartOutcome, Store,
+    StoreError,
+};
+use crate::tenant::{LimitExceeded, TenantLimits};
 
 /// How often and how long an activation waits for a free instance slot
 /// before the drive gives up (the execution stays resumable).
 const BUSY_RETRIES_MAX: u32 = 600;
 const BUSY_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// The longest workflow id.
+const WORKFLOW_ID_CHARS_MAX: usize = 256;
 
 /// The error type a workflow returns when it ends because it was cancelled.
 pub const CANCELLED_ERROR_TYPE: &str = "Cancelled";
@@ -74,6 +81,18 @@ pub enum RunError {
     },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error(transparent)]
+    Payload(#[from] PayloadProblem),
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    #[error(
+        "workflow id `{workflow_id}` already ran to its end ({status}) and the reuse policy {policy:?} refuses a new run; start with another id or id_reuse_policy `allow`"
+    )]
+    IdReuseRefused {
+        workflow_id: String,
+        status: &'static str,
+        policy: IdReusePolicy,
+    },
     #[error("{0}")]
     WrongKind(String),
     #[error("module {digest} is not in the store; deploy it first")]
@@ -103,6 +122,9 @@ pub struct Runtime {
     mailboxes: Arc<Mailboxes>,
     /// (tenant, workflow type) → module digest.
     types: Mutex<HashMap<(String, String), String>>,
+    /// Limits of tenants that have their own; others get [`Runtime::default_limits`].
+    tenant_limits: Mutex<HashMap<String, Arc<TenantLimits>>>,
+    default_limits: Arc<TenantLimits>,
     /// This runtime, for the executions that start child workflows.
     me: Weak<Runtime>,
     options: RuntimeOptions,
@@ -122,7 +144,10 @@ impl Runtime {
         Workflow::add_to_linker::<_, HasSelf<WorkflowHost>>(&mut linker, |host| host)
             .map_err(anyhow::Error::from)?;
         let mailboxes = Mailboxes::watch(store.clone());
+        let default_limits = Arc::new(TenantLimits::within(&engine.limits));
         Ok(Arc::new_cyclic(|me| Runtime {
+            tenant_limits: Mutex::new(HashMap::new()),
+            default_limits,
             me: me.clone(),
             mailboxes,
             engine,
@@ -162,8 +187,40 @@ impl Runtime {
         &self.engine
     }
 
+    /// Sets the limits `tenant`'s requests and executions run under (from
+    /// then on: a drive in progress keeps the limits it started with), and
+    /// returns them.
+    pub fn set_tenant_limits(&self, tenant: &str, limits: TenantLimits) -> Arc<TenantLimits> {
+        let mut all = self
+            .tenant_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match all.get(tenant) {
+            Some(current) if **current == limits => current.clone(),
+            _ => {
+                let limits = Arc::new(limits);
+                all.insert(tenant.to_string(), limits.clone());
+                limits
+            }
+        }
+    }
+
+    /// The limits of `tenant`: its own, or the defaults within the engine's.
+    pub fn limits_for(&self, tenant: &str) -> Arc<TenantLimits> {
+        self.tenant_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(tenant)
+            .cloned()
+            .unwrap_or_else(|| self.default_limits.clone())
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn activities(&self) -> &Arc<ActivityRegistry> {
+        &self.activities
     }
 
     /// Validates, compiles and stores a workflow component.
@@ -243,11 +300,13 @@ impl Runtime {
             module_digest,
             workflow_id,
             input,
+            IdReusePolicy::ReturnExisting,
         )
         .await
     }
 
-    /// [`Runtime::start`] for `tenant`: its ids and types only.
+    /// [`Runtime::start`] for `tenant` (its ids, types and limits only),
+    /// with a policy for ids whose last run has finished.
     pub async fn start_for(
         &self,
         tenant: &str,
@@ -255,8 +314,19 @@ impl Runtime {
         module_digest: &str,
         workflow_id: Option<String>,
         input: &str,
+        reuse: IdReusePolicy,
     ) -> Result<(ExecutionRecord, bool), RunError> {
-        check_json_payload("workflow input", input).map_err(RunError::InvalidInput)?;
+        let limits = self.limits_for(tenant);
+        check_json_payload("workflow input", input, limits.payload_bytes_max)?;
+        if let Some(id) = &workflow_id
+            && (id.is_empty()
+                || id.chars().count() > WORKFLOW_ID_CHARS_MAX
+                || id.chars().any(char::is_control))
+        {
+            return Err(RunError::InvalidInput(format!(
+                "a workflow id is 1 to {WORKFLOW_ID_CHARS_MAX} characters without control characters; got {id:?}"
+            )));
+        }
         let run_id = new_run_id();
         let workflow_id = workflow_id.unwrap_or_else(|| run_id.clone());
         let started = RecordedEvent {
@@ -268,7 +338,7 @@ impl Runtime {
                 input: input.to_string(),
             },
         };
-        Ok(self
+        let outcome = self
             .store
             .start_execution(NewExecution {
                 tenant: tenant.to_string(),
@@ -277,8 +347,24 @@ impl Runtime {
                 workflow_type: workflow_type.to_string(),
                 module_digest: module_digest.to_string(),
                 started,
+                reuse,
+                running_max: limits.running_executions_max,
             })
-            .await?)
+            .await?;
+        match outcome {
+            StartOutcome::Created(record) => Ok((record, true)),
+            StartOutcome::Existing(record) => Ok((record, false)),
+            StartOutcome::ReuseRefused(record) => Err(RunError::IdReuseRefused {
+                workflow_id: record.workflow_id,
+                status: record.status.as_str(),
+                policy: reuse,
+            }),
+            StartOutcome::AtCapacity { running } => Err(RunError::Limit(LimitExceeded {
+                limit: "running_executions_max",
+                value: limits.running_executions_max,
+                what: format!("tenant `{tenant}` already runs {running} executions"),
+            })),
+        }
     }
 
     async fn load_history(&self, record: &ExecutionRecord) -> Result<History, RunError> {
@@ -295,6 +381,7 @@ impl Runtime {
     pub async fn drive(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
         let span = tracing::info_span!(
             "execution",
+            tenant = %record.tenant,
             workflow_id = %record.workflow_id,
             run_id = %record.run_id,
             workflow_type = %record.workflow_type,
@@ -310,14 +397,13 @@ impl Runtime {
         let (_, digest, input) = started_parts(&history, &record)?;
         let pre = self.prepared_by_digest(&digest).await?;
         let record_id = record.id;
+        let limits = self.limits_for(&record.tenant);
         let mut execution = Execution::new(
             record,
+            limits,
             Recorder::new(history, false),
-            self.store.clone(),
-            self.activities.clone(),
+            self.surroundings(record_id),
             self.options.evict_on_wait,
-            self.mailboxes.register(record_id),
-            self.me.clone(),
         );
         let mut busy_retries = 0u32;
         loop {
@@ -351,6 +437,17 @@ impl Runtime {
                 }
             }
             return self.settle(&mut execution, interrupt).await;
+        }
+    }
+
+    /// What an execution with store id `record_id` talks to (0: a replay
+    /// that receives no messages).
+    fn surroundings(&self, record_id: i64) -> Surroundings {
+        Surroundings {
+            store: self.store.clone(),
+            activities: self.activities.clone(),
+            mailbox: self.mailboxes.register(record_id),
+            runtime: self.me.clone(),
         }
     }
 
@@ -414,7 +511,7 @@ impl Runtime {
         }
         let (event, finish, outcome) = match guest_result {
             Ok(output) => {
-                let value = parse_output(&output)?;
+                let value = parse_output(&output, execution.limits.payload_bytes_max)?;
                 (
                     Event::WorkflowCompleted {
                         output: output.clone(),
@@ -455,7 +552,7 @@ impl Runtime {
         Result<Result<String, wit_types::WorkflowError>, Interrupt>,
     ) {
         execution.recorder().begin_activation();
-        let limits = self.engine.limits.clone();
+        let limits = execution.limits.instance_limits(&self.engine.limits);
         let tags = LogTags {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
@@ -523,12 +620,10 @@ impl Runtime {
         };
         let execution = Execution::new(
             record,
+            self.default_limits.clone(),
             Recorder::new(History::default(), true),
-            self.store.clone(),
-            self.activities.clone(),
+            self.surroundings(0),
             false,
-            self.mailboxes.register(0),
-            self.me.clone(),
         );
         let started = std::time::Instant::now();
         let tags = LogTags {
@@ -573,12 +668,10 @@ impl Runtime {
         let pre = self.prepare(component)?;
         let execution = Execution::new(
             record,
+            self.default_limits.clone(),
             Recorder::new(history, true),
-            self.store.clone(),
-            self.activities.clone(),
+            self.surroundings(0),
             false,
-            self.mailboxes.register(0),
-            self.me.clone(),
         );
         let (execution, result) = self.activate(&pre, execution, &input).await;
         let nondeterminism = |source| RunError::Nondeterminism {
@@ -706,30 +799,47 @@ pub fn outcome_of(terminal: &Event) -> Outcome {
     }
 }
 
-fn parse_output(output: &str) -> Result<serde_json::Value, Interrupt> {
-    check_json_payload("workflow output", output).map_err(|message| {
-        Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", message))
+fn parse_output(output: &str, payload_bytes_max: usize) -> Result<serde_json::Value, Interrupt> {
+    check_json_payload("workflow output", output, payload_bytes_max).map_err(|problem| {
+        Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", problem.to_string()))
     })?;
     serde_json::from_str(output).map_err(|error| {
         Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", error.to_string()))
     })
 }
 
-/// Checks that `text` is JSON within the payload limit.
-pub fn check_json_payload(what: &str, text: &str) -> Result<(), String> {
-    if text.len() > PAYLOAD_BYTES_MAX {
-        return Err(format!(
-            "the {what} is {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
-            text.len()
-        ));
+/// Why a payload (an input, an output, a signal) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadProblem {
+    #[error("the {what} is {size} bytes; the limit is payload_bytes_max = {limit}")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("the {what} is not valid JSON ({error}); pass e.g. '{{\"name\": \"x\"}}' or '42'")]
+    NotJson {
+        what: &'static str,
+        error: serde_json::Error,
+    },
+}
+
+/// Checks that `text` is JSON of at most `limit` bytes.
+pub fn check_json_payload(
+    what: &'static str,
+    text: &str,
+    limit: usize,
+) -> Result<(), PayloadProblem> {
+    if text.len() > limit {
+        return Err(PayloadProblem::TooLarge {
+            what,
+            size: text.len(),
+            limit,
+        });
     }
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|error| {
-            format!(
-                "the {what} is not valid JSON ({error}); pass e.g. '{{\"name\": \"x\"}}' or '42'"
-            )
-        })
+        .map_err(|error| PayloadProblem::NotJson { what, error })
 }
 
 /// A random 128-bit run id, hex-encoded.

@@ -60,6 +60,24 @@ impl Workflow for Hostile {
             }
             "recursion" => Ok(serde_json::json!(recurse(0))),
             "panic" => panic!("the hostile workflow panicked on purpose"),
+            // 8 MiB of output: over any payload limit.
+            "output" => Ok(serde_json::json!("x".repeat(8 * 1024 * 1024))),
+            // Thousands of activity calls at once: bounded by the history
+            // limit, not by the host's memory.
+            "fanout" => {
+                let mut calls = Vec::new();
+                for index in 0..5_000 {
+                    let url = format!("http://127.0.0.1:9/{index}");
+                    let call = ctx
+                        .activity("http")
+                        .input(&serde_json::json!({ "url": url }))
+                        .start::<serde_json::Value>()
+                        .map_err(WorkflowError::from)?;
+                    calls.push(call);
+                }
+                let results = ctx.await_all(calls);
+                Ok(serde_json::json!(results.len()))
+            }
             "denied" => {
                 // Each attempt's error text is part of the output, so replay
                 // equality proves the denial is deterministic.

@@ -15,7 +15,7 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::RngExt as _;
@@ -25,14 +25,14 @@ use tracing::Instrument as _;
 use crate::clock;
 use crate::engine::{Engine, LoadedComponent};
 use crate::host::activity_context::ActivityCall;
-use crate::journal::{
-    ActivityError, ActivityFailure, ActivityOptions, Event, FailureReason, PAYLOAD_BYTES_MAX, Seq,
-};
+use crate::journal::{ActivityError, ActivityFailure, ActivityOptions, Event, FailureReason, Seq};
 pub use http::HTTP_ACTIVITY;
 use outbound::Allowlist;
 pub use wasm::ACTIVITY_DIR_GUEST_PATH;
-use wasm::{Sandbox, WasmActivity};
+use wasm::{Sandbox, SandboxLimits, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
+
+use crate::tenant::TenantLimits;
 
 /// Attempt timeout when a call sets neither start-to-close nor schedule-to-close.
 pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
@@ -40,8 +40,9 @@ pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
 /// One scheduled activity call, as a task to run (or resume).
 #[derive(Clone, Debug)]
 pub struct ActivityTask {
-    /// The tenant of the execution that scheduled it.
+    /// The tenant of the execution that scheduled it, and its limits.
     pub tenant: String,
+    pub limits: Arc<TenantLimits>,
     pub seq: Seq,
     pub name: String,
     pub input: String,
@@ -125,13 +126,20 @@ pub struct ActivityConfig {
 /// The activities this runtime can execute, by name.
 pub struct ActivityRegistry {
     sandbox: Sandbox,
+    /// Components given to the whole process (`--activities`): every
+    /// tenant may call them.
     wasm: HashMap<String, Arc<WasmActivity>>,
+    /// Components a tenant uploaded: (tenant, name) → component. They serve
+    /// only that tenant's workflows, and come before the shared ones.
+    tenant_wasm: RwLock<HashMap<(String, String), Arc<WasmActivity>>>,
+    /// The process's allowed hosts; a tenant's own list replaces it.
     allowlist: Arc<Allowlist>,
     workers: Option<Arc<WorkerQueue>>,
 }
 
 enum Executor {
-    Wasm(Arc<WasmActivity>),
+    /// A component; `Some(tenant)` if that tenant uploaded it.
+    Wasm(Arc<WasmActivity>, Option<String>),
     Http,
     Worker(Arc<WorkerQueue>),
 }
@@ -142,8 +150,9 @@ impl ActivityRegistry {
     pub fn empty(engine: Engine) -> anyhow::Result<ActivityRegistry> {
         let allowlist = Arc::new(Allowlist::default());
         Ok(ActivityRegistry {
-            sandbox: Sandbox::new(engine, None, allowlist.clone())?,
+            sandbox: Sandbox::new(engine, None)?,
             wasm: HashMap::new(),
+            tenant_wasm: RwLock::default(),
             allowlist,
             workers: None,
         })
@@ -156,7 +165,7 @@ impl ActivityRegistry {
         config: ActivityConfig,
     ) -> anyhow::Result<ActivityRegistry> {
         let allowlist = Arc::new(config.allowed_hosts);
-        let sandbox = Sandbox::new(engine, config.activity_dir, allowlist.clone())?;
+        let sandbox = Sandbox::new(engine, config.activity_dir)?;
         let mut wasm: HashMap<String, Arc<WasmActivity>> = HashMap::new();
         for loaded in components {
             let (activity, names) = sandbox.load(&loaded).await?;
@@ -179,6 +188,7 @@ impl ActivityRegistry {
         Ok(ActivityRegistry {
             sandbox,
             wasm,
+            tenant_wasm: RwLock::default(),
             allowlist,
             workers: config.workers,
         })
@@ -192,12 +202,44 @@ impl ActivityRegistry {
         names
     }
 
-    fn executor(&self, name: &str) -> Option<Executor> {
+    /// Registers an activity component `tenant` uploaded: its names serve
+    /// that tenant's workflows only. Returns the names.
+    pub async fn register_for(
+        &self,
+        tenant: &str,
+        loaded: &LoadedComponent,
+    ) -> anyhow::Result<Vec<String>> {
+        let (activity, names) = self.sandbox.load(loaded).await?;
+        if names.iter().any(|name| name == HTTP_ACTIVITY) {
+            anyhow::bail!(
+                "the component serves `{HTTP_ACTIVITY}`, the name of the built-in HTTP activity; rename it"
+            );
+        }
+        let mut tenant_wasm = self
+            .tenant_wasm
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for name in &names {
+            tenant_wasm.insert((tenant.to_string(), name.clone()), activity.clone());
+        }
+        Ok(names)
+    }
+
+    fn executor(&self, tenant: &str, name: &str) -> Option<Executor> {
         if name == HTTP_ACTIVITY {
             return Some(Executor::Http);
         }
+        let own = self
+            .tenant_wasm
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(tenant.to_string(), name.to_string()))
+            .cloned();
+        if let Some(activity) = own {
+            return Some(Executor::Wasm(activity, Some(tenant.to_string())));
+        }
         if let Some(activity) = self.wasm.get(name) {
-            return Some(Executor::Wasm(activity.clone()));
+            return Some(Executor::Wasm(activity.clone(), None));
         }
         self.workers.clone().map(Executor::Worker)
     }
@@ -217,7 +259,7 @@ impl ActivityRegistry {
         mut task: ActivityTask,
         updates: mpsc::UnboundedSender<ActivityUpdate>,
     ) {
-        let Some(executor) = self.executor(&task.name) else {
+        let Some(executor) = self.executor(&task.tenant, &task.name) else {
             let failure = ActivityFailure {
                 reason: FailureReason::UnknownActivity,
                 attempts: 0,
@@ -259,7 +301,9 @@ impl ActivityRegistry {
                 )
                 .await;
             task.heartbeat_details = heartbeat.details();
-            let error = match outcome.and_then(|output| check_json_output(&output).map(|()| output))
+            let payload_bytes_max = task.limits.payload_bytes_max;
+            let error = match outcome
+                .and_then(|output| check_json_output(&output, payload_bytes_max).map(|()| output))
             {
                 Ok(output) => {
                     let completed = Event::ActivityCompleted {
@@ -383,9 +427,11 @@ impl ActivityRegistry {
         timeout_ms: u64,
         heartbeat: Arc<Heartbeat>,
     ) -> Result<String, ActivityError> {
+        let tenant_allowlist = task.limits.allowed_hosts.clone().map(Allowlist::new);
+        let allowlist = tenant_allowlist.as_ref().unwrap_or(&self.allowlist);
         match executor {
-            Executor::Http => http::run(&self.allowlist, &task.input, &task.idempotency_key).await,
-            Executor::Wasm(activity) => {
+            Executor::Http => http::run(allowlist, &task.input, &task.idempotency_key).await,
+            Executor::Wasm(activity, owner) => {
                 let call = ActivityCall {
                     idempotency_key: task.idempotency_key.clone(),
                     attempt,
@@ -395,7 +441,14 @@ impl ActivityRegistry {
                     previous_heartbeat_details: task.heartbeat_details.clone(),
                     heartbeat,
                 };
-                self.sandbox.run(activity, call, &task.input).await
+                let sandbox_limits = SandboxLimits {
+                    memory_bytes_max: task.limits.memory_bytes_max,
+                    allowlist: Arc::new(allowlist.clone()),
+                    tenant_dir: owner.clone(),
+                };
+                self.sandbox
+                    .run(activity, call, &task.input, sandbox_limits)
+                    .await
             }
             Executor::Worker(queue) => {
                 let worker_task = WorkerTask {
@@ -426,16 +479,16 @@ fn new_task_token() -> String {
     hex::encode(bytes)
 }
 
-fn check_json_output(output: &str) -> Result<(), ActivityError> {
+fn check_json_output(output: &str, payload_bytes_max: usize) -> Result<(), ActivityError> {
     let invalid = |message: String| ActivityError {
         error_type: "InvalidActivityOutput".into(),
         message,
         details: None,
         non_retryable: true,
     };
-    if output.len() > PAYLOAD_BYTES_MAX {
+    if output.len() > payload_bytes_max {
         return Err(invalid(format!(
-            "the activity returned {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
+            "the activity returned {} bytes; the limit is payload_bytes_max = {payload_bytes_max}",
             output.len()
         )));
     }

@@ -47,7 +47,7 @@ impl Allowlist {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
     #[error(
-        "{host}:{port} is not in the activity's allowed hosts ({allowed}); add it with --allow-host"
+        "{host}:{port} is not in the activity's allowed hosts ({allowed}); an operator adds it with `--allow-host` or the tenant's `allowed_hosts` limit"
     )]
     NotAllowed {
         host: String,

@@ -35,15 +35,20 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<ActivityHost>,
     activity_dir: Option<PathBuf>,
-    allowlist: Arc<Allowlist>,
+}
+
+/// What one attempt may use: its tenant's.
+pub struct SandboxLimits {
+    pub memory_bytes_max: usize,
+    pub allowlist: Arc<Allowlist>,
+    /// For a component a tenant uploaded: that tenant, whose own
+    /// `tenants/<tenant>/` under the activity directory it gets as /data
+    /// (tenants never share files). `None`: the whole directory.
+    pub tenant_dir: Option<String>,
 }
 
 impl Sandbox {
-    pub fn new(
-        engine: Engine,
-        activity_dir: Option<PathBuf>,
-        allowlist: Arc<Allowlist>,
-    ) -> anyhow::Result<Sandbox> {
+    pub fn new(engine: Engine, activity_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
         let mut linker = Linker::<ActivityHost>::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -54,7 +59,6 @@ impl Sandbox {
             engine,
             linker,
             activity_dir,
-            allowlist,
         })
     }
 
@@ -80,7 +84,13 @@ impl Sandbox {
             pre: ActivityPre::new(instance_pre).map_err(anyhow::Error::from)?,
         });
         let call = ActivityCall::for_discovery();
-        let mut store = self.new_store(call)?;
+        // Asking for names calls nothing outside.
+        let discovery = SandboxLimits {
+            memory_bytes_max: self.engine.limits.memory_bytes_max,
+            allowlist: Arc::new(Allowlist::default()),
+            tenant_dir: None,
+        };
+        let mut store = self.new_store(call, discovery)?;
         let instance = activity
             .pre
             .instantiate_async(&mut store)
@@ -97,23 +107,42 @@ impl Sandbox {
         Ok((activity, names))
     }
 
-    fn new_store(&self, call: ActivityCall) -> anyhow::Result<Store<ActivityHost>> {
+    fn new_store(
+        &self,
+        call: ActivityCall,
+        limits: SandboxLimits,
+    ) -> anyhow::Result<Store<ActivityHost>> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .stdout(GuestOutput::for_activity(&call, "stdout"))
             .stderr(GuestOutput::for_activity(&call, "stderr"));
-        if let Some(dir) = &self.activity_dir {
-            wasi.preopened_dir(dir, ACTIVITY_DIR_GUEST_PATH, FsPerms::ReadWrite)
+        if let Some(root) = &self.activity_dir {
+            let dir = match &limits.tenant_dir {
+                // Tenant names are letters, digits, '-' and '_': a plain
+                // path component.
+                Some(tenant) => {
+                    let dir = root.join("tenants").join(tenant);
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    dir
+                }
+                None => root.clone(),
+            };
+            wasi.preopened_dir(&dir, ACTIVITY_DIR_GUEST_PATH, FsPerms::ReadWrite)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("granting {} to activities", dir.display()))?;
         }
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.engine.limits.memory_bytes_max)
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(
+                limits
+                    .memory_bytes_max
+                    .min(self.engine.limits.memory_bytes_max),
+            )
             .trap_on_grow_failure(true)
             .build();
-        let host = ActivityHost::new(call, wasi.build(), limits, self.allowlist.clone());
+        let host = ActivityHost::new(call, wasi.build(), store_limits, limits.allowlist);
         let mut store = Store::new(self.engine.wasmtime(), host);
         store.limiter(|host| &mut host.limits);
         store
@@ -132,6 +161,7 @@ impl Sandbox {
         activity: &WasmActivity,
         call: ActivityCall,
         input: &str,
+        limits: SandboxLimits,
     ) -> Result<String, ActivityError> {
         let trap = |error: wasmtime::Error| ActivityError {
             error_type: "ActivityTrap".into(),
@@ -140,12 +170,14 @@ impl Sandbox {
             non_retryable: false,
         };
         let name = call.activity_name.clone();
-        let mut store = self.new_store(call).map_err(|error| ActivityError {
-            error_type: "ActivityHostError".into(),
-            message: format!("{error:#}"),
-            details: None,
-            non_retryable: false,
-        })?;
+        let mut store = self
+            .new_store(call, limits)
+            .map_err(|error| ActivityError {
+                error_type: "ActivityHostError".into(),
+                message: format!("{error:#}"),
+                details: None,
+                non_retryable: false,
+            })?;
         let instance = activity
             .pre
             .instantiate_async(&mut store)

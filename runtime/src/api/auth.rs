@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
-use super::error;
-use super::executions::Server;
-use crate::store::Store;
+use super::{Server, error};
+use crate::store::{Store, TenantRecord};
+use crate::tenant::TenantLimits;
 
 /// The prefix of every API key, so a leaked one is easy to recognise.
 const KEY_PREFIX: &str = "rpk_";
@@ -37,8 +37,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-/// The tenant a request acts for.
-pub struct Tenant(pub String);
+/// The tenant a request acts for, and its limits. Extracting it also
+/// spends one token of the tenant's request rate.
+pub struct Tenant {
+    pub name: String,
+    pub limits: Arc<TenantLimits>,
+}
 
 impl FromRequestParts<Arc<Server>> for Tenant {
     type Rejection = Response;
@@ -47,30 +51,70 @@ impl FromRequestParts<Arc<Server>> for Tenant {
         parts: &mut Parts,
         server: &Arc<Server>,
     ) -> Result<Tenant, Response> {
-        authenticate(parts, server.store()).await.map(Tenant)
+        let record = authenticate(parts, server.store()).await?;
+        let limits = match TenantLimits::from_json(&record.limits) {
+            Ok(limits) => limits,
+            Err(problem) => {
+                return Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "tenant `{}`: {problem}; an admin must set valid limits",
+                        record.name
+                    ),
+                ));
+            }
+        };
+        // The store is the source of truth: limits an admin changed apply
+        // from the tenant's next request.
+        let limits = server.runtime().set_tenant_limits(&record.name, limits);
+        if let Err(retry_after) = server
+            .rate_limiter()
+            .try_acquire(&record.name, limits.requests_per_second)
+        {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many requests: the limit is requests_per_second = {}; retry in {} ms",
+                    limits.requests_per_second,
+                    retry_after.as_millis().max(1)
+                ),
+            );
+            let seconds = retry_after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return Err(response);
+        }
+        Ok(Tenant {
+            name: record.name,
+            limits,
+        })
     }
 }
 
+fn bearer_key(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The tenant whose API key the request carries, or the 401 to answer.
-pub async fn authenticate(parts: &Parts, store: &Arc<dyn Store>) -> Result<String, Response> {
+pub async fn authenticate(parts: &Parts, store: &Arc<dyn Store>) -> Result<TenantRecord, Response> {
     let unauthorized = || {
         error(
             StatusCode::UNAUTHORIZED,
             "missing or unknown API key: send `Authorization: Bearer <key>` with the key `reprise tenant create` printed".to_string(),
         )
     };
-    let key = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?
-        .trim();
+    let key = bearer_key(parts).ok_or_else(unauthorized)?;
     let hash = key_sha256(key);
     match store.tenant_by_key(&hash).await {
-        // The lookup matched on the hash; compare once more in constant
-        // time so the check itself leaks nothing.
-        Ok(Some(tenant)) if constant_time_eq(hash.as_bytes(), key_sha256(key).as_bytes()) => {
+        // The index lookup matched on the hash; compare with the stored
+        // hash in constant time too, so the check itself leaks nothing.
+        Ok(Some(tenant)) if constant_time_eq(hash.as_bytes(), tenant.key_sha256.as_bytes()) => {
             Ok(tenant)
         }
         Ok(_) => Err(unauthorized()),
@@ -78,5 +122,32 @@ pub async fn authenticate(parts: &Parts, store: &Arc<dyn Store>) -> Result<Strin
             StatusCode::INTERNAL_SERVER_ERROR,
             problem.to_string(),
         )),
+    }
+}
+
+/// A request made with the server's admin key (`reprise serve
+/// --admin-key-file`): tenant management. Without an admin key configured,
+/// every admin request gets 401.
+pub struct Admin;
+
+impl FromRequestParts<Arc<Server>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        server: &Arc<Server>,
+    ) -> Result<Admin, Response> {
+        let presented = bearer_key(parts).map(key_sha256);
+        match (presented, server.admin_key_sha256()) {
+            (Some(presented), Some(expected))
+                if constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>
+            {
+                Ok(Admin)
+            }
+            _ => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "this route needs the server's admin key: send `Authorization: Bearer <admin key>` (the key in the file `reprise serve --admin-key-file` names)".to_string(),
+            )),
+        }
     }
 }

@@ -1,28 +1,195 @@
 //! The HTTP API: JSON under `/v1` (axum).
 //!
+//! - [`auth`]: API keys, the tenant of a request, its rate limit, the admin key.
+//! - [`modules`]: uploading, listing and downloading modules; workflow types.
+//! - [`executions`]: starting executions, status, history, signals,
+//!   cancellation, termination.
+//! - [`admin`]: tenants and their limits (admin key only).
 //! - [`workers`]: the task queue external activity workers poll.
-//! - [`executions`]: modules, workflow types, executions, histories,
-//!   signals, cancellation — what `reprise serve` offers clients.
 //!
-//! Errors are `{"error": "..."}` with a status that says whose fault it is.
+//! Every answer that is not a success is `{"error": "..."}` with a status
+//! that says whose fault it is — also for what axum itself refuses (bad
+//! JSON, wrong content type, unknown routes, oversized bodies).
 
+mod admin;
 pub mod auth;
 mod executions;
+mod modules;
 mod workers;
 
-use axum::Json;
-use axum::http::StatusCode;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 
-pub use executions::execution_routes;
+use crate::activity::worker::WorkerQueue;
+use crate::runtime::Runtime;
+use crate::store::{ExecutionRecord, Store};
+use crate::tenant::RateLimiter;
+
 pub use workers::worker_routes;
 
+/// The most bytes of a non-JSON error body (axum's own rejections) quoted
+/// in the JSON error that replaces it.
+const REJECTION_TEXT_BYTES_MAX: usize = 4 * 1024;
+
+/// What the routes share.
+pub struct Server {
+    runtime: Arc<Runtime>,
+    store: Arc<dyn Store>,
+    /// Executions this process drives now (so none is driven twice).
+    driving: Mutex<HashSet<i64>>,
+    rate_limiter: RateLimiter,
+    /// SHA-256 of the admin key, if the server has one.
+    admin_key_sha256: Option<String>,
+}
+
+impl Server {
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate_limiter
+    }
+
+    pub fn admin_key_sha256(&self) -> Option<&str> {
+        self.admin_key_sha256.as_deref()
+    }
+
+    /// Drives `record` in the background unless this process already does.
+    pub fn spawn_drive(self: &Arc<Self>, record: ExecutionRecord) {
+        let id = record.id;
+        if !self
+            .driving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id)
+        {
+            return;
+        }
+        let server = self.clone();
+        tokio::spawn(async move {
+            let workflow_id = record.workflow_id.clone();
+            if let Err(error) = server.runtime.drive(record).await {
+                tracing::error!(%workflow_id, %error, "driving an execution stopped");
+            }
+            server
+                .driving
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&id);
+        });
+    }
+}
+
+/// The whole API of `reprise serve`, and the state its routes share (to
+/// resume executions). `admin_key` enables the tenant-management routes.
+pub fn router(
+    runtime: Arc<Runtime>,
+    queue: Arc<WorkerQueue>,
+    admin_key: Option<&str>,
+) -> (Router, Arc<Server>) {
+    let server = Arc::new(Server {
+        store: runtime.store().clone(),
+        runtime,
+        driving: Mutex::new(HashSet::new()),
+        rate_limiter: RateLimiter::default(),
+        admin_key_sha256: admin_key.map(auth::key_sha256),
+    });
+    let router = Router::new()
+        .merge(modules::routes())
+        .merge(executions::routes())
+        .merge(admin::routes())
+        .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
+        .with_state(server.clone())
+        .merge(worker_routes(queue, Some(server.store.clone())))
+        .fallback(unknown_route)
+        .layer(middleware::from_fn(refuse_encoded_bodies))
+        .layer(middleware::map_response(json_errors));
+    (router, server)
+}
+
 /// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(listener, router).await
 }
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {method} {}; the API is described in runtime/openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+/// Compressed request bodies are refused rather than inflated: a small
+/// gzip body can expand without bound (a zip bomb), and nothing here
+/// needs them.
+async fn refuse_encoded_bodies(request: Request, next: Next) -> Response {
+    let encoded = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|encoding| !encoding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "compressed request bodies (Content-Encoding) are not accepted; send the body uncompressed".to_string(),
+        );
+    }
+    next.run(request).await
+}
+
+/// Rewrites axum's plain-text rejections (invalid JSON, a missing content
+/// type, a body over the limit, a wrong method) as JSON errors.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_TEXT_BYTES_MAX)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match (text.is_empty(), status) {
+        (true, StatusCode::METHOD_NOT_ALLOWED) => {
+            "this route does not take that method; see runtime/openapi.json".to_string()
+        }
+        (true, _) => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        (false, StatusCode::PAYLOAD_TOO_LARGE) => {
+            format!("{text}: the request body is over this route's size limit")
+        }
+        (false, _) => text,
+    };
+    let mut rewritten = error(status, message);
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.get(&name) {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
 }

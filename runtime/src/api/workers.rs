@@ -48,7 +48,7 @@ impl FromRequestParts<Arc<WorkerApi>> for Caller {
             None => Ok(Caller(None)),
             Some(store) => authenticate(parts, store)
                 .await
-                .map(|tenant| Caller(Some(tenant))),
+                .map(|tenant| Caller(Some(tenant.name))),
         }
     }
 }

@@ -11,8 +11,8 @@ use super::workflow_bindings::reprise::workflow::durable::{Host, WorkflowInfo};
 use crate::clock;
 use crate::execution::{Interrupt, Wait, Woken, runtime_error};
 use crate::journal::{
-    ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, PAYLOAD_BYTES_MAX,
-    RANDOM_BYTES_MAX, RetryPolicy, Seq, idempotency_key,
+    ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, RANDOM_BYTES_MAX,
+    RetryPolicy, Seq, idempotency_key,
 };
 
 /// Longest log line a workflow may write; the rest is cut.
@@ -42,6 +42,8 @@ impl WorkflowHost {
         if recorded.is_none() {
             let event = new_event(seq, &self.execution.record);
             self.execution.append(event).await.map_err(interrupt)?;
+            // A durable append is host time, not guest time.
+            self.resume_guest();
         }
         Ok(seq)
     }
@@ -63,11 +65,12 @@ impl WorkflowHost {
         options: wit_types::ActivityOptions,
     ) -> wasmtime::Result<Seq> {
         self.check_halted()?;
-        if input.len() > PAYLOAD_BYTES_MAX {
+        let payload_bytes_max = self.execution.limits.payload_bytes_max;
+        if input.len() > payload_bytes_max {
             return Err(fail(
                 "PayloadTooLarge",
                 format!(
-                    "the input of activity `{name}` is {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
+                    "the input of activity `{name}` is {} bytes; the limit is payload_bytes_max = {payload_bytes_max}",
                     input.len()
                 ),
             ));
@@ -332,8 +335,11 @@ impl Host for WorkflowHost {
         workflow_id: Option<String>,
     ) -> wasmtime::Result<u64> {
         self.check_halted()?;
-        if let Err(problem) = crate::runtime::check_json_payload("child workflow input", &input) {
-            return Err(fail("InvalidChildInput", problem));
+        let payload_bytes_max = self.execution.limits.payload_bytes_max;
+        if let Err(problem) =
+            crate::runtime::check_json_payload("child workflow input", &input, payload_bytes_max)
+        {
+            return Err(fail("InvalidChildInput", problem.to_string()));
         }
         let command = Command::StartChild {
             workflow_type: workflow_type.clone(),

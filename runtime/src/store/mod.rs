@@ -115,6 +115,71 @@ pub struct NewExecution {
     pub workflow_type: String,
     pub module_digest: String,
     pub started: RecordedEvent,
+    /// What to do when `workflow_id` already ran to its end.
+    pub reuse: IdReusePolicy,
+    /// Refuse the start when the tenant already runs this many executions.
+    pub running_max: u64,
+}
+
+/// Whether a workflow id whose newest run has finished may start again. A
+/// running id is never started twice: its run is the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdReusePolicy {
+    /// The finished run is the answer (an idempotent start).
+    #[default]
+    ReturnExisting,
+    /// A new run starts.
+    Allow,
+    /// A new run starts if the last one failed, was cancelled or
+    /// terminated; after a completion the start is refused.
+    AllowIfFailed,
+    /// The start is refused.
+    Reject,
+}
+
+impl IdReusePolicy {
+    /// Whether a new run may follow one that ended with `status`.
+    pub fn allows_after(self, status: ExecutionStatus) -> Option<bool> {
+        match self {
+            IdReusePolicy::ReturnExisting => None,
+            IdReusePolicy::Allow => Some(true),
+            IdReusePolicy::AllowIfFailed => Some(status != ExecutionStatus::Completed),
+            IdReusePolicy::Reject => Some(false),
+        }
+    }
+}
+
+/// What `start_execution` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartOutcome {
+    /// A new run, with its first event.
+    Created(ExecutionRecord),
+    /// The id's newest run (running, or finished under `ReturnExisting`).
+    Existing(ExecutionRecord),
+    /// The id's newest run finished and the policy refused a new one.
+    ReuseRefused(ExecutionRecord),
+    /// The tenant already runs `running` executions, its limit.
+    AtCapacity { running: u64 },
+}
+
+/// A tenant row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantRecord {
+    pub name: String,
+    pub key_sha256: String,
+    /// The limits document (JSON; see `TenantLimits`).
+    pub limits: String,
+    pub created_at_ms: i64,
+}
+
+/// A module a tenant uploaded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantModule {
+    pub digest: String,
+    pub kind: String,
+    pub size_bytes: i64,
+    pub uploaded_at_ms: i64,
 }
 
 /// How an append changes the execution row, if at all.
@@ -122,6 +187,19 @@ pub struct NewExecution {
 pub struct Finish {
     pub status: ExecutionStatus,
     pub result: String,
+}
+
+/// Which executions a list returns; `None` fields do not filter.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionFilter {
+    pub status: Option<ExecutionStatus>,
+    pub workflow_type: Option<String>,
+    /// Created at or after this time (ms since the epoch).
+    pub created_from_ms: Option<i64>,
+    /// Created before this time (ms since the epoch).
+    pub created_until_ms: Option<i64>,
+    /// At most this many (the newest).
+    pub limit: u32,
 }
 
 /// What kind of message an execution's mailbox holds.
@@ -160,9 +238,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn module(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
 
-    /// Creates an execution and its first event, unless `workflow_id` already
-    /// has one: then returns the newest existing execution and `false`.
-    async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)>;
+    /// Creates an execution and its first event, unless `workflow_id`
+    /// already has a run the reuse policy keeps, or the tenant is at its
+    /// running-executions limit (checked in the same transaction).
+    async fn start_execution(&self, new: NewExecution) -> StoreResult<StartOutcome>;
 
     /// The newest execution of `workflow_id`.
     async fn execution(
@@ -216,24 +295,34 @@ pub trait Store: Send + Sync + 'static {
     /// Every workflow type of every tenant: (tenant, name, digest).
     async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>>;
 
-    /// The tenant's executions, newest first, optionally only those with
-    /// `status`, at most `limit`.
+    /// The tenant's executions that pass `filter`, newest first.
     async fn list_executions(
         &self,
         tenant: &str,
-        status: Option<ExecutionStatus>,
-        limit: u32,
+        filter: &ExecutionFilter,
     ) -> StoreResult<Vec<ExecutionRecord>>;
 
     /// Every execution still running, for a restarted node to resume.
     async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>>;
 
-    /// Creates tenant `name` with the SHA-256 of its API key; `false` if
-    /// the name is taken.
-    async fn create_tenant(&self, name: &str, key_sha256: &str) -> StoreResult<bool>;
+    /// Creates tenant `name` with the SHA-256 of its API key and its limits
+    /// document; `false` if the name is taken.
+    async fn create_tenant(&self, name: &str, key_sha256: &str, limits: &str) -> StoreResult<bool>;
 
     /// The tenant whose key has this SHA-256.
-    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<String>>;
+    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<TenantRecord>>;
+
+    /// Every tenant, by name.
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+
+    /// Replaces a tenant's limits document; `false` if there is no such tenant.
+    async fn set_tenant_limits(&self, name: &str, limits: &str) -> StoreResult<bool>;
+
+    /// Records that `tenant` uploaded module `digest` (stored before).
+    async fn put_tenant_module(&self, tenant: &str, digest: &str, kind: &str) -> StoreResult<()>;
+
+    /// The modules `tenant` uploaded, newest first.
+    async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>>;
 
     /// Ends a running execution at once with `WorkflowTerminated`; `false`
     /// if it had already finished. A process still driving it finds the

@@ -21,8 +21,8 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ExecutionRecord, ExecutionStatus, Finish, MailboxMessage, MessageKind, NewExecution, Store,
-    StoreError, StoreResult,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, MailboxMessage, MessageKind,
+    NewExecution, StartOutcome, Store, StoreError, StoreResult, TenantModule, TenantRecord,
 };
 use crate::journal::{Event, RecordedEvent};
 
@@ -92,12 +92,22 @@ enum WriteOp {
     CreateTenant {
         name: String,
         key_sha256: String,
+        limits: String,
+    },
+    SetTenantLimits {
+        name: String,
+        limits: String,
+    },
+    PutTenantModule {
+        tenant: String,
+        digest: String,
+        kind: String,
     },
 }
 
 enum WriteReply {
     Done,
-    Started(ExecutionRecord, bool),
+    Started(StartOutcome),
     /// Whether the request changed anything (a new message, a termination).
     Changed(bool),
 }
@@ -302,7 +312,28 @@ async fn apply<'op>(
             if let Some(existing) =
                 select_execution(connection, &new.tenant, &new.workflow_id).await?
             {
-                return Ok(WriteReply::Started(existing, false));
+                let refused = match existing.status {
+                    ExecutionStatus::Running => Some(StartOutcome::Existing(existing)),
+                    finished => match new.reuse.allows_after(finished) {
+                        None => Some(StartOutcome::Existing(existing)),
+                        Some(false) => Some(StartOutcome::ReuseRefused(existing)),
+                        Some(true) => None,
+                    },
+                };
+                if let Some(outcome) = refused {
+                    return Ok(WriteReply::Started(outcome));
+                }
+            }
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM executions WHERE tenant = ? AND status = 'running'",
+            )
+            .bind(&new.tenant)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database("counting running executions"))?;
+            let running = running.max(0) as u64;
+            if running >= new.running_max {
+                return Ok(WriteReply::Started(StartOutcome::AtCapacity { running }));
             }
             let now = now_ms();
             let id: i64 = sqlx::query_scalar(
@@ -333,7 +364,7 @@ async fn apply<'op>(
                 created_at_ms: now,
                 updated_at_ms: now,
             };
-            Ok(WriteReply::Started(record, true))
+            Ok(WriteReply::Started(StartOutcome::Created(record)))
         }
         WriteOp::Append {
             execution_id,
@@ -399,18 +430,50 @@ async fn apply<'op>(
             .map_err(StoreError::database("posting a message"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
         }
-        WriteOp::CreateTenant { name, key_sha256 } => {
+        WriteOp::CreateTenant {
+            name,
+            key_sha256,
+            limits,
+        } => {
             let inserted = sqlx::query(
-                "INSERT INTO tenants (name, key_sha256, created_at_ms) VALUES (?, ?, ?)
+                "INSERT INTO tenants (name, key_sha256, limits, created_at_ms) VALUES (?, ?, ?, ?)
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(name.as_str())
             .bind(key_sha256.as_str())
+            .bind(limits.as_str())
             .bind(now_ms())
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("creating a tenant"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::SetTenantLimits { name, limits } => {
+            let updated = sqlx::query("UPDATE tenants SET limits = ? WHERE name = ?")
+                .bind(limits.as_str())
+                .bind(name.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("setting a tenant's limits"))?;
+            Ok(WriteReply::Changed(updated.rows_affected() == 1))
+        }
+        WriteOp::PutTenantModule {
+            tenant,
+            digest,
+            kind,
+        } => {
+            sqlx::query(
+                "INSERT INTO tenant_modules (tenant, digest, kind, uploaded_at_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (tenant, digest) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(digest.as_str())
+            .bind(kind.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("recording a tenant's module"))?;
+            Ok(WriteReply::Done)
         }
         WriteOp::PutWorkflowType {
             tenant,
@@ -547,6 +610,18 @@ async fn select_execution(
     row.map(|row| execution_from_row(&row)).transpose()
 }
 
+fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TenantRecord> {
+    let read = || -> Result<TenantRecord, sqlx::Error> {
+        Ok(TenantRecord {
+            name: row.try_get("name")?,
+            key_sha256: row.try_get("key_sha256")?,
+            limits: row.try_get("limits")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    };
+    read().map_err(StoreError::database("decoding a tenant row"))
+}
+
 fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRecord> {
     let decode = |error| StoreError::Database {
         doing: "decoding an execution row",
@@ -612,9 +687,9 @@ impl Store for SqliteStore {
             .map_err(StoreError::database("reading a module"))
     }
 
-    async fn start_execution(&self, new: NewExecution) -> StoreResult<(ExecutionRecord, bool)> {
+    async fn start_execution(&self, new: NewExecution) -> StoreResult<StartOutcome> {
         match self.write(WriteOp::Start(Box::new(new))).await? {
-            WriteReply::Started(record, created) => Ok((record, created)),
+            WriteReply::Started(outcome) => Ok(outcome),
             WriteReply::Done | WriteReply::Changed(_) => {
                 unreachable!("a start request always answers Started")
             }
@@ -775,19 +850,25 @@ impl Store for SqliteStore {
     async fn list_executions(
         &self,
         tenant: &str,
-        status: Option<ExecutionStatus>,
-        limit: u32,
+        filter: &ExecutionFilter,
     ) -> StoreResult<Vec<ExecutionRecord>> {
+        let status = filter.status.map(ExecutionStatus::as_str);
         let rows = sqlx::query(concat!(
             "SELECT ",
             execution_columns!(),
-            " FROM executions WHERE tenant = ? AND (? IS NULL OR status = ?)
-             ORDER BY created_at_ms DESC, id DESC LIMIT ?"
+            " FROM executions WHERE tenant = ?1
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR workflow_type = ?3)
+               AND (?4 IS NULL OR created_at_ms >= ?4)
+               AND (?5 IS NULL OR created_at_ms < ?5)
+             ORDER BY created_at_ms DESC, id DESC LIMIT ?6"
         ))
         .bind(tenant)
-        .bind(status.map(ExecutionStatus::as_str))
-        .bind(status.map(ExecutionStatus::as_str))
-        .bind(limit)
+        .bind(status)
+        .bind(filter.workflow_type.as_deref())
+        .bind(filter.created_from_ms)
+        .bind(filter.created_until_ms)
+        .bind(filter.limit)
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("listing executions"))?;
@@ -806,22 +887,79 @@ impl Store for SqliteStore {
         rows.iter().map(execution_from_row).collect()
     }
 
-    async fn create_tenant(&self, name: &str, key_sha256: &str) -> StoreResult<bool> {
+    async fn create_tenant(&self, name: &str, key_sha256: &str, limits: &str) -> StoreResult<bool> {
         let reply = self
             .write(WriteOp::CreateTenant {
                 name: name.to_string(),
                 key_sha256: key_sha256.to_string(),
+                limits: limits.to_string(),
             })
             .await?;
         Ok(matches!(reply, WriteReply::Changed(true)))
     }
 
-    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT name FROM tenants WHERE key_sha256 = ?")
-            .bind(key_sha256)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(StoreError::database("looking up an API key"))
+    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<TenantRecord>> {
+        let row = sqlx::query(
+            "SELECT name, key_sha256, limits, created_at_ms FROM tenants WHERE key_sha256 = ?",
+        )
+        .bind(key_sha256)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(StoreError::database("looking up an API key"))?;
+        row.map(|row| tenant_from_row(&row)).transpose()
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, key_sha256, limits, created_at_ms FROM tenants ORDER BY name",
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing tenants"))?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn set_tenant_limits(&self, name: &str, limits: &str) -> StoreResult<bool> {
+        let reply = self
+            .write(WriteOp::SetTenantLimits {
+                name: name.to_string(),
+                limits: limits.to_string(),
+            })
+            .await?;
+        Ok(matches!(reply, WriteReply::Changed(true)))
+    }
+
+    async fn put_tenant_module(&self, tenant: &str, digest: &str, kind: &str) -> StoreResult<()> {
+        self.write(WriteOp::PutTenantModule {
+            tenant: tenant.to_string(),
+            digest: digest.to_string(),
+            kind: kind.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>> {
+        let rows = sqlx::query(
+            "SELECT t.digest, t.kind, length(m.bytes) AS size_bytes, t.uploaded_at_ms
+             FROM tenant_modules t JOIN modules m ON m.digest = t.digest
+             WHERE t.tenant = ? ORDER BY t.uploaded_at_ms DESC, t.digest",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing a tenant's modules"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantModule {
+                    digest: row.try_get("digest")?,
+                    kind: row.try_get("kind")?,
+                    size_bytes: row.try_get("size_bytes")?,
+                    uploaded_at_ms: row.try_get("uploaded_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::database("decoding a module row"))
     }
 
     async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {
@@ -839,6 +977,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::journal::Event;
+    use crate::store::IdReusePolicy;
 
     fn started() -> RecordedEvent {
         RecordedEvent {
@@ -871,21 +1010,91 @@ mod tests {
             .expect("module");
         let mut ids = Vec::new();
         for index in 0..count {
-            let (record, created) = store
-                .start_execution(NewExecution {
-                    tenant: "t".into(),
-                    workflow_id: format!("w{index}"),
-                    run_id: format!("r{index}"),
-                    workflow_type: "t".into(),
-                    module_digest: "d".into(),
-                    started: started(),
-                })
+            let outcome = store
+                .start_execution(new_execution(&format!("w{index}"), &format!("r{index}")))
                 .await
                 .expect("start");
-            assert!(created);
+            let StartOutcome::Created(record) = outcome else {
+                panic!("a new id starts: {outcome:?}");
+            };
             ids.push(record.id);
         }
         (dir, store, ids)
+    }
+
+    fn new_execution(workflow_id: &str, run_id: &str) -> NewExecution {
+        NewExecution {
+            tenant: "t".into(),
+            workflow_id: workflow_id.into(),
+            run_id: run_id.into(),
+            workflow_type: "t".into(),
+            module_digest: "d".into(),
+            started: started(),
+            reuse: IdReusePolicy::ReturnExisting,
+            running_max: u64::MAX,
+        }
+    }
+
+    async fn finish(store: &SqliteStore, id: i64, status: ExecutionStatus) {
+        let end = RecordedEvent {
+            position: 2,
+            recorded_at_ms: 2,
+            event: Event::WorkflowCompleted {
+                output: "null".into(),
+            },
+        };
+        let finish = Finish {
+            status,
+            result: "null".into(),
+        };
+        store
+            .append(id, vec![end], Some(finish))
+            .await
+            .expect("finish");
+    }
+
+    #[tokio::test]
+    async fn the_reuse_policy_decides_what_a_finished_id_may_do() {
+        let (_dir, store, ids) = store_with_executions(2).await;
+        finish(&store, ids[0], ExecutionStatus::Completed).await;
+        finish(&store, ids[1], ExecutionStatus::Failed).await;
+        let start = |id: &str, reuse| {
+            let mut new = new_execution(id, &format!("{id}-again"));
+            new.reuse = reuse;
+            store.start_execution(new)
+        };
+        let kind = |outcome: StartOutcome| match outcome {
+            StartOutcome::Created(_) => "created",
+            StartOutcome::Existing(_) => "existing",
+            StartOutcome::ReuseRefused(_) => "refused",
+            StartOutcome::AtCapacity { .. } => "at capacity",
+        };
+        use IdReusePolicy::*;
+        let cases = [
+            ("w0", ReturnExisting, "existing"),
+            ("w0", Reject, "refused"),
+            ("w0", AllowIfFailed, "refused"),
+            ("w1", AllowIfFailed, "created"),
+            ("w0", Allow, "created"),
+            // The new run of w0 is running: it is the answer, whatever the policy.
+            ("w0", Allow, "existing"),
+        ];
+        for (id, reuse, expected) in cases {
+            let outcome = start(id, reuse).await.expect("start");
+            assert_eq!(kind(outcome), expected, "{id} with {reuse:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_beyond_the_running_limit_is_refused() {
+        let (_dir, store, _ids) = store_with_executions(2).await;
+        let mut new = new_execution("w-third", "r-third");
+        new.running_max = 2;
+        let outcome = store.start_execution(new.clone()).await.expect("start");
+        assert_eq!(outcome, StartOutcome::AtCapacity { running: 2 });
+        new.running_max = 3;
+        let outcome = store.start_execution(new).await.expect("start");
+        assert!(matches!(outcome, StartOutcome::Created(_)), "{outcome:?}");
     }
 
     #[tokio::test]

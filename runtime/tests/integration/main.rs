@@ -4,6 +4,7 @@
 mod activities;
 mod cli;
 mod crash;
+mod hosting;
 mod imports;
 mod limits;
 mod openapi;

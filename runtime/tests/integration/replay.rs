@@ -2,7 +2,7 @@
 //! nondeterminism detection.
 
 use reprise::journal::{Event, Nondeterminism};
-use reprise::store::{ExecutionStatus, NewExecution};
+use reprise::store::{ExecutionStatus, IdReusePolicy, NewExecution, StartOutcome};
 use reprise::{Limits, ReplayVerdict, RunError};
 
 use crate::support::{Harness, clock_ms_at, completed_output, guest, scheduled_keys};
@@ -140,7 +140,7 @@ async fn nondeterminism_while_driving_leaves_the_execution_intact() {
     if let Event::WorkflowStarted { module_digest, .. } = &mut started.event {
         *module_digest = changed.digest.clone();
     }
-    let (record, _) = harness
+    let outcome = harness
         .store
         .start_execution(NewExecution {
             tenant: recorded.tenant.clone(),
@@ -149,9 +149,14 @@ async fn nondeterminism_while_driving_leaves_the_execution_intact() {
             workflow_type: "hello".into(),
             module_digest: changed.digest.clone(),
             started,
+            reuse: IdReusePolicy::ReturnExisting,
+            running_max: u64::MAX,
         })
         .await
         .expect("start");
+    let StartOutcome::Created(record) = outcome else {
+        panic!("a new id starts: {outcome:?}");
+    };
     let prefix: Vec<_> = events[1..7].to_vec();
     harness
         .store

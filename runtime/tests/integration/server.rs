@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{cache_dir, guest};
 
-async fn call(address: &str, key: &str, method: &str, path: &str, body: Bytes) -> (u16, Value) {
+pub async fn call(address: &str, key: &str, method: &str, path: &str, body: Bytes) -> (u16, Value) {
     let mut request = http::Request::builder()
         .method(method)
         .uri(path)
@@ -31,7 +31,7 @@ async fn call(address: &str, key: &str, method: &str, path: &str, body: Bytes) -
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-async fn json_call(
+pub async fn json_call(
     address: &str,
     key: &str,
     method: &str,
@@ -42,7 +42,7 @@ async fn json_call(
 }
 
 /// `reprise tenant create NAME` on the server's data directory: its key.
-fn create_tenant(data: &std::path::Path, name: &str) -> String {
+pub fn create_tenant(data: &std::path::Path, name: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
         .args(["tenant", "create", name])
         .arg("--data")
@@ -66,28 +66,38 @@ fn create_tenant(data: &std::path::Path, name: &str) -> String {
     key
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("a free port")
 }
 
-struct ServerProcess {
-    child: Child,
-    address: String,
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
 }
 
 impl ServerProcess {
-    async fn start(data: &std::path::Path, port: u16) -> ServerProcess {
+    /// `reprise serve` with the hello activities for every tenant.
+    pub async fn start(data: &std::path::Path, port: u16) -> ServerProcess {
+        let activities = guest("hello-activities");
+        ServerProcess::start_with(data, port, &["--activities".as_ref(), activities.as_ref()]).await
+    }
+
+    /// `reprise serve` on `data` with an activity dir and `args`.
+    pub async fn start_with(
+        data: &std::path::Path,
+        port: u16,
+        args: &[&std::ffi::OsStr],
+    ) -> ServerProcess {
         let address = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_reprise"))
             .arg("serve")
             .arg("--data")
             .arg(data)
             .args(["--listen", &address])
-            .arg("--activities")
-            .arg(guest("hello-activities"))
+            .args(args)
             .arg("--activity-dir")
             .arg(data.join("activity"))
             .env("REPRISE_CACHE_DIR", cache_dir())

@@ -3,6 +3,9 @@
 //! Exit codes: 0 success; 1 the workflow failed; 2 bad input or usage;
 //! 3 nondeterminism (the code does not match the history); 4 host error.
 
+mod client;
+mod timeline;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,9 +17,11 @@ use crate::activity::outbound::Allowlist;
 use crate::activity::worker::WorkerQueue;
 use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::engine::{Engine, Limits, LoadedComponent};
-use crate::journal::{Event, RecordedEvent};
+use crate::journal::RecordedEvent;
 use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
 use crate::store::{self, ExecutionRecord, ExecutionStatus, MessageKind, Store};
+use client::{RemoteArgs, ServerArgs};
+use timeline::{HistoryExport, print_timeline};
 
 const EXIT_WORKFLOW_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -52,6 +57,10 @@ enum TenantCommand {
         /// The server's data directory.
         #[arg(long, env = "REPRISE_DATA", default_value = "reprise-data")]
         data: PathBuf,
+        /// The tenant's limits as JSON, naming only what differs from the
+        /// defaults, e.g. '{"running_executions_max": 10}'.
+        #[arg(long, default_value = "{}")]
+        limits: String,
     },
 }
 
@@ -109,15 +118,21 @@ enum Command {
         #[arg(long)]
         activity_dir: Option<PathBuf>,
         /// A host (or host:port) activities may call over HTTP; repeat.
+        /// A tenant's own `allowed_hosts` limit replaces this list.
         #[arg(long = "allow-host")]
         allowed_hosts: Vec<String>,
+        /// A file holding the admin key, which manages tenants over HTTP
+        /// (`/v1/admin/...`); without it those routes answer 401.
+        #[arg(long, env = "REPRISE_ADMIN_KEY_FILE")]
+        admin_key_file: Option<PathBuf>,
     },
     /// Manage tenants of a server's database.
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Print an execution's history.
+    /// Print an execution's history: a timeline (time, sequence, event,
+    /// attempt, error, retry time, compensations marked ↺).
     History {
         /// The workflow id.
         id: String,
@@ -126,6 +141,26 @@ enum Command {
         json: bool,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Summarise an execution on a server: state, what it waits for,
+    /// attempts so far, the last error.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List a server's executions, newest first.
+    List {
+        #[command(flatten)]
+        filters: client::ListFilters,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Replay recorded histories against a (new) workflow build and report
     /// whether it reproduces them: the safe-upgrade check.
@@ -133,11 +168,14 @@ enum Command {
         /// The workflow component to check.
         #[arg(long)]
         module: PathBuf,
-        /// Workflow ids in the database, or history files from `history --json`.
+        /// Workflow ids (in the database, or on --server), or history
+        /// files from `history --json`.
         #[arg(long = "history", required = true)]
         histories: Vec<String>,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Send a signal (JSON payload) to an execution; it is kept until the
     /// workflow waits for it, and delivered once.
@@ -153,6 +191,8 @@ enum Command {
         signal_id: Option<String>,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Ask an execution to cancel: its next blocking call returns
     /// "cancelled", and its compensations still run.
@@ -160,6 +200,8 @@ enum Command {
         id: String,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// End an execution at once, running nothing more (no compensation).
     Terminate {
@@ -168,8 +210,11 @@ enum Command {
         reason: String,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
-    /// Upload a workflow component to a server and bind a type name to it.
+    /// Upload a component to a server; a workflow gets a type name bound to
+    /// it, an activity component serves its activities to your workflows.
     Deploy {
         file: PathBuf,
         /// The workflow type name (default: the file name).
@@ -202,16 +247,6 @@ enum Command {
     },
     /// Measure throughput and latency (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
-}
-
-#[derive(clap::Args)]
-struct ServerArgs {
-    /// The server, e.g. http://127.0.0.1:7878.
-    #[arg(long, env = "REPRISE_SERVER", default_value = "http://127.0.0.1:7878")]
-    server: String,
-    /// The tenant's API key (`reprise tenant create` prints it).
-    #[arg(long, env = "REPRISE_API_KEY")]
-    api_key: String,
 }
 
 /// Entry point of the `reprise` binary.
@@ -256,16 +291,32 @@ pub fn main() -> ExitCode {
                 let workflows = std::iter::once(workflow).chain(child_workflows).collect();
                 run(workflows, activities, input, id, evict_on_wait, db).await
             }
-            Command::History { id, json, db } => history(&id, json, &db).await,
+            Command::History {
+                id,
+                json,
+                db,
+                remote,
+            } => match remote.server() {
+                Ok(Some(server)) => client::history(&id, json, &server).await,
+                Ok(None) => history(&id, json, &db).await,
+                Err(error) => usage_error(error),
+            },
+            Command::Status { id, json, server } => client::status(&id, json, &server).await,
+            Command::List {
+                filters,
+                json,
+                server,
+            } => client::list(&filters, json, &server).await,
             Command::Tenant {
-                command: TenantCommand::Create { name, data },
-            } => create_tenant(&name, &data).await,
+                command: TenantCommand::Create { name, data, limits },
+            } => create_tenant(&name, &data, &limits).await,
             Command::Serve {
                 data,
                 listen,
                 activities,
                 activity_dir,
                 allowed_hosts,
+                admin_key_file,
             } => {
                 let activities = ActivitySetup {
                     files: activities,
@@ -273,37 +324,67 @@ pub fn main() -> ExitCode {
                     allowed_hosts,
                     worker_api: None,
                 };
-                report(serve(data, listen, activities).await)
+                report(serve(data, listen, activities, admin_key_file).await)
             }
             Command::Replay {
                 module,
                 histories,
                 db,
-            } => replay(&module, &histories, &db).await,
+                remote,
+            } => match remote.server() {
+                Ok(server) => replay(&module, &histories, &db, server.as_ref()).await,
+                Err(error) => usage_error(error),
+            },
             Command::Signal {
                 id,
                 name,
                 payload,
                 signal_id,
                 db,
-            } => {
-                let message_id =
-                    signal_id.unwrap_or_else(|| format!("signal-{}", crate::clock::now_ns()));
-                post(&id, MessageKind::Signal, &name, &payload, &message_id, &db).await
-            }
-            Command::Cancel { id, db } => {
-                post(&id, MessageKind::Cancel, "", "null", "cancel", &db).await
-            }
-            Command::Terminate { id, reason, db } => terminate(&id, &reason, &db).await,
-            Command::Deploy { file, name, server } => deploy(&file, name, &server).await,
+                remote,
+            } => match remote.server() {
+                Ok(Some(server)) => {
+                    let message = client::Message::Signal {
+                        name: &name,
+                        payload: &payload,
+                        signal_id: signal_id.as_deref(),
+                    };
+                    client::send(&id, message, &server).await
+                }
+                Ok(None) => {
+                    let message_id =
+                        signal_id.unwrap_or_else(|| format!("signal-{}", crate::clock::now_ns()));
+                    post(&id, MessageKind::Signal, &name, &payload, &message_id, &db).await
+                }
+                Err(error) => usage_error(error),
+            },
+            Command::Cancel { id, db, remote } => match remote.server() {
+                Ok(Some(server)) => client::send(&id, client::Message::Cancel, &server).await,
+                Ok(None) => post(&id, MessageKind::Cancel, "", "null", "cancel", &db).await,
+                Err(error) => usage_error(error),
+            },
+            Command::Terminate {
+                id,
+                reason,
+                db,
+                remote,
+            } => match remote.server() {
+                Ok(Some(server)) => {
+                    let message = client::Message::Terminate { reason: &reason };
+                    client::send(&id, message, &server).await
+                }
+                Ok(None) => terminate(&id, &reason, &db).await,
+                Err(error) => usage_error(error),
+            },
+            Command::Deploy { file, name, server } => client::deploy(&file, name, &server).await,
             Command::Start {
                 name,
                 input,
                 id,
                 wait,
                 server,
-            } => start_remote(&name, &input, id, wait, &server).await,
-            Command::Result { id, wait, server } => result_remote(&id, wait, &server).await,
+            } => client::start(&name, &input, id, wait, &server).await,
+            Command::Result { id, wait, server } => client::result(&id, wait, &server).await,
             Command::Bench(args) => report(crate::bench::run(args).await),
         }
     })
@@ -329,12 +410,20 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+fn usage_error(error: anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
 fn exit_for(error: &RunError) -> ExitCode {
     let code = match error {
         RunError::Nondeterminism { .. } => EXIT_NONDETERMINISM,
         RunError::Load(_)
         | RunError::InvalidInput(_)
         | RunError::WrongKind(_)
+        | RunError::Payload(_)
+        | RunError::Limit(_)
+        | RunError::IdReuseRefused { .. }
         | RunError::UnknownModule { .. } => EXIT_BAD_INPUT,
         RunError::Store(_) | RunError::CorruptHistory { .. } | RunError::Host { .. } => {
             EXIT_HOST_ERROR
@@ -571,135 +660,31 @@ async fn history(id: &str, json: bool, db: &DbArgs) -> ExitCode {
     report(result.await)
 }
 
-/// The file format of `history --json` and `replay --history FILE`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct HistoryExport {
-    execution: ExecutionRecord,
-    events: Vec<RecordedEvent>,
-}
-
-fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
-    println!(
-        "execution {} (run {}) type {} — {}",
-        record.workflow_id,
-        record.run_id,
-        record.workflow_type,
-        record.status.as_str()
-    );
-    // seq → the saga step its compensation undoes, to mark every line of
-    // the compensation chain (schedule, attempts, outcome).
-    let compensations: std::collections::HashMap<u64, &str> = events
-        .iter()
-        .filter_map(|recorded| match &recorded.event {
-            Event::ActivityScheduled { seq, options, .. } => {
-                options.compensates.as_deref().map(|step| (*seq, step))
-            }
-            _ => None,
-        })
-        .collect();
-    for recorded in events {
-        let compensation = match &recorded.event {
-            Event::ActivityAttemptFailed { seq, .. }
-            | Event::ActivityCompleted { seq, .. }
-            | Event::ActivityFailed { seq, .. } => compensations.get(seq).copied(),
-            _ => None,
-        };
-        let detail = match &recorded.event {
-            Event::WorkflowStarted { input, .. } => format!("input {input}"),
-            Event::ClockRead {
-                clock, value_ns, ..
-            } => format!("{clock:?} clock = {value_ns} ns"),
-            Event::RandomDrawn { bytes, .. } => format!("{} bytes", bytes.len() / 2),
-            Event::ActivityScheduled {
-                name,
-                input,
-                idempotency_key,
-                options,
-                ..
-            } => match &options.compensates {
-                Some(step) => {
-                    format!("↺ compensates `{step}`: {name}({input}) key {idempotency_key}")
-                }
-                None => format!("{name}({input}) key {idempotency_key}"),
-            },
-            Event::ActivityAttemptFailed {
-                attempt,
-                error,
-                retry_at_ms,
-                ..
-            } => format!(
-                "attempt {attempt} failed: {}: {}{}",
-                error.error_type,
-                error.message,
-                retry_at_ms
-                    .map(|at| format!(" — retry at {at} ms"))
-                    .unwrap_or_default()
-            ),
-            Event::ActivityCompleted {
-                attempt, output, ..
-            } => format!("attempt {attempt} → {output}"),
-            Event::ActivityFailed { failure, .. } => format!(
-                "{:?} after {} attempts: {}",
-                failure.reason, failure.attempts, failure.last_error.message
-            ),
-            Event::TimerStarted {
-                duration_ms,
-                fire_at_ms,
-                ..
-            } => format!("{duration_ms} ms, fires at {fire_at_ms}"),
-            Event::TimerFired { .. } => String::new(),
-            Event::SignalAwaited {
-                name, deadline_ms, ..
-            } => match deadline_ms {
-                Some(deadline) => format!("waits for `{name}` until {deadline}"),
-                None => format!("waits for `{name}`"),
-            },
-            Event::SignalReceived {
-                name,
-                payload,
-                message_id,
-                ..
-            } => format!("`{name}` {payload} (id {message_id})"),
-            Event::SignalTimedOut { .. } => String::new(),
-            Event::CancellationDelivered { wait } => format!("delivered to blocking call #{wait}"),
-            Event::ChildStarted {
-                workflow_type,
-                workflow_id,
-                input,
-                ..
-            } => format!("{workflow_type}({input}) as {workflow_id}"),
-            Event::ChildCompleted { output, .. } => format!("→ {output}"),
-            Event::ChildFailed { error, .. } => error.to_string(),
-            Event::WorkflowCompleted { output } => format!("output {output}"),
-            Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => {
-                error.to_string()
-            }
-            Event::WorkflowTerminated { reason } => reason.clone(),
-        };
-        let detail = match compensation {
-            Some(step) => format!("↺ `{step}`: {detail}"),
-            None => detail,
-        };
-        let seq = recorded
-            .event
-            .command_seq()
-            .map(|seq| format!("seq {seq:>3}"))
-            .unwrap_or_else(|| "       ".to_string());
-        println!(
-            "{:>5}  {}  {seq}  {:<22} {detail}",
-            recorded.position,
-            recorded.recorded_at_ms,
-            recorded.event.kind()
-        );
-    }
-}
-
-async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
+async fn replay(
+    module: &Path,
+    histories: &[String],
+    db: &DbArgs,
+    server: Option<&ServerArgs>,
+) -> ExitCode {
+    // A verification replay writes nothing; against a server it needs no
+    // local database either, so it gets a scratch one.
+    let scratch = match server {
+        Some(_) => match tempfile::tempdir() {
+            Ok(dir) => Some(dir),
+            Err(error) => return report(Err(error.into())),
+        },
+        None => None,
+    };
     let setup = async {
         let engine = open_engine(db).map_err(host_setup_error)?;
         let component =
             load_component(&engine, module).map_err(|error| with_file(module, error))?;
-        let store = open_store(db).await.map_err(host_setup_error)?;
+        let store = match &scratch {
+            Some(dir) => store::open(&dir.path().join("scratch.db"))
+                .await
+                .map_err(|error| host_setup_error(error.into()))?,
+            None => open_store(db).await.map_err(host_setup_error)?,
+        };
         let registry = ActivityRegistry::empty(engine.clone()).map_err(host_setup_error)?;
         let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())
             .map_err(host_setup_error)?;
@@ -718,6 +703,11 @@ async fn replay(module: &Path, histories: &[String], db: &DbArgs) -> ExitCode {
                     serde_json::from_str::<HistoryExport>(&text)
                         .context("the file is not a history exported by `reprise history --json`")
                 })
+                .map(|export| (export.execution, export.events))
+        } else if let Some(server) = server {
+            client::fetch_history(server, source)
+                .await
+                .and_then(|fetched| fetched.map_err(|refusal| anyhow::anyhow!("{refusal}")))
                 .map(|export| (export.execution, export.events))
         } else {
             find_execution(&store, source).await
@@ -754,7 +744,9 @@ async fn post(
     message_id: &str,
     db: &DbArgs,
 ) -> ExitCode {
-    if let Err(problem) = crate::runtime::check_json_payload("payload", payload) {
+    if let Err(problem) =
+        crate::runtime::check_json_payload("payload", payload, crate::journal::PAYLOAD_BYTES_MAX)
+    {
         eprintln!("error: {problem}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
@@ -818,7 +810,23 @@ async fn serve(
     data: PathBuf,
     listen: std::net::SocketAddr,
     activities: ActivitySetup,
+    admin_key_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let admin_key = match &admin_key_file {
+        Some(path) => {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin key from {}", path.display()))?;
+            let key = key.trim().to_string();
+            anyhow::ensure!(
+                key.len() >= 32,
+                "the admin key in {} is {} characters; use at least 32 random ones (e.g. `openssl rand -hex 32`)",
+                path.display(),
+                key.len()
+            );
+            Some(key)
+        }
+        None => None,
+    };
     let db = DbArgs {
         db: data.join("reprise.db"),
         cache_dir: Some(data.join("cache")),
@@ -834,7 +842,8 @@ async fn serve(
     for (tenant, name, digest) in store.workflow_types().await? {
         runtime.register_type_for(&tenant, &name, &digest);
     }
-    let (routes, server) = crate::api::execution_routes(runtime);
+    restore_tenants(&runtime).await?;
+    let (routes, server) = crate::api::router(runtime, queue, admin_key.as_deref());
     let resumed = store.unfinished_executions().await?;
     tracing::info!(count = resumed.len(), "resuming unfinished executions");
     for record in resumed {
@@ -844,13 +853,10 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
-    axum::serve(
-        listener,
-        routes.merge(crate::api::worker_routes(queue, Some(store))),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving the API")
+    axum::serve(listener, routes)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")
 }
 
 /// SIGTERM or Ctrl-C: stop taking requests. Running executions stop where
@@ -871,26 +877,43 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn create_tenant(name: &str, data: &Path) -> ExitCode {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        eprintln!("error: a tenant name is 1 to 64 letters, digits, '-' or '_'; got `{name}`");
-        return ExitCode::from(EXIT_BAD_INPUT);
+/// Before serving: every tenant's limits, and the activity modules each
+/// uploaded, as they were when the last process stopped.
+async fn restore_tenants(runtime: &Runtime) -> anyhow::Result<()> {
+    let store = runtime.store();
+    for tenant in store.tenants().await? {
+        let limits = crate::tenant::TenantLimits::from_json(&tenant.limits)
+            .with_context(|| format!("tenant `{}`", tenant.name))?;
+        runtime.set_tenant_limits(&tenant.name, limits);
+        for module in store.tenant_modules(&tenant.name).await? {
+            if module.kind != crate::engine::ComponentKind::Activity.as_str() {
+                continue;
+            }
+            let bytes = store
+                .module(&module.digest)
+                .await?
+                .with_context(|| format!("module {} is missing from the store", module.digest))?;
+            let loaded = runtime.engine().load(&bytes)?;
+            runtime
+                .activities()
+                .register_for(&tenant.name, &loaded)
+                .await
+                .with_context(|| {
+                    format!("activity module {} of `{}`", module.digest, tenant.name)
+                })?;
+        }
     }
+    Ok(())
+}
+
+async fn create_tenant(name: &str, data: &Path, limits: &str) -> ExitCode {
     let result = async {
         let db = DbArgs {
             db: data.join("reprise.db"),
             cache_dir: None,
         };
         let store = open_store(&db).await?;
-        let (key, hash) = crate::api::auth::new_api_key();
-        if !store.create_tenant(name, &hash).await? {
-            anyhow::bail!("tenant `{name}` exists already; its key cannot be shown again");
-        }
+        let (key, _) = crate::tenant::create_tenant(store.as_ref(), name, limits).await?;
         println!("{key}");
         eprintln!(
             "tenant `{name}` created; keep this API key, it is not stored and cannot be shown again"
@@ -898,130 +921,4 @@ async fn create_tenant(name: &str, data: &Path) -> ExitCode {
         Ok(())
     };
     report_bad_input(result.await)
-}
-
-/// One request to a server; the answer's status and JSON body.
-async fn request(
-    server: &ServerArgs,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    use http_body_util::BodyExt as _;
-    let uri: http::Uri = server
-        .server
-        .parse()
-        .with_context(|| format!("--server {} is not a URL", server.server))?;
-    let authority = uri
-        .authority()
-        .with_context(|| format!("--server {} has no host", server.server))?
-        .to_string();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", server.api_key),
-        )
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-    let (response, _connection) = crate::activity::outbound::send(&authority, request)
-        .await
-        .with_context(|| format!("is `reprise serve` running at {}?", server.server))?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    ))
-}
-
-/// Prints a server's answer: the body on success, its error otherwise,
-/// with the exit code that says whose fault it was.
-fn answer(status: u16, body: &serde_json::Value) -> ExitCode {
-    if (200..300).contains(&status) {
-        println!("{body}");
-        return ExitCode::SUCCESS;
-    }
-    eprintln!(
-        "error ({status}): {}",
-        body["error"].as_str().unwrap_or("unexpected answer")
-    );
-    ExitCode::from(if status >= 500 {
-        EXIT_HOST_ERROR
-    } else {
-        EXIT_BAD_INPUT
-    })
-}
-
-async fn deploy(file: &Path, name: Option<String>, server: &ServerArgs) -> ExitCode {
-    let result = async {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
-        let (status, module) = request(server, "POST", "/v1/modules", bytes).await?;
-        if status != 201 {
-            return Ok((status, module));
-        }
-        let name = name.unwrap_or_else(|| type_name(file));
-        let bind = serde_json::json!({ "digest": module["digest"] })
-            .to_string()
-            .into_bytes();
-        let (status, bound) =
-            request(server, "PUT", &format!("/v1/workflow-types/{name}"), bind).await?;
-        Ok::<_, anyhow::Error>((status, if status == 200 { module } else { bound }))
-    };
-    match result.await {
-        Ok((status, body)) => answer(status, &body),
-        Err(error) => report(Err(error)),
-    }
-}
-
-async fn start_remote(
-    name: &str,
-    input: &str,
-    id: Option<String>,
-    wait: bool,
-    server: &ServerArgs,
-) -> ExitCode {
-    let input: serde_json::Value = match serde_json::from_str(input) {
-        Ok(input) => input,
-        Err(error) => {
-            eprintln!("error: --input is not valid JSON ({error})");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    let body = serde_json::json!({ "workflow_type": name, "workflow_id": id, "input": input });
-    let started = request(
-        server,
-        "POST",
-        "/v1/executions",
-        body.to_string().into_bytes(),
-    )
-    .await;
-    match started {
-        Ok((status, execution)) if wait && (200..300).contains(&status) => {
-            let id = execution["workflow_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            result_remote(&id, true, server).await
-        }
-        Ok((status, body)) => answer(status, &body),
-        Err(error) => report(Err(error)),
-    }
-}
-
-async fn result_remote(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
-    let path = format!(
-        "/v1/executions/{id}{}",
-        if wait { "?wait_ms=60000" } else { "" }
-    );
-    match request(server, "GET", &path, Vec::new()).await {
-        Ok((200, execution)) if execution["status"] == "failed" => {
-            println!("{execution}");
-            ExitCode::from(EXIT_WORKFLOW_FAILED)
-        }
-        Ok((status, body)) => answer(status, &body),
-        Err(error) => report(Err(error)),
-    }
 }

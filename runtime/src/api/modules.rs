@@ -1,0 +1,208 @@
+//! Modules and workflow types.
+//!
+//! ```text
+//! POST /v1/modules                  component bytes → 201 {digest, kind, imports, exports, activities?}
+//! GET  /v1/modules                  [{digest, kind, size_bytes, uploaded_at_ms}]
+//! GET  /v1/modules/{digest}         the component bytes
+//! PUT  /v1/workflow-types/{name}    {"digest"} → binds the type (new executions only)
+//! GET  /v1/workflow-types           [{name, digest}]
+//! ```
+//!
+//! Module bytes are stored once by digest, but a tenant sees, downloads and
+//! binds only modules it uploaded itself: another tenant's digest is 404.
+//! An activity module serves the activities it names to its tenant's
+//! workflows only.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Tenant;
+use super::executions::{run_error, store_error};
+use super::{Server, error};
+use crate::engine::{ComponentKind, MODULE_BYTES_MAX};
+use crate::store::TenantModule;
+
+pub fn routes() -> Router<Arc<Server>> {
+    Router::new()
+        .route(
+            "/v1/modules",
+            post(upload_module)
+                .get(list_modules)
+                .layer(DefaultBodyLimit::max(MODULE_BYTES_MAX)),
+        )
+        .route("/v1/modules/{digest}", get(download_module))
+        .route("/v1/workflow-types", get(list_types))
+        .route("/v1/workflow-types/{name}", put(bind_type))
+}
+
+async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: Bytes) -> Response {
+    let limit = tenant.limits.module_bytes_max;
+    if body.len() > limit {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the module is {} bytes; the limit is module_bytes_max = {limit}",
+                body.len()
+            ),
+        );
+    }
+    // Compiling a large component takes seconds of CPU: off the async threads.
+    let engine = server.runtime().engine().clone();
+    let bytes = body.clone();
+    let loaded = match tokio::task::spawn_blocking(move || engine.load(&bytes)).await {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(problem)) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
+        Err(panicked) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("compiling the module failed: {panicked}"),
+            );
+        }
+    };
+    let mut answer = json!({
+        "digest": loaded.digest,
+        "kind": loaded.kind.as_str(),
+    });
+    match loaded.kind {
+        ComponentKind::Workflow => {
+            if let Err(problem) = server.runtime().deploy_workflow(&body).await {
+                return run_error(problem);
+            }
+        }
+        ComponentKind::Activity => {
+            // Instantiating it asks for its names: a module that traps
+            // there is refused before anything is stored.
+            let registered = server
+                .runtime()
+                .activities()
+                .register_for(&tenant.name, &loaded)
+                .await;
+            match registered {
+                Ok(names) => answer["activities"] = json!(names),
+                Err(problem) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("the activity module could not be loaded: {problem:#}"),
+                    );
+                }
+            }
+            if let Err(problem) = server
+                .store()
+                .put_module(&loaded.digest, loaded.kind.as_str(), &body)
+                .await
+            {
+                return store_error(problem);
+            }
+        }
+    }
+    if let Err(problem) = server
+        .store()
+        .put_tenant_module(&tenant.name, &loaded.digest, loaded.kind.as_str())
+        .await
+    {
+        return store_error(problem);
+    }
+    let (imports, exports) = server.runtime().engine().describe(&loaded);
+    answer["imports"] = json!(imports);
+    answer["exports"] = json!(exports);
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+async fn list_modules(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {
+    match server.store().tenant_modules(&tenant.name).await {
+        Ok(modules) => Json(json!(modules)).into_response(),
+        Err(problem) => store_error(problem),
+    }
+}
+
+/// The module `digest` if `tenant` uploaded it; else the 404 to answer.
+async fn owned(server: &Server, tenant: &str, digest: &str) -> Result<TenantModule, Response> {
+    match server.store().tenant_modules(tenant).await {
+        Ok(modules) => modules
+            .into_iter()
+            .find(|module| module.digest == digest)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("no module {digest}; upload it with POST /v1/modules first"),
+                )
+            }),
+        Err(problem) => Err(store_error(problem)),
+    }
+}
+
+async fn download_module(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(digest): Path<String>,
+) -> Response {
+    if let Err(response) = owned(&server, &tenant.name, &digest).await {
+        return response;
+    }
+    match server.store().module(&digest).await {
+        Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no module {digest}")),
+        Err(problem) => store_error(problem),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindType {
+    digest: String,
+}
+
+async fn bind_type(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(name): Path<String>,
+    Json(request): Json<BindType>,
+) -> Response {
+    match owned(&server, &tenant.name, &request.digest).await {
+        Ok(module) if module.kind == ComponentKind::Workflow.as_str() => {}
+        Ok(module) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "module {} is an {} module; a workflow type binds a workflow module",
+                    request.digest, module.kind
+                ),
+            );
+        }
+        Err(response) => return response,
+    }
+    if let Err(problem) = server
+        .store()
+        .put_workflow_type(&tenant.name, &name, &request.digest)
+        .await
+    {
+        return store_error(problem);
+    }
+    server
+        .runtime()
+        .register_type_for(&tenant.name, &name, &request.digest);
+    Json(json!({ "name": name, "digest": request.digest })).into_response()
+}
+
+async fn list_types(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {
+    match server.store().workflow_types().await {
+        Ok(types) => {
+            let types: Vec<Value> = types
+                .into_iter()
+                .filter(|(owner, _, _)| *owner == tenant.name)
+                .map(|(_, name, digest)| json!({ "name": name, "digest": digest }))
+                .collect();
+            Json(json!(types)).into_response()
+        }
+        Err(problem) => store_error(problem),
+    }
+}

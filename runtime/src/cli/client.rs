@@ -1,0 +1,484 @@
+//! Commands that talk to a `reprise serve` over its HTTP API: `deploy`,
+//! `start`, `result`, `status`, `list`, and `history`, `signal`, `cancel`,
+//! `terminate` when a server is named.
+//!
+//! Output is a readable table or summary by default, the server's JSON with
+//! `--json`. Exit codes: 0 success, 1 the workflow failed, 2 the request
+//! was refused (unknown id, bad input, a limit), 4 the server failed or
+//! could not be reached.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+
+use super::timeline::{HistoryExport, print_timeline, summarize, utc_time};
+use super::{EXIT_BAD_INPUT, EXIT_HOST_ERROR, EXIT_WORKFLOW_FAILED};
+use crate::journal::RecordedEvent;
+use crate::store::{ExecutionRecord, ExecutionStatus};
+
+/// Where a server is and the tenant key to use.
+#[derive(clap::Args, Clone)]
+pub struct ServerArgs {
+    /// The server, e.g. http://127.0.0.1:7878.
+    #[arg(long, env = "REPRISE_SERVER", default_value = "http://127.0.0.1:7878")]
+    pub server: String,
+    /// The tenant's API key (`reprise tenant create` prints it).
+    #[arg(long, env = "REPRISE_API_KEY")]
+    pub api_key: String,
+}
+
+/// For commands that work on a local database or, given `--server`, on a
+/// server.
+#[derive(clap::Args, Clone)]
+pub struct RemoteArgs {
+    /// Ask this server instead of the local database.
+    #[arg(long, env = "REPRISE_SERVER")]
+    pub server: Option<String>,
+    /// The tenant's API key, with --server.
+    #[arg(long, env = "REPRISE_API_KEY")]
+    pub api_key: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The server to ask, if one is named.
+    pub fn server(&self) -> anyhow::Result<Option<ServerArgs>> {
+        match (&self.server, &self.api_key) {
+            (None, _) => Ok(None),
+            (Some(server), Some(api_key)) => Ok(Some(ServerArgs {
+                server: server.clone(),
+                api_key: api_key.clone(),
+            })),
+            (Some(server), None) => anyhow::bail!(
+                "--server {server} needs an API key: pass --api-key or set REPRISE_API_KEY"
+            ),
+        }
+    }
+}
+
+/// A server's answer: its status and JSON body.
+pub struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Answer {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The exit code for a refusal, after printing the server's reason.
+    fn refused(&self) -> ExitCode {
+        eprintln!("error: {self}");
+        ExitCode::from(if self.status >= 500 {
+            EXIT_HOST_ERROR
+        } else {
+            EXIT_BAD_INPUT
+        })
+    }
+}
+
+/// One request to a server.
+async fn call(
+    server: &ServerArgs,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Answer> {
+    let uri: http::Uri = server
+        .server
+        .parse()
+        .with_context(|| format!("--server {} is not a URL", server.server))?;
+    let authority = uri
+        .authority()
+        .with_context(|| format!("--server {} has no host", server.server))?
+        .to_string();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", server.api_key),
+        )
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let (response, _connection) = crate::activity::outbound::send(&authority, request)
+        .await
+        .with_context(|| format!("is `reprise serve` running at {}?", server.server))?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    })
+}
+
+/// Runs a client command: a failure to reach the server is a host error.
+async fn run_command(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    match command.await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_HOST_ERROR)
+        }
+    }
+}
+
+/// Percent-encodes a path segment (workflow ids may hold `/`).
+fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+pub async fn deploy(file: &std::path::Path, name: Option<String>, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
+        let module = call(server, "POST", "/v1/modules", bytes).await?;
+        if !module.is_success() {
+            return Ok(module.refused());
+        }
+        if module.body["kind"] == "workflow" {
+            let name = name.unwrap_or_else(|| super::type_name(file));
+            let bind = json!({ "digest": module.body["digest"] }).to_string();
+            let path = format!("/v1/workflow-types/{}", segment(&name));
+            let bound = call(server, "PUT", &path, bind.into_bytes()).await?;
+            if !bound.is_success() {
+                return Ok(bound.refused());
+            }
+        }
+        println!("{}", module.body);
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn start(
+    name: &str,
+    input: &str,
+    id: Option<String>,
+    wait: bool,
+    server: &ServerArgs,
+) -> ExitCode {
+    let input: Value = match serde_json::from_str(input) {
+        Ok(input) => input,
+        Err(error) => {
+            eprintln!("error: --input is not valid JSON ({error})");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    run_command(async {
+        let body = json!({ "workflow_type": name, "workflow_id": id, "input": input });
+        let started = call(
+            server,
+            "POST",
+            "/v1/executions",
+            body.to_string().into_bytes(),
+        )
+        .await?;
+        if !started.is_success() {
+            return Ok(started.refused());
+        }
+        if !wait {
+            println!("{}", started.body);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let id = started.body["workflow_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(result(&id, true, server).await)
+    })
+    .await
+}
+
+/// Prints the result (the output, or the error with exit code 1).
+pub async fn result(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let wait = if wait { "?wait_ms=60000" } else { "" };
+        let answer = call(
+            server,
+            "GET",
+            &format!("/v1/executions/{}{wait}", segment(id)),
+            Vec::new(),
+        )
+        .await?;
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        println!("{}", answer.body);
+        Ok(exit_for_status(&answer.body))
+    })
+    .await
+}
+
+fn exit_for_status(execution: &Value) -> ExitCode {
+    match execution["status"].as_str() {
+        Some("failed" | "cancelled" | "terminated") => ExitCode::from(EXIT_WORKFLOW_FAILED),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// An execution as the API describes it, as the record the timeline and
+/// `replay --history` read.
+fn record_from(execution: &Value) -> ExecutionRecord {
+    let text = |field: &str| execution[field].as_str().unwrap_or_default().to_string();
+    ExecutionRecord {
+        id: 0,
+        tenant: String::new(),
+        workflow_id: text("workflow_id"),
+        run_id: text("run_id"),
+        workflow_type: text("workflow_type"),
+        module_digest: text("module_digest"),
+        status: ExecutionStatus::parse(&text("status")),
+        result: Some(&execution["result"])
+            .filter(|result| !result.is_null())
+            .map(Value::to_string),
+        created_at_ms: execution["created_at_ms"].as_i64().unwrap_or_default(),
+        updated_at_ms: execution["updated_at_ms"].as_i64().unwrap_or_default(),
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let message = self.body["error"].as_str().unwrap_or("unexpected answer");
+        write!(f, "the server answered {}: {message}", self.status)
+    }
+}
+
+/// The whole history, page by page.
+pub async fn fetch_history(
+    server: &ServerArgs,
+    id: &str,
+) -> anyhow::Result<Result<HistoryExport, Answer>> {
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let path = format!("/v1/executions/{}/history?after={after}", segment(id));
+        let page = call(server, "GET", &path, Vec::new()).await?;
+        if !page.is_success() {
+            return Ok(Err(page));
+        }
+        let batch: Vec<RecordedEvent> = serde_json::from_value(page.body["events"].clone())
+            .context("the server sent events this client cannot read")?;
+        events.extend(batch);
+        match page.body["next_after"].as_u64() {
+            Some(next) if next > after => after = next,
+            _ => {
+                return Ok(Ok(HistoryExport {
+                    execution: record_from(&page.body["execution"]),
+                    events,
+                }));
+            }
+        }
+    }
+}
+
+pub async fn history(id: &str, json: bool, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let export = match fetch_history(server, id).await? {
+            Ok(export) => export,
+            Err(refusal) => return Ok(refusal.refused()),
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&export)?);
+        } else {
+            print_timeline(&export.execution, &export.events);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// A summary: state, what it waits for, attempts so far, the last error.
+pub async fn status(id: &str, json: bool, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let export = match fetch_history(server, id).await? {
+            Ok(export) => export,
+            Err(refusal) => return Ok(refusal.refused()),
+        };
+        let record = &export.execution;
+        let summary = summarize(&export.events);
+        if json {
+            let answer = json!({
+                "workflow_id": record.workflow_id,
+                "run_id": record.run_id,
+                "workflow_type": record.workflow_type,
+                "status": record.status.as_str(),
+                "waiting_for": summary.waiting_for,
+                "attempts": summary.attempts,
+                "failed_attempts": summary.failed_attempts,
+                "last_error": summary.last_error,
+                "compensations": summary.compensations,
+                "result": record.result.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok()),
+            });
+            println!("{answer}");
+        } else {
+            let rows = [
+                ("workflow id", record.workflow_id.clone()),
+                ("run id", record.run_id.clone()),
+                ("type", record.workflow_type.clone()),
+                ("module", record.module_digest.clone()),
+                ("status", record.status.as_str().to_string()),
+                ("started", utc_time(record.created_at_ms)),
+                ("updated", utc_time(record.updated_at_ms)),
+                ("waiting for", summary.waiting_for.join("; ")),
+                (
+                    "attempts",
+                    format!("{} ({} failed)", summary.attempts, summary.failed_attempts),
+                ),
+                ("last error", summary.last_error.clone().unwrap_or_default()),
+                ("compensations", summary.compensations.to_string()),
+                ("result", record.result.clone().unwrap_or_default()),
+            ];
+            for (label, value) in rows {
+                if !value.is_empty() {
+                    println!("{label:<14}{value}");
+                }
+            }
+        }
+        let status = json!({ "status": record.status.as_str() });
+        Ok(exit_for_status(&status))
+    })
+    .await
+}
+
+/// Filters of `reprise list`.
+#[derive(clap::Args, Clone)]
+pub struct ListFilters {
+    /// Only executions in this state: running, completed, failed, cancelled, terminated.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only executions of this workflow type.
+    #[arg(long = "type")]
+    pub workflow_type: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+pub async fn list(filters: &ListFilters, json: bool, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let mut query = format!("?limit={}", filters.limit);
+        if let Some(status) = &filters.status {
+            query.push_str(&format!("&status={}", segment(status)));
+        }
+        if let Some(workflow_type) = &filters.workflow_type {
+            query.push_str(&format!("&workflow_type={}", segment(workflow_type)));
+        }
+        let answer = call(server, "GET", &format!("/v1/executions{query}"), Vec::new()).await?;
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        if json {
+            println!("{}", answer.body);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let executions = answer.body.as_array().cloned().unwrap_or_default();
+        let rows: Vec<[String; 5]> = executions
+            .iter()
+            .map(record_from)
+            .map(|record| {
+                [
+                    record.workflow_id,
+                    record.workflow_type,
+                    record.status.as_str().to_string(),
+                    utc_time(record.created_at_ms),
+                    utc_time(record.updated_at_ms),
+                ]
+            })
+            .collect();
+        print_table(
+            [
+                "WORKFLOW ID",
+                "TYPE",
+                "STATUS",
+                "STARTED (UTC)",
+                "UPDATED (UTC)",
+            ],
+            &rows,
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// Columns padded to their widest cell.
+fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
+    let mut widths = headers.map(|header| header.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// What `signal`, `cancel` and `terminate` send.
+pub enum Message<'a> {
+    Signal {
+        name: &'a str,
+        payload: &'a str,
+        signal_id: Option<&'a str>,
+    },
+    Cancel,
+    Terminate {
+        reason: &'a str,
+    },
+}
+
+pub async fn send(id: &str, message: Message<'_>, server: &ServerArgs) -> ExitCode {
+    let (route, body) = match message {
+        Message::Signal {
+            name,
+            payload,
+            signal_id,
+        } => {
+            let payload: Value = match serde_json::from_str(payload) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    eprintln!("error: --payload is not valid JSON ({error})");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            };
+            let body = json!({ "name": name, "payload": payload, "signal_id": signal_id });
+            ("signals", body)
+        }
+        Message::Cancel => ("cancel", Value::Null),
+        Message::Terminate { reason } => ("terminate", json!({ "reason": reason })),
+    };
+    run_command(async {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let path = format!("/v1/executions/{}/{route}", segment(id));
+        let answer = call(server, "POST", &path, body).await?;
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        println!("{}", answer.body);
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}

@@ -1,0 +1,943 @@
+//! Multi-tenant hosting over real HTTP: tenants made with the admin key,
+//! their own modules and activities, the order example for two tenants
+//! through a SIGKILL, per-tenant limits, hostile modules, safe upgrades,
+//! and bad input.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reprise_providers::PaymentProvider;
+use serde_json::{Value, json};
+
+use crate::server::{ServerProcess, call, free_port, json_call};
+use crate::support::guest;
+
+const ADMIN_KEY: &str = "admin-0123456789abcdef0123456789abcdef";
+
+/// A server with an admin key and `extra` arguments, in its own data dir.
+struct Hosted {
+    server: ServerProcess,
+    data: tempfile::TempDir,
+    port: u16,
+    extra: Vec<String>,
+}
+
+impl Hosted {
+    async fn start(extra: &[&str]) -> Hosted {
+        let data = tempfile::tempdir().expect("temp dir");
+        std::fs::write(data.path().join("admin.key"), ADMIN_KEY).expect("admin key file");
+        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        let server = Hosted::spawn(data.path(), port, &extra).await;
+        Hosted {
+            server,
+            data,
+            port,
+            extra,
+        }
+    }
+
+    async fn spawn(data: &std::path::Path, port: u16, extra: &[String]) -> ServerProcess {
+        std::fs::create_dir_all(data.join("activity")).expect("activity dir");
+        let key_file = data.join("admin.key");
+        let mut args: Vec<&OsStr> = vec!["--admin-key-file".as_ref(), key_file.as_os_str()];
+        args.extend(extra.iter().map(|arg| OsStr::new(arg.as_str())));
+        ServerProcess::start_with(data, port, &args).await
+    }
+
+    /// SIGKILL, then a new process on the same data and port.
+    async fn restart(&mut self) {
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        self.server = Hosted::spawn(self.data.path(), self.port, &self.extra).await;
+    }
+
+    fn address(&self) -> &str {
+        &self.server.address
+    }
+
+    /// A tenant with `limits`, made over the admin API: its key.
+    async fn tenant(&self, name: &str, limits: Value) -> String {
+        let (status, created) = json_call(
+            self.address(),
+            ADMIN_KEY,
+            "POST",
+            "/v1/admin/tenants",
+            json!({ "name": name, "limits": limits }),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        created["api_key"].as_str().expect("a key").to_string()
+    }
+
+    /// Uploads a guest; binds it as workflow type `bind_as` if given.
+    async fn deploy(&self, key: &str, guest_name: &str, bind_as: Option<&str>) -> Value {
+        let bytes = std::fs::read(guest(guest_name)).expect("read guest");
+        let (status, module) = call(
+            self.address(),
+            key,
+            "POST",
+            "/v1/modules",
+            Bytes::from(bytes),
+        )
+        .await;
+        assert_eq!(status, 201, "{module}");
+        if let Some(name) = bind_as {
+            let (status, bound) = json_call(
+                self.address(),
+                key,
+                "PUT",
+                &format!("/v1/workflow-types/{name}"),
+                json!({ "digest": module["digest"] }),
+            )
+            .await;
+            assert_eq!(status, 200, "{bound}");
+        }
+        module
+    }
+
+    async fn start_execution(
+        &self,
+        key: &str,
+        workflow_type: &str,
+        id: &str,
+        input: Value,
+    ) -> (u16, Value) {
+        json_call(
+            self.address(),
+            key,
+            "POST",
+            "/v1/executions",
+            json!({ "workflow_type": workflow_type, "workflow_id": id, "input": input }),
+        )
+        .await
+    }
+
+    /// The execution once it has finished (long-polls up to 60 s).
+    async fn finished(&self, key: &str, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, execution) = json_call(
+                self.address(),
+                key,
+                "GET",
+                &format!("/v1/executions/{id}?wait_ms=20000"),
+                Value::Null,
+            )
+            .await;
+            assert_eq!(status, 200, "{execution}");
+            if execution["status"] != "running" {
+                return execution;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never finished: {execution}"
+            );
+        }
+    }
+
+    async fn event_kinds(&self, key: &str, id: &str) -> Vec<String> {
+        let (status, history) = json_call(
+            self.address(),
+            key,
+            "GET",
+            &format!("/v1/executions/{id}/history"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "{history}");
+        history["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|event| event["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+fn error_text(answer: &Value) -> &str {
+    answer["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_run_the_order_example_through_a_sigkill() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    // Slow answers, so the kill lands while charges are in flight.
+    provider.delay_responses(300);
+    let mut hosted = Hosted::start(&[]).await;
+    let provider_host = provider.url().trim_start_matches("http://").to_string();
+    let mut keys = HashMap::new();
+    for tenant in ["acme", "globex"] {
+        let key = hosted
+            .tenant(tenant, json!({ "allowed_hosts": [provider_host] }))
+            .await;
+        hosted.deploy(&key, "order", Some("order")).await;
+        let activities = hosted.deploy(&key, "order-activities", None).await;
+        assert_eq!(activities["kind"], "activity");
+        assert!(
+            activities["activities"]
+                .as_array()
+                .is_some_and(|names| names.contains(&json!("charge-direct"))),
+            "{activities}"
+        );
+        keys.insert(tenant, key);
+    }
+    let order = |tenant: &str, index: u32| {
+        json!({
+            "order_id": format!("{tenant}-{index}"),
+            "amount_cents": 1000 + index,
+            "provider_url": provider.url(),
+            "charge_via": "wasm",
+        })
+    };
+    for (tenant, key) in &keys {
+        for index in 0..3 {
+            let id = format!("{tenant}-order-{index}");
+            let (status, started) = hosted
+                .start_execution(key, "order", &id, order(tenant, index))
+                .await;
+            assert_eq!(status, 201, "{started}");
+        }
+    }
+    let waited = Instant::now();
+    while provider.requests() == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no charge ever reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hosted.restart().await;
+
+    // An uninterrupted run per tenant, after the restart, for comparison.
+    for (tenant, key) in &keys {
+        let (status, _) = hosted
+            .start_execution(key, "order", &format!("{tenant}-order-3"), order(tenant, 3))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let ledger_by_key = |key: &str| {
+        let ledger = provider.ledger();
+        let charges: Vec<_> = ledger
+            .iter()
+            .filter(|charge| charge.idempotency_key == key)
+            .collect();
+        assert_eq!(charges.len(), 1, "exactly one charge for {key}");
+        charges[0].charge_id.clone()
+    };
+    for (tenant, key) in &keys {
+        let reference = format!("{tenant}-order-3");
+        hosted.finished(key, &reference).await;
+        let uninterrupted = hosted.event_kinds(key, &reference).await;
+        for index in 0..4 {
+            let id = format!("{tenant}-order-{index}");
+            let done = hosted.finished(key, &id).await;
+            assert_eq!(done["status"], "completed", "{done}");
+            let order_id = format!("{tenant}-{index}");
+            assert_eq!(done["result"]["order_id"], json!(order_id));
+            assert_eq!(done["result"]["provisioned"], json!(true));
+            let charge_id = ledger_by_key(&format!("charge-{order_id}"));
+            assert_eq!(done["result"]["charge_id"], json!(charge_id));
+            assert_eq!(
+                hosted.event_kinds(key, &id).await,
+                uninterrupted,
+                "{id} has the history of an uninterrupted run"
+            );
+        }
+        // Each tenant's activities wrote into its own directory, once per order.
+        let provisioned = std::fs::read_to_string(
+            hosted
+                .data
+                .path()
+                .join(format!("activity/tenants/{tenant}/provisioned.jsonl")),
+        )
+        .expect("the tenant's provisioned file");
+        let mut orders: Vec<String> = provisioned
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).expect("JSON line")["order_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        orders.sort();
+        let expected: Vec<String> = (0..4).map(|index| format!("{tenant}-{index}")).collect();
+        assert_eq!(
+            orders, expected,
+            "{tenant}: one provisioning per order, none of the other tenant's"
+        );
+    }
+    assert_eq!(
+        provider.ledger().len(),
+        8,
+        "one charge per order, two tenants × four orders"
+    );
+
+    // For globex, acme's executions and modules do not exist.
+    let (acme, globex) = (&keys["acme"], &keys["globex"]);
+    let (status, _) = json_call(
+        hosted.address(),
+        globex,
+        "GET",
+        "/v1/executions/acme-order-0",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let hello = hosted.deploy(acme, "hello", Some("hello")).await;
+    let digest = hello["digest"].as_str().expect("digest");
+    let (status, listed) =
+        json_call(hosted.address(), globex, "GET", "/v1/modules", Value::Null).await;
+    assert_eq!(status, 200);
+    assert!(
+        !listed.to_string().contains(digest),
+        "globex's module list shows nothing of acme's: {listed}"
+    );
+    let (status, refused) = json_call(
+        hosted.address(),
+        globex,
+        "GET",
+        &format!("/v1/modules/{digest}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404, "{refused}");
+    let (status, refused) = json_call(
+        hosted.address(),
+        globex,
+        "PUT",
+        "/v1/workflow-types/stolen",
+        json!({ "digest": digest }),
+    )
+    .await;
+    assert_eq!(status, 404, "binding another tenant's module: {refused}");
+    let (status, listed) =
+        json_call(hosted.address(), acme, "GET", "/v1/modules", Value::Null).await;
+    assert_eq!(status, 200);
+    assert!(listed.to_string().contains(digest), "{listed}");
+    let (status, _) = call(
+        hosted.address(),
+        acme,
+        "GET",
+        &format!("/v1/modules/{digest}"),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "the owner downloads its module");
+
+    // Admin routes need the admin key; tenant routes do not take it.
+    for key in [acme.as_str(), "", "admin-wrong"] {
+        let (status, answer) = json_call(
+            hosted.address(),
+            key,
+            "GET",
+            "/v1/admin/tenants",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 401, "{answer}");
+        assert!(answer.get("name").is_none());
+    }
+    let (status, tenants) = json_call(
+        hosted.address(),
+        ADMIN_KEY,
+        "GET",
+        "/v1/admin/tenants",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(tenants.as_array().map(Vec::len), Some(2), "{tenants}");
+    assert!(
+        !tenants.to_string().contains("rpk_"),
+        "no key is ever shown again"
+    );
+    let (status, _) = json_call(
+        hosted.address(),
+        ADMIN_KEY,
+        "GET",
+        "/v1/executions",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 401, "the admin key is not a tenant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tenant_limit_names_itself_when_hit() {
+    let provider = PaymentProvider::start(0).await.expect("provider");
+    let hosted = Hosted::start(&["--allow-host", "127.0.0.1"]).await;
+    let address = hosted.address().to_string();
+
+    // module_bytes_max: the upload is refused before it is compiled.
+    let key = hosted
+        .tenant("small-modules", json!({ "module_bytes_max": 1000 }))
+        .await;
+    let bytes = std::fs::read(guest("hello")).expect("read");
+    let (status, refused) = call(&address, &key, "POST", "/v1/modules", Bytes::from(bytes)).await;
+    assert_eq!(status, 413, "{refused}");
+    assert!(
+        error_text(&refused).contains("module_bytes_max = 1000"),
+        "{refused}"
+    );
+
+    // payload_bytes_max: inputs and signal payloads.
+    let key = hosted
+        .tenant("small-payloads", json!({ "payload_bytes_max": 100 }))
+        .await;
+    hosted.deploy(&key, "hello", Some("hello")).await;
+    let big = json!({ "name": "x".repeat(200), "sleep_ms": 5000 });
+    let (status, refused) = hosted.start_execution(&key, "hello", "too-big", big).await;
+    assert_eq!(status, 413, "{refused}");
+    assert!(
+        error_text(&refused).contains("payload_bytes_max = 100"),
+        "{refused}"
+    );
+    let (status, _) = hosted
+        .start_execution(
+            &key,
+            "hello",
+            "small",
+            json!({ "name": "s", "sleep_ms": 5000 }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, refused) = json_call(
+        &address,
+        &key,
+        "POST",
+        "/v1/executions/small/signals",
+        json!({ "name": "big", "payload": "y".repeat(200) }),
+    )
+    .await;
+    assert_eq!(status, 413, "{refused}");
+    assert!(
+        error_text(&refused).contains("payload_bytes_max"),
+        "{refused}"
+    );
+
+    // running_executions_max: the second concurrent start waits its turn.
+    let one_key = hosted
+        .tenant("one-at-a-time", json!({ "running_executions_max": 1 }))
+        .await;
+    hosted.deploy(&one_key, "hello", Some("hello")).await;
+    let sleepy = json!({ "name": "a", "sleep_ms": 60000 });
+    let (status, _) = hosted
+        .start_execution(&one_key, "hello", "first", sleepy.clone())
+        .await;
+    assert_eq!(status, 201);
+    let (status, refused) = hosted
+        .start_execution(&one_key, "hello", "second", sleepy.clone())
+        .await;
+    assert_eq!(status, 429, "{refused}");
+    assert!(
+        error_text(&refused).contains("running_executions_max = 1"),
+        "{refused}"
+    );
+    let (status, _) = json_call(
+        &address,
+        &one_key,
+        "POST",
+        "/v1/executions/first/terminate",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, started) = hosted
+        .start_execution(&one_key, "hello", "second", sleepy.clone())
+        .await;
+    assert_eq!(status, 201, "a slot is free again: {started}");
+
+    // requests_per_second: a burst past the bucket gets 429 and Retry-After.
+    let key = hosted
+        .tenant("chatty", json!({ "requests_per_second": 3 }))
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, answer) =
+            json_call(&address, &key, "GET", "/v1/executions", Value::Null).await;
+        if status == 429 {
+            assert!(
+                error_text(&answer).contains("requests_per_second = 3"),
+                "{answer}"
+            );
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+
+    // history_events_max: the execution fails cleanly, naming the limit.
+    let key = hosted
+        .tenant("short-histories", json!({ "history_events_max": 6 }))
+        .await;
+    hosted.deploy(&key, "hello", Some("hello")).await;
+    hosted
+        .start_execution(&key, "hello", "long", json!({ "name": "h", "sleep_ms": 1 }))
+        .await;
+    let failed = hosted.finished(&key, "long").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["result"]["error_type"], "HistoryLimitExceeded");
+    assert!(
+        failed["result"]["message"]
+            .to_string()
+            .contains("history_events_max = 6"),
+        "{failed}"
+    );
+
+    // activation_fuel_max, memory_bytes_max, activation_wall_ms_max: the
+    // hostile workflow, each time failing only its own execution.
+    let cases = [
+        (
+            "fuel",
+            json!({ "activation_fuel_max": 50_000_000 }),
+            "loop",
+            "FuelExhausted",
+            "activation_fuel_max = 50000000",
+        ),
+        (
+            "memory",
+            json!({ "memory_bytes_max": 33_554_432 }),
+            "memory",
+            "MemoryLimitExceeded",
+            "memory_bytes_max = 33554432",
+        ),
+        (
+            "wall",
+            json!({ "activation_wall_ms_max": 300 }),
+            "loop",
+            "WallClockLimitExceeded",
+            "activation_wall_ms_max = 300",
+        ),
+    ];
+    for (tenant, limits, mode, error_type, named) in cases {
+        let key = hosted.tenant(tenant, limits).await;
+        hosted.deploy(&key, "hostile", Some("hostile")).await;
+        hosted
+            .start_execution(&key, "hostile", mode, json!({ "mode": mode }))
+            .await;
+        let failed = hosted.finished(&key, mode).await;
+        assert_eq!(failed["status"], "failed", "{tenant}: {failed}");
+        assert_eq!(
+            failed["result"]["error_type"], error_type,
+            "{tenant}: {failed}"
+        );
+        assert!(
+            failed["result"]["message"].to_string().contains(named),
+            "{tenant}: {failed}"
+        );
+    }
+
+    // allowed_hosts: the tenant's own list replaces the server's.
+    let key = hosted
+        .tenant(
+            "no-outbound",
+            json!({ "allowed_hosts": ["payments.example"] }),
+        )
+        .await;
+    hosted.deploy(&key, "order", Some("order")).await;
+    let input = json!({ "order_id": "n-1", "amount_cents": 5, "provider_url": provider.url(), "max_attempts": 1 });
+    hosted.start_execution(&key, "order", "denied", input).await;
+    let failed = hosted.finished(&key, "denied").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["result"].to_string().contains("allowed_hosts"),
+        "{failed}"
+    );
+    assert_eq!(provider.requests(), 0, "nothing left the host");
+
+    // An admin raises a limit; it applies from the tenant's next request.
+    let (status, _) = json_call(
+        &address,
+        ADMIN_KEY,
+        "PUT",
+        "/v1/admin/tenants/one-at-a-time/limits",
+        json!({ "running_executions_max": 2 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, started) = hosted
+        .start_execution(&one_key, "hello", "third", sleepy)
+        .await;
+    assert_eq!(status, 201, "two may run now: {started}");
+    let (status, refused) = json_call(
+        &address,
+        ADMIN_KEY,
+        "PUT",
+        "/v1/admin/tenants/one-at-a-time/limits",
+        json!({ "fuel": 1 }),
+    )
+    .await;
+    assert_eq!(status, 400, "an unknown limit is refused: {refused}");
+    assert!(error_text(&refused).contains("fuel"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
+    let hello_activities = guest("hello-activities");
+    let hosted = Hosted::start(&["--activities", hello_activities.to_str().expect("path")]).await;
+    let address = hosted.address().to_string();
+    let good = hosted.tenant("good", json!({})).await;
+    hosted.deploy(&good, "hello", Some("hello")).await;
+    let mallory = hosted
+        .tenant(
+            "mallory",
+            json!({
+                "activation_wall_ms_max": 300,
+                "memory_bytes_max": 67_108_864,
+                "history_events_max": 2_000,
+                "payload_bytes_max": 65_536,
+            }),
+        )
+        .await;
+    hosted.deploy(&mallory, "hostile", Some("hostile")).await;
+
+    // Bytes that are not a component never get stored.
+    let hello = std::fs::read(guest("hello")).expect("read");
+    let truncated = Bytes::copy_from_slice(&hello[..hello.len() / 2]);
+    let bodies: [(&str, Bytes, u16, &str); 4] = [
+        (
+            "garbage",
+            Bytes::from_static(b"\x7fELF not wasm"),
+            400,
+            "not WebAssembly",
+        ),
+        ("truncated", truncated, 400, "malformed"),
+        (
+            "core module",
+            Bytes::from(wat::parse_str("(module)").expect("wat")),
+            400,
+            "not a component",
+        ),
+        ("empty", Bytes::new(), 400, "not WebAssembly"),
+    ];
+    for (what, body, expected, says) in bodies {
+        let (status, refused) = call(&address, &mallory, "POST", "/v1/modules", body).await;
+        assert_eq!(status, expected, "{what}: {refused}");
+        assert!(error_text(&refused).contains(says), "{what}: {refused}");
+    }
+    let (status, modules) = json_call(&address, &mallory, "GET", "/v1/modules", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        modules.as_array().map(Vec::len),
+        Some(1),
+        "only the hostile module: {modules}"
+    );
+
+    // A compressed body is refused, not inflated.
+    let gzip = {
+        let request = http::Request::post("/v1/modules")
+            .header("authorization", format!("Bearer {mallory}"))
+            .header("content-encoding", "gzip")
+            .body(http_body_util::Full::new(Bytes::from_static(&[
+                0x1f, 0x8b, 8, 0,
+            ])))
+            .expect("request");
+        let (response, _) = reprise::activity::outbound::send(&address, request)
+            .await
+            .expect("send");
+        response.status().as_u16()
+    };
+    assert_eq!(gzip, 415);
+
+    let modes = [
+        ("loop", "WallClockLimitExceeded"),
+        ("memory", "MemoryLimitExceeded"),
+        ("recursion", "StackOverflow"),
+        ("panic", "GuestPanic"),
+        ("output", "InvalidWorkflowOutput"),
+        ("fanout", "HistoryLimitExceeded"),
+    ];
+    for (mode, _) in modes {
+        let (status, started) = hosted
+            .start_execution(&mallory, "hostile", mode, json!({ "mode": mode }))
+            .await;
+        assert_eq!(status, 201, "{started}");
+    }
+    // Meanwhile the good tenant's workflow runs as usual.
+    let (status, _) = hosted
+        .start_execution(
+            &good,
+            "hello",
+            "fine",
+            json!({ "name": "Good", "sleep_ms": 10 }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let fine = hosted.finished(&good, "fine").await;
+    assert_eq!(fine["status"], "completed", "{fine}");
+    assert_eq!(fine["result"]["greeting"], "Hello, Good!");
+    for (mode, error_type) in modes {
+        let failed = hosted.finished(&mallory, mode).await;
+        assert_eq!(failed["status"], "failed", "{mode}: {failed}");
+        assert_eq!(
+            failed["result"]["error_type"], error_type,
+            "{mode}: {failed}"
+        );
+    }
+    let (status, health) = json_call(&address, "", "GET", "/healthz", Value::Null).await;
+    assert_eq!(
+        (status, health),
+        (200, json!({ "ok": true })),
+        "the server is still up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() {
+    let hosted = Hosted::start(&[
+        "--activities",
+        guest("hello-activities").to_str().expect("path"),
+    ])
+    .await;
+    let address = format!("http://{}", hosted.address());
+    let key = hosted.tenant("acme", json!({})).await;
+    let v1 = hosted.deploy(&key, "hello", Some("hello")).await;
+    for id in ["old-1", "old-2"] {
+        let (status, _) = hosted
+            .start_execution(&key, "hello", id, json!({ "name": id, "sleep_ms": 1500 }))
+            .await;
+        assert_eq!(status, 201);
+    }
+    for id in ["old-1", "old-2"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !hosted
+            .event_kinds(&key, id)
+            .await
+            .contains(&"TimerStarted".to_string())
+        {
+            assert!(Instant::now() < deadline, "{id} never slept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let v2 = hosted.deploy(&key, "hello-v2", Some("hello")).await;
+    assert_ne!(v1["digest"], v2["digest"]);
+
+    let replay = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["replay", "--module"])
+        .arg(guest("hello-v2"))
+        .args(["--history", "old-1", "--history", "old-2"])
+        .args(["--server", &address, "--api-key", &key])
+        .env("REPRISE_CACHE_DIR", crate::support::cache_dir())
+        .env("REPRISE_LOG", "warn")
+        .output()
+        .expect("run reprise replay");
+    let report = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(
+        replay.status.code(),
+        Some(3),
+        "{report}{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    for id in ["old-1", "old-2"] {
+        let line = report
+            .lines()
+            .find(|line| line.starts_with(id))
+            .expect("a line per history");
+        assert!(
+            line.contains("INCOMPATIBLE") && line.contains("nondeterminism"),
+            "{line}"
+        );
+        assert!(
+            line.contains("`greet`") && line.contains("`record`"),
+            "the diff names both calls: {line}"
+        );
+    }
+
+    let (status, new) = hosted
+        .start_execution(&key, "hello", "new-1", json!({ "name": "new" }))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(new["module_digest"], v2["digest"], "new executions run v2");
+    for id in ["old-1", "old-2"] {
+        let done = hosted.finished(&key, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["module_digest"], v1["digest"], "{id} finished on v1");
+        assert_eq!(done["result"]["greeting"], format!("Hello, {id}!"));
+    }
+    let done = hosted.finished(&key, "new-1").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        done["result"].get("recorded").is_some(),
+        "v2's output: {done}"
+    );
+}
+
+/// A small deterministic generator, so a failing case can be repeated.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        self.next() as usize % bound
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_error_and_never_a_crash() {
+    let hosted = Hosted::start(&[]).await;
+    let address = hosted.address().to_string();
+    let key = hosted
+        .tenant("acme", json!({ "requests_per_second": 100000 }))
+        .await;
+    hosted.deploy(&key, "hello", Some("hello")).await;
+
+    let send =
+        |method: &'static str, path: String, content_type: Option<&'static str>, body: Bytes| {
+            let address = address.clone();
+            let key = key.clone();
+            async move {
+                let mut request = http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("authorization", format!("Bearer {key}"));
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type);
+                }
+                let request = request
+                    .body(http_body_util::Full::new(body))
+                    .expect("request");
+                let (response, _) = reprise::activity::outbound::send(&address, request)
+                    .await
+                    .expect("send");
+                let status = response.status().as_u16();
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+                )
+            }
+        };
+    let json_type = Some("application/json");
+    let cases = [
+        (
+            "POST",
+            "/v1/executions",
+            json_type,
+            Bytes::from_static(b"{not json"),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/executions",
+            Some("text/plain"),
+            Bytes::from_static(b"{}"),
+            415,
+        ),
+        (
+            "POST",
+            "/v1/executions",
+            json_type,
+            Bytes::from_static(b"{\"workflow_type\": 5}"),
+            422,
+        ),
+        (
+            "POST",
+            "/v1/executions",
+            json_type,
+            Bytes::from(vec![b' '; 3 * 1024 * 1024]),
+            413,
+        ),
+        ("GET", "/v1/nowhere", None, Bytes::new(), 404),
+        ("DELETE", "/v1/executions", None, Bytes::new(), 405),
+        (
+            "GET",
+            "/v1/executions?status=sleeping",
+            None,
+            Bytes::new(),
+            400,
+        ),
+        ("GET", "/v1/executions?limit=-1", None, Bytes::new(), 400),
+        (
+            "PUT",
+            "/v1/workflow-types/x",
+            json_type,
+            Bytes::from_static(b"{\"digest\": \"nope\"}"),
+            404,
+        ),
+    ];
+    for (method, path, content_type, body, expected) in cases {
+        let (status, answer) = send(method, path.to_string(), content_type, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|text| !text.is_empty()),
+            "{method} {path}: a JSON error body, got {answer}"
+        );
+    }
+
+    // A seeded fuzz over methods, paths and bodies: every answer is a
+    // success or a 4xx with a JSON error; never a 5xx, never a dropped
+    // connection.
+    let seed = std::env::var("REPRISE_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(0x5eed_u64);
+    println!("API fuzz seed {seed} (REPRISE_FUZZ_SEED to repeat)");
+    let mut random = Lcg(seed);
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    let paths = [
+        "/v1/executions",
+        "/v1/executions/x",
+        "/v1/executions/x/history",
+        "/v1/executions/%ff/signals",
+        "/v1/executions/x/cancel",
+        "/v1/executions/x/terminate",
+        "/v1/modules",
+        "/v1/modules/abc",
+        "/v1/workflow-types",
+        "/v1/workflow-types/%00",
+        "/v1/admin/tenants",
+        "/v1/activity-tasks/poll",
+        "/v1/activity-tasks/zz/complete",
+        "/healthz",
+        "/v1/executions?wait_ms=abc",
+        "/v1/executions/x?wait_ms=1",
+        "/v1/executions/x/history?after=zz",
+    ];
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"null",
+        b"[]",
+        b"{}",
+        b"{\"workflow_type\":\"hello\",\"input\":{\"name\":1}}",
+        b"{\"name\":\"s\",\"payload\":{\"deep\":[[[[[[]]]]]]}}",
+        b"\xff\xfe\x00",
+        b"{\"workflow_type\":\"hello\",\"workflow_id\":\"\"}",
+    ];
+    for _ in 0..300 {
+        let method = *random.pick(&methods);
+        let path = random.pick(&paths).to_string();
+        let body = Bytes::from_static(bodies[random.below(bodies.len())]);
+        let content_type = *random.pick(&[json_type, None, Some("application/octet-stream")]);
+        let (status, answer) = send(method, path.clone(), content_type, body.clone()).await;
+        assert!(status < 500, "{method} {path} {body:?}: {status} {answer}");
+        if status >= 400 {
+            assert!(
+                answer["error"].is_string(),
+                "{method} {path}: {status} without a JSON error: {answer}"
+            );
+        }
+    }
+    let (status, _) = json_call(&address, "", "GET", "/healthz", Value::Null).await;
+    assert_eq!(status, 200);
+}
