@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "chain10,chain10-http,chain10-worker,latency1,replay,instantiate"
+        default_value = "chain10,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-chain10"
     )]
     only: Vec<String>,
     /// chain10: concurrent workflows.
@@ -151,8 +151,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "latency1" => latency(&bench).await?,
             "replay" => replay(&bench).await?,
             "instantiate" => instantiate(&bench).await?,
+            "api-latency1" => api_latency(&bench).await?,
+            "api-chain10" => api_chain(&bench).await?,
             other => anyhow::bail!(
-                "unknown measurement `{other}`; choose chain10, chain10-http, chain10-worker, latency1, replay, instantiate"
+                "unknown measurement `{other}`; choose chain10, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-chain10"
             ),
         }
     }
@@ -216,13 +218,174 @@ async fn add_one_workers(queue: Arc<WorkerQueue>) -> anyhow::Result<()> {
 }
 
 async fn post_json(authority: &str, path: &str, body: String) -> anyhow::Result<serde_json::Value> {
+    api_call(authority, "", "POST", path, body.into_bytes())
+        .await
+        .map(|(_, answer)| answer)
+}
+
+/// One request to the API over real HTTP (a new connection, as a
+/// command-line client makes): the status and the JSON answer.
+async fn api_call(
+    authority: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     use http_body_util::BodyExt as _;
-    let request = http::Request::post(path)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if !key.is_empty() {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     let (response, _connection) = crate::activity::outbound::send(authority, request).await?;
+    let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
-    Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// `reprise serve`'s router on 127.0.0.1, with `tenants` that each have
+/// the bench workflow deployed as type `bench`: the address and their keys.
+async fn api_server(bench: &Bench, tenants: usize) -> anyhow::Result<(String, Vec<String>)> {
+    let (runtime, _) = bench.runtime("api").await?;
+    let (router, _server) = crate::api::router(runtime.clone(), WorkerQueue::new(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let authority = listener.local_addr()?.to_string();
+    tokio::spawn(crate::api::serve(listener, router));
+    let mut keys = Vec::new();
+    for index in 0..tenants {
+        // The bench measures the server, not the rate limiter.
+        let limits = r#"{"requests_per_second": 1000000}"#;
+        let (key, _) = crate::tenant::create_tenant(
+            runtime.store().as_ref(),
+            &format!("bench-{index}"),
+            limits,
+        )
+        .await?;
+        let (status, module) = api_call(
+            &authority,
+            &key,
+            "POST",
+            "/v1/modules",
+            bench.workflow_bytes.clone(),
+        )
+        .await?;
+        anyhow::ensure!(status == 201, "uploading the bench workflow: {module}");
+        let bind = serde_json::json!({ "digest": module["digest"] }).to_string();
+        let (status, bound) = api_call(
+            &authority,
+            &key,
+            "PUT",
+            "/v1/workflow-types/bench",
+            bind.into_bytes(),
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "binding the bench type: {bound}");
+        keys.push(key);
+    }
+    Ok((authority, keys))
+}
+
+/// Starts `id` over the API and long-polls its result; checks the output.
+async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Result<()> {
+    let start = serde_json::json!({
+        "workflow_type": "bench",
+        "workflow_id": id,
+        "input": { "steps": steps },
+    });
+    let (status, started) = api_call(
+        authority,
+        key,
+        "POST",
+        "/v1/executions",
+        start.to_string().into_bytes(),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "starting {id}: {started}");
+    let path = format!("/v1/executions/{id}?wait_ms=60000");
+    let (status, done) = api_call(authority, key, "GET", &path, Vec::new()).await?;
+    anyhow::ensure!(
+        status == 200
+            && done["status"] == "completed"
+            && done["result"] == serde_json::json!(steps),
+        "{id} ended wrongly: {done}"
+    );
+    Ok(())
+}
+
+/// Start-to-result latency of a one-activity workflow through the HTTP API:
+/// a start request, then a long-polling status request.
+async fn api_latency(bench: &Bench) -> anyhow::Result<()> {
+    let (authority, keys) = api_server(bench, 1).await?;
+    let mut samples = Vec::with_capacity(bench.args.runs);
+    for index in 0..bench.args.runs {
+        let started = Instant::now();
+        api_run(&authority, &keys[0], &format!("api-latency-{index}"), 1).await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    println!(
+        "api-latency1: {} sequential one-activity workflows over HTTP (start + long-poll), p50 {:.2} ms, p99 {:.2} ms",
+        samples.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Clients per tenant in `api-chain10`.
+const API_CLIENTS_PER_TENANT: usize = 16;
+
+/// Sustained chain workflows through the API for two tenants: clients
+/// start one workflow after another and wait for each result.
+async fn api_chain(bench: &Bench) -> anyhow::Result<()> {
+    let (workflows, steps) = (bench.args.workflows, bench.args.steps);
+    let mut rates = Vec::new();
+    for round in 0..bench.args.repeat {
+        let (authority, keys) = api_server(bench, 2).await?;
+        let clients = API_CLIENTS_PER_TENANT * keys.len();
+        let per_client = workflows.div_ceil(clients);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for client in 0..clients {
+            let key = keys[client % keys.len()].clone();
+            let authority = authority.clone();
+            tasks.push(tokio::spawn(async move {
+                for index in 0..per_client {
+                    api_run(
+                        &authority,
+                        &key,
+                        &format!("api-chain-{client}-{index}"),
+                        steps,
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = (per_client * clients) as f64;
+        println!(
+            "api-chain{steps} round {round}: {done} workflows from {clients} clients of 2 tenants in {elapsed:.2} s = {:.0} started-and-finished workflows/s, {:.0} durable steps/s",
+            done / elapsed,
+            done * steps as f64 / elapsed
+        );
+        rates.push(done / elapsed);
+    }
+    println!(
+        "api-chain{steps} median: {:.0} workflows/s through the API (2 tenants)",
+        median(rates)
+    );
+    Ok(())
 }
 
 async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {

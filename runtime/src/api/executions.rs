@@ -33,8 +33,9 @@ use crate::store::{
 
 /// The longest a status request may wait for the execution to finish.
 const RESULT_WAIT_MAX: Duration = Duration::from_secs(60);
-/// How often a waiting status request looks again.
-const RESULT_POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// How often a waiting status request looks again when nothing wakes it
+/// (the execution is driven by another process).
+const RESULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The most executions one list returns.
 const LIST_LIMIT_MAX: u32 = 1_000;
 /// The most events one history page holds.
@@ -212,15 +213,32 @@ async fn status(
 ) -> Response {
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(RESULT_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
+    let finished_or_due = |record: &ExecutionRecord| {
+        record.status != ExecutionStatus::Running || tokio::time::Instant::now() >= deadline
+    };
+    let record = match find(&server, &tenant.name, &id).await {
+        Ok(record) => record,
+        Err(response) => return response,
+    };
+    if finished_or_due(&record) {
+        return Json(describe(&record)).into_response();
+    }
+    let notify = server.finish_notifier(record.id);
     loop {
+        // Listen before looking, so an end between the two is not missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let record = match find(&server, &tenant.name, &id).await {
             Ok(record) => record,
             Err(response) => return response,
         };
-        if record.status != ExecutionStatus::Running || tokio::time::Instant::now() >= deadline {
+        if finished_or_due(&record) {
             return Json(describe(&record)).into_response();
         }
-        tokio::time::sleep(RESULT_POLL_INTERVAL).await;
+        // Woken at the end of a drive in this process; polled too, in case
+        // another process drives it.
+        let _ = tokio::time::timeout(RESULT_POLL_INTERVAL, notified).await;
     }
 }
 

@@ -17,7 +17,7 @@ mod executions;
 mod modules;
 mod workers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;
@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::activity::worker::WorkerQueue;
 use crate::runtime::Runtime;
@@ -45,6 +46,9 @@ pub struct Server {
     store: Arc<dyn Store>,
     /// Executions this process drives now (so none is driven twice).
     driving: Mutex<HashSet<i64>>,
+    /// Wakes status requests waiting for an execution this process drives
+    /// (others poll).
+    finished: Mutex<HashMap<i64, Arc<Notify>>>,
     rate_limiter: RateLimiter,
     /// SHA-256 of the admin key, if the server has one.
     admin_key_sha256: Option<String>,
@@ -89,7 +93,25 @@ impl Server {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&id);
+            let waiting = server
+                .finished
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&id);
+            if let Some(notify) = waiting {
+                notify.notify_waiters();
+            }
         });
+    }
+
+    /// What wakes a waiter when this process stops driving execution `id`.
+    pub fn finish_notifier(&self, id: i64) -> Arc<Notify> {
+        self.finished
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
     }
 }
 
@@ -104,6 +126,7 @@ pub fn router(
         store: runtime.store().clone(),
         runtime,
         driving: Mutex::new(HashSet::new()),
+        finished: Mutex::new(HashMap::new()),
         rate_limiter: RateLimiter::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),
     });

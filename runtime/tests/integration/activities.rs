@@ -258,7 +258,9 @@ async fn misuse_is_refused_with_clear_errors() {
     };
     assert_eq!(error.error_type, "PayloadTooLarge");
     assert!(
-        error.message.contains("payload limit is 1048576 bytes"),
+        error
+            .message
+            .contains("the limit is payload_bytes_max = 1048576"),
         "{error}"
     );
 }
