@@ -689,7 +689,7 @@ async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() {
-    let hosted = Hosted::start(&[
+    let mut hosted = Hosted::start(&[
         "--activities",
         guest("hello-activities").to_str().expect("path"),
     ])
@@ -765,6 +765,113 @@ async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() 
         done["result"].get("recorded").is_some(),
         "v2's output: {done}"
     );
+
+    // A finished id starts again only as its reuse policy allows.
+    let restart = |policy: &str| json!({ "workflow_type": "hello", "workflow_id": "old-1", "input": { "name": "again" }, "id_reuse_policy": policy });
+    let (status, refused) = json_call(
+        hosted.address(),
+        &key,
+        "POST",
+        "/v1/executions",
+        restart("reject"),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(error_text(&refused).contains("old-1"), "{refused}");
+    let (status, same) = json_call(
+        hosted.address(),
+        &key,
+        "POST",
+        "/v1/executions",
+        restart("return_existing"),
+    )
+    .await;
+    assert_eq!(
+        (status, &same["module_digest"]),
+        (200, &v1["digest"]),
+        "{same}"
+    );
+    let (status, refused) = json_call(
+        hosted.address(),
+        &key,
+        "POST",
+        "/v1/executions",
+        restart("allow_if_failed"),
+    )
+    .await;
+    assert_eq!(status, 409, "it completed: {refused}");
+    let (status, again) = json_call(
+        hosted.address(),
+        &key,
+        "POST",
+        "/v1/executions",
+        restart("allow"),
+    )
+    .await;
+    assert_eq!(status, 201, "{again}");
+    assert_ne!(again["run_id"], same["run_id"], "a new run of the same id");
+
+    // The CLI client reads the same server: a summary, a table, a timeline.
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(args)
+            .args(["--server", &address, "--api-key", &key])
+            .env("REPRISE_LOG", "warn")
+            .output()
+            .expect("run the reprise client");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, status) = cli(&["status", "old-2"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(status.contains("status        completed"), "{status}");
+    assert!(
+        status.contains("attempts      3 (0 failed)"),
+        "greet and two records: {status}"
+    );
+    let (code, table) = cli(&["list", "--status", "completed"]);
+    assert_eq!(code, Some(0));
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("WORKFLOW ID") && header.contains("STATUS"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|line| line.starts_with("old-2 ") && line.contains("completed")),
+        "{table}"
+    );
+    let (code, timeline) = cli(&["history", "old-2"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        timeline.contains("ActivityCompleted") && timeline.contains("TimerFired"),
+        "{timeline}"
+    );
+    let (code, json_history) = cli(&["history", "old-2", "--json"]);
+    assert_eq!(code, Some(0));
+    let exported: Value = serde_json::from_str(&json_history).expect("history --json is JSON");
+    assert_eq!(exported["execution"]["workflow_id"], "old-2");
+    let (code, _) = cli(&["status", "nobody"]);
+    assert_eq!(code, Some(2), "an unknown id is the caller's mistake");
+    let (code, _) = cli(&["signal", "old-2", "late", "--payload", "1"]);
+    assert_eq!(code, Some(2), "a finished execution takes no signal");
+
+    // SIGTERM: the server stops by itself, cleanly.
+    let pid = hosted.server.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = hosted.server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
 }
 
 /// A small deterministic generator, so a failing case can be repeated.
