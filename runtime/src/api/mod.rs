@@ -135,6 +135,7 @@ pub fn router(
         .merge(executions::routes())
         .merge(admin::routes())
         .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
+        .route("/readyz", get(ready))
         .with_state(server.clone())
         .merge(worker_routes(queue, Some(server.store.clone())))
         .fallback(unknown_route)
@@ -150,6 +151,17 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Ready when the store answers: the process is up *and* can serve.
+async fn ready(axum::extract::State(server): axum::extract::State<Arc<Server>>) -> Response {
+    match server.store.tenants().await {
+        Ok(_) => Json(json!({ "ready": true })).into_response(),
+        Err(problem) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store does not answer: {problem}"),
+        ),
+    }
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> Response {

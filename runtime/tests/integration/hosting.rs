@@ -576,6 +576,23 @@ async fn every_tenant_limit_names_itself_when_hit() {
     assert!(error_text(&refused).contains("fuel"), "{refused}");
 }
 
+/// A workflow component (it exports `run` with the right type) whose core
+/// module's start function is `unreachable`.
+const TRAPS_AT_START: &str = r#"
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func $trap unreachable)
+    (start $trap)
+    (func (export "run") (param i32 i32) (result i32) unreachable)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8))
+  (core instance $i (instantiate $m))
+  (type $error-record (record (field "error-type" string) (field "message" string) (field "details" (option string))))
+  (export $error "workflow-error" (type $error-record))
+  (func (export "run") (param "input" string) (result (result string (error $error)))
+    (canon lift (core func $i "run") (memory (core memory $i "memory")) (realloc (core func $i "realloc")))))
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
     let hello_activities = guest("hello-activities");
@@ -644,6 +661,32 @@ async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
     };
     assert_eq!(gzip, 415);
 
+    // A component whose core module traps in its start function: every
+    // instantiation traps. It fails its own execution, with the trap named.
+    let traps_at_start = wat::parse_str(TRAPS_AT_START).expect("component text");
+    let (status, module) = call(
+        &address,
+        &mallory,
+        "POST",
+        "/v1/modules",
+        Bytes::from(traps_at_start),
+    )
+    .await;
+    assert_eq!(status, 201, "it links: {module}");
+    let (status, _) = json_call(
+        &address,
+        &mallory,
+        "PUT",
+        "/v1/workflow-types/trapper",
+        json!({ "digest": module["digest"] }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = hosted
+        .start_execution(&mallory, "trapper", "trapper", json!({}))
+        .await;
+    assert_eq!(status, 201);
+
     let modes = [
         ("loop", "WallClockLimitExceeded"),
         ("memory", "MemoryLimitExceeded"),
@@ -679,6 +722,11 @@ async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
             "{mode}: {failed}"
         );
     }
+    let (status, ready) = json_call(&address, "", "GET", "/readyz", Value::Null).await;
+    assert_eq!((status, ready), (200, json!({ "ready": true })));
+    let trapped = hosted.finished(&mallory, "trapper").await;
+    assert_eq!(trapped["status"], "failed", "{trapped}");
+    assert_eq!(trapped["result"]["error_type"], "GuestPanic", "{trapped}");
     let (status, health) = json_call(&address, "", "GET", "/healthz", Value::Null).await;
     assert_eq!(
         (status, health),
