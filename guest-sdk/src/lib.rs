@@ -639,6 +639,12 @@ pub mod activity {
         pub fn last_heartbeat_details<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
             host::last_heartbeat_details().and_then(|details| serde_json::from_str(&details).ok())
         }
+
+        /// This attempt's W3C trace context: send it as the `traceparent`
+        /// header so what the activity calls joins the workflow's trace.
+        pub fn traceparent(&self) -> String {
+            host::traceparent()
+        }
     }
 
     impl Default for ActivityContext {

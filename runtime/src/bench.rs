@@ -513,6 +513,7 @@ fn synthetic_chain_history(
         workflow_type: "bench".into(),
         module_digest: digest.into(),
         input: format!(r#"{{"steps":{steps}}}"#),
+        trace: None,
     }];
     let options = ActivityOptions::default();
     for seq in 1..=steps {

@@ -14,8 +14,10 @@ use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
 use crate::journal::{Event, Halt, RecordedEvent, Recorder, Seq, WorkflowError};
 use crate::mailbox::MailboxFlag;
-use crate::runtime::{Outcome, Runtime};
-use crate::store::{ExecutionRecord, Finish, IdReusePolicy, MessageKind, Store, StoreError};
+use crate::runtime::{Outcome, Runtime, StartOptions};
+use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
+use crate::telemetry::Telemetry;
+use crate::telemetry::spans::trace_id_hex;
 use crate::tenant::TenantLimits;
 
 /// What a blocked guest waits for.
@@ -97,7 +99,7 @@ async fn run_child(
             &digest,
             Some(workflow_id.to_string()),
             input,
-            IdReusePolicy::ReturnExisting,
+            StartOptions::default(),
         )
         .await
         .map_err(child_error)?;
@@ -143,12 +145,17 @@ pub struct Execution {
     mailbox: Arc<MailboxFlag>,
     /// The runtime, to start and drive child workflows.
     runtime: Weak<Runtime>,
+    telemetry: Arc<Telemetry>,
+    /// The activation in progress, until its first wait: when it began
+    /// (ms) and how many recorded commands it had to replay.
+    activation: Option<(u64, u64)>,
 }
 
 /// What an execution talks to besides its history.
 pub struct Surroundings {
     pub store: Arc<dyn Store>,
     pub activities: Arc<ActivityRegistry>,
+    pub telemetry: Arc<Telemetry>,
     /// Raised when signals or a cancellation may have arrived.
     pub mailbox: Arc<MailboxFlag>,
     /// The runtime, to start and drive child workflows.
@@ -170,6 +177,8 @@ impl Execution {
             recorder: Arc::new(Mutex::new(recorder)),
             store: surroundings.store,
             activities: surroundings.activities,
+            telemetry: surroundings.telemetry,
+            activation: None,
             updates_tx,
             updates_rx,
             running: HashSet::new(),
@@ -178,6 +187,40 @@ impl Execution {
             mailbox: surroundings.mailbox,
             runtime: surroundings.runtime,
         }
+    }
+
+    /// An activation begins: instantiation and replay are timed until its
+    /// first wait (or its end).
+    pub fn begin_activation_span(&mut self) {
+        self.telemetry.metrics.instances_changed(1);
+        let replayed = self.recorder().history.last_seq();
+        self.activation = Some((clock::now_ms(), replayed));
+    }
+
+    /// The activation's instance is gone.
+    pub fn end_activation_span(&mut self) {
+        self.telemetry.metrics.instances_changed(-1);
+        self.report_activation();
+    }
+
+    fn report_activation(&mut self) {
+        let Some((started_ms, replayed)) = self.activation.take() else {
+            return;
+        };
+        let recorder = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recorder.is_replay_only() {
+            return;
+        }
+        self.telemetry.activation(
+            &self.record,
+            &recorder.history,
+            started_ms,
+            clock::now_ms(),
+            replayed,
+        );
     }
 
     pub fn recorder(&self) -> MutexGuard<'_, Recorder> {
@@ -249,6 +292,8 @@ impl Execution {
             let unflushed: Vec<RecordedEvent> = recorder.history.unflushed().to_vec();
             (unflushed, recorder.history.len())
         };
+        let appending = std::time::Instant::now();
+        let appended = unflushed.len();
         match write {
             Write::Plain => self.store.append(self.record.id, unflushed, None).await?,
             Write::Finishing(finish) => {
@@ -262,16 +307,33 @@ impl Execution {
                     .await?
             }
         }
-        let mut recorder = self.recorder();
-        // Only this task appends, and it awaited the store: nothing was added meanwhile.
-        assert_eq!(
-            recorder.history.len(),
-            flushed_len,
-            "history grew during an append"
-        );
-        recorder.history.mark_durable();
-        drop(recorder);
-        fault_injection::maybe_kill_after(flushed_len);
+        self.telemetry.metrics.observe_append(appending.elapsed());
+        {
+            let mut recorder = self
+                .recorder
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Only this task appends, and it awaited the store: nothing was
+            // added meanwhile.
+            assert_eq!(
+                recorder.history.len(),
+                flushed_len,
+                "history grew during an append"
+            );
+            let events = recorder.history.events();
+            self.telemetry.appended(
+                &self.record,
+                &recorder.history,
+                &events[events.len() - appended..],
+            );
+            recorder.history.mark_durable();
+        }
+        if fault_injection::kill_due(flushed_len) {
+            if fault_injection::flush_first() {
+                self.telemetry.flush().await;
+            }
+            fault_injection::kill();
+        }
         Ok(())
     }
 
@@ -323,6 +385,7 @@ impl Execution {
                 not_before_ms,
                 scheduled_at_ms: scheduled.recorded_at_ms,
                 heartbeat_details,
+                trace_id: trace_id_hex(&self.record, history),
             }
         };
         self.running.insert(seq);
@@ -423,6 +486,7 @@ impl Execution {
         ordinal: u64,
         may_evict: bool,
     ) -> Result<Woken, Interrupt> {
+        self.report_activation();
         loop {
             if self.recorder().history.cancelled_at(ordinal) {
                 return Ok(Woken::Cancelled);
@@ -575,19 +639,28 @@ impl Execution {
 mod fault_injection {
     use std::sync::OnceLock;
 
-    pub fn maybe_kill_after(history_len: usize) {
+    /// Whether the history length reached `REPRISE_FAULT_KILL_AT_POSITION`.
+    pub fn kill_due(history_len: usize) -> bool {
         static KILL_AT: OnceLock<Option<usize>> = OnceLock::new();
         let kill_at = KILL_AT.get_or_init(|| {
             std::env::var("REPRISE_FAULT_KILL_AT_POSITION")
                 .ok()
                 .and_then(|value| value.parse().ok())
         });
-        if kill_at.is_some_and(|position| history_len >= position) {
-            // SAFETY: kill(2) on our own pid with a constant signal has no
-            // memory-safety preconditions.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
+        kill_at.is_some_and(|position| history_len >= position)
+    }
+
+    /// With `REPRISE_FAULT_FLUSH_TELEMETRY=1`, spans are exported before
+    /// the kill: a crash right after an export.
+    pub fn flush_first() -> bool {
+        std::env::var("REPRISE_FAULT_FLUSH_TELEMETRY").is_ok_and(|value| value == "1")
+    }
+
+    pub fn kill() {
+        // SAFETY: kill(2) on our own pid with a constant signal has no
+        // memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
 }

@@ -164,6 +164,17 @@ impl fmt::Display for WorkflowError {
     }
 }
 
+/// The W3C trace an execution belongs to (see `telemetry`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (16 hex digits) when the start request carried a
+    /// `traceparent`: the workflow's span is its child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+}
+
 /// One entry of a history. Commands carry the `seq` the guest gave them;
 /// outcomes carry the `seq` of the command they answer.
 ///
@@ -177,6 +188,10 @@ pub enum Event {
         workflow_type: String,
         module_digest: String,
         input: String,
+        /// The execution's trace: every span it emits, across crashes and
+        /// restarts, belongs to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceContext>,
     },
     ClockRead {
         seq: Seq,
@@ -674,7 +689,16 @@ impl History {
                 workflow_type,
                 module_digest,
                 input,
+                ..
             }) => Some((workflow_type, module_digest, input)),
+            _ => None,
+        }
+    }
+
+    /// The trace recorded when the execution started.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        match self.events.first().map(|recorded| &recorded.event) {
+            Some(Event::WorkflowStarted { trace, .. }) => trace.as_ref(),
             _ => None,
         }
     }
@@ -896,6 +920,7 @@ mod tests {
             workflow_type: "t".into(),
             module_digest: "d".into(),
             input: "{}".into(),
+            trace: None,
         }
     }
 

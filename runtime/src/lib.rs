@@ -34,6 +34,7 @@ pub mod journal;
 pub mod mailbox;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 pub mod tenant;
 
 pub use activity::{ActivityConfig, ActivityRegistry};

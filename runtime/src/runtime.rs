@@ -18,13 +18,14 @@ use crate::host::wasi::{LogTags, workflow_wasi};
 use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
 use crate::journal::{
-    Event, Halt, History, Nondeterminism, RecordedEvent, Recorder, WorkflowError,
+    Event, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext, WorkflowError,
 };
 use crate::mailbox::Mailboxes;
 use crate::store::{
     ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution, StartOutcome, Store,
     StoreError,
 };
+use crate::telemetry::Telemetry;
 use crate::tenant::{LimitExceeded, TenantLimits};
 
 /// How often and how long an activation waits for a free instance slot
@@ -104,12 +105,23 @@ pub enum RunError {
     },
 }
 
-/// Options of a [`Runtime`].
+/// How [`Runtime::start_for`] starts an execution.
 #[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// What to do when the workflow id's last run has finished.
+    pub reuse: IdReusePolicy,
+    /// The caller's trace (from a `traceparent`); default: a new trace.
+    pub trace: Option<TraceContext>,
+}
+
+/// Options of a [`Runtime`].
+#[derive(Clone, Default)]
 pub struct RuntimeOptions {
     /// Drop every instance while it waits and rebuild it by replay (the
     /// cold path). Off: instances stay in memory while they wait.
     pub evict_on_wait: bool,
+    /// Where spans and metrics go (default: metrics only).
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// The host: one engine, one store, the registered activities.
@@ -127,6 +139,7 @@ pub struct Runtime {
     default_limits: Arc<TenantLimits>,
     /// This runtime, for the executions that start child workflows.
     me: Weak<Runtime>,
+    telemetry: Arc<Telemetry>,
     options: RuntimeOptions,
 }
 
@@ -145,7 +158,12 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         let mailboxes = Mailboxes::watch(store.clone());
         let default_limits = Arc::new(TenantLimits::within(&engine.limits));
+        let telemetry = options
+            .telemetry
+            .clone()
+            .unwrap_or_else(|| Arc::new(Telemetry::metrics_only()));
         Ok(Arc::new_cyclic(|me| Runtime {
+            telemetry,
             tenant_limits: Mutex::new(HashMap::new()),
             default_limits,
             me: me.clone(),
@@ -221,6 +239,10 @@ impl Runtime {
 
     pub fn activities(&self) -> &Arc<ActivityRegistry> {
         &self.activities
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// Validates, compiles and stores a workflow component.
@@ -300,13 +322,12 @@ impl Runtime {
             module_digest,
             workflow_id,
             input,
-            IdReusePolicy::ReturnExisting,
+            StartOptions::default(),
         )
         .await
     }
 
-    /// [`Runtime::start`] for `tenant` (its ids, types and limits only),
-    /// with a policy for ids whose last run has finished.
+    /// [`Runtime::start`] for `tenant` (its ids, types and limits only).
     pub async fn start_for(
         &self,
         tenant: &str,
@@ -314,8 +335,9 @@ impl Runtime {
         module_digest: &str,
         workflow_id: Option<String>,
         input: &str,
-        reuse: IdReusePolicy,
+        options: StartOptions,
     ) -> Result<(ExecutionRecord, bool), RunError> {
+        let StartOptions { reuse, trace } = options;
         let limits = self.limits_for(tenant);
         check_json_payload("workflow input", input, limits.payload_bytes_max)?;
         if let Some(id) = &workflow_id
@@ -336,6 +358,7 @@ impl Runtime {
                 workflow_type: workflow_type.to_string(),
                 module_digest: module_digest.to_string(),
                 input: input.to_string(),
+                trace: Some(trace.unwrap_or_else(TraceContext::new_root)),
             },
         };
         let outcome = self
@@ -352,7 +375,12 @@ impl Runtime {
             })
             .await?;
         match outcome {
-            StartOutcome::Created(record) => Ok((record, true)),
+            StartOutcome::Created(record) => {
+                self.telemetry
+                    .metrics
+                    .execution_started(tenant, workflow_type);
+                Ok((record, true))
+            }
             StartOutcome::Existing(record) => Ok((record, false)),
             StartOutcome::ReuseRefused(record) => Err(RunError::IdReuseRefused {
                 workflow_id: record.workflow_id,
@@ -396,6 +424,7 @@ impl Runtime {
         }
         let (_, digest, input) = started_parts(&history, &record)?;
         let pre = self.prepared_by_digest(&digest).await?;
+        self.telemetry.resume(&record, &history).await;
         let record_id = record.id;
         let limits = self.limits_for(&record.tenant);
         let mut execution = Execution::new(
@@ -431,6 +460,7 @@ impl Runtime {
             if let Interrupt::Suspend { wait, ordinal } = &interrupt {
                 // Cold path: no instance while we wait; the next activation
                 // rebuilds it by replay.
+                self.telemetry.metrics.eviction(&execution.record.tenant);
                 match execution.wait(wait, *ordinal, false).await {
                     Ok(_) => continue,
                     Err(failed) => interrupt = failed,
@@ -446,6 +476,7 @@ impl Runtime {
         Surroundings {
             store: self.store.clone(),
             activities: self.activities.clone(),
+            telemetry: self.telemetry.clone(),
             mailbox: self.mailboxes.register(record_id),
             runtime: self.me.clone(),
         }
@@ -545,13 +576,14 @@ impl Runtime {
     async fn activate(
         &self,
         pre: &WorkflowPre<WorkflowHost>,
-        execution: Execution,
+        mut execution: Execution,
         input: &str,
     ) -> (
         Execution,
         Result<Result<String, wit_types::WorkflowError>, Interrupt>,
     ) {
         execution.recorder().begin_activation();
+        execution.begin_activation_span();
         let limits = execution.limits.instance_limits(&self.engine.limits);
         let tags = LogTags {
             workflow_id: execution.record.workflow_id.clone(),
@@ -596,7 +628,9 @@ impl Runtime {
         }
         .await;
         let result = result.map_err(|error| classify(error, &limits, &stderr_tail));
-        (store.into_data().execution, result)
+        let mut execution = store.into_data().execution;
+        execution.end_activation_span();
+        (execution, result)
     }
 
     /// Times one instantiation of a precompiled workflow component,

@@ -75,6 +75,8 @@ struct State {
     delay_ms: u64,
     /// Subjects (charge ids, items) whose refund or reservation is refused.
     rejected: HashSet<String>,
+    /// The `traceparent` header of every request that had one, in order.
+    traceparents: Vec<String>,
 }
 
 impl State {
@@ -172,6 +174,11 @@ impl Provider {
     }
 
     /// Every request answers `delay_ms` late (the effect happens first).
+    /// The `traceparent` headers requests carried, in order.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.state().traceparents.clone()
+    }
+
     pub fn delay_responses(&self, delay_ms: u64) {
         self.state().delay_ms = delay_ms;
     }
@@ -277,6 +284,13 @@ async fn handle(
         (Method::POST, "/control") => return Ok(control(request, state).await),
         _ => return Ok(failure(StatusCode::NOT_FOUND, "NotFound", "no such route")),
     };
+    if let Some(traceparent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+    {
+        lock(&state).traceparents.push(traceparent.to_string());
+    }
     let key = request
         .headers()
         .get("idempotency-key")

@@ -57,6 +57,7 @@ pub async fn run(
     allowlist: &Allowlist,
     input: &str,
     idempotency_key: &str,
+    traceparent: &str,
 ) -> Result<String, ActivityError> {
     let input: HttpInput = serde_json::from_str(input).map_err(|error| {
         invalid(format!(
@@ -95,6 +96,11 @@ pub async fn run(
         && let Ok(key) = http::HeaderValue::from_str(idempotency_key)
     {
         headers.insert("idempotency-key", key);
+    }
+    if !headers.contains_key("traceparent")
+        && let Ok(value) = http::HeaderValue::from_str(traceparent)
+    {
+        headers.insert("traceparent", value);
     }
 
     let (response, connection) = outbound::send(&authority, request)

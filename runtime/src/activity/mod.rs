@@ -32,6 +32,7 @@ pub use wasm::ACTIVITY_DIR_GUEST_PATH;
 use wasm::{Sandbox, SandboxLimits, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
 
+use crate::telemetry::spans::attempt_traceparent;
 use crate::tenant::TenantLimits;
 
 /// Attempt timeout when a call sets neither start-to-close nor schedule-to-close.
@@ -57,6 +58,9 @@ pub struct ActivityTask {
     pub scheduled_at_ms: u64,
     /// Details of the last heartbeat of an earlier attempt.
     pub heartbeat_details: Option<String>,
+    /// The execution's trace id (32 hex digits): each attempt passes on
+    /// its own span as `traceparent`.
+    pub trace_id: String,
 }
 
 /// Events for the execution to journal, and a signal back once they are.
@@ -427,10 +431,13 @@ impl ActivityRegistry {
         timeout_ms: u64,
         heartbeat: Arc<Heartbeat>,
     ) -> Result<String, ActivityError> {
+        let traceparent = attempt_traceparent(&task.trace_id, &task.run_id, task.seq, attempt);
         let tenant_allowlist = task.limits.allowed_hosts.clone().map(Allowlist::new);
         let allowlist = tenant_allowlist.as_ref().unwrap_or(&self.allowlist);
         match executor {
-            Executor::Http => http::run(allowlist, &task.input, &task.idempotency_key).await,
+            Executor::Http => {
+                http::run(allowlist, &task.input, &task.idempotency_key, &traceparent).await
+            }
             Executor::Wasm(activity, owner) => {
                 let call = ActivityCall {
                     idempotency_key: task.idempotency_key.clone(),
@@ -440,6 +447,7 @@ impl ActivityRegistry {
                     activity_name: task.name.clone(),
                     previous_heartbeat_details: task.heartbeat_details.clone(),
                     heartbeat,
+                    traceparent,
                 };
                 let sandbox_limits = SandboxLimits {
                     memory_bytes_max: task.limits.memory_bytes_max,
@@ -465,6 +473,7 @@ impl ActivityRegistry {
                         .as_deref()
                         .and_then(|details| serde_json::from_str(details).ok()),
                     start_to_close_timeout_ms: timeout_ms,
+                    traceparent,
                 };
                 queue.execute(worker_task, heartbeat).await
             }

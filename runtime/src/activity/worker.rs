@@ -40,6 +40,8 @@ pub struct WorkerTask {
     /// Details from the last heartbeat of an earlier attempt, if any.
     pub heartbeat_details: Option<serde_json::Value>,
     pub start_to_close_timeout_ms: u64,
+    /// The attempt's W3C trace context, to pass on.
+    pub traceparent: String,
 }
 
 struct Waiting {
@@ -90,6 +92,11 @@ pub struct WorkerQueue {
 impl WorkerQueue {
     pub fn new() -> Arc<WorkerQueue> {
         Arc::new(WorkerQueue::default())
+    }
+
+    /// Tasks waiting for a worker to poll them.
+    pub fn depth(&self) -> usize {
+        self.state().pending.len()
     }
 
     fn state(&self) -> MutexGuard<'_, QueueState> {
@@ -277,6 +284,7 @@ mod tests {
             run_id: "r".to_string(),
             heartbeat_details: None,
             start_to_close_timeout_ms: 1_000,
+            traceparent: String::new(),
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 
 use super::auth::Tenant;
 use super::{Server, error};
-use crate::runtime::{PayloadProblem, RunError, check_json_payload};
+use crate::journal::{History, TraceContext};
+use crate::runtime::{PayloadProblem, RunError, StartOptions, check_json_payload};
 use crate::store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, IdReusePolicy, MessageKind, StoreError,
 };
@@ -85,8 +86,15 @@ struct StartRequest {
 async fn start(
     State(server): State<Arc<Server>>,
     tenant: Tenant,
+    headers: HeaderMap,
     Json(request): Json<StartRequest>,
 ) -> Response {
+    // A caller's W3C trace context makes the workflow's trace its child; a
+    // malformed one is ignored, as the W3C spec asks.
+    let trace = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::from_traceparent);
     let Some(digest) = server
         .runtime()
         .type_digest_for(&tenant.name, &request.workflow_type)
@@ -108,7 +116,10 @@ async fn start(
             &digest,
             request.workflow_id,
             &input,
-            request.id_reuse_policy,
+            StartOptions {
+                reuse: request.id_reuse_policy,
+                trace,
+            },
         )
         .await;
     match started {
@@ -399,7 +410,21 @@ async fn terminate(
         .and_then(|Json(request)| request.reason)
         .unwrap_or_else(|| "terminated by an operator".to_string());
     match server.store().terminate(record.id, &reason).await {
-        Ok(true) => Json(json!({ "terminated": true })).into_response(),
+        Ok(true) => {
+            // The terminal event was written here, not by a drive: report
+            // it to metrics and traces like any other.
+            if let Ok(events) = server.store().history(record.id).await
+                && let Ok(history) = History::from_recorded(events)
+                && let Some(last) = history.events().last()
+            {
+                server.runtime().telemetry().appended(
+                    &record,
+                    &history,
+                    std::slice::from_ref(last),
+                );
+            }
+            Json(json!({ "terminated": true })).into_response()
+        }
         Ok(false) => error(
             StatusCode::CONFLICT,
             format!(

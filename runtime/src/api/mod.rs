@@ -52,6 +52,7 @@ pub struct Server {
     rate_limiter: RateLimiter,
     /// SHA-256 of the admin key, if the server has one.
     admin_key_sha256: Option<String>,
+    queue: Arc<WorkerQueue>,
 }
 
 impl Server {
@@ -129,6 +130,7 @@ pub fn router(
         finished: Mutex::new(HashMap::new()),
         rate_limiter: RateLimiter::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),
+        queue: queue.clone(),
     });
     let router = Router::new()
         .merge(modules::routes())
@@ -136,6 +138,7 @@ pub fn router(
         .merge(admin::routes())
         .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(server.clone())
         .merge(worker_routes(queue, Some(server.store.clone())))
         .fallback(unknown_route)
@@ -151,6 +154,26 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Prometheus metrics, for the admin key's holder (they name tenants).
+async fn metrics(
+    axum::extract::State(server): axum::extract::State<Arc<Server>>,
+    _admin: auth::Admin,
+) -> Response {
+    let text = server
+        .runtime
+        .telemetry()
+        .metrics
+        .render(server.queue.depth());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Ready when the store answers: the process is up *and* can serve.

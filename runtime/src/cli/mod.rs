@@ -20,6 +20,7 @@ use crate::engine::{Engine, Limits, LoadedComponent};
 use crate::journal::RecordedEvent;
 use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
 use crate::store::{self, ExecutionRecord, ExecutionStatus, MessageKind, Store};
+use crate::telemetry::Telemetry;
 use client::{RemoteArgs, ServerArgs};
 use timeline::{HistoryExport, print_timeline};
 
@@ -544,8 +545,11 @@ async fn run(
         let engine = open_engine(&db).map_err(host_setup_error)?;
         let store = open_store(&db).await.map_err(host_setup_error)?;
         let registry = activities.registry(&engine).await?;
-        let runtime = Runtime::new(engine, store, registry, RuntimeOptions { evict_on_wait })
-            .map_err(host_setup_error)?;
+        let options = RuntimeOptions {
+            evict_on_wait,
+            telemetry: Some(Arc::new(Telemetry::from_env(store.clone()))),
+        };
+        let runtime = Runtime::new(engine, store, registry, options).map_err(host_setup_error)?;
         let mut main_module = None;
         for path in &workflows {
             let bytes = std::fs::read(path).map_err(|source| {
@@ -594,7 +598,10 @@ async fn run(
             );
         }
     }
-    match runtime.drive(record).await {
+    let outcome = runtime.drive(record).await;
+    // Spans still queued go out before the process ends.
+    runtime.telemetry().flush().await;
+    match outcome {
         Ok(Outcome::Completed { output }) => {
             println!("{output}");
             ExitCode::SUCCESS
@@ -838,11 +845,16 @@ async fn serve(
         .registry_with_workers(&engine, Some(queue.clone()))
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
+    let options = RuntimeOptions {
+        telemetry: Some(Arc::new(Telemetry::from_env(store.clone()))),
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::new(engine, store.clone(), registry, options)?;
     for (tenant, name, digest) in store.workflow_types().await? {
         runtime.register_type_for(&tenant, &name, &digest);
     }
     restore_tenants(&runtime).await?;
+    let telemetry = runtime.telemetry().clone();
     let (routes, server) = crate::api::router(runtime, queue, admin_key.as_deref());
     let resumed = store.unfinished_executions().await?;
     tracing::info!(count = resumed.len(), "resuming unfinished executions");
@@ -856,7 +868,9 @@ async fn serve(
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serving the API")
+        .context("serving the API")?;
+    telemetry.flush().await;
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C: stop taking requests. Running executions stop where

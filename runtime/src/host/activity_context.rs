@@ -18,6 +18,8 @@ pub struct ActivityCall {
     /// Details of the last heartbeat of an earlier attempt.
     pub previous_heartbeat_details: Option<String>,
     pub heartbeat: Arc<Heartbeat>,
+    /// The attempt's W3C trace context.
+    pub traceparent: String,
 }
 
 impl ActivityCall {
@@ -31,6 +33,7 @@ impl ActivityCall {
             activity_name: String::new(),
             previous_heartbeat_details: None,
             heartbeat: Heartbeat::detached(),
+            traceparent: String::new(),
         }
     }
 }
@@ -63,5 +66,9 @@ impl Host for ActivityHost {
 
     async fn last_heartbeat_details(&mut self) -> wasmtime::Result<Option<String>> {
         Ok(self.context.previous_heartbeat_details.clone())
+    }
+
+    async fn traceparent(&mut self) -> wasmtime::Result<String> {
+        Ok(self.context.traceparent.clone())
     }
 }

@@ -324,6 +324,12 @@ pub trait Store: Send + Sync + 'static {
     /// The modules `tenant` uploaded, newest first.
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>>;
 
+    /// The position through which the execution's spans were exported (0: none).
+    async fn span_watermark(&self, execution_id: i64) -> StoreResult<u64>;
+
+    /// Raises the span export watermark of an execution (never lowers it).
+    async fn set_span_watermark(&self, execution_id: i64, position: u64) -> StoreResult<()>;
+
     /// Ends a running execution at once with `WorkflowTerminated`; `false`
     /// if it had already finished. A process still driving it finds the
     /// next position taken and stops.

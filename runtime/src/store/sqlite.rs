@@ -103,6 +103,10 @@ enum WriteOp {
         digest: String,
         kind: String,
     },
+    SetSpanWatermark {
+        execution_id: i64,
+        position: u64,
+    },
 }
 
 enum WriteReply {
@@ -456,6 +460,21 @@ async fn apply<'op>(
                 .await
                 .map_err(StoreError::database("setting a tenant's limits"))?;
             Ok(WriteReply::Changed(updated.rows_affected() == 1))
+        }
+        WriteOp::SetSpanWatermark {
+            execution_id,
+            position,
+        } => {
+            sqlx::query(
+                "INSERT INTO span_exports (execution_id, position) VALUES (?, ?)
+                 ON CONFLICT (execution_id) DO UPDATE SET position = max(position, excluded.position)",
+            )
+            .bind(*execution_id)
+            .bind(*position as i64)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("recording exported spans"))?;
+            Ok(WriteReply::Done)
         }
         WriteOp::PutTenantModule {
             tenant,
@@ -962,6 +981,25 @@ impl Store for SqliteStore {
             .map_err(StoreError::database("decoding a module row"))
     }
 
+    async fn span_watermark(&self, execution_id: i64) -> StoreResult<u64> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM span_exports WHERE execution_id = ?")
+                .bind(execution_id)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(StoreError::database("reading exported spans"))?;
+        Ok(position.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn set_span_watermark(&self, execution_id: i64, position: u64) -> StoreResult<()> {
+        self.write(WriteOp::SetSpanWatermark {
+            execution_id,
+            position,
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {
         let reply = self
             .write(WriteOp::Terminate {
@@ -987,6 +1025,7 @@ mod tests {
                 workflow_type: "t".into(),
                 module_digest: "d".into(),
                 input: "{}".into(),
+                trace: None,
             },
         }
     }

@@ -72,6 +72,7 @@ fn charge_direct(ctx: &ActivityContext, input: ChargeInput) -> Result<Value, Act
     let (status, response) = http_post(
         &format!("{}/charges", input.provider_url),
         &ctx.idempotency_key(),
+        &ctx.traceparent(),
         body.to_string().as_bytes(),
     )?;
     let response: Value = serde_json::from_slice(&response).unwrap_or(Value::Null);
@@ -91,10 +92,11 @@ fn charge_direct(ctx: &ActivityContext, input: ChargeInput) -> Result<Value, Act
     }
 }
 
-/// A blocking POST over `wasi:http`.
+/// A blocking POST over `wasi:http`, in the caller's trace.
 fn http_post(
     url: &str,
     idempotency_key: &str,
+    traceparent: &str,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), ActivityError> {
     use wasip2::http::outgoing_handler;
@@ -112,6 +114,7 @@ fn http_post(
             "idempotency-key".to_string(),
             idempotency_key.as_bytes().to_vec(),
         ),
+        ("traceparent".to_string(), traceparent.as_bytes().to_vec()),
     ])
     .map_err(|error| transient(format!("{error:?}")))?;
     let request = OutgoingRequest::new(headers);
