@@ -15,52 +15,68 @@ use serde_json::{Value, json};
 use crate::server::{ServerProcess, call, free_port, json_call};
 use crate::support::guest;
 
-const ADMIN_KEY: &str = "admin-0123456789abcdef0123456789abcdef";
+pub const ADMIN_KEY: &str = "admin-0123456789abcdef0123456789abcdef";
 
 /// A server with an admin key and `extra` arguments, in its own data dir.
-struct Hosted {
-    server: ServerProcess,
-    data: tempfile::TempDir,
+pub struct Hosted {
+    pub server: ServerProcess,
+    pub data: tempfile::TempDir,
     port: u16,
     extra: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Hosted {
-    async fn start(extra: &[&str]) -> Hosted {
+    pub async fn start(extra: &[&str]) -> Hosted {
+        Hosted::start_with_env(extra, &[]).await
+    }
+
+    /// With environment variables for the server process.
+    pub async fn start_with_env(extra: &[&str], envs: &[(&str, String)]) -> Hosted {
         let data = tempfile::tempdir().expect("temp dir");
         std::fs::write(data.path().join("admin.key"), ADMIN_KEY).expect("admin key file");
         let port = free_port();
         let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
-        let server = Hosted::spawn(data.path(), port, &extra).await;
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect();
+        let server = Hosted::spawn(data.path(), port, &extra, &envs).await;
         Hosted {
             server,
             data,
             port,
             extra,
+            envs,
         }
     }
 
-    async fn spawn(data: &std::path::Path, port: u16, extra: &[String]) -> ServerProcess {
+    async fn spawn(
+        data: &std::path::Path,
+        port: u16,
+        extra: &[String],
+        envs: &[(String, String)],
+    ) -> ServerProcess {
         std::fs::create_dir_all(data.join("activity")).expect("activity dir");
         let key_file = data.join("admin.key");
         let mut args: Vec<&OsStr> = vec!["--admin-key-file".as_ref(), key_file.as_os_str()];
         args.extend(extra.iter().map(|arg| OsStr::new(arg.as_str())));
-        ServerProcess::start_with(data, port, &args).await
+        ServerProcess::start_with(data, port, &args, envs).await
     }
 
     /// SIGKILL, then a new process on the same data and port.
-    async fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         let _ = self.server.child.kill();
         let _ = self.server.child.wait();
-        self.server = Hosted::spawn(self.data.path(), self.port, &self.extra).await;
+        self.server = Hosted::spawn(self.data.path(), self.port, &self.extra, &self.envs).await;
     }
 
-    fn address(&self) -> &str {
+    pub fn address(&self) -> &str {
         &self.server.address
     }
 
     /// A tenant with `limits`, made over the admin API: its key.
-    async fn tenant(&self, name: &str, limits: Value) -> String {
+    pub async fn tenant(&self, name: &str, limits: Value) -> String {
         let (status, created) = json_call(
             self.address(),
             ADMIN_KEY,
@@ -74,7 +90,7 @@ impl Hosted {
     }
 
     /// Uploads a guest; binds it as workflow type `bind_as` if given.
-    async fn deploy(&self, key: &str, guest_name: &str, bind_as: Option<&str>) -> Value {
+    pub async fn deploy(&self, key: &str, guest_name: &str, bind_as: Option<&str>) -> Value {
         let bytes = std::fs::read(guest(guest_name)).expect("read guest");
         let (status, module) = call(
             self.address(),
@@ -99,7 +115,7 @@ impl Hosted {
         module
     }
 
-    async fn start_execution(
+    pub async fn start_execution(
         &self,
         key: &str,
         workflow_type: &str,
@@ -117,7 +133,7 @@ impl Hosted {
     }
 
     /// The execution once it has finished (long-polls up to 60 s).
-    async fn finished(&self, key: &str, id: &str) -> Value {
+    pub async fn finished(&self, key: &str, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (status, execution) = json_call(
@@ -139,7 +155,7 @@ impl Hosted {
         }
     }
 
-    async fn event_kinds(&self, key: &str, id: &str) -> Vec<String> {
+    pub async fn event_kinds(&self, key: &str, id: &str) -> Vec<String> {
         let (status, history) = json_call(
             self.address(),
             key,

@@ -7,6 +7,7 @@ mod crash;
 mod hosting;
 mod imports;
 mod limits;
+mod observability;
 mod openapi;
 mod patterns;
 mod replay;

@@ -82,14 +82,21 @@ impl ServerProcess {
     /// `reprise serve` with the hello activities for every tenant.
     pub async fn start(data: &std::path::Path, port: u16) -> ServerProcess {
         let activities = guest("hello-activities");
-        ServerProcess::start_with(data, port, &["--activities".as_ref(), activities.as_ref()]).await
+        ServerProcess::start_with(
+            data,
+            port,
+            &["--activities".as_ref(), activities.as_ref()],
+            &[],
+        )
+        .await
     }
 
-    /// `reprise serve` on `data` with an activity dir and `args`.
+    /// `reprise serve` on `data` with an activity dir, `args` and `envs`.
     pub async fn start_with(
         data: &std::path::Path,
         port: u16,
         args: &[&std::ffi::OsStr],
+        envs: &[(String, String)],
     ) -> ServerProcess {
         let address = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_reprise"))
@@ -100,6 +107,7 @@ impl ServerProcess {
             .args(args)
             .arg("--activity-dir")
             .arg(data.join("activity"))
+            .envs(envs.iter().map(|(name, value)| (name, value)))
             .env("REPRISE_CACHE_DIR", cache_dir())
             .env("REPRISE_LOG", "warn")
             .stdout(Stdio::null())
