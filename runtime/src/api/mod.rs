@@ -6,6 +6,7 @@
 //!   cancellation, termination.
 //! - [`admin`]: tenants and their limits (admin key only).
 //! - [`workers`]: the task queue external activity workers poll.
+//! - `web/index.html`: the read-only web view served at `/`.
 //!
 //! Every answer that is not a success is `{"error": "..."}` with a status
 //! that says whose fault it is — also for what axum itself refuses (bad
@@ -139,6 +140,7 @@ pub fn router(
         .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(web_page))
         .with_state(server.clone())
         .merge(worker_routes(queue, Some(server.store.clone())))
         .fallback(unknown_route)
@@ -154,6 +156,20 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// The read-only web view: a static page over the JSON API. It holds no
+/// data itself; the API key the user enters decides what it shows.
+async fn web_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        include_str!("web/index.html"),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics, for the admin key's holder (they name tenants).

@@ -663,3 +663,136 @@ async fn metrics_and_trace_context_match_a_known_workload() {
         );
     }
 }
+
+/// The page at `url` after its scripts ran, from headless Chromium.
+fn rendered_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium runs (the Debian package `chromium`; .ci/run installs it)");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What the page rendered: the message and content elements, without the
+/// script (whose source names every event type).
+fn rendered_part(dom: &str) -> &str {
+    let start = dom
+        .find("<div id=\"message\"")
+        .expect("the message element");
+    let end = dom[start..]
+        .find("<script>")
+        .map_or(dom.len(), |offset| start + offset);
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() {
+    let payments = Provider::start(0).await.expect("payments");
+    let inventory = Provider::start(0).await.expect("inventory");
+    let hosted = Hosted::start(&["--allow-host", "127.0.0.1"]).await;
+    let key = hosted.tenant("acme", json!({})).await;
+    let other = hosted.tenant("globex", json!({})).await;
+    for tenant in [&key, &other] {
+        hosted.deploy(tenant, "trip", Some("trip")).await;
+        hosted.deploy(tenant, "order-activities", None).await;
+    }
+    payments.fail_kind_with_503(reprise_providers::CHARGE, 1);
+    let trip = |id: &str| {
+        json!({
+            "trip_id": id,
+            "legs": ["flight"],
+            "amount_cents": 5_000,
+            "inventory_url": inventory.url(),
+            "payments_url": payments.url(),
+            "fail_provision": true,
+            "initial_interval_ms": 20,
+        })
+    };
+    hosted
+        .start_execution(&key, "trip", "web-trip", trip("web-trip"))
+        .await;
+    hosted
+        .start_execution(&other, "trip", "globex-secret", trip("globex-secret"))
+        .await;
+    assert_eq!(hosted.finished(&key, "web-trip").await["status"], "failed");
+    assert_eq!(
+        hosted.finished(&other, "globex-secret").await["status"],
+        "failed"
+    );
+
+    let base = format!("http://{}/", hosted.address());
+    let url = |fragment: String| format!("{base}#{fragment}");
+    let list = tokio::task::spawn_blocking({
+        let url = url(format!("key={key}"));
+        move || rendered_dom(&url)
+    })
+    .await
+    .expect("join");
+    let list = rendered_part(&list);
+    assert!(
+        list.contains("id=\"executions\""),
+        "the list rendered: {list}"
+    );
+    assert!(
+        list.contains("web-trip"),
+        "acme's execution is listed: {list}"
+    );
+    assert!(!list.contains("globex-secret"), "nothing of another tenant");
+
+    let page = tokio::task::spawn_blocking({
+        let url = url(format!("key={key}&id=web-trip"));
+        move || rendered_dom(&url)
+    })
+    .await
+    .expect("join");
+    let page = rendered_part(&page);
+    assert!(
+        page.contains("id=\"timeline\""),
+        "the timeline rendered: {page}"
+    );
+    assert!(page.contains("ActivityAttemptFailed"), "{page}");
+    assert!(
+        page.contains("attempt 1 failed: Unavailable"),
+        "the failed attempt and its error: {page}"
+    );
+    assert!(
+        page.contains("↺ compensates `charge`"),
+        "the compensation is marked: {page}"
+    );
+    assert!(page.contains("WorkflowFailed"), "{page}");
+    assert!(page.contains("id=\"input\""), "input shown: {page}");
+
+    for bad in ["", "rpk_0000000000"] {
+        let page = tokio::task::spawn_blocking({
+            let url = url(format!("key={bad}&id=web-trip"));
+            move || rendered_dom(&url)
+        })
+        .await
+        .expect("join");
+        let page = rendered_part(&page);
+        assert!(
+            !page.contains("web-trip"),
+            "nothing shown to key {bad:?}: {page}"
+        );
+        assert!(!page.contains("ActivityAttemptFailed"), "{page}");
+        assert!(
+            page.contains("Refused") || page.contains("Enter an API key"),
+            "{page}"
+        );
+    }
+}
