@@ -189,6 +189,13 @@ impl Execution {
         }
     }
 
+    /// Stores a line the workflow logged through the SDK.
+    pub fn log(&self, seq: Seq, level: &str, message: &str) {
+        self.telemetry
+            .log_sink(self.record.id)
+            .write(seq, level, "log", message);
+    }
+
     /// An activation begins: instantiation and replay are timed until its
     /// first wait (or its end).
     pub fn begin_activation_span(&mut self) {

@@ -115,13 +115,11 @@ pub struct StartOptions {
 }
 
 /// Options of a [`Runtime`].
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
     /// Drop every instance while it waits and rebuild it by replay (the
     /// cold path). Off: instances stay in memory while they wait.
     pub evict_on_wait: bool,
-    /// Where spans and metrics go (default: metrics only).
-    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// The host: one engine, one store, the registered activities.
@@ -158,10 +156,8 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         let mailboxes = Mailboxes::watch(store.clone());
         let default_limits = Arc::new(TenantLimits::within(&engine.limits));
-        let telemetry = options
-            .telemetry
-            .clone()
-            .unwrap_or_else(|| Arc::new(Telemetry::metrics_only()));
+        // Spans are exported when the standard OTEL_* variables say where.
+        let telemetry = Arc::new(Telemetry::from_env(store.clone()));
         Ok(Arc::new_cyclic(|me| Runtime {
             telemetry,
             tenant_limits: Mutex::new(HashMap::new()),
@@ -588,6 +584,7 @@ impl Runtime {
         let tags = LogTags {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
+            sink: Some(self.telemetry.log_sink(execution.record.id)),
         };
         let wasi = workflow_wasi(
             &execution.recorder,
@@ -663,6 +660,7 @@ impl Runtime {
         let tags = LogTags {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
+            sink: None,
         };
         let wasi = workflow_wasi(&execution.recorder, &tags, "bench", &execution.stderr_tail);
         let limits = StoreLimitsBuilder::new()

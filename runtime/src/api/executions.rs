@@ -5,6 +5,7 @@
 //! GET  /v1/executions?status=&workflow_type=&created_from_ms=&created_until_ms=&limit=   newest first
 //! GET  /v1/executions/{id}?wait_ms=       status and result (long-polls while running)
 //! GET  /v1/executions/{id}/history?after=&limit=   the events, a page at a time
+//! GET  /v1/executions/{id}/logs?after=&limit=      what the workflow logged
 //! POST /v1/executions/{id}/signals        {"name", "payload", "signal_id"?} → 202
 //! POST /v1/executions/{id}/cancel         → 202
 //! POST /v1/executions/{id}/terminate      {"reason"?} → 200
@@ -41,12 +42,15 @@ const RESULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 const LIST_LIMIT_MAX: u32 = 1_000;
 /// The most events one history page holds.
 const HISTORY_PAGE_MAX: usize = 10_000;
+/// The most log lines one page holds.
+const LOG_PAGE_MAX: u32 = 1_000;
 
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/v1/executions", post(start).get(list))
         .route("/v1/executions/{id}", get(status))
         .route("/v1/executions/{id}/history", get(history))
+        .route("/v1/executions/{id}/logs", get(logs))
         .route("/v1/executions/{id}/signals", post(signal))
         .route("/v1/executions/{id}/cancel", post(cancel))
         .route("/v1/executions/{id}/terminate", post(terminate))
@@ -295,6 +299,35 @@ async fn history(
             }))
             .into_response()
         }
+        Err(problem) => store_error(problem),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    /// Only lines after this id.
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn logs(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Response {
+    let record = match find(&server, &tenant.name, &id).await {
+        Ok(record) => record,
+        Err(response) => return response,
+    };
+    let limit = query.limit.unwrap_or(LOG_PAGE_MAX).min(LOG_PAGE_MAX);
+    match server
+        .store()
+        .guest_logs(record.id, query.after.unwrap_or(0), limit)
+        .await
+    {
+        Ok(lines) => Json(json!({ "lines": lines })).into_response(),
         Err(problem) => store_error(problem),
     }
 }

@@ -20,7 +20,6 @@ use crate::engine::{Engine, Limits, LoadedComponent};
 use crate::journal::RecordedEvent;
 use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
 use crate::store::{self, ExecutionRecord, ExecutionStatus, MessageKind, Store};
-use crate::telemetry::Telemetry;
 use client::{RemoteArgs, ServerArgs};
 use timeline::{HistoryExport, print_timeline};
 
@@ -545,10 +544,7 @@ async fn run(
         let engine = open_engine(&db).map_err(host_setup_error)?;
         let store = open_store(&db).await.map_err(host_setup_error)?;
         let registry = activities.registry(&engine).await?;
-        let options = RuntimeOptions {
-            evict_on_wait,
-            telemetry: Some(Arc::new(Telemetry::from_env(store.clone()))),
-        };
+        let options = RuntimeOptions { evict_on_wait };
         let runtime = Runtime::new(engine, store, registry, options).map_err(host_setup_error)?;
         let mut main_module = None;
         for path in &workflows {
@@ -845,11 +841,7 @@ async fn serve(
         .registry_with_workers(&engine, Some(queue.clone()))
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let options = RuntimeOptions {
-        telemetry: Some(Arc::new(Telemetry::from_env(store.clone()))),
-        ..RuntimeOptions::default()
-    };
-    let runtime = Runtime::new(engine, store.clone(), registry, options)?;
+    let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
     for (tenant, name, digest) in store.workflow_types().await? {
         runtime.register_type_for(&tenant, &name, &digest);
     }

@@ -453,13 +453,29 @@ impl Host for WorkflowHost {
                 tracing::event!(target: "reprise::guest", $level, %workflow_id, %run_id, seq, "{message}")
             };
         }
-        match level {
-            wit_types::LogLevel::Trace => guest_event!(tracing::Level::TRACE),
-            wit_types::LogLevel::Debug => guest_event!(tracing::Level::DEBUG),
-            wit_types::LogLevel::Info => guest_event!(tracing::Level::INFO),
-            wit_types::LogLevel::Warn => guest_event!(tracing::Level::WARN),
-            wit_types::LogLevel::Error => guest_event!(tracing::Level::ERROR),
-        }
+        let level_name = match level {
+            wit_types::LogLevel::Trace => {
+                guest_event!(tracing::Level::TRACE);
+                "trace"
+            }
+            wit_types::LogLevel::Debug => {
+                guest_event!(tracing::Level::DEBUG);
+                "debug"
+            }
+            wit_types::LogLevel::Info => {
+                guest_event!(tracing::Level::INFO);
+                "info"
+            }
+            wit_types::LogLevel::Warn => {
+                guest_event!(tracing::Level::WARN);
+                "warn"
+            }
+            wit_types::LogLevel::Error => {
+                guest_event!(tracing::Level::ERROR);
+                "error"
+            }
+        };
+        self.execution.log(seq, level_name, &message);
         Ok(())
     }
 }

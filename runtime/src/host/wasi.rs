@@ -26,6 +26,7 @@ use super::activity_context::ActivityCall;
 use crate::activity::outbound::{self, Allowlist, OutboundError};
 use crate::clock;
 use crate::journal::{Clock, Recorder};
+use crate::telemetry::LogSink;
 
 /// Bytes drawn from the journal at a time to serve the guest's small
 /// random reads (WASI's generator asks for them a word at a time).
@@ -50,6 +51,8 @@ fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, Recorder> {
 pub struct LogTags {
     pub workflow_id: String,
     pub run_id: String,
+    /// Where the execution's lines are stored (workflows only).
+    pub sink: Option<LogSink>,
 }
 
 /// Builds the WASI context of one workflow activation.
@@ -225,6 +228,7 @@ impl GuestOutput {
             tags: LogTags {
                 workflow_id: call.workflow_id.clone(),
                 run_id: call.run_id.clone(),
+                sink: None,
             },
             stream,
             stderr_tail: None,
@@ -279,6 +283,9 @@ impl GuestOutputStream {
             stream = self.output.stream,
             "{line}"
         );
+        if let Some(sink) = &self.output.tags.sink {
+            sink.write(seq, "info", self.output.stream, &line);
+        }
     }
 }
 

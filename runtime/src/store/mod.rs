@@ -54,6 +54,9 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The most log lines one execution keeps.
+pub const GUEST_LOG_LINES_MAX: u32 = 10_000;
+
 /// Lifecycle of an execution as the `executions.status` column records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +190,22 @@ pub struct TenantModule {
 pub struct Finish {
     pub status: ExecutionStatus,
     pub result: String,
+}
+
+/// A line a workflow logged.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GuestLogLine {
+    /// Its row id (0 before it is stored): pages go `after` it.
+    pub id: i64,
+    #[serde(skip)]
+    pub execution_id: i64,
+    /// The last command the workflow made before the line.
+    pub seq: u64,
+    pub level: String,
+    /// `log` (the SDK), `stdout` or `stderr`.
+    pub source: String,
+    pub message: String,
+    pub logged_at_ms: u64,
 }
 
 /// Which executions a list returns; `None` fields do not filter.
@@ -323,6 +342,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The modules `tenant` uploaded, newest first.
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>>;
+
+    /// Stores guest log lines (each execution keeps at most its first
+    /// `GUEST_LOG_LINES_MAX`).
+    async fn append_guest_logs(&self, lines: Vec<GuestLogLine>) -> StoreResult<()>;
+
+    /// An execution's log lines after row `after`, oldest first, at most `limit`.
+    async fn guest_logs(
+        &self,
+        execution_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<GuestLogLine>>;
 
     /// The position through which the execution's spans were exported (0: none).
     async fn span_watermark(&self, execution_id: i64) -> StoreResult<u64>;

@@ -21,8 +21,9 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, MailboxMessage, MessageKind,
-    NewExecution, StartOutcome, Store, StoreError, StoreResult, TenantModule, TenantRecord,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
+    MailboxMessage, MessageKind, NewExecution, StartOutcome, Store, StoreError, StoreResult,
+    TenantModule, TenantRecord,
 };
 use crate::journal::{Event, RecordedEvent};
 
@@ -107,6 +108,7 @@ enum WriteOp {
         execution_id: i64,
         position: u64,
     },
+    AppendGuestLogs(Vec<GuestLogLine>),
 }
 
 enum WriteReply {
@@ -460,6 +462,26 @@ async fn apply<'op>(
                 .await
                 .map_err(StoreError::database("setting a tenant's limits"))?;
             Ok(WriteReply::Changed(updated.rows_affected() == 1))
+        }
+        WriteOp::AppendGuestLogs(lines) => {
+            for line in lines {
+                sqlx::query(
+                    "INSERT INTO guest_logs (execution_id, seq, level, source, message, logged_at_ms)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                     WHERE (SELECT count(*) FROM guest_logs WHERE execution_id = ?1) < ?7",
+                )
+                .bind(line.execution_id)
+                .bind(line.seq as i64)
+                .bind(&line.level)
+                .bind(&line.source)
+                .bind(&line.message)
+                .bind(line.logged_at_ms as i64)
+                .bind(GUEST_LOG_LINES_MAX)
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("storing guest log lines"))?;
+            }
+            Ok(WriteReply::Done)
         }
         WriteOp::SetSpanWatermark {
             execution_id,
@@ -979,6 +1001,44 @@ impl Store for SqliteStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::database("decoding a module row"))
+    }
+
+    async fn append_guest_logs(&self, lines: Vec<GuestLogLine>) -> StoreResult<()> {
+        self.write(WriteOp::AppendGuestLogs(lines))
+            .await
+            .map(|_| ())
+    }
+
+    async fn guest_logs(
+        &self,
+        execution_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<GuestLogLine>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, level, source, message, logged_at_ms FROM guest_logs
+             WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(execution_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading guest log lines"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(GuestLogLine {
+                    id: row.try_get("id")?,
+                    execution_id,
+                    seq: row.try_get::<i64, _>("seq")?.max(0) as u64,
+                    level: row.try_get("level")?,
+                    source: row.try_get("source")?,
+                    message: row.try_get("message")?,
+                    logged_at_ms: row.try_get::<i64, _>("logged_at_ms")?.max(0) as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::database("decoding a guest log line"))
     }
 
     async fn span_watermark(&self, execution_id: i64) -> StoreResult<u64> {

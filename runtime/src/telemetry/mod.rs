@@ -14,7 +14,9 @@
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //!   is set).
 //! - [`metrics`]: counters, gauges and histograms in Prometheus text format.
+//! - `logs`: guest log lines, written to the store in the background.
 
+mod logs;
 pub mod metrics;
 mod otlp;
 pub mod spans;
@@ -24,36 +26,36 @@ use std::sync::Arc;
 use crate::journal::{History, RecordedEvent};
 use crate::store::{ExecutionRecord, Store};
 
+pub use logs::LogSink;
 pub use metrics::Metrics;
 pub use spans::TraceContext;
 
-/// What the runtime reports to: always metrics, spans when an exporter is
-/// configured.
+/// What the runtime reports to: metrics and guest logs always, spans when
+/// an exporter is configured.
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     exporter: Option<otlp::SpanSink>,
-    store: Option<Arc<dyn Store>>,
+    logs: logs::LogWriter,
+    store: Arc<dyn Store>,
 }
 
 impl Telemetry {
-    /// Metrics only; spans go nowhere.
-    pub fn metrics_only() -> Telemetry {
-        Telemetry {
-            metrics: Arc::new(Metrics::default()),
-            exporter: None,
-            store: None,
-        }
-    }
-
     /// Exports spans over OTLP/HTTP when the standard `OTEL_*` variables
-    /// name an endpoint; metrics either way. `store` keeps how far each
-    /// execution's spans were exported. Needs a tokio runtime.
+    /// name an endpoint; metrics and guest logs either way. `store` keeps
+    /// guest logs and how far each execution's spans were exported. Needs a
+    /// tokio runtime.
     pub fn from_env(store: Arc<dyn Store>) -> Telemetry {
         Telemetry {
             metrics: Arc::new(Metrics::default()),
             exporter: otlp::SpanSink::from_env(store.clone()),
-            store: Some(store),
+            logs: logs::LogWriter::start(store.clone()),
+            store,
         }
+    }
+
+    /// Where execution `execution_id`'s guest log lines go.
+    pub fn log_sink(&self, execution_id: i64) -> LogSink {
+        self.logs.sink(execution_id)
     }
 
     /// Whether spans are exported.
@@ -83,10 +85,10 @@ impl Telemetry {
     /// Before a drive: sends the spans of events a previous process
     /// journaled but died before exporting (past the stored watermark).
     pub async fn resume(&self, record: &ExecutionRecord, history: &History) {
-        let (Some(exporter), Some(store)) = (&self.exporter, &self.store) else {
+        let Some(exporter) = &self.exporter else {
             return;
         };
-        let exported = match store.span_watermark(record.id).await {
+        let exported = match self.store.span_watermark(record.id).await {
             Ok(position) => position as usize,
             Err(error) => {
                 tracing::warn!(%error, "reading the span watermark failed; not resending spans");

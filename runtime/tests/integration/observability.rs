@@ -796,3 +796,71 @@ async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_log_lines_are_stored_once_per_execution_across_a_restart() {
+    let hello_activities = guest("hello-activities");
+    let mut hosted =
+        Hosted::start(&["--activities", hello_activities.to_str().expect("path")]).await;
+    let key = hosted.tenant("acme", json!({})).await;
+    hosted.deploy(&key, "hello", Some("hello")).await;
+    hosted
+        .start_execution(
+            &key,
+            "hello",
+            "logged",
+            json!({ "name": "Logs", "sleep_ms": 800 }),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hosted
+        .event_kinds(&key, "logged")
+        .await
+        .contains(&"TimerStarted".to_string())
+    {
+        assert!(Instant::now() < deadline, "never slept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The lines were logged before the sleep; the restart replays past them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hosted.restart().await;
+    assert_eq!(hosted.finished(&key, "logged").await["status"], "completed");
+    let (status, logs) = json_call(
+        hosted.address(),
+        &key,
+        "GET",
+        "/v1/executions/logged/logs",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{logs}");
+    let lines = logs["lines"].as_array().expect("lines");
+    let messages: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["source"].as_str().unwrap_or(""),
+                line["message"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            ("log", "hello workflow started for Logs"),
+            ("stdout", "stdout is captured as a log line too"),
+        ],
+        "each line once, though the workflow ran twice: {logs}"
+    );
+    assert_eq!(lines[0]["level"], "info");
+    let other = hosted.tenant("globex", json!({})).await;
+    let (status, _) = json_call(
+        hosted.address(),
+        &other,
+        "GET",
+        "/v1/executions/logged/logs",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+}

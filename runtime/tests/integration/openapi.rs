@@ -9,13 +9,20 @@ fn served_routes() -> BTreeSet<(String, String)> {
     let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
     let mut routes = BTreeSet::new();
     for entry in std::fs::read_dir(&api).expect("src/api") {
-        let source = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|extension| extension != "rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(path).expect("read");
         for piece in source.split(".route(").skip(1) {
             let declaration = piece.split(".route(").next().unwrap_or(piece);
+            // A declaration ends at the next `.with_state` or at the end
+            // of the function that builds the router.
             let declaration = declaration
                 .split(".with_state")
                 .next()
                 .unwrap_or(declaration);
+            let declaration = declaration.split("\n}").next().unwrap_or(declaration);
             let path = declaration
                 .split('"')
                 .nth(1)

@@ -80,10 +80,7 @@ impl Harness {
             engine.clone(),
             store.clone(),
             registry,
-            RuntimeOptions {
-                evict_on_wait,
-                ..RuntimeOptions::default()
-            },
+            RuntimeOptions { evict_on_wait },
         )
         .expect("runtime");
         Harness {
