@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "chain10,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-chain10"
+        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-chain10"
     )]
     only: Vec<String>,
     /// chain10: concurrent workflows.
@@ -63,6 +63,8 @@ struct Bench {
 enum StepKind {
     /// The Wasm activity `add-one`.
     Wasm,
+    /// The same, with every span exported over OTLP/HTTP to a local sink.
+    WasmTraced,
     /// The built-in `http` activity against a local HTTP server.
     Http,
     /// External workers polling the task API over HTTP.
@@ -76,8 +78,13 @@ impl Bench {
     /// A runtime over a fresh database, and the database (for its commit stats).
     async fn runtime(&self, name: &str) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
         let activities = self.engine.load_file(&self.activities_path)?;
-        self.runtime_with(name, vec![activities], ActivityConfig::default())
-            .await
+        self.runtime_with(
+            name,
+            vec![activities],
+            ActivityConfig::default(),
+            RuntimeOptions::default(),
+        )
+        .await
     }
 
     async fn runtime_with(
@@ -85,17 +92,13 @@ impl Bench {
         name: &str,
         components: Vec<crate::engine::LoadedComponent>,
         config: ActivityConfig,
+        options: RuntimeOptions,
     ) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
         let db = self.dir.join(format!("{name}-{}.db", clock::now_ns()));
         let sqlite = Arc::new(SqliteStore::open(&db).await?);
         let store: Arc<dyn Store> = sqlite.clone();
         let registry = ActivityRegistry::load(self.engine.clone(), components, config).await?;
-        let runtime = Runtime::new(
-            self.engine.clone(),
-            store,
-            registry,
-            RuntimeOptions::default(),
-        )?;
+        let runtime = Runtime::new(self.engine.clone(), store, registry, options)?;
         Ok((runtime, sqlite))
     }
 }
@@ -146,6 +149,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for name in bench.args.only.clone() {
         match name.as_str() {
             "chain10" => chain(&bench, StepKind::Wasm).await?,
+            "chain10-otel" => chain(&bench, StepKind::WasmTraced).await?,
             "chain10-http" => chain(&bench, StepKind::Http).await?,
             "chain10-worker" => chain(&bench, StepKind::Worker).await?,
             "latency1" => latency(&bench).await?,
@@ -154,7 +158,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "api-latency1" => api_latency(&bench).await?,
             "api-chain10" => api_chain(&bench).await?,
             other => anyhow::bail!(
-                "unknown measurement `{other}`; choose chain10, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-chain10"
+                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-chain10"
             ),
         }
     }
@@ -180,6 +184,23 @@ async fn add_one_server() -> anyhow::Result<String> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/add-one", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
+
+/// A local OTLP/HTTP collector that accepts every trace request (and
+/// reads its body): the traces URL.
+async fn otlp_sink() -> anyhow::Result<String> {
+    use axum::routing::post;
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        post(|body: bytes::Bytes| async move {
+            std::hint::black_box(body.len());
+            axum::http::StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/traces", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(url)
 }
@@ -392,6 +413,7 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
     let (workflows, steps) = (bench.args.workflows, bench.args.steps);
     let label = match kind {
         StepKind::Wasm => format!("chain{steps}"),
+        StepKind::WasmTraced => format!("chain{steps}-otel"),
         StepKind::Http => format!("chain{steps}-http"),
         StepKind::Worker => format!("chain{steps}-worker"),
     };
@@ -403,14 +425,32 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
                 let (runtime, sqlite) = bench.runtime("chain").await?;
                 (runtime, sqlite, format!(r#"{{"steps":{steps}}}"#))
             }
+            StepKind::WasmTraced => {
+                let endpoint = otlp_sink().await?;
+                let activities = bench.engine.load_file(&bench.activities_path)?;
+                let options = RuntimeOptions {
+                    otlp_endpoint: Some(endpoint),
+                    ..RuntimeOptions::default()
+                };
+                let (runtime, sqlite) = bench
+                    .runtime_with(
+                        "chain-otel",
+                        vec![activities],
+                        ActivityConfig::default(),
+                        options,
+                    )
+                    .await?;
+                (runtime, sqlite, format!(r#"{{"steps":{steps}}}"#))
+            }
             StepKind::Http => {
                 let url = add_one_server().await?;
                 let config = ActivityConfig {
                     allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
                     ..ActivityConfig::default()
                 };
-                let (runtime, sqlite) =
-                    bench.runtime_with("chain-http", Vec::new(), config).await?;
+                let (runtime, sqlite) = bench
+                    .runtime_with("chain-http", Vec::new(), config, RuntimeOptions::default())
+                    .await?;
                 let input = serde_json::json!({ "steps": steps, "via_http": url }).to_string();
                 (runtime, sqlite, input)
             }
@@ -422,7 +462,12 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
                     ..ActivityConfig::default()
                 };
                 let (runtime, sqlite) = bench
-                    .runtime_with("chain-worker", Vec::new(), config)
+                    .runtime_with(
+                        "chain-worker",
+                        Vec::new(),
+                        config,
+                        RuntimeOptions::default(),
+                    )
                     .await?;
                 (runtime, sqlite, format!(r#"{{"steps":{steps}}}"#))
             }

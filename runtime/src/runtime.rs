@@ -120,6 +120,9 @@ pub struct RuntimeOptions {
     /// Drop every instance while it waits and rebuild it by replay (the
     /// cold path). Off: instances stay in memory while they wait.
     pub evict_on_wait: bool,
+    /// Export spans to this OTLP/HTTP traces URL; `None`: where the
+    /// standard `OTEL_*` variables say, if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The host: one engine, one store, the registered activities.
@@ -156,8 +159,10 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         let mailboxes = Mailboxes::watch(store.clone());
         let default_limits = Arc::new(TenantLimits::within(&engine.limits));
-        // Spans are exported when the standard OTEL_* variables say where.
-        let telemetry = Arc::new(Telemetry::from_env(store.clone()));
+        let telemetry = Arc::new(Telemetry::new(
+            store.clone(),
+            options.otlp_endpoint.as_deref(),
+        ));
         Ok(Arc::new_cyclic(|me| Runtime {
             telemetry,
             tenant_limits: Mutex::new(HashMap::new()),

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
-use super::timeline::{HistoryExport, print_timeline, summarize, utc_time};
+use super::timeline::{HistoryExport, print_status, print_timeline, utc_time};
 use super::{EXIT_BAD_INPUT, EXIT_HOST_ERROR, EXIT_WORKFLOW_FAILED};
 use crate::journal::RecordedEvent;
 use crate::store::{ExecutionRecord, ExecutionStatus};
@@ -305,47 +305,8 @@ pub async fn status(id: &str, json: bool, server: &ServerArgs) -> ExitCode {
             Ok(export) => export,
             Err(refusal) => return Ok(refusal.refused()),
         };
-        let record = &export.execution;
-        let summary = summarize(&export.events);
-        if json {
-            let answer = json!({
-                "workflow_id": record.workflow_id,
-                "run_id": record.run_id,
-                "workflow_type": record.workflow_type,
-                "status": record.status.as_str(),
-                "waiting_for": summary.waiting_for,
-                "attempts": summary.attempts,
-                "failed_attempts": summary.failed_attempts,
-                "last_error": summary.last_error,
-                "compensations": summary.compensations,
-                "result": record.result.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok()),
-            });
-            println!("{answer}");
-        } else {
-            let rows = [
-                ("workflow id", record.workflow_id.clone()),
-                ("run id", record.run_id.clone()),
-                ("type", record.workflow_type.clone()),
-                ("module", record.module_digest.clone()),
-                ("status", record.status.as_str().to_string()),
-                ("started", utc_time(record.created_at_ms)),
-                ("updated", utc_time(record.updated_at_ms)),
-                ("waiting for", summary.waiting_for.join("; ")),
-                (
-                    "attempts",
-                    format!("{} ({} failed)", summary.attempts, summary.failed_attempts),
-                ),
-                ("last error", summary.last_error.clone().unwrap_or_default()),
-                ("compensations", summary.compensations.to_string()),
-                ("result", record.result.clone().unwrap_or_default()),
-            ];
-            for (label, value) in rows {
-                if !value.is_empty() {
-                    println!("{label:<14}{value}");
-                }
-            }
-        }
-        let status = json!({ "status": record.status.as_str() });
+        print_status(&export.execution, &export.events, json);
+        let status = json!({ "status": export.execution.status.as_str() });
         Ok(exit_for_status(&status))
     })
     .await

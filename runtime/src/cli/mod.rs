@@ -144,14 +144,16 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Summarise an execution on a server: state, what it waits for,
-    /// attempts so far, the last error.
+    /// Summarise an execution: state, what it waits for, attempts so far,
+    /// the last error.
     Status {
         id: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        server: ServerArgs,
+        db: DbArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// List a server's executions, newest first.
     List {
@@ -301,7 +303,16 @@ pub fn main() -> ExitCode {
                 Ok(None) => history(&id, json, &db).await,
                 Err(error) => usage_error(error),
             },
-            Command::Status { id, json, server } => client::status(&id, json, &server).await,
+            Command::Status {
+                id,
+                json,
+                db,
+                remote,
+            } => match remote.server() {
+                Ok(Some(server)) => client::status(&id, json, &server).await,
+                Ok(None) => status(&id, json, &db).await,
+                Err(error) => usage_error(error),
+            },
             Command::List {
                 filters,
                 json,
@@ -544,7 +555,10 @@ async fn run(
         let engine = open_engine(&db).map_err(host_setup_error)?;
         let store = open_store(&db).await.map_err(host_setup_error)?;
         let registry = activities.registry(&engine).await?;
-        let options = RuntimeOptions { evict_on_wait };
+        let options = RuntimeOptions {
+            evict_on_wait,
+            ..RuntimeOptions::default()
+        };
         let runtime = Runtime::new(engine, store, registry, options).map_err(host_setup_error)?;
         let mut main_module = None;
         for path in &workflows {
@@ -643,6 +657,20 @@ async fn find_execution(
         })?;
     let events = store.history(record.id).await?;
     Ok((record, events))
+}
+
+async fn status(id: &str, json: bool, db: &DbArgs) -> ExitCode {
+    let result = async {
+        let store = open_store(db).await?;
+        let (record, events) = find_execution(&store, id).await?;
+        timeline::print_status(&record, &events, json);
+        Ok(record.status)
+    };
+    match result.await {
+        Ok(ExecutionStatus::Running | ExecutionStatus::Completed) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_WORKFLOW_FAILED),
+        Err(error) => report_bad_input(Err(error)),
+    }
 }
 
 async fn history(id: &str, json: bool, db: &DbArgs) -> ExitCode {

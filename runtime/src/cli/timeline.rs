@@ -164,6 +164,54 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The summary `reprise status` prints: state, what it waits for,
+/// attempts so far, the last error — or the same as JSON.
+pub fn print_status(record: &ExecutionRecord, events: &[RecordedEvent], json: bool) {
+    let summary = summarize(events);
+    if json {
+        let result = record
+            .result
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+        let answer = serde_json::json!({
+            "workflow_id": record.workflow_id,
+            "run_id": record.run_id,
+            "workflow_type": record.workflow_type,
+            "status": record.status.as_str(),
+            "waiting_for": summary.waiting_for,
+            "attempts": summary.attempts,
+            "failed_attempts": summary.failed_attempts,
+            "last_error": summary.last_error,
+            "compensations": summary.compensations,
+            "result": result,
+        });
+        println!("{answer}");
+        return;
+    }
+    let rows = [
+        ("workflow id", record.workflow_id.clone()),
+        ("run id", record.run_id.clone()),
+        ("type", record.workflow_type.clone()),
+        ("module", record.module_digest.clone()),
+        ("status", record.status.as_str().to_string()),
+        ("started", utc_time(record.created_at_ms)),
+        ("updated", utc_time(record.updated_at_ms)),
+        ("waiting for", summary.waiting_for.join("; ")),
+        (
+            "attempts",
+            format!("{} ({} failed)", summary.attempts, summary.failed_attempts),
+        ),
+        ("last error", summary.last_error.unwrap_or_default()),
+        ("compensations", summary.compensations.to_string()),
+        ("result", record.result.clone().unwrap_or_default()),
+    ];
+    for (label, value) in rows {
+        if !value.is_empty() {
+            println!("{label:<14}{value}");
+        }
+    }
+}
+
 /// What an execution is doing and has been through, read off its history.
 #[derive(Debug, Default, PartialEq)]
 pub struct Summary {

@@ -40,14 +40,19 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Exports spans over OTLP/HTTP when the standard `OTEL_*` variables
-    /// name an endpoint; metrics and guest logs either way. `store` keeps
-    /// guest logs and how far each execution's spans were exported. Needs a
-    /// tokio runtime.
-    pub fn from_env(store: Arc<dyn Store>) -> Telemetry {
+    /// Exports spans over OTLP/HTTP to `otlp_endpoint` (the full traces
+    /// URL) or, without one, where the standard `OTEL_*` variables say (if
+    /// anywhere); metrics and guest logs either way. `store` keeps guest
+    /// logs and how far each execution's spans were exported. Needs a tokio
+    /// runtime.
+    pub fn new(store: Arc<dyn Store>, otlp_endpoint: Option<&str>) -> Telemetry {
+        let exporter = match otlp_endpoint {
+            Some(endpoint) => otlp::SpanSink::start(store.clone(), Some(endpoint)),
+            None => otlp::SpanSink::from_env(store.clone()),
+        };
         Telemetry {
             metrics: Arc::new(Metrics::default()),
-            exporter: otlp::SpanSink::from_env(store.clone()),
+            exporter,
             logs: logs::LogWriter::start(store.clone()),
             store,
         }

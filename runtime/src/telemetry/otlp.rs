@@ -66,11 +66,21 @@ impl SpanSink {
         if !endpoint_configured() {
             return None;
         }
-        let built = opentelemetry_otlp::SpanExporter::builder()
+        SpanSink::start(store, None)
+    }
+
+    /// An exporter to `endpoint` (the full traces URL, e.g.
+    /// `http://127.0.0.1:4318/v1/traces`), or to where the `OTEL_*`
+    /// variables say if `None`.
+    pub fn start(store: Arc<dyn Store>, endpoint: Option<&str>) -> Option<SpanSink> {
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(PlainHttpClient)
-            .with_timeout(EXPORT_TIMEOUT)
-            .build();
+            .with_timeout(EXPORT_TIMEOUT);
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let built = builder.build();
         let mut exporter = match built {
             Ok(exporter) => exporter,
             Err(error) => {

@@ -111,6 +111,13 @@ fn a_finished_run_prints_its_recorded_result_and_histories_replay() {
     std::fs::write(&file, &exported.stdout).expect("write history");
     let timeline = reprise(&["history", "cli-1", "--db", path(&db)]);
     assert!(text(&timeline.stdout).contains("ActivityScheduled"));
+    let status = reprise(&["status", "cli-1", "--db", path(&db)]);
+    assert_eq!(status.status.code(), Some(0));
+    let summary = text(&status.stdout);
+    assert!(summary.contains("status        completed"), "{summary}");
+    assert!(summary.contains("attempts      3 (0 failed)"), "{summary}");
+    let missing = reprise(&["status", "nobody", "--db", path(&db)]);
+    assert_eq!(missing.status.code(), Some(2), "an unknown id");
 
     let same = reprise(&[
         "replay",

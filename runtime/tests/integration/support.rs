@@ -80,7 +80,10 @@ impl Harness {
             engine.clone(),
             store.clone(),
             registry,
-            RuntimeOptions { evict_on_wait },
+            RuntimeOptions {
+                evict_on_wait,
+                ..RuntimeOptions::default()
+            },
         )
         .expect("runtime");
         Harness {
