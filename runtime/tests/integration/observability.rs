@@ -688,6 +688,13 @@ fn rendered_dom(url: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// [`rendered_dom`] off the async threads.
+async fn rendered(url: String) -> String {
+    tokio::task::spawn_blocking(move || rendered_dom(&url))
+        .await
+        .expect("join")
+}
+
 /// What the page rendered: the message and content elements, without the
 /// script (whose source names every event type).
 fn rendered_part(dom: &str) -> &str {
@@ -737,12 +744,7 @@ async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() 
 
     let base = format!("http://{}/", hosted.address());
     let url = |fragment: String| format!("{base}#{fragment}");
-    let list = tokio::task::spawn_blocking({
-        let url = url(format!("key={key}"));
-        move || rendered_dom(&url)
-    })
-    .await
-    .expect("join");
+    let list = rendered(url(format!("key={key}"))).await;
     let list = rendered_part(&list);
     assert!(
         list.contains("id=\"executions\""),
@@ -754,12 +756,7 @@ async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() 
     );
     assert!(!list.contains("globex-secret"), "nothing of another tenant");
 
-    let page = tokio::task::spawn_blocking({
-        let url = url(format!("key={key}&id=web-trip"));
-        move || rendered_dom(&url)
-    })
-    .await
-    .expect("join");
+    let page = rendered(url(format!("key={key}&id=web-trip"))).await;
     let page = rendered_part(&page);
     assert!(
         page.contains("id=\"timeline\""),
@@ -778,12 +775,7 @@ async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() 
     assert!(page.contains("id=\"input\""), "input shown: {page}");
 
     for bad in ["", "rpk_0000000000"] {
-        let page = tokio::task::spawn_blocking({
-            let url = url(format!("key={bad}&id=web-trip"));
-            move || rendered_dom(&url)
-        })
-        .await
-        .expect("join");
+        let page = rendered(url(format!("key={bad}&id=web-trip"))).await;
         let page = rendered_part(&page);
         assert!(
             !page.contains("web-trip"),
