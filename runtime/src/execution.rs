@@ -8,13 +8,13 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
 use crate::journal::{Event, Halt, RecordedEvent, Recorder, Seq, WorkflowError};
 use crate::mailbox::MailboxFlag;
-use crate::runtime::{Outcome, Runtime, StartOptions};
+use crate::runtime::{Outcome, RunError, Runtime, StartOptions};
 use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
 use crate::telemetry::Telemetry;
 use crate::telemetry::spans::trace_id_hex;
@@ -60,6 +60,10 @@ pub enum Interrupt {
     /// left as it is, to be resumed.
     #[error("host fault: {0}")]
     HostFault(String),
+    /// The process is shutting down: the execution stops at this wait (a
+    /// journal boundary) and the next process resumes it.
+    #[error("the process is shutting down")]
+    Shutdown,
 }
 
 impl From<StoreError> for Interrupt {
@@ -74,25 +78,24 @@ impl From<Halt> for Interrupt {
     }
 }
 
-/// Starts (or finds) a child execution and drives it to its end.
+/// Starts (or finds) a child execution and drives it to its end: its
+/// outcome, or `None` if a shutdown stopped it (nothing to journal: the
+/// next process resumes the child with its parent).
 async fn run_child(
     runtime: &Runtime,
     tenant: &str,
     workflow_type: &str,
     workflow_id: &str,
     input: &str,
-) -> Result<String, WorkflowError> {
-    let digest = runtime
-        .type_digest_for(tenant, workflow_type)
-        .ok_or_else(|| {
-            runtime_error(
-                "UnknownWorkflowType",
-                format!("no workflow type `{workflow_type}` is registered; deploy it first"),
-            )
-        })?;
-    let child_error =
-        |error: crate::runtime::RunError| runtime_error("ChildError", error.to_string());
-    let (record, _) = runtime
+) -> Option<Result<String, WorkflowError>> {
+    let Some(digest) = runtime.type_digest_for(tenant, workflow_type) else {
+        return Some(Err(runtime_error(
+            "UnknownWorkflowType",
+            format!("no workflow type `{workflow_type}` is registered; deploy it first"),
+        )));
+    };
+    let child_error = |error: RunError| runtime_error("ChildError", error.to_string());
+    let started = runtime
         .start_for(
             tenant,
             workflow_type,
@@ -101,11 +104,16 @@ async fn run_child(
             input,
             StartOptions::default(),
         )
-        .await
-        .map_err(child_error)?;
-    match Box::pin(runtime.drive(record)).await.map_err(child_error)? {
-        Outcome::Completed { output } => Ok(output.to_string()),
-        Outcome::Failed { error } => Err(error),
+        .await;
+    let record = match started {
+        Ok((record, _)) => record,
+        Err(error) => return Some(Err(child_error(error))),
+    };
+    match Box::pin(runtime.drive(record)).await {
+        Ok(Outcome::Completed { output }) => Some(Ok(output.to_string())),
+        Ok(Outcome::Failed { error }) => Some(Err(error)),
+        Err(RunError::ShuttingDown { .. }) => None,
+        Err(error) => Some(Err(child_error(error))),
     }
 }
 
@@ -149,6 +157,7 @@ pub struct Execution {
     /// The activation in progress, until its first wait: when it began
     /// (ms) and how many recorded commands it had to replay.
     activation: Option<(u64, u64)>,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// What an execution talks to besides its history.
@@ -160,6 +169,8 @@ pub struct Surroundings {
     pub mailbox: Arc<MailboxFlag>,
     /// The runtime, to start and drive child workflows.
     pub runtime: Weak<Runtime>,
+    /// Turns true when the process shuts down.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl Execution {
@@ -186,6 +197,7 @@ impl Execution {
             stderr_tail: Arc::new(Mutex::new(Vec::new())),
             mailbox: surroundings.mailbox,
             runtime: surroundings.runtime,
+            shutdown: surroundings.shutdown,
         }
     }
 
@@ -434,8 +446,9 @@ impl Execution {
         tokio::spawn(async move {
             let event =
                 match run_child(&runtime, &tenant, &workflow_type, &workflow_id, &input).await {
-                    Ok(output) => Event::ChildCompleted { seq, output },
-                    Err(error) => Event::ChildFailed { seq, error },
+                    Some(Ok(output)) => Event::ChildCompleted { seq, output },
+                    Some(Err(error)) => Event::ChildFailed { seq, error },
+                    None => return,
                 };
             let (ack, _journaled) = tokio::sync::oneshot::channel();
             // The parent may be gone (it finished); then nobody waits.
@@ -495,6 +508,9 @@ impl Execution {
     ) -> Result<Woken, Interrupt> {
         self.report_activation();
         loop {
+            if *self.shutdown.borrow() {
+                return Err(Interrupt::Shutdown);
+            }
             if self.recorder().history.cancelled_at(ordinal) {
                 return Ok(Woken::Cancelled);
             }
@@ -533,6 +549,7 @@ impl Execution {
                 }
             };
             let mailbox = self.mailbox.clone();
+            let mut shutdown = self.shutdown.clone();
             tokio::select! {
                 update = self.updates_rx.recv() => {
                     // The execution holds a sender itself, so the channel never closes.
@@ -546,6 +563,7 @@ impl Execution {
                     }
                 }
                 () = mailbox.changed() => {}
+                _ = shutdown.changed() => {}
             }
         }
     }

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use serde::Serialize;
 use tracing::Instrument as _;
 use wasmtime::component::{HasSelf, Linker};
@@ -103,6 +105,8 @@ pub enum RunError {
         workflow_id: String,
         message: String,
     },
+    #[error("execution `{workflow_id}` stopped at a wait: the process is shutting down")]
+    ShuttingDown { workflow_id: String },
 }
 
 /// How [`Runtime::start_for`] starts an execution.
@@ -141,6 +145,8 @@ pub struct Runtime {
     /// This runtime, for the executions that start child workflows.
     me: Weak<Runtime>,
     telemetry: Arc<Telemetry>,
+    /// Set once by [`Runtime::shut_down`]; every waiting drive sees it.
+    shutdown: watch::Sender<bool>,
     options: RuntimeOptions,
 }
 
@@ -164,6 +170,7 @@ impl Runtime {
             options.otlp_endpoint.as_deref(),
         ));
         Ok(Arc::new_cyclic(|me| Runtime {
+            shutdown: watch::Sender::new(false),
             telemetry,
             tenant_limits: Mutex::new(HashMap::new()),
             default_limits,
@@ -244,6 +251,13 @@ impl Runtime {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// Stops every drive at its next wait — a journal boundary — with
+    /// [`RunError::ShuttingDown`]; nothing is lost, the next process
+    /// resumes them. Drives started afterwards stop at their first wait.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
     }
 
     /// Validates, compiles and stores a workflow component.
@@ -478,6 +492,7 @@ impl Runtime {
             store: self.store.clone(),
             activities: self.activities.clone(),
             telemetry: self.telemetry.clone(),
+            shutdown: self.shutdown.subscribe(),
             mailbox: self.mailboxes.register(record_id),
             runtime: self.me.clone(),
         }
@@ -512,6 +527,9 @@ impl Runtime {
                 workflow_id: record.workflow_id.clone(),
                 run_id: record.run_id.clone(),
                 source,
+            }),
+            Interrupt::Shutdown => Err(RunError::ShuttingDown {
+                workflow_id: record.workflow_id.clone(),
             }),
             other => {
                 // Another writer (an operator's terminate) may have ended the

@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::activity::worker::WorkerQueue;
-use crate::runtime::Runtime;
+use crate::runtime::{RunError, Runtime};
 use crate::store::{ExecutionRecord, Store};
 use crate::tenant::RateLimiter;
 
@@ -87,8 +87,12 @@ impl Server {
         let server = self.clone();
         tokio::spawn(async move {
             let workflow_id = record.workflow_id.clone();
-            if let Err(error) = server.runtime.drive(record).await {
-                tracing::error!(%workflow_id, %error, "driving an execution stopped");
+            match server.runtime.drive(record).await {
+                Ok(_) => {}
+                Err(RunError::ShuttingDown { .. }) => {
+                    tracing::debug!(%workflow_id, "stopped for the shutdown");
+                }
+                Err(error) => tracing::error!(%workflow_id, %error, "driving an execution stopped"),
             }
             server
                 .driving
@@ -104,6 +108,23 @@ impl Server {
                 notify.notify_waiters();
             }
         });
+    }
+
+    /// Waits until no drive runs (after [`Runtime::shut_down`]), at most
+    /// `max`; returns how many still run.
+    pub async fn drain(&self, max: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let running = self
+                .driving
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .len();
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                return running;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// What wakes a waiter when this process stops driving execution `id`.

@@ -436,9 +436,10 @@ fn exit_for(error: &RunError) -> ExitCode {
         | RunError::Limit(_)
         | RunError::IdReuseRefused { .. }
         | RunError::UnknownModule { .. } => EXIT_BAD_INPUT,
-        RunError::Store(_) | RunError::CorruptHistory { .. } | RunError::Host { .. } => {
-            EXIT_HOST_ERROR
-        }
+        RunError::Store(_)
+        | RunError::CorruptHistory { .. }
+        | RunError::Host { .. }
+        | RunError::ShuttingDown { .. } => EXIT_HOST_ERROR,
     };
     ExitCode::from(code)
 }
@@ -874,8 +875,7 @@ async fn serve(
         runtime.register_type_for(&tenant, &name, &digest);
     }
     restore_tenants(&runtime).await?;
-    let telemetry = runtime.telemetry().clone();
-    let (routes, server) = crate::api::router(runtime, queue, admin_key.as_deref());
+    let (routes, server) = crate::api::router(runtime.clone(), queue, admin_key.as_deref());
     let resumed = store.unfinished_executions().await?;
     tracing::info!(count = resumed.len(), "resuming unfinished executions");
     for record in resumed {
@@ -889,12 +889,24 @@ async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the API")?;
-    telemetry.flush().await;
+    // No new requests; now every drive stops at its next wait, a journal
+    // boundary, and what they exported goes out before the process ends.
+    runtime.shut_down();
+    let unfinished = server.drain(SHUTDOWN_DRAIN_MAX).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "drives still busy at exit; the next start resumes them from their journals"
+        );
+    }
+    runtime.telemetry().flush().await;
     Ok(())
 }
 
-/// SIGTERM or Ctrl-C: stop taking requests. Running executions stop where
-/// they are; their histories let the next process resume them.
+/// How long a shutdown waits for drives to reach a wait.
+const SHUTDOWN_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// SIGTERM or Ctrl-C: stop taking requests (then `serve` drains the drives).
 async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -1112,3 +1112,87 @@ async fn bad_input_gets_a_json_error_and_never_a_crash() {
     let (status, _) = json_call(&address, "", "GET", "/healthz", Value::Null).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_drives_at_a_wait_and_a_restart_resumes_them() {
+    let hello_activities = guest("hello-activities");
+    let mut hosted =
+        Hosted::start(&["--activities", hello_activities.to_str().expect("path")]).await;
+    let key = hosted.tenant("acme", json!({})).await;
+    hosted.deploy(&key, "hello", Some("hello")).await;
+    hosted
+        .start_execution(
+            &key,
+            "hello",
+            "draining",
+            json!({ "name": "Drain", "sleep_ms": 3000 }),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hosted
+        .event_kinds(&key, "draining")
+        .await
+        .contains(&"TimerStarted".to_string())
+    {
+        assert!(Instant::now() < deadline, "never slept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = hosted.event_kinds(&key, "draining").await;
+
+    let pid = hosted.server.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = hosted.server.child.try_wait().expect("wait") {
+                return (exit, hosted);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    let (exit, mut hosted) = exit;
+    assert!(exit.success(), "a clean exit: {exit:?}");
+
+    // It stopped at the wait, before the timer was due: the journal ends
+    // with the timer started, nothing after it, nothing half-written.
+    let stopped = {
+        let store = reprise::store::open(&hosted.data.path().join("reprise.db"))
+            .await
+            .expect("open the server's store");
+        let record = store
+            .execution("acme", "draining")
+            .await
+            .expect("read")
+            .expect("the execution");
+        assert_eq!(record.status, reprise::store::ExecutionStatus::Running);
+        store.history(record.id).await.expect("history")
+    };
+    let stopped_kinds: Vec<&str> = stopped
+        .iter()
+        .map(|recorded| recorded.event.kind())
+        .collect();
+    assert_eq!(
+        stopped_kinds.last(),
+        Some(&"TimerStarted"),
+        "{stopped_kinds:?}"
+    );
+    hosted.restart().await;
+    let after_restart = hosted.event_kinds(&key, "draining").await;
+    assert_eq!(&after_restart[..before.len()], before.as_slice());
+    let done = hosted.finished(&key, "draining").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["greeting"], "Hello, Drain!");
+    let kinds = hosted.event_kinds(&key, "draining").await;
+    assert_eq!(
+        kinds.iter().filter(|kind| *kind == "TimerFired").count(),
+        2,
+        "each timer fired once: {kinds:?}"
+    );
+}
