@@ -405,6 +405,7 @@ impl Execution {
                 scheduled_at_ms: scheduled.recorded_at_ms,
                 heartbeat_details,
                 trace_id: trace_id_hex(&self.record, history),
+                logs: self.telemetry.log_sink(self.record.id),
             }
         };
         self.running.insert(seq);

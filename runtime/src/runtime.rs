@@ -608,6 +608,7 @@ impl Runtime {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
             sink: Some(self.telemetry.log_sink(execution.record.id)),
+            activity_seq: 0,
         };
         let wasi = workflow_wasi(
             &execution.recorder,
@@ -684,6 +685,7 @@ impl Runtime {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
             sink: None,
+            activity_seq: 0,
         };
         let wasi = workflow_wasi(&execution.recorder, &tags, "bench", &execution.stderr_tail);
         let limits = StoreLimitsBuilder::new()

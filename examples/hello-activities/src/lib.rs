@@ -24,6 +24,8 @@ struct GreetOutput {
 }
 
 fn greet(_ctx: &ActivityContext, input: GreetInput) -> Result<GreetOutput, ActivityError> {
+    // Captured by the host as a log line of the execution.
+    println!("greeting {}", input.name);
     Ok(GreetOutput {
         greeting: format!("Hello, {}!", input.name),
     })

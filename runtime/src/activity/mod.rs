@@ -32,6 +32,7 @@ pub use wasm::ACTIVITY_DIR_GUEST_PATH;
 use wasm::{Sandbox, SandboxLimits, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
 
+use crate::telemetry::LogSink;
 use crate::telemetry::spans::attempt_traceparent;
 use crate::tenant::TenantLimits;
 
@@ -61,6 +62,8 @@ pub struct ActivityTask {
     /// The execution's trace id (32 hex digits): each attempt passes on
     /// its own span as `traceparent`.
     pub trace_id: String,
+    /// Where a Wasm activity's stdout/stderr lines are stored.
+    pub logs: LogSink,
 }
 
 /// Events for the execution to journal, and a signal back once they are.
@@ -448,6 +451,8 @@ impl ActivityRegistry {
                     previous_heartbeat_details: task.heartbeat_details.clone(),
                     heartbeat,
                     traceparent,
+                    seq: task.seq,
+                    logs: Some(task.logs.clone()),
                 };
                 let sandbox_limits = SandboxLimits {
                     memory_bytes_max: task.limits.memory_bytes_max,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::ActivityHost;
 use super::activity_bindings::reprise::workflow::activity_context::Host;
 use crate::activity::Heartbeat;
+use crate::telemetry::LogSink;
 
 /// The identity of one activity attempt.
 #[derive(Clone)]
@@ -20,6 +21,10 @@ pub struct ActivityCall {
     pub heartbeat: Arc<Heartbeat>,
     /// The attempt's W3C trace context.
     pub traceparent: String,
+    /// The seq of the call in its workflow's history.
+    pub seq: u64,
+    /// Where the attempt's stdout/stderr lines are stored.
+    pub logs: Option<LogSink>,
 }
 
 impl ActivityCall {
@@ -34,6 +39,8 @@ impl ActivityCall {
             previous_heartbeat_details: None,
             heartbeat: Heartbeat::detached(),
             traceparent: String::new(),
+            seq: 0,
+            logs: None,
         }
     }
 }

@@ -51,8 +51,10 @@ fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, Recorder> {
 pub struct LogTags {
     pub workflow_id: String,
     pub run_id: String,
-    /// Where the execution's lines are stored (workflows only).
+    /// Where the execution's lines are stored.
     pub sink: Option<LogSink>,
+    /// For an activity's output: the seq of its call.
+    pub activity_seq: u64,
 }
 
 /// Builds the WASI context of one workflow activation.
@@ -221,16 +223,21 @@ impl GuestOutput {
         }
     }
 
-    /// Output of an activity attempt: logged, never muted.
+    /// Output of an activity attempt: logged (with the activity's seq),
+    /// never muted.
     pub fn for_activity(call: &ActivityCall, stream: &'static str) -> GuestOutput {
         GuestOutput {
             recorder: None,
             tags: LogTags {
                 workflow_id: call.workflow_id.clone(),
                 run_id: call.run_id.clone(),
-                sink: None,
+                sink: call.logs.clone(),
+                activity_seq: call.seq,
             },
-            stream,
+            stream: match stream {
+                "stdout" => "activity-stdout",
+                _ => "activity-stderr",
+            },
             stderr_tail: None,
         }
     }
@@ -270,7 +277,7 @@ impl GuestOutputStream {
                 let recorder = lock(recorder);
                 (recorder.is_replaying(), recorder.last_seq_made())
             }
-            None => (false, 0),
+            None => (false, self.output.tags.activity_seq),
         };
         if is_replaying {
             return;

@@ -841,10 +841,16 @@ async fn guest_log_lines_are_stored_once_per_execution_across_a_restart() {
         vec![
             ("log", "hello workflow started for Logs"),
             ("stdout", "stdout is captured as a log line too"),
+            ("activity-stdout", "greeting Logs"),
         ],
         "each line once, though the workflow ran twice: {logs}"
     );
     assert_eq!(lines[0]["level"], "info");
+    let greet_seq = lines[2]["seq"].as_u64().expect("seq");
+    assert!(
+        greet_seq > 0,
+        "the activity's line carries its call's seq: {logs}"
+    );
     let other = hosted.tenant("globex", json!({})).await;
     let (status, _) = json_call(
         hosted.address(),
