@@ -400,6 +400,14 @@ mod workers {
             assert_eq!(status, 200, "{task}");
             assert_eq!(task["idempotency_key"], "charge-53");
             assert_eq!(task["input"]["order_id"], "53");
+            // The attempt's W3C trace context: 00-<trace id>-<span id>-01.
+            let traceparent = task["traceparent"].as_str().expect("a traceparent");
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|part| part.len()).collect::<Vec<_>>(),
+                vec![2, 32, 16, 2],
+                "{traceparent}"
+            );
             let token = task["task_token"].as_str().expect("token").to_string();
             let complete = format!("{api}/v1/activity-tasks/{token}/complete");
             let (status, answer) = post(&complete, r#"{"output": {"charge_id": "#).await;
