@@ -612,7 +612,8 @@ impl History {
         !self.cancellations.is_empty()
     }
 
-    /// Adds an event produced now; it stays buffered until [`History::take_unflushed`].
+    /// Adds an event produced now; it stays buffered (see
+    /// [`History::unflushed`]) until [`History::mark_durable`].
     pub fn record(&mut self, event: Event, now_ms: u64) -> &RecordedEvent {
         let position = self.events.len() as Position + 1;
         let recorded = RecordedEvent {

@@ -1,6 +1,6 @@
 //! Activity execution: attempts, retries, timeouts and heartbeats, for the
-//! three kinds of activity — Wasm components ([`wasm`]), the built-in
-//! `http` activity ([`http`]) and external workers ([`worker`]).
+//! three kinds of activity — Wasm components (`wasm`), the built-in
+//! `http` activity (`http`) and external workers ([`worker`]).
 //!
 //! `activity` never writes a history: each attempt's outcome is sent to the
 //! execution as an [`ActivityUpdate`], and the next attempt waits until the

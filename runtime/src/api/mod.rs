@@ -1,11 +1,11 @@
 //! The HTTP API: JSON under `/v1` (axum).
 //!
 //! - [`auth`]: API keys, the tenant of a request, its rate limit, the admin key.
-//! - [`modules`]: uploading, listing and downloading modules; workflow types.
-//! - [`executions`]: starting executions, status, history, signals,
+//! - `modules`: uploading, listing and downloading modules; workflow types.
+//! - `executions`: starting executions, status, history, signals,
 //!   cancellation, termination.
-//! - [`admin`]: tenants and their limits (admin key only).
-//! - [`workers`]: the task queue external activity workers poll.
+//! - `admin`: tenants and their limits (admin key only).
+//! - `workers`: the task queue external activity workers poll.
 //! - `web/index.html`: the read-only web view served at `/`.
 //!
 //! Every answer that is not a success is `{"error": "..."}` with a status

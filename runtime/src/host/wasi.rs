@@ -138,7 +138,7 @@ impl HostMonotonicClock for JournaledMonotonicClock {
     }
 }
 
-/// Randomness served from journaled draws of [`RANDOM_REFILL_BYTES`].
+/// Randomness served from journaled draws of `RANDOM_REFILL_BYTES`.
 pub struct JournaledRandom {
     recorder: SharedRecorder,
     buffer: Vec<u8>,

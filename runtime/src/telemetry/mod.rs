@@ -10,9 +10,9 @@
 //! execution continue the same trace.
 //!
 //! - [`spans`]: journal events → finished spans (pure).
-//! - [`otlp`]: the OTLP/HTTP exporter task (on only when
+//! - `otlp`: the OTLP/HTTP exporter task (on only when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
-//!   is set).
+//!   is set, or an endpoint is given).
 //! - [`metrics`]: counters, gauges and histograms in Prometheus text format.
 //! - `logs`: guest log lines, written to the store in the background.
 
@@ -28,7 +28,6 @@ use crate::store::{ExecutionRecord, Store};
 
 pub use logs::LogSink;
 pub use metrics::Metrics;
-pub use spans::TraceContext;
 
 /// What the runtime reports to: metrics and guest logs always, spans when
 /// an exporter is configured.
@@ -61,11 +60,6 @@ impl Telemetry {
     /// Where execution `execution_id`'s guest log lines go.
     pub fn log_sink(&self, execution_id: i64) -> LogSink {
         self.logs.sink(execution_id)
-    }
-
-    /// Whether spans are exported.
-    pub fn exports_spans(&self) -> bool {
-        self.exporter.is_some()
     }
 
     /// Called once `new_events` are durable in `history` (which ends with

@@ -18,8 +18,7 @@
 
 use sha2::{Digest, Sha256};
 
-pub use crate::journal::TraceContext;
-use crate::journal::{Event, History, RecordedEvent, Seq};
+use crate::journal::{Event, History, RecordedEvent, Seq, TraceContext};
 use crate::store::ExecutionRecord;
 
 /// A span attribute's value.
