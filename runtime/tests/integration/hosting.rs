@@ -468,23 +468,23 @@ async fn every_tenant_limit_names_itself_when_hit() {
         .await;
     assert_eq!(status, 201, "a slot is free again: {started}");
 
-    // requests_per_second: a burst past the bucket gets 429 and Retry-After.
+    // requests_per_second: a burst past the bucket gets 429 naming the limit.
     let key = hosted
-        .tenant("chatty", json!({ "requests_per_second": 3 }))
+        .tenant("chatty", json!({ "requests_per_second": 2 }))
         .await;
     let mut statuses = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..8 {
         let (status, answer) =
             json_call(&address, &key, "GET", "/v1/executions", Value::Null).await;
         if status == 429 {
             assert!(
-                error_text(&answer).contains("requests_per_second = 3"),
+                error_text(&answer).contains("requests_per_second = 2"),
                 "{answer}"
             );
         }
         statuses.push(status);
     }
-    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
 
     // history_events_max: the execution fails cleanly, naming the limit.
