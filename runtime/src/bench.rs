@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-chain10"
+        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-latency1-noisy,api-chain10"
     )]
     only: Vec<String>,
     /// chain10: concurrent workflows.
@@ -155,10 +155,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "latency1" => latency(&bench).await?,
             "replay" => replay(&bench).await?,
             "instantiate" => instantiate(&bench).await?,
-            "api-latency1" => api_latency(&bench).await?,
+            "api-latency1" => api_latency(&bench, 0).await?,
+            "api-latency1-noisy" => api_latency(&bench, NOISY_LOOPS).await?,
             "api-chain10" => api_chain(&bench).await?,
             other => anyhow::bail!(
-                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-chain10"
+                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-latency1-noisy, api-chain10"
             ),
         }
     }
@@ -340,19 +341,79 @@ async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Re
     Ok(())
 }
 
+/// Endless loops another tenant keeps running in `api-latency1-noisy`.
+const NOISY_LOOPS: usize = 2;
+
+/// Keeps `loops` executions of the hostile workflow's endless loop running
+/// for the tenant `key` (each ends at the wall-clock limit, then another
+/// starts).
+async fn noisy_neighbour(
+    bench: &Bench,
+    authority: &str,
+    key: &str,
+    loops: usize,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let hostile = std::fs::read(bench.args.guests.join("hostile.wasm"))?;
+    let (status, module) = api_call(authority, key, "POST", "/v1/modules", hostile).await?;
+    anyhow::ensure!(status == 201, "uploading the hostile workflow: {module}");
+    let bind = serde_json::json!({ "digest": module["digest"] }).to_string();
+    let (status, bound) = api_call(
+        authority,
+        key,
+        "PUT",
+        "/v1/workflow-types/hostile",
+        bind.into_bytes(),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "binding the hostile type: {bound}");
+    let mut tasks = Vec::new();
+    for lane in 0..loops {
+        let (authority, key) = (authority.to_string(), key.to_string());
+        tasks.push(tokio::spawn(async move {
+            for round in 0.. {
+                let id = format!("noisy-{lane}-{round}");
+                let start = serde_json::json!({ "workflow_type": "hostile", "workflow_id": id, "input": { "mode": "loop" } });
+                if api_call(&authority, &key, "POST", "/v1/executions", start.to_string().into_bytes()).await.is_err() {
+                    return;
+                }
+                let path = format!("/v1/executions/{id}?wait_ms=60000");
+                let _ = api_call(&authority, &key, "GET", &path, Vec::new()).await;
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
 /// Start-to-result latency of a one-activity workflow through the HTTP API:
-/// a start request, then a long-polling status request.
-async fn api_latency(bench: &Bench) -> anyhow::Result<()> {
-    let (authority, keys) = api_server(bench, 1).await?;
+/// a start request, then a long-polling status request — while another
+/// tenant keeps `noisy_loops` endless loops running, if any.
+async fn api_latency(bench: &Bench, noisy_loops: usize) -> anyhow::Result<()> {
+    let (authority, keys) = api_server(bench, 2).await?;
+    let noise = if noisy_loops > 0 {
+        let noise = noisy_neighbour(bench, &authority, &keys[1], noisy_loops).await?;
+        // Let the loops get going.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        noise
+    } else {
+        Vec::new()
+    };
     let mut samples = Vec::with_capacity(bench.args.runs);
     for index in 0..bench.args.runs {
         let started = Instant::now();
         api_run(&authority, &keys[0], &format!("api-latency-{index}"), 1).await?;
         samples.push(started.elapsed());
     }
+    for task in noise {
+        task.abort();
+    }
     samples.sort();
+    let label = if noisy_loops > 0 {
+        format!("api-latency1-noisy ({noisy_loops} endless loops of another tenant running)")
+    } else {
+        "api-latency1".to_string()
+    };
     println!(
-        "api-latency1: {} sequential one-activity workflows over HTTP (start + long-poll), p50 {:.2} ms, p99 {:.2} ms",
+        "{label}: {} sequential one-activity workflows over HTTP (start + long-poll), p50 {:.2} ms, p99 {:.2} ms",
         samples.len(),
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3

@@ -34,8 +34,12 @@ const KNOWN_IMPORT_PREFIXES: &[&str] = &[
     "wasi:http/",
 ];
 
-/// How often the epoch ticks; the wall-clock backstop's resolution.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch ticks: the wall-clock backstop's resolution, and how
+/// long guest code runs before it yields to other tasks on its thread. At
+/// 10 ms, two endless loops of one tenant made another tenant's
+/// start-to-result p50 390 ms (`reprise bench --only api-latency1-noisy`);
+/// at 1 ms, 111 ms.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The largest component we accept.
 pub const MODULE_BYTES_MAX: usize = 64 * 1024 * 1024;
