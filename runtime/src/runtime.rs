@@ -118,6 +118,44 @@ pub struct StartOptions {
     pub trace: Option<TraceContext>,
 }
 
+/// A tokio runtime of its own for guest code. Guest code yields only every
+/// epoch tick; on the threads that also serve the API and the store's
+/// writer, a tenant's endless loops would delay every step of everyone
+/// else. On threads of their own, the OS shares the cores instead.
+struct GuestThreads {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl GuestThreads {
+    fn start() -> std::io::Result<GuestThreads> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("reprise-guest")
+            .enable_all()
+            .build()?;
+        Ok(GuestThreads {
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the guest runtime lives until GuestThreads is dropped")
+            .handle()
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which async code must not do.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Options of a [`Runtime`].
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
@@ -147,6 +185,8 @@ pub struct Runtime {
     telemetry: Arc<Telemetry>,
     /// Set once by [`Runtime::shut_down`]; every waiting drive sees it.
     shutdown: watch::Sender<bool>,
+    /// Where guest code runs.
+    guest: GuestThreads,
     options: RuntimeOptions,
 }
 
@@ -169,7 +209,9 @@ impl Runtime {
             store.clone(),
             options.otlp_endpoint.as_deref(),
         ));
+        let guest = GuestThreads::start()?;
         Ok(Arc::new_cyclic(|me| Runtime {
+            guest,
             shutdown: watch::Sender::new(false),
             telemetry,
             tenant_limits: Mutex::new(HashMap::new()),
@@ -451,7 +493,9 @@ impl Runtime {
         );
         let mut busy_retries = 0u32;
         loop {
-            let (returned, result) = self.activate(&pre, execution, &input).await;
+            let (returned, result) = self
+                .activate_on_guest_threads(&pre, execution, &input)
+                .await?;
             execution = returned;
             if let Err(Interrupt::Busy(reason)) = &result {
                 // Instance slots free up as other activations end.
@@ -589,69 +633,37 @@ impl Runtime {
         Ok(outcome)
     }
 
-    /// Runs the guest from a fresh instance until `run` returns or a host
-    /// call interrupts it. The execution is lent to the instance and
-    /// always handed back.
-    async fn activate(
+    /// Runs [`activate`] on the guest threads: however long guest code
+    /// computes, this runtime's threads (the API, the store's writer, the
+    /// timers) stay free.
+    async fn activate_on_guest_threads(
         &self,
         pre: &WorkflowPre<WorkflowHost>,
-        mut execution: Execution,
+        execution: Execution,
         input: &str,
-    ) -> (
-        Execution,
-        Result<Result<String, wit_types::WorkflowError>, Interrupt>,
-    ) {
-        execution.recorder().begin_activation();
-        execution.begin_activation_span();
-        let limits = execution.limits.instance_limits(&self.engine.limits);
-        let tags = LogTags {
-            workflow_id: execution.record.workflow_id.clone(),
-            run_id: execution.record.run_id.clone(),
-            sink: Some(self.telemetry.log_sink(execution.record.id)),
-            activity_seq: 0,
-        };
-        let wasi = workflow_wasi(
-            &execution.recorder,
-            &tags,
-            &execution.record.workflow_type,
-            &execution.stderr_tail,
+    ) -> Result<
+        (
+            Execution,
+            Result<Result<String, wit_types::WorkflowError>, Interrupt>,
+        ),
+        RunError,
+    > {
+        let workflow_id = execution.record.workflow_id.clone();
+        let activation = activate(
+            self.engine.clone(),
+            self.telemetry.clone(),
+            pre.clone(),
+            execution,
+            input.to_string(),
         );
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes_max)
-            .trap_on_grow_failure(true)
-            .build();
-        let stderr_tail = execution.stderr_tail.clone();
-        let mut store = WasmStore::new(
-            self.engine.wasmtime(),
-            WorkflowHost::new(execution, wasi, store_limits),
-        );
-        store.limiter(|host| &mut host.limits);
-        let result = async {
-            store.set_fuel(limits.activation_fuel_max)?;
-            let wall_max = Duration::from_millis(limits.activation_wall_ms_max);
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(move |context| {
-                if context.data().guest_running_since.elapsed() > wall_max {
-                    return Err(wasmtime::Error::new(Interrupt::FailWorkflow(runtime_error(
-                        "WallClockLimitExceeded",
-                        format!(
-                            "the workflow ran for more than {} ms without waiting on the host; the limit is activation_wall_ms_max = {} ms",
-                            wall_max.as_millis(),
-                            wall_max.as_millis()
-                        ),
-                    ))));
-                }
-                // Let other executions on this thread run.
-                Ok(UpdateDeadline::Yield(1))
-            });
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, input).await
-        }
-        .await;
-        let result = result.map_err(|error| classify(error, &limits, &stderr_tail));
-        let mut execution = store.into_data().execution;
-        execution.end_activation_span();
-        (execution, result)
+        self.guest
+            .handle()
+            .spawn(activation)
+            .await
+            .map_err(|failure| RunError::Host {
+                workflow_id,
+                message: format!("the activation task failed: {failure}"),
+            })
     }
 
     /// Times one instantiation of a precompiled workflow component,
@@ -730,7 +742,14 @@ impl Runtime {
             self.surroundings(0),
             false,
         );
-        let (execution, result) = self.activate(&pre, execution, &input).await;
+        let (execution, result) = activate(
+            self.engine.clone(),
+            self.telemetry.clone(),
+            pre,
+            execution,
+            input,
+        )
+        .await;
         let nondeterminism = |source| RunError::Nondeterminism {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
@@ -966,4 +985,70 @@ fn classify(
         ),
     };
     Interrupt::FailWorkflow(runtime_error(error_type, message))
+}
+
+/// Runs the guest from a fresh instance until `run` returns or a host call
+/// interrupts it. The execution is lent to the instance and always handed
+/// back.
+async fn activate(
+    engine: Engine,
+    telemetry: Arc<Telemetry>,
+    pre: WorkflowPre<WorkflowHost>,
+    mut execution: Execution,
+    input: String,
+) -> (
+    Execution,
+    Result<Result<String, wit_types::WorkflowError>, Interrupt>,
+) {
+    execution.recorder().begin_activation();
+    execution.begin_activation_span();
+    let limits = execution.limits.instance_limits(&engine.limits);
+    let tags = LogTags {
+        workflow_id: execution.record.workflow_id.clone(),
+        run_id: execution.record.run_id.clone(),
+        sink: Some(telemetry.log_sink(execution.record.id)),
+        activity_seq: 0,
+    };
+    let wasi = workflow_wasi(
+        &execution.recorder,
+        &tags,
+        &execution.record.workflow_type,
+        &execution.stderr_tail,
+    );
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes_max)
+        .trap_on_grow_failure(true)
+        .build();
+    let stderr_tail = execution.stderr_tail.clone();
+    let mut store = WasmStore::new(
+        engine.wasmtime(),
+        WorkflowHost::new(execution, wasi, store_limits),
+    );
+    store.limiter(|host| &mut host.limits);
+    let result = async {
+        store.set_fuel(limits.activation_fuel_max)?;
+        let wall_max = Duration::from_millis(limits.activation_wall_ms_max);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |context| {
+            if context.data().guest_running_since.elapsed() > wall_max {
+                return Err(wasmtime::Error::new(Interrupt::FailWorkflow(runtime_error(
+                    "WallClockLimitExceeded",
+                    format!(
+                        "the workflow ran for more than {} ms without waiting on the host; the limit is activation_wall_ms_max = {} ms",
+                        wall_max.as_millis(),
+                        wall_max.as_millis()
+                    ),
+                ))));
+            }
+            // Let other executions on this thread run.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.call_run(&mut store, &input).await
+    }
+    .await;
+    let result = result.map_err(|error| classify(error, &limits, &stderr_tail));
+    let mut execution = store.into_data().execution;
+    execution.end_activation_span();
+    (execution, result)
 }

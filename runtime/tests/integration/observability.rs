@@ -141,11 +141,6 @@ async fn history_of(db: &std::path::Path, id: &str) -> Vec<RecordedEvent> {
 async fn a_saga_exports_one_span_tree_without_duplicates_through_a_sigkill() {
     let receiver = Receiver::start().await;
     let providers = crate::saga::Providers::start().await;
-    // The charge fails once (a retry), then the provisioning fails for
-    // good: the saga refunds and releases.
-    providers
-        .payments
-        .fail_kind_with_503(reprise_providers::CHARGE, 1);
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("activity")).expect("activity dir");
     let run = |db: &std::path::Path, input: &str, kill_at: Option<u64>| {
@@ -191,10 +186,11 @@ async fn a_saga_exports_one_span_tree_without_duplicates_through_a_sigkill() {
     // Where the compensations start, from a run without a crash (its spans
     // go to another trace; they are set aside below).
     let reference_db = dir.path().join("reference.db");
-    let reference_input =
-        crate::saga::Providers::start()
-            .await
-            .trip("t-otel", &["flight", "hotel"], json!({}));
+    let reference_providers = crate::saga::Providers::start().await;
+    reference_providers
+        .payments
+        .fail_kind_with_503(reprise_providers::CHARGE, 1);
+    let reference_input = reference_providers.trip("t-otel", &["flight", "hotel"], json!({}));
     status_of(run(&reference_db, &reference_input, None)).await;
     let reference = history_of(&reference_db, "t-otel").await;
     let first_compensation = reference
@@ -219,6 +215,11 @@ async fn a_saga_exports_one_span_tree_without_duplicates_through_a_sigkill() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9),
         "{status:?}"
+    );
+    let killed = history_of(&db, "t-otel").await;
+    assert!(
+        matches!(&killed.last().expect("events").event, Event::ActivityScheduled { options, .. } if options.compensates.is_some()),
+        "killed right after the first compensation was scheduled"
     );
     let status = status_of(run(&db, &input, None)).await;
     assert_eq!(status.code(), Some(1), "the trip fails on purpose");
@@ -730,13 +731,14 @@ async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() 
             "initial_interval_ms": 20,
         })
     };
+    // One after the other: the provider's single 503 must hit acme's charge.
     hosted
         .start_execution(&key, "trip", "web-trip", trip("web-trip"))
         .await;
+    assert_eq!(hosted.finished(&key, "web-trip").await["status"], "failed");
     hosted
         .start_execution(&other, "trip", "globex-secret", trip("globex-secret"))
         .await;
-    assert_eq!(hosted.finished(&key, "web-trip").await["status"], "failed");
     assert_eq!(
         hosted.finished(&other, "globex-secret").await["status"],
         "failed"
