@@ -358,8 +358,9 @@ pub trait Store: Send + Sync + 'static {
     /// The position through which the execution's spans were exported (0: none).
     async fn span_watermark(&self, execution_id: i64) -> StoreResult<u64>;
 
-    /// Raises the span export watermark of an execution (never lowers it).
-    async fn set_span_watermark(&self, execution_id: i64, position: u64) -> StoreResult<()>;
+    /// Raises the span export watermarks of executions, (execution id,
+    /// position) each, in one write (never lowers one).
+    async fn set_span_watermarks(&self, marks: Vec<(i64, u64)>) -> StoreResult<()>;
 
     /// Ends a running execution at once with `WorkflowTerminated`; `false`
     /// if it had already finished. A process still driving it finds the

@@ -39,6 +39,8 @@ const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
 /// Queued write requests before appenders wait (backpressure).
 const WRITE_QUEUE_LENGTH_MAX: usize = 8192;
 const READ_CONNECTIONS_MAX: u32 = 4;
+/// Rows of one watermark upsert (two variables each, far below SQLite's limit).
+const WATERMARKS_PER_STATEMENT_MAX: usize = 500;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
@@ -104,10 +106,7 @@ enum WriteOp {
         digest: String,
         kind: String,
     },
-    SetSpanWatermark {
-        execution_id: i64,
-        position: u64,
-    },
+    SetSpanWatermarks(Vec<(i64, u64)>),
     AppendGuestLogs(Vec<GuestLogLine>),
 }
 
@@ -483,19 +482,24 @@ async fn apply<'op>(
             }
             Ok(WriteReply::Done)
         }
-        WriteOp::SetSpanWatermark {
-            execution_id,
-            position,
-        } => {
-            sqlx::query(
-                "INSERT INTO span_exports (execution_id, position) VALUES (?, ?)
-                 ON CONFLICT (execution_id) DO UPDATE SET position = max(position, excluded.position)",
-            )
-            .bind(*execution_id)
-            .bind(*position as i64)
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::database("recording exported spans"))?;
+        WriteOp::SetSpanWatermarks(marks) => {
+            // One statement per chunk: sqlx-sqlite pays a thread round trip
+            // per statement.
+            for chunk in marks.chunks(WATERMARKS_PER_STATEMENT_MAX) {
+                let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+                let sql = format!(
+                    "INSERT INTO span_exports (execution_id, position) VALUES {rows}
+                     ON CONFLICT (execution_id) DO UPDATE SET position = max(position, excluded.position)"
+                );
+                let mut query = sqlx::query(&sql);
+                for (execution_id, position) in chunk {
+                    query = query.bind(*execution_id).bind(*position as i64);
+                }
+                query
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("recording exported spans"))?;
+            }
             Ok(WriteReply::Done)
         }
         WriteOp::PutTenantModule {
@@ -1051,13 +1055,13 @@ impl Store for SqliteStore {
         Ok(position.unwrap_or(0).max(0) as u64)
     }
 
-    async fn set_span_watermark(&self, execution_id: i64, position: u64) -> StoreResult<()> {
-        self.write(WriteOp::SetSpanWatermark {
-            execution_id,
-            position,
-        })
-        .await
-        .map(|_| ())
+    async fn set_span_watermarks(&self, marks: Vec<(i64, u64)>) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.write(WriteOp::SetSpanWatermarks(marks))
+            .await
+            .map(|_| ())
     }
 
     async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {

@@ -188,10 +188,9 @@ async fn run_exporter(
         }
         // Only what a collector accepted moves the watermark: after a crash,
         // the rest is derived and sent again.
-        for (execution_id, position) in watermarks.drain() {
-            if exported && let Err(error) = store.set_span_watermark(execution_id, position).await {
-                tracing::warn!(%error, "recording exported spans failed");
-            }
+        let marks: Vec<(i64, u64)> = watermarks.drain().collect();
+        if exported && let Err(error) = store.set_span_watermarks(marks).await {
+            tracing::warn!(%error, "recording exported spans failed");
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
