@@ -280,18 +280,16 @@ async fn history(
         .limit
         .unwrap_or(HISTORY_PAGE_MAX)
         .min(HISTORY_PAGE_MAX);
-    match server.store().history(record.id).await {
-        Ok(events) => {
-            let total = events.len();
-            let page: Vec<_> = events
-                .into_iter()
-                .filter(|event| event.position > after)
-                .take(limit)
-                .collect();
-            let next_after = page
-                .last()
-                .filter(|last| last.position < total as u64)
-                .map(|last| last.position);
+    // One event more than the page, to tell whether another page follows.
+    match server
+        .store()
+        .history_page(record.id, after, limit as u64 + 1)
+        .await
+    {
+        Ok(mut page) => {
+            let more = page.len() > limit;
+            page.truncate(limit);
+            let next_after = page.last().filter(|_| more).map(|last| last.position);
             Json(json!({
                 "execution": describe(&record),
                 "events": page,

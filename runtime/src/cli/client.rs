@@ -14,7 +14,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
 use super::timeline::{HistoryExport, print_status, print_timeline, utc_time};
-use super::{EXIT_BAD_INPUT, EXIT_HOST_ERROR, EXIT_WORKFLOW_FAILED};
+use super::{EXIT_BAD_INPUT, EXIT_HOST_ERROR, exit_for_status};
 use crate::journal::RecordedEvent;
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
@@ -215,16 +215,10 @@ pub async fn result(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
             return Ok(answer.refused());
         }
         println!("{}", answer.body);
-        Ok(exit_for_status(&answer.body))
+        let status = ExecutionStatus::parse(answer.body["status"].as_str().unwrap_or_default());
+        Ok(exit_for_status(status))
     })
     .await
-}
-
-fn exit_for_status(execution: &Value) -> ExitCode {
-    match execution["status"].as_str() {
-        Some("failed" | "cancelled" | "terminated") => ExitCode::from(EXIT_WORKFLOW_FAILED),
-        _ => ExitCode::SUCCESS,
-    }
 }
 
 /// An execution as the API describes it, as the record the timeline and
@@ -306,8 +300,7 @@ pub async fn status(id: &str, json: bool, server: &ServerArgs) -> ExitCode {
             Err(refusal) => return Ok(refusal.refused()),
         };
         print_status(&export.execution, &export.events, json);
-        let status = json!({ "status": export.execution.status.as_str() });
-        Ok(exit_for_status(&status))
+        Ok(exit_for_status(export.execution.status))
     })
     .await
 }

@@ -668,9 +668,18 @@ async fn status(id: &str, json: bool, db: &DbArgs) -> ExitCode {
         Ok(record.status)
     };
     match result.await {
-        Ok(ExecutionStatus::Running | ExecutionStatus::Completed) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(EXIT_WORKFLOW_FAILED),
+        Ok(status) => exit_for_status(status),
         Err(error) => report_bad_input(Err(error)),
+    }
+}
+
+/// 1 for an execution that ended without success, else 0.
+fn exit_for_status(status: ExecutionStatus) -> ExitCode {
+    match status {
+        ExecutionStatus::Running | ExecutionStatus::Completed => ExitCode::SUCCESS,
+        ExecutionStatus::Failed | ExecutionStatus::Cancelled | ExecutionStatus::Terminated => {
+            ExitCode::from(EXIT_WORKFLOW_FAILED)
+        }
     }
 }
 

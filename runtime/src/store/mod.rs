@@ -269,7 +269,18 @@ pub trait Store: Send + Sync + 'static {
         workflow_id: &str,
     ) -> StoreResult<Option<ExecutionRecord>>;
 
-    async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>>;
+    /// The whole history, in position order.
+    async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
+        self.history_page(execution_id, 0, u64::MAX).await
+    }
+
+    /// At most `limit` events after position `after`, in position order.
+    async fn history_page(
+        &self,
+        execution_id: i64,
+        after: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<RecordedEvent>>;
 
     /// Appends events durably (one commit, shared with concurrent appends)
     /// and optionally finishes the execution in the same transaction. Fails

@@ -754,16 +754,26 @@ impl Store for SqliteStore {
         select_execution(&mut connection, tenant, workflow_id).await
     }
 
-    async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
-        // One row for the whole history: sqlx-sqlite hands every row from
-        // its worker thread to the async side separately, which cost more
-        // than decoding. Lines are "position recorded_at_ms payload";
-        // payloads are JSON, whose strings never hold a raw newline.
+    async fn history_page(
+        &self,
+        execution_id: i64,
+        after: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        // One row for the whole page: sqlx-sqlite hands every row from its
+        // worker thread to the async side separately, which cost more than
+        // decoding. Lines are "position recorded_at_ms payload"; payloads
+        // are JSON, whose strings never hold a raw newline. Positions are
+        // 1, 2, 3, … so a page is a range of them.
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
         let joined: Option<String> = sqlx::query_scalar(
             "SELECT group_concat(position || ' ' || recorded_at_ms || ' ' || payload, char(10) ORDER BY position)
-             FROM events WHERE execution_id = ?",
+             FROM events WHERE execution_id = ? AND position > ? AND position <= ?",
         )
         .bind(execution_id)
+        .bind(after)
+        .bind(until)
         .fetch_one(&self.reads)
         .await
         .map_err(StoreError::database("reading a history"))?;

@@ -31,6 +31,12 @@ impl Hosted {
         Hosted::start_with_env(extra, &[]).await
     }
 
+    /// A server whose tenants all get the hello activities.
+    pub async fn with_hello_activities() -> Hosted {
+        let activities = guest("hello-activities");
+        Hosted::start(&["--activities", activities.to_str().expect("path")]).await
+    }
+
     /// With environment variables for the server process.
     pub async fn start_with_env(extra: &[&str], envs: &[(&str, String)]) -> Hosted {
         let data = tempfile::tempdir().expect("temp dir");
@@ -152,6 +158,20 @@ impl Hosted {
                 Instant::now() < deadline,
                 "{id} never finished: {execution}"
             );
+        }
+    }
+
+    /// Waits (at most 30 s) until execution `id`'s history holds `kind`.
+    pub async fn wait_for_event(&self, key: &str, id: &str, kind: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .event_kinds(key, id)
+            .await
+            .iter()
+            .any(|seen| seen == kind)
+        {
+            assert!(Instant::now() < deadline, "{id} never recorded {kind}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -611,8 +631,7 @@ const TRAPS_AT_START: &str = r#"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
-    let hello_activities = guest("hello-activities");
-    let hosted = Hosted::start(&["--activities", hello_activities.to_str().expect("path")]).await;
+    let hosted = Hosted::with_hello_activities().await;
     let address = hosted.address().to_string();
     let good = hosted.tenant("good", json!({})).await;
     hosted.deploy(&good, "hello", Some("hello")).await;
@@ -753,11 +772,7 @@ async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() {
-    let mut hosted = Hosted::start(&[
-        "--activities",
-        guest("hello-activities").to_str().expect("path"),
-    ])
-    .await;
+    let mut hosted = Hosted::with_hello_activities().await;
     let address = format!("http://{}", hosted.address());
     let key = hosted.tenant("acme", json!({})).await;
     let v1 = hosted.deploy(&key, "hello", Some("hello")).await;
@@ -768,15 +783,7 @@ async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() 
         assert_eq!(status, 201);
     }
     for id in ["old-1", "old-2"] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !hosted
-            .event_kinds(&key, id)
-            .await
-            .contains(&"TimerStarted".to_string())
-        {
-            assert!(Instant::now() < deadline, "{id} never slept");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        hosted.wait_for_event(&key, id, "TimerStarted").await;
     }
     let v2 = hosted.deploy(&key, "hello-v2", Some("hello")).await;
     assert_ne!(v1["digest"], v2["digest"]);
@@ -874,6 +881,27 @@ async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() 
     .await;
     assert_eq!(status, 201, "{again}");
     assert_ne!(again["run_id"], same["run_id"], "a new run of the same id");
+
+    // History pages: a range of positions, with where the next one starts.
+    let all = hosted.event_kinds(&key, "old-2").await;
+    let (status, first) = json_call(
+        hosted.address(),
+        &key,
+        "GET",
+        "/v1/executions/old-2/history?limit=3",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(first["events"].as_array().map(Vec::len), Some(3));
+    assert_eq!(first["next_after"], 3);
+    let last_page = format!(
+        "/v1/executions/old-2/history?after={}&limit=3",
+        all.len() - 2
+    );
+    let (_, last) = json_call(hosted.address(), &key, "GET", &last_page, Value::Null).await;
+    assert_eq!(last["events"].as_array().map(Vec::len), Some(2));
+    assert_eq!(last["next_after"], Value::Null, "the last page: {last}");
 
     // The CLI client reads the same server: a summary, a table, a timeline.
     let cli = |args: &[&str]| {
@@ -1115,9 +1143,7 @@ async fn bad_input_gets_a_json_error_and_never_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_drives_at_a_wait_and_a_restart_resumes_them() {
-    let hello_activities = guest("hello-activities");
-    let mut hosted =
-        Hosted::start(&["--activities", hello_activities.to_str().expect("path")]).await;
+    let mut hosted = Hosted::with_hello_activities().await;
     let key = hosted.tenant("acme", json!({})).await;
     hosted.deploy(&key, "hello", Some("hello")).await;
     hosted
@@ -1128,15 +1154,9 @@ async fn sigterm_stops_drives_at_a_wait_and_a_restart_resumes_them() {
             json!({ "name": "Drain", "sleep_ms": 3000 }),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !hosted
-        .event_kinds(&key, "draining")
-        .await
-        .contains(&"TimerStarted".to_string())
-    {
-        assert!(Instant::now() < deadline, "never slept");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hosted
+        .wait_for_event(&key, "draining", "TimerStarted")
+        .await;
     let before = hosted.event_kinds(&key, "draining").await;
 
     let pid = hosted.server.child.id() as libc::pid_t;

@@ -793,9 +793,7 @@ async fn the_web_view_shows_an_execution_its_failed_attempt_and_compensations() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_log_lines_are_stored_once_per_execution_across_a_restart() {
-    let hello_activities = guest("hello-activities");
-    let mut hosted =
-        Hosted::start(&["--activities", hello_activities.to_str().expect("path")]).await;
+    let mut hosted = Hosted::with_hello_activities().await;
     let key = hosted.tenant("acme", json!({})).await;
     hosted.deploy(&key, "hello", Some("hello")).await;
     hosted
@@ -806,15 +804,7 @@ async fn guest_log_lines_are_stored_once_per_execution_across_a_restart() {
             json!({ "name": "Logs", "sleep_ms": 800 }),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !hosted
-        .event_kinds(&key, "logged")
-        .await
-        .contains(&"TimerStarted".to_string())
-    {
-        assert!(Instant::now() < deadline, "never slept");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hosted.wait_for_event(&key, "logged", "TimerStarted").await;
     // The lines were logged before the sleep; the restart replays past them.
     tokio::time::sleep(Duration::from_millis(200)).await;
     hosted.restart().await;
