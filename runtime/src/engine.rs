@@ -44,6 +44,21 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The largest component we accept.
 pub const MODULE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// The most fuel one activity attempt may burn, whatever its tenant's limit.
+pub const ACTIVITY_FUEL_MAX: u64 = 50_000_000_000;
+
+/// Uploads compiling at once on this node, all tenants together.
+pub const COMPILATIONS_MAX: usize = 2;
+
+/// Memory (heap) one isolated compilation may use. A 3 MB component of
+/// 100,000 functions took 555 MB; componentize-py's 18 MB interpreter
+/// compiles well within this.
+pub const COMPILE_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Wall-clock time one isolated compilation may take (componentize-py's
+/// interpreter: ~11 s here).
+pub const COMPILE_WALL_MAX: Duration = Duration::from_secs(90);
+
 /// Resource limits for one guest instance.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -106,6 +121,10 @@ pub enum LoadError {
     #[error("the component is malformed: {0:#}")]
     Malformed(anyhow::Error),
     #[error(
+        "compiling the component {0}; make it smaller (fewer functions) or split it into several components"
+    )]
+    CompileLimit(String),
+    #[error(
         "the component imports interfaces this host does not provide: {}. A workflow may import only reprise:workflow and WASI (wasi:io, clocks, random, cli, filesystem, sockets, http)",
         .0.join(", ")
     )]
@@ -133,6 +152,11 @@ pub struct Engine {
     inner: wasmtime::Engine,
     cache_dir: Option<PathBuf>,
     loaded: Arc<Mutex<HashMap<String, LoadedComponent>>>,
+    /// Compile in a child process of this program (see
+    /// [`Engine::compile_in_child_processes`]); `None`: in this process.
+    compiler_program: Option<PathBuf>,
+    /// Compilations running now, for [`COMPILATIONS_MAX`].
+    compilations: Arc<(Mutex<usize>, std::sync::Condvar)>,
     pub limits: Limits,
 }
 
@@ -140,18 +164,7 @@ impl Engine {
     /// Builds the engine. `cache_dir` keeps compiled components across
     /// processes (compiling a large guest takes seconds).
     pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Engine> {
-        let mut config = wasmtime::Config::new();
-        config
-            .wasm_component_model(true)
-            // Determinism: the same inputs give the same bits on any host.
-            // (Threads are compiled out: wasmtime's `threads` feature is off.)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true)
-            // CPU budget (deterministic) and wall-clock backstop.
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(1024 * 1024)
-            .async_stack_size(4 * 1024 * 1024);
+        let mut config = base_config();
         if limits.pooled_instances_max > 0 {
             config.allocation_strategy(pooling_config(&limits));
         }
@@ -163,8 +176,49 @@ impl Engine {
             inner,
             cache_dir,
             loaded: Arc::new(Mutex::new(HashMap::new())),
+            compiler_program: None,
+            compilations: Arc::default(),
             limits,
         })
+    }
+
+    /// Compiles from now on in child processes of `program` (the `reprise`
+    /// binary: its hidden `compile-component` command), each bounded by
+    /// [`COMPILE_MEMORY_BYTES_MAX`] and [`COMPILE_WALL_MAX`]: a compile
+    /// bomb fails its upload, and the memory a compilation takes goes back
+    /// to the system when the child exits. Needs a cache directory (the
+    /// child writes the artifact there); without one this does nothing.
+    pub fn compile_in_child_processes(mut self, program: PathBuf) -> Engine {
+        if self.cache_dir.is_some() {
+            self.compiler_program = Some(program);
+        }
+        self
+    }
+
+    /// Compiles `input` (component bytes) into the artifact `output` with
+    /// an engine compatible with [`Engine::new`]'s, checking that its
+    /// compatibility tag is `expected_tag`: the body of the child process.
+    pub fn compile_artifact(input: &Path, output: &Path, expected_tag: &str) -> anyhow::Result<()> {
+        // The same configuration minus the pooling allocator, which only
+        // decides how instances are allocated (it is not part of the tag).
+        let inner = wasmtime::Engine::new(&base_config())
+            .map_err(anyhow::Error::from)
+            .map_err(|error| error.context("configuring wasmtime"))?;
+        let tag = compatibility_tag(&inner);
+        anyhow::ensure!(
+            tag == expected_tag,
+            "this compiler's engine tag is {tag}, the server's {expected_tag}: not the same build"
+        );
+        let bytes = std::fs::read(input)
+            .map_err(|error| anyhow::anyhow!("reading {}: {error}", input.display()))?;
+        let compiled = inner
+            .precompile_component(&bytes)
+            .map_err(anyhow::Error::from)?;
+        let dir = output
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("{} has no directory", output.display()))?;
+        write_atomically(dir, output, &compiled)
+            .map_err(|error| anyhow::anyhow!("writing {}: {error}", output.display()))
     }
 
     pub fn wasmtime(&self) -> &wasmtime::Engine {
@@ -225,10 +279,17 @@ impl Engine {
 
     fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         let Some(cache_dir) = &self.cache_dir else {
+            let _slot = self.compilation_slot();
             return Component::new(&self.inner, bytes)
                 .map_err(|error| LoadError::Malformed(error.into()));
         };
         let path = cache_dir.join(format!("{digest}-{}.cwasm", self.compatibility_tag()));
+        if !path.exists()
+            && let Some(program) = &self.compiler_program
+        {
+            let _slot = self.compilation_slot();
+            self.compile_in_child(program, cache_dir, &path, bytes)?;
+        }
         if path.exists() {
             // SAFETY: the file was written by `precompile_component` of an
             // engine with the same compatibility hash (it is in the name),
@@ -238,6 +299,7 @@ impl Engine {
             }
             // A stale or truncated cache entry: recompile below.
         }
+        let _slot = self.compilation_slot();
         let compiled = self
             .inner
             .precompile_component(bytes)
@@ -253,11 +315,145 @@ impl Engine {
     }
 
     fn compatibility_tag(&self) -> String {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.inner.precompile_compatibility_hash().hash(&mut hasher);
-        format!("{:016x}", hasher.finish())
+        compatibility_tag(&self.inner)
     }
+
+    /// Waits for one of the node's [`COMPILATIONS_MAX`] compilation slots.
+    fn compilation_slot(&self) -> CompilationSlot {
+        let (running, freed) = &*self.compilations;
+        let mut count = running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *count >= COMPILATIONS_MAX {
+            count = freed
+                .wait(count)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *count += 1;
+        CompilationSlot(self.compilations.clone())
+    }
+
+    /// Compiles `bytes` into the artifact `path` in a child process with
+    /// bounded memory and time.
+    fn compile_in_child(
+        &self,
+        program: &Path,
+        cache_dir: &Path,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(), LoadError> {
+        use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+        let io_error = |what: &str, error: std::io::Error| {
+            LoadError::Malformed(anyhow::anyhow!("{what}: {error}"))
+        };
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|error| io_error("creating the cache directory", error))?;
+        let input = tempfile::NamedTempFile::new_in(cache_dir)
+            .map_err(|error| io_error("staging the component", error))?;
+        std::fs::write(input.path(), bytes)
+            .map_err(|error| io_error("staging the component", error))?;
+        let mut command = std::process::Command::new(program);
+        command
+            .arg("compile-component")
+            .arg(input.path())
+            .arg(path)
+            .arg(self.compatibility_tag())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: between fork and exec the closure only calls setrlimit(2),
+        // which is async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                let memory = libc::rlimit {
+                    rlim_cur: COMPILE_MEMORY_BYTES_MAX,
+                    rlim_max: COMPILE_MEMORY_BYTES_MAX,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &memory) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|error| io_error("starting the compiler process", error))?;
+        let deadline = std::time::Instant::now() + COMPILE_WALL_MAX;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(LoadError::CompileLimit(format!(
+                        "took longer than {} s (the compile time limit)",
+                        COMPILE_WALL_MAX.as_secs()
+                    )));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(error) => return Err(io_error("waiting for the compiler process", error)),
+            }
+        };
+        if status.success() {
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(pipe) = child.stderr.take() {
+            use std::io::Read as _;
+            let _ = pipe.take(4096).read_to_string(&mut stderr);
+        }
+        let stderr = stderr.trim();
+        let out_of_memory = status.signal() == Some(libc::SIGABRT)
+            || stderr.contains("memory allocation")
+            || stderr.contains("out of memory");
+        if out_of_memory {
+            return Err(LoadError::CompileLimit(format!(
+                "needed more than {} MiB of memory (the compile memory limit)",
+                COMPILE_MEMORY_BYTES_MAX / (1024 * 1024)
+            )));
+        }
+        Err(LoadError::Malformed(anyhow::anyhow!(
+            "the compiler process failed ({status}): {stderr}"
+        )))
+    }
+}
+
+/// One of the node's compilation slots; dropping it frees the slot.
+struct CompilationSlot(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Drop for CompilationSlot {
+    fn drop(&mut self) {
+        let (running, freed) = &*self.0;
+        *running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
+/// Everything of the engine's configuration but the instance allocator.
+fn base_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config
+        .wasm_component_model(true)
+        // Determinism: the same inputs give the same bits on any host.
+        // (Threads are compiled out: wasmtime's `threads` feature is off.)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        // CPU budget (deterministic) and wall-clock backstop.
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(1024 * 1024)
+        .async_stack_size(4 * 1024 * 1024);
+    config
+}
+
+/// The name part that ties a compiled artifact to the engine that can load it.
+fn compatibility_tag(engine: &wasmtime::Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// Slots for `pooled_instances_max` component instances, sized for guests

@@ -7,23 +7,30 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
 
 use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
 use crate::journal::{Event, Halt, RecordedEvent, Recorder, Seq, WorkflowError};
 use crate::mailbox::MailboxFlag;
+use crate::quota::Instances;
 use crate::runtime::{Outcome, RunError, Runtime, StartOptions};
 use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
-use crate::telemetry::Telemetry;
 use crate::telemetry::spans::trace_id_hex;
+use crate::telemetry::{GuestLines, LogSink, Telemetry};
 use crate::tenant::TenantLimits;
 
 /// What a blocked guest waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wait {
     Timer(Seq),
+    /// A WASI clock subscription (`std::thread::sleep`, `time.sleep`): a
+    /// durable timer that a cancellation does not interrupt (plain WASI
+    /// code has no way to see one).
+    Sleep(Seq),
     Activity(Seq),
     AnyActivity(Vec<Seq>),
     Signal(Seq),
@@ -64,6 +71,9 @@ pub enum Interrupt {
     /// journal boundary) and the next process resumes it.
     #[error("the process is shutting down")]
     Shutdown,
+    /// An operator terminated the execution: its drive ends at this wait.
+    #[error("the execution was terminated")]
+    Terminated,
 }
 
 impl From<StoreError> for Interrupt {
@@ -74,7 +84,10 @@ impl From<StoreError> for Interrupt {
 
 impl From<Halt> for Interrupt {
     fn from(halt: Halt) -> Interrupt {
-        Interrupt::Halt(halt)
+        match halt {
+            Halt::Limit(error) => Interrupt::FailWorkflow(error),
+            other => Interrupt::Halt(other),
+        }
     }
 }
 
@@ -110,7 +123,7 @@ async fn run_child(
         Err(error) => return Some(Err(child_error(error))),
     };
     match Box::pin(runtime.drive(record)).await {
-        Ok(Outcome::Completed { output }) => Some(Ok(output.to_string())),
+        Ok(Outcome::Completed { output }) => Some(Ok(output.get().to_string())),
         Ok(Outcome::Failed { error }) => Some(Err(error)),
         Err(RunError::ShuttingDown { .. }) => None,
         Err(error) => Some(Err(child_error(error))),
@@ -145,10 +158,18 @@ pub struct Execution {
     updates_rx: mpsc::UnboundedReceiver<ActivityUpdate>,
     /// Activities with a task in this process (so replay does not start them twice).
     running: HashSet<Seq>,
-    /// Drop the instance at every wait and rebuild it by replay (cold path).
-    pub evict_on_wait: bool,
+    /// The activity tasks this drive started: stopped when it ends.
+    activity_tasks: Vec<AbortHandle>,
+    /// How long an instance stays in memory at a blocking wait before it is
+    /// dropped and later rebuilt by replay (zero: at once).
+    hot_window: Duration,
+    /// The node's instances: under pressure, waits evict at once.
+    instances: Arc<Instances>,
     /// The end of the guest's stderr, to explain a trap.
     pub stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// The guest's log and output lines, written once what precedes them
+    /// in the history is durable.
+    pub lines: Arc<GuestLines>,
     /// Raised when signals or a cancellation may have arrived.
     mailbox: Arc<MailboxFlag>,
     /// The runtime, to start and drive child workflows.
@@ -171,18 +192,28 @@ pub struct Surroundings {
     pub runtime: Weak<Runtime>,
     /// Turns true when the process shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// How long an instance stays in memory at a blocking wait.
+    pub hot_window: Duration,
+    /// The node's instances, to see pressure.
+    pub instances: Arc<Instances>,
 }
 
 impl Execution {
     pub fn new(
         record: ExecutionRecord,
         limits: Arc<TenantLimits>,
-        recorder: Recorder,
+        mut recorder: Recorder,
         surroundings: Surroundings,
-        evict_on_wait: bool,
     ) -> Execution {
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+        recorder.limit_history(limits.history_events_max);
+        let lines = Arc::new(GuestLines::new(
+            surroundings
+                .telemetry
+                .log_sink(&record, limits.log_lines_per_second),
+        ));
         Execution {
+            lines,
             record,
             limits,
             recorder: Arc::new(Mutex::new(recorder)),
@@ -193,7 +224,9 @@ impl Execution {
             updates_tx,
             updates_rx,
             running: HashSet::new(),
-            evict_on_wait,
+            activity_tasks: Vec::new(),
+            hot_window: surroundings.hot_window,
+            instances: surroundings.instances,
             stderr_tail: Arc::new(Mutex::new(Vec::new())),
             mailbox: surroundings.mailbox,
             runtime: surroundings.runtime,
@@ -201,11 +234,10 @@ impl Execution {
         }
     }
 
-    /// Stores a line the workflow logged through the SDK.
-    pub fn log(&self, seq: Seq, level: &str, message: &str) {
+    /// Where this execution's guest log lines go.
+    pub fn log_sink(&self) -> LogSink {
         self.telemetry
-            .log_sink(self.record.id)
-            .write(seq, level, "log", message);
+            .log_sink(&self.record, self.limits.log_lines_per_second)
     }
 
     /// An activation begins: instantiation and replay are timed until its
@@ -251,7 +283,7 @@ impl Execution {
     /// Fails if a WASI callback parked a halt since the last host call.
     pub fn check_halted(&self) -> Result<(), Interrupt> {
         match self.recorder().halted() {
-            Some(halt) => Err(Interrupt::Halt(halt.clone())),
+            Some(halt) => Err(halt.clone().into()),
             None => Ok(()),
         }
     }
@@ -261,6 +293,15 @@ impl Execution {
     /// returns.
     pub async fn append(&mut self, event: Event) -> Result<(), Interrupt> {
         self.append_all(vec![event], None).await
+    }
+
+    /// Makes the buffered events (clock reads, random draws, WASI timers)
+    /// durable, if there are any.
+    pub async fn flush(&mut self) -> Result<(), Interrupt> {
+        if self.recorder().history.unflushed().is_empty() {
+            return Ok(());
+        }
+        self.append_all(Vec::new(), None).await
     }
 
     /// Appends the terminal event and finishes the execution row.
@@ -295,14 +336,10 @@ impl Execution {
                 ));
             }
             let is_terminal = events.iter().any(Event::is_terminal);
-            let limit = self.limits.history_events_max;
-            if !is_terminal && recorder.history.len() + events.len() >= limit {
-                return Err(Interrupt::FailWorkflow(runtime_error(
-                    "HistoryLimitExceeded",
-                    format!(
-                        "the execution's history reached its limit of {limit} events (history_events_max = {limit}); split the work into smaller workflows or child workflows"
-                    ),
-                )));
+            if !is_terminal {
+                recorder
+                    .check_room(events.len())
+                    .map_err(Interrupt::FailWorkflow)?;
             }
             let now = clock::now_ms();
             for event in events {
@@ -347,6 +384,7 @@ impl Execution {
             );
             recorder.history.mark_durable();
         }
+        self.lines.release();
         if fault_injection::kill_due(flushed_len) {
             if fault_injection::flush_first() {
                 self.telemetry.flush().await;
@@ -405,11 +443,12 @@ impl Execution {
                 scheduled_at_ms: scheduled.recorded_at_ms,
                 heartbeat_details,
                 trace_id: trace_id_hex(&self.record, history),
-                logs: self.telemetry.log_sink(self.record.id),
+                logs: self.log_sink(),
             }
         };
         self.running.insert(seq);
-        self.activities.spawn(task, self.updates_tx.clone());
+        let task = self.activities.spawn(task, self.updates_tx.clone());
+        self.activity_tasks.push(task);
     }
 
     /// Runs the child workflow started at `seq` unless it runs already or
@@ -488,9 +527,11 @@ impl Execution {
         let recorder = self.recorder();
         let history = &recorder.history;
         match wait {
-            Wait::Timer(seq) | Wait::Activity(seq) | Wait::Signal(seq) | Wait::Child(seq) => {
-                history.outcome(*seq).is_some()
-            }
+            Wait::Timer(seq)
+            | Wait::Sleep(seq)
+            | Wait::Activity(seq)
+            | Wait::Signal(seq)
+            | Wait::Child(seq) => history.outcome(*seq).is_some(),
             Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
         }
     }
@@ -498,9 +539,10 @@ impl Execution {
     /// Blocks until `wait` is satisfied or a cancellation is delivered to
     /// this blocking call (the `ordinal`-th of the activation), journaling
     /// every outcome that arrives meanwhile in arrival order. When
-    /// `may_evict` is set and the execution runs on the cold path, it
-    /// returns [`Interrupt::Suspend`] instead of blocking, so the driver can
-    /// drop the instance.
+    /// `may_evict` is set (an instance waits), it returns
+    /// [`Interrupt::Suspend`] once the hot window has passed — or at once
+    /// when the tenant's instances or the pool are needed elsewhere — so
+    /// the driver can drop the instance.
     pub async fn wait(
         &mut self,
         wait: &Wait,
@@ -508,9 +550,13 @@ impl Execution {
         may_evict: bool,
     ) -> Result<Woken, Interrupt> {
         self.report_activation();
+        let evict_at = tokio::time::Instant::now() + self.hot_window;
         loop {
             if *self.shutdown.borrow() {
                 return Err(Interrupt::Shutdown);
+            }
+            if self.mailbox.is_terminated() {
+                return Err(Interrupt::Terminated);
             }
             if self.recorder().history.cancelled_at(ordinal) {
                 return Ok(Woken::Cancelled);
@@ -524,14 +570,24 @@ impl Execution {
             if self.mailbox.take() && self.read_mailbox(wait, ordinal).await? {
                 continue;
             }
-            if may_evict && self.evict_on_wait {
+            let evict_now = tokio::time::Instant::now() >= evict_at
+                || self.instances.should_evict(&self.record.tenant);
+            if may_evict && evict_now {
                 return Err(Interrupt::Suspend {
                     wait: wait.clone(),
                     ordinal,
                 });
             }
+            let hot_window_ends = async {
+                if may_evict {
+                    tokio::time::sleep_until(evict_at).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             let deadline = match wait {
-                Wait::Timer(seq) => self
+                Wait::Timer(seq) | Wait::Sleep(seq) => self
+                    .recorder()
                     .timer_fire_at(*seq)
                     .map(|at| (Event::TimerFired { seq: *seq }, at)),
                 Wait::Signal(seq) => self
@@ -565,6 +621,7 @@ impl Execution {
                 }
                 () = mailbox.changed() => {}
                 _ = shutdown.changed() => {}
+                () = hot_window_ends => {}
             }
         }
     }
@@ -579,7 +636,7 @@ impl Execution {
             _ => None,
         };
         let chosen = messages.into_iter().find(|message| match message.kind {
-            MessageKind::Cancel => true,
+            MessageKind::Cancel => !matches!(wait, Wait::Sleep(_)),
             MessageKind::Signal => Some(&message.name) == signal_name.as_ref(),
         });
         let Some(message) = chosen else {
@@ -625,18 +682,6 @@ impl Execution {
         }
     }
 
-    fn timer_fire_at(&self, seq: Seq) -> Option<u64> {
-        match self
-            .recorder()
-            .history
-            .command(seq)
-            .map(|recorded| &recorded.event)
-        {
-            Some(Event::TimerStarted { fire_at_ms, .. }) => Some(*fire_at_ms),
-            _ => None,
-        }
-    }
-
     async fn record_update(&mut self, update: ActivityUpdate) -> Result<(), Interrupt> {
         let finished = update.events.iter().any(|event| {
             matches!(
@@ -654,6 +699,17 @@ impl Execution {
         // The task may have been abandoned meanwhile; nothing waits then.
         let _ = update.ack.send(());
         Ok(())
+    }
+}
+
+impl Drop for Execution {
+    /// The drive is over (finished, terminated, shut down, or failed):
+    /// its activity attempts stop with it. A later drive resumes any
+    /// activity the history leaves open, at the attempt it records.
+    fn drop(&mut self) {
+        for task in &self.activity_tasks {
+            task.abort();
+        }
     }
 }
 

@@ -239,6 +239,14 @@ pub enum Event {
     TimerFired {
         seq: Seq,
     },
+    /// Which of the WASI timers `timers` (their `TimerStarted` seqs) had
+    /// fired when the guest looked (`pollable.ready`, `poll`): recorded so
+    /// the answer is the same in replay.
+    TimersPolled {
+        seq: Seq,
+        timers: Vec<Seq>,
+        ready: Vec<Seq>,
+    },
     /// The workflow waits for signal `name` (until `deadline_ms`, if set).
     SignalAwaited {
         seq: Seq,
@@ -304,6 +312,7 @@ impl Event {
             Event::ActivityFailed { .. } => "ActivityFailed",
             Event::TimerStarted { .. } => "TimerStarted",
             Event::TimerFired { .. } => "TimerFired",
+            Event::TimersPolled { .. } => "TimersPolled",
             Event::SignalAwaited { .. } => "SignalAwaited",
             Event::SignalReceived { .. } => "SignalReceived",
             Event::SignalTimedOut { .. } => "SignalTimedOut",
@@ -325,6 +334,7 @@ impl Event {
             | Event::RandomDrawn { seq, .. }
             | Event::ActivityScheduled { seq, .. }
             | Event::TimerStarted { seq, .. }
+            | Event::TimersPolled { seq, .. }
             | Event::SignalAwaited { seq, .. }
             | Event::ChildStarted { seq, .. } => Some(*seq),
             _ => None,
@@ -379,6 +389,9 @@ pub enum Command {
     StartTimer {
         duration_ms: u64,
     },
+    PollTimers {
+        timers: Vec<Seq>,
+    },
     AwaitSignal {
         name: String,
     },
@@ -395,6 +408,7 @@ impl Command {
             Command::DrawRandom { len } => format!("a draw of {len} random bytes"),
             Command::ScheduleActivity { name, input } => describe_activity(name, input),
             Command::StartTimer { duration_ms } => format!("a timer of {duration_ms} ms"),
+            Command::PollTimers { timers } => format!("a look at timers {timers:?}"),
             Command::AwaitSignal { name } => format!("a wait for signal `{name}`"),
             Command::StartChild {
                 workflow_type,
@@ -425,6 +439,12 @@ impl Command {
                     ..
                 },
             ) => duration_ms == recorded,
+            (
+                Command::PollTimers { timers },
+                Event::TimersPolled {
+                    timers: recorded, ..
+                },
+            ) => timers == recorded,
             (Command::AwaitSignal { name }, Event::SignalAwaited { name: recorded, .. }) => {
                 name == recorded
             }
@@ -457,6 +477,7 @@ fn describe_recorded(event: &Event) -> String {
         Event::RandomDrawn { bytes, .. } => format!("a draw of {} random bytes", bytes.len() / 2),
         Event::ActivityScheduled { name, input, .. } => describe_activity(name, input),
         Event::TimerStarted { duration_ms, .. } => format!("a timer of {duration_ms} ms"),
+        Event::TimersPolled { timers, .. } => format!("a look at timers {timers:?}"),
         Event::SignalAwaited { name, .. } => format!("a wait for signal `{name}`"),
         Event::ChildStarted {
             workflow_type,
@@ -759,6 +780,8 @@ pub enum Halt {
     Nondeterminism(Nondeterminism),
     /// Verification replay reached the end of an unfinished history.
     HistoryEnd,
+    /// Recording the command would break a limit: the execution fails.
+    Limit(WorkflowError),
 }
 
 /// A history plus the cursor of the activation replaying it: the object that
@@ -772,6 +795,9 @@ pub struct Recorder {
     halted: Option<Halt>,
     /// Verification mode: never record, stop at the end of the history.
     replay_only: bool,
+    /// The most events the history may hold (the tenant's
+    /// `history_events_max`); one place is always kept for the end.
+    history_events_max: usize,
 }
 
 impl Recorder {
@@ -782,7 +808,30 @@ impl Recorder {
             waits: 0,
             halted: None,
             replay_only,
+            history_events_max: HISTORY_EVENTS_MAX,
         }
+    }
+
+    /// Sets the history limit every recorded event counts against.
+    pub fn limit_history(&mut self, history_events_max: usize) {
+        self.history_events_max = history_events_max;
+    }
+
+    /// Whether `events` more non-terminal events fit in the history, with
+    /// one place left for the terminal event. Every recorded event passes
+    /// here — buffered clock reads and random draws as much as appends.
+    pub fn check_room(&self, events: usize) -> Result<(), WorkflowError> {
+        let limit = self.history_events_max;
+        if self.history.len() + events < limit {
+            return Ok(());
+        }
+        Err(WorkflowError {
+            error_type: "HistoryLimitExceeded".to_string(),
+            message: format!(
+                "the execution's history reached its limit of {limit} events (history_events_max = {limit}); split the work into smaller workflows or child workflows"
+            ),
+            details: None,
+        })
     }
 
     /// Rewinds the cursor for a fresh instance, which replays from seq 1.
@@ -830,7 +879,10 @@ impl Recorder {
         match self.history.check_command(seq, command) {
             Ok(Some(recorded)) => Ok((seq, Some(recorded.clone()))),
             Ok(None) if self.replay_only => Err(self.halt_at_history_end(seq, command)),
-            Ok(None) => Ok((seq, None)),
+            Ok(None) => match self.check_room(1) {
+                Ok(()) => Ok((seq, None)),
+                Err(full) => Err(self.halt(Halt::Limit(full))),
+            },
             Err(mismatch) => Err(self.halt(Halt::Nondeterminism(mismatch))),
         }
     }
@@ -871,6 +923,63 @@ impl Recorder {
                 live
             }
             Err(_) => 0,
+        }
+    }
+
+    /// A WASI clock subscription: a timer of `duration_ms`, recorded
+    /// (buffered) now or replayed. Returns its seq.
+    pub fn start_timer(&mut self, duration_ms: u64, now_ms: u64) -> Result<Seq, Halt> {
+        let (seq, recorded) = self.next_command(&Command::StartTimer { duration_ms })?;
+        if recorded.is_none() {
+            self.history.record(
+                Event::TimerStarted {
+                    seq,
+                    duration_ms,
+                    fire_at_ms: now_ms.saturating_add(duration_ms),
+                },
+                now_ms,
+            );
+        }
+        Ok(seq)
+    }
+
+    /// Which of `timers` have fired: the recorded answer, or the answer at
+    /// `now_ms` recorded (buffered) now.
+    pub fn poll_timers(&mut self, timers: &[Seq], now_ms: u64) -> Result<Vec<Seq>, Halt> {
+        let command = Command::PollTimers {
+            timers: timers.to_vec(),
+        };
+        let (seq, recorded) = self.next_command(&command)?;
+        if let Some(recorded) = recorded {
+            return match recorded.event {
+                Event::TimersPolled { ready, .. } => Ok(ready),
+                _ => Ok(Vec::new()),
+            };
+        }
+        let ready: Vec<Seq> = timers
+            .iter()
+            .copied()
+            .filter(|&timer| {
+                self.history.outcome(timer).is_some()
+                    || self.timer_fire_at(timer).is_some_and(|at| at <= now_ms)
+            })
+            .collect();
+        self.history.record(
+            Event::TimersPolled {
+                seq,
+                timers: timers.to_vec(),
+                ready: ready.clone(),
+            },
+            now_ms,
+        );
+        Ok(ready)
+    }
+
+    /// When the timer started at `seq` fires.
+    pub fn timer_fire_at(&self, seq: Seq) -> Option<u64> {
+        match self.history.command(seq).map(|recorded| &recorded.event) {
+            Some(Event::TimerStarted { fire_at_ms, .. }) => Some(*fire_at_ms),
+            _ => None,
         }
     }
 

@@ -32,6 +32,7 @@ pub mod execution;
 pub mod host;
 pub mod journal;
 pub mod mailbox;
+pub mod quota;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

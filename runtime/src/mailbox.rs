@@ -7,7 +7,7 @@
 //! executions cost no queries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// execution when it reads the mailbox.
 pub struct MailboxFlag {
     pending: AtomicBool,
+    /// Set when an operator terminated the execution in this process.
+    terminated: AtomicBool,
     notify: Notify,
 }
 
@@ -42,6 +44,11 @@ impl MailboxFlag {
         self.pending.store(true, Ordering::Release);
     }
 
+    /// Whether the execution was terminated (its drive should end).
+    pub fn is_terminated(&self) -> bool {
+        self.terminated.load(Ordering::Acquire)
+    }
+
     fn raise(&self) {
         self.pending.store(true, Ordering::Release);
         self.notify.notify_one();
@@ -52,6 +59,8 @@ impl MailboxFlag {
 #[derive(Default)]
 pub struct Mailboxes {
     flags: Mutex<HashMap<i64, Weak<MailboxFlag>>>,
+    /// The map's size after its last sweep of dead entries.
+    swept_len: AtomicUsize,
 }
 
 impl Mailboxes {
@@ -85,15 +94,41 @@ impl Mailboxes {
     pub fn register(&self, execution_id: i64) -> Arc<MailboxFlag> {
         let flag = Arc::new(MailboxFlag {
             pending: AtomicBool::new(true),
+            terminated: AtomicBool::new(false),
             notify: Notify::new(),
         });
         let mut flags = self
             .flags
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        flags.retain(|_, flag| flag.strong_count() > 0);
+        // Sweep dead entries only when the map has doubled since the last
+        // sweep: one sweep per registration made starting 100,000
+        // executions quadratic.
+        if flags.len()
+            >= self
+                .swept_len
+                .load(Ordering::Relaxed)
+                .saturating_mul(2)
+                .max(64)
+        {
+            flags.retain(|_, flag| flag.strong_count() > 0);
+            self.swept_len.store(flags.len(), Ordering::Relaxed);
+        }
         flags.insert(execution_id, Arc::downgrade(&flag));
         flag
+    }
+
+    /// Tells the drive of `execution_id` in this process, if any, that an
+    /// operator terminated it: it stops at its wait and frees what it holds.
+    pub fn terminated(&self, execution_id: i64) {
+        let flags = self
+            .flags
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(flag) = flags.get(&execution_id).and_then(Weak::upgrade) {
+            flag.terminated.store(true, Ordering::Release);
+            flag.notify.notify_one();
+        }
     }
 
     fn raise(&self, execution_id: i64) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tracing::Instrument as _;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store as WasmStore, StoreLimitsBuilder, Trap, UpdateDeadline};
@@ -16,13 +17,14 @@ use crate::activity::ActivityRegistry;
 use crate::clock;
 use crate::engine::{ComponentKind, Engine, LoadError, LoadedComponent};
 use crate::execution::{Execution, Interrupt, Surroundings, runtime_error};
-use crate::host::wasi::{LogTags, workflow_wasi};
+use crate::host::wasi::workflow_wasi;
 use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
 use crate::journal::{
     Event, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext, WorkflowError,
 };
 use crate::mailbox::Mailboxes;
+use crate::quota::{InstanceSlot, Instances};
 use crate::store::{
     ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution, StartOutcome, Store,
     StoreError,
@@ -30,10 +32,15 @@ use crate::store::{
 use crate::telemetry::Telemetry;
 use crate::tenant::{LimitExceeded, TenantLimits};
 
-/// How often and how long an activation waits for a free instance slot
-/// before the drive gives up (the execution stays resumable).
-const BUSY_RETRIES_MAX: u32 = 600;
+/// How long an activation waits before it tries again for a slot of the
+/// node's instance pool (full although the tenant's share has room). It
+/// never gives up: an execution nobody drives must not look `running`.
 const BUSY_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// How long a waiting instance stays in memory by default: long enough
+/// for an activity of a few milliseconds to answer a warm instance, short
+/// enough that sleeping executions hold no instance.
+pub const DEFAULT_HOT_WINDOW: Duration = Duration::from_millis(100);
 
 /// The longest workflow id.
 const WORKFLOW_ID_CHARS_MAX: usize = 256;
@@ -45,11 +52,37 @@ pub const CANCELLED_ERROR_TYPE: &str = "Cancelled";
 pub const DEFAULT_TENANT: &str = "default";
 
 /// How an execution ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
-    Completed { output: serde_json::Value },
-    Failed { error: WorkflowError },
+    /// The workflow's result exactly as it returned it: never parsed into
+    /// numbers and written again (that moves floats and reorders keys).
+    Completed {
+        output: Box<RawValue>,
+    },
+    Failed {
+        error: WorkflowError,
+    },
+}
+
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Outcome) -> bool {
+        match (self, other) {
+            (Outcome::Completed { output: a }, Outcome::Completed { output: b }) => {
+                a.get() == b.get()
+            }
+            (Outcome::Failed { error: a }, Outcome::Failed { error: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Recorded JSON text as a raw value, byte for byte; text that is not JSON
+/// (a corrupt row) as a JSON string of it.
+pub fn raw_json(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_string()).unwrap_or_else(|_| {
+        serde_json::value::to_raw_value(text).expect("a string always serializes")
+    })
 }
 
 /// What a verification replay found (see [`Runtime::verify_replay`]).
@@ -157,14 +190,26 @@ impl Drop for GuestThreads {
 }
 
 /// Options of a [`Runtime`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RuntimeOptions {
-    /// Drop every instance while it waits and rebuild it by replay (the
-    /// cold path). Off: instances stay in memory while they wait.
-    pub evict_on_wait: bool,
+    /// How long an instance stays in memory at a blocking wait before it
+    /// is dropped and rebuilt by replay when the wait ends (the cold
+    /// path). Zero: at every wait. Under pressure (the tenant's
+    /// `instances_max` in use, or the node's pool three quarters full)
+    /// instances are dropped at once whatever this says.
+    pub hot_window: Duration,
     /// Export spans to this OTLP/HTTP traces URL; `None`: where the
     /// standard `OTEL_*` variables say, if anywhere.
     pub otlp_endpoint: Option<String>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            hot_window: DEFAULT_HOT_WINDOW,
+            otlp_endpoint: None,
+        }
+    }
 }
 
 /// The host: one engine, one store, the registered activities.
@@ -187,6 +232,8 @@ pub struct Runtime {
     shutdown: watch::Sender<bool>,
     /// Where guest code runs.
     guest: GuestThreads,
+    /// Workflow instances in memory: each tenant's share of them.
+    instances: Arc<Instances>,
     options: RuntimeOptions,
 }
 
@@ -203,6 +250,11 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         Workflow::add_to_linker::<_, HasSelf<WorkflowHost>>(&mut linker, |host| host)
             .map_err(anyhow::Error::from)?;
+        // WASI timers become durable: shadow wasmtime-wasi's clock
+        // subscriptions and polls with the journaled ones.
+        linker.allow_shadowing(true);
+        crate::host::timers::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        linker.allow_shadowing(false);
         let mailboxes = Mailboxes::watch(store.clone());
         let default_limits = Arc::new(TenantLimits::within(&engine.limits));
         let telemetry = Arc::new(Telemetry::new(
@@ -210,8 +262,10 @@ impl Runtime {
             options.otlp_endpoint.as_deref(),
         ));
         let guest = GuestThreads::start()?;
+        let instances = Arc::new(Instances::new(engine.limits.pooled_instances_max));
         Ok(Arc::new_cyclic(|me| Runtime {
             guest,
+            instances,
             shutdown: watch::Sender::new(false),
             telemetry,
             tenant_limits: Mutex::new(HashMap::new()),
@@ -300,6 +354,18 @@ impl Runtime {
     /// resumes them. Drives started afterwards stop at their first wait.
     pub fn shut_down(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Ends this process's drive of execution `execution_id` (terminated
+    /// in the store by an operator) at its wait: its instance, activity
+    /// tasks and timers are released now, not when it next wakes.
+    pub fn terminated(&self, execution_id: i64) {
+        self.mailboxes.terminated(execution_id);
+    }
+
+    /// Workflow instances in memory now (in activations and hot waits).
+    pub fn live_instances(&self) -> usize {
+        self.instances.live()
     }
 
     /// Validates, compiles and stores a workflow component.
@@ -484,28 +550,25 @@ impl Runtime {
         self.telemetry.resume(&record, &history).await;
         let record_id = record.id;
         let limits = self.limits_for(&record.tenant);
+        let instances_max = limits.instances_max;
         let mut execution = Execution::new(
             record,
             limits,
             Recorder::new(history, false),
             self.surroundings(record_id),
-            self.options.evict_on_wait,
         );
-        let mut busy_retries = 0u32;
         loop {
+            let slot = self
+                .enter_instance(&execution.record, instances_max)
+                .await?;
             let (returned, result) = self
                 .activate_on_guest_threads(&pre, execution, &input)
                 .await?;
+            drop(slot);
             execution = returned;
             if let Err(Interrupt::Busy(reason)) = &result {
-                // Instance slots free up as other activations end.
-                busy_retries += 1;
-                if busy_retries > BUSY_RETRIES_MAX {
-                    return Err(host_error(
-                        &execution.record,
-                        Interrupt::Busy(reason.clone()),
-                    ));
-                }
+                // Pool slots free up as other activations end.
+                tracing::debug!(workflow_id = %execution.record.workflow_id, %reason, "instance pool full; trying again");
                 tokio::time::sleep(BUSY_RETRY_DELAY).await;
                 continue;
             }
@@ -529,10 +592,28 @@ impl Runtime {
         }
     }
 
+    /// Waits for an instance of the execution's tenant (its own queue), or
+    /// for the shutdown.
+    async fn enter_instance(
+        &self,
+        record: &ExecutionRecord,
+        instances_max: u32,
+    ) -> Result<InstanceSlot, RunError> {
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::select! {
+            slot = self.instances.enter(&record.tenant, instances_max) => Ok(slot),
+            _ = shutdown.wait_for(|stopping| *stopping) => Err(RunError::ShuttingDown {
+                workflow_id: record.workflow_id.clone(),
+            }),
+        }
+    }
+
     /// What an execution with store id `record_id` talks to (0: a replay
     /// that receives no messages).
     fn surroundings(&self, record_id: i64) -> Surroundings {
         Surroundings {
+            hot_window: self.options.hot_window,
+            instances: self.instances.clone(),
             store: self.store.clone(),
             activities: self.activities.clone(),
             telemetry: self.telemetry.clone(),
@@ -651,7 +732,6 @@ impl Runtime {
         let workflow_id = execution.record.workflow_id.clone();
         let activation = activate(
             self.engine.clone(),
-            self.telemetry.clone(),
             pre.clone(),
             execution,
             input.to_string(),
@@ -690,16 +770,15 @@ impl Runtime {
             self.default_limits.clone(),
             Recorder::new(History::default(), true),
             self.surroundings(0),
-            false,
         );
         let started = std::time::Instant::now();
-        let tags = LogTags {
-            workflow_id: execution.record.workflow_id.clone(),
-            run_id: execution.record.run_id.clone(),
-            sink: None,
-            activity_seq: 0,
-        };
-        let wasi = workflow_wasi(&execution.recorder, &tags, "bench", &execution.stderr_tail);
+        let wasi = workflow_wasi(
+            &execution.recorder,
+            &execution.record.run_id,
+            None,
+            "bench",
+            &execution.stderr_tail,
+        );
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.engine.limits.memory_bytes_max)
             .build();
@@ -740,16 +819,8 @@ impl Runtime {
             self.default_limits.clone(),
             Recorder::new(history, true),
             self.surroundings(0),
-            false,
         );
-        let (execution, result) = activate(
-            self.engine.clone(),
-            self.telemetry.clone(),
-            pre,
-            execution,
-            input,
-        )
-        .await;
+        let (execution, result) = activate(self.engine.clone(), pre, execution, input).await;
         let nondeterminism = |source| RunError::Nondeterminism {
             workflow_id: execution.record.workflow_id.clone(),
             run_id: execution.record.run_id.clone(),
@@ -857,8 +928,7 @@ fn started_parts(
 pub fn outcome_of(terminal: &Event) -> Outcome {
     match terminal {
         Event::WorkflowCompleted { output } => Outcome::Completed {
-            output: serde_json::from_str(output)
-                .unwrap_or_else(|_| serde_json::Value::String(output.clone())),
+            output: raw_json(output),
         },
         Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => Outcome::Failed {
             error: error.clone(),
@@ -875,13 +945,11 @@ pub fn outcome_of(terminal: &Event) -> Outcome {
     }
 }
 
-fn parse_output(output: &str, payload_bytes_max: usize) -> Result<serde_json::Value, Interrupt> {
+fn parse_output(output: &str, payload_bytes_max: usize) -> Result<Box<RawValue>, Interrupt> {
     check_json_payload("workflow output", output, payload_bytes_max).map_err(|problem| {
         Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", problem.to_string()))
     })?;
-    serde_json::from_str(output).map_err(|error| {
-        Interrupt::FailWorkflow(runtime_error("InvalidWorkflowOutput", error.to_string()))
-    })
+    Ok(raw_json(output))
 }
 
 /// Why a payload (an input, an output, a signal) was refused.
@@ -992,7 +1060,6 @@ fn classify(
 /// back.
 async fn activate(
     engine: Engine,
-    telemetry: Arc<Telemetry>,
     pre: WorkflowPre<WorkflowHost>,
     mut execution: Execution,
     input: String,
@@ -1003,15 +1070,10 @@ async fn activate(
     execution.recorder().begin_activation();
     execution.begin_activation_span();
     let limits = execution.limits.instance_limits(&engine.limits);
-    let tags = LogTags {
-        workflow_id: execution.record.workflow_id.clone(),
-        run_id: execution.record.run_id.clone(),
-        sink: Some(telemetry.log_sink(execution.record.id)),
-        activity_seq: 0,
-    };
     let wasi = workflow_wasi(
         &execution.recorder,
-        &tags,
+        &execution.record.run_id,
+        Some(execution.lines.clone()),
         &execution.record.workflow_type,
         &execution.stderr_tail,
     );

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Limits, MODULE_BYTES_MAX};
+use crate::engine::{ACTIVITY_FUEL_MAX, COMPILATIONS_MAX, Limits, MODULE_BYTES_MAX};
 use crate::journal::{HISTORY_EVENTS_MAX, PAYLOAD_BYTES_MAX};
 use crate::store::{Store, StoreError};
 
@@ -80,6 +80,24 @@ pub struct TenantLimits {
     /// Hosts (`host` or `host:port`) the tenant's activities may call;
     /// `None`: the server's `--allow-host` list.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Fuel one Wasm activity attempt may burn.
+    pub activity_fuel_max: u64,
+    /// Attempts of one activity call: the bound of the default retry
+    /// policy (and of a policy that says 0, "unlimited"); a call asking for
+    /// more is refused.
+    pub activity_attempts_max: u32,
+    /// Workflow instances of the tenant in memory at once; activations
+    /// beyond it wait in the tenant's own queue.
+    pub instances_max: u32,
+    /// Activity attempts of the tenant running at once; more wait in the
+    /// tenant's own queue.
+    pub activity_attempts_in_flight_max: u32,
+    /// Uploads of the tenant compiling at once; more get 429.
+    pub compilations_max: u32,
+    /// Guest log lines (workflow logs, stdout, stderr, activity output)
+    /// stored and written to the server's log per second; past it lines
+    /// are counted and summarised, not kept.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for TenantLimits {
@@ -95,6 +113,12 @@ impl Default for TenantLimits {
             payload_bytes_max: PAYLOAD_BYTES_MAX,
             requests_per_second: 1_000,
             allowed_hosts: None,
+            activity_fuel_max: ACTIVITY_FUEL_MAX,
+            activity_attempts_max: 100,
+            instances_max: 200,
+            activity_attempts_in_flight_max: 200,
+            compilations_max: 1,
+            log_lines_per_second: 1_000,
         }
     }
 }
@@ -117,7 +141,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 8] = [
+        let checks: [(&str, u64, u64); 14] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -152,6 +176,36 @@ impl TenantLimits {
             (
                 "requests_per_second",
                 u64::from(self.requests_per_second),
+                1_000_000,
+            ),
+            (
+                "activity_fuel_max",
+                self.activity_fuel_max,
+                ACTIVITY_FUEL_MAX,
+            ),
+            (
+                "activity_attempts_max",
+                u64::from(self.activity_attempts_max),
+                1_000_000,
+            ),
+            (
+                "instances_max",
+                u64::from(self.instances_max),
+                u64::from(engine.pooled_instances_max.max(1)),
+            ),
+            (
+                "activity_attempts_in_flight_max",
+                u64::from(self.activity_attempts_in_flight_max),
+                u64::from(engine.pooled_instances_max.max(1)),
+            ),
+            (
+                "compilations_max",
+                u64::from(self.compilations_max),
+                COMPILATIONS_MAX as u64,
+            ),
+            (
+                "log_lines_per_second",
+                u64::from(self.log_lines_per_second),
                 1_000_000,
             ),
         ];

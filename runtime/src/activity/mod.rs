@@ -32,6 +32,8 @@ pub use wasm::ACTIVITY_DIR_GUEST_PATH;
 use wasm::{Sandbox, SandboxLimits, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
 
+use crate::quota::TenantQuotas;
+use crate::runtime::raw_json;
 use crate::telemetry::LogSink;
 use crate::telemetry::spans::attempt_traceparent;
 use crate::tenant::TenantLimits;
@@ -142,6 +144,8 @@ pub struct ActivityRegistry {
     /// The process's allowed hosts; a tenant's own list replaces it.
     allowlist: Arc<Allowlist>,
     workers: Option<Arc<WorkerQueue>>,
+    /// Each tenant's share of attempts in flight.
+    in_flight: TenantQuotas,
 }
 
 enum Executor {
@@ -162,6 +166,7 @@ impl ActivityRegistry {
             tenant_wasm: RwLock::default(),
             allowlist,
             workers: None,
+            in_flight: TenantQuotas::default(),
         })
     }
 
@@ -198,6 +203,7 @@ impl ActivityRegistry {
             tenant_wasm: RwLock::default(),
             allowlist,
             workers: config.workers,
+            in_flight: TenantQuotas::default(),
         })
     }
 
@@ -251,14 +257,15 @@ impl ActivityRegistry {
         self.workers.clone().map(Executor::Worker)
     }
 
-    /// Runs the activity's attempts on a task of its own, reporting to `updates`.
+    /// Runs the activity's attempts on a task of its own, reporting to
+    /// `updates`; the handle stops them.
     pub fn spawn(
         self: &Arc<Self>,
         task: ActivityTask,
         updates: mpsc::UnboundedSender<ActivityUpdate>,
-    ) {
+    ) -> tokio::task::AbortHandle {
         let registry = self.clone();
-        tokio::spawn(async move { registry.run_attempts(task, updates).await });
+        tokio::spawn(async move { registry.run_attempts(task, updates).await }).abort_handle()
     }
 
     async fn run_attempts(
@@ -298,6 +305,14 @@ impl ActivityRegistry {
                 .map(|timeout| task.scheduled_at_ms + timeout);
             let attempt_timeout = attempt_timeout_ms(&task.options, schedule_deadline);
             let heartbeat = Heartbeat::new(task.heartbeat_details.clone());
+            // A tenant past its attempts in flight waits in its own queue.
+            let in_flight = self
+                .in_flight
+                .acquire(
+                    &task.tenant,
+                    task.limits.activity_attempts_in_flight_max as usize,
+                )
+                .await;
             let outcome = self
                 .run_attempt(
                     &executor,
@@ -307,6 +322,7 @@ impl ActivityRegistry {
                     heartbeat.clone(),
                 )
                 .await;
+            drop(in_flight);
             task.heartbeat_details = heartbeat.details();
             let payload_bytes_max = task.limits.payload_bytes_max;
             let error = match outcome
@@ -456,6 +472,7 @@ impl ActivityRegistry {
                 };
                 let sandbox_limits = SandboxLimits {
                     memory_bytes_max: task.limits.memory_bytes_max,
+                    fuel_max: task.limits.activity_fuel_max,
                     allowlist: Arc::new(allowlist.clone()),
                     tenant_dir: owner.clone(),
                 };
@@ -468,15 +485,12 @@ impl ActivityRegistry {
                     tenant: task.tenant.clone(),
                     task_token: new_task_token(),
                     activity: task.name.clone(),
-                    input: serde_json::from_str(&task.input).unwrap_or(serde_json::Value::Null),
+                    input: raw_json(&task.input),
                     idempotency_key: task.idempotency_key.clone(),
                     attempt,
                     workflow_id: task.workflow_id.clone(),
                     run_id: task.run_id.clone(),
-                    heartbeat_details: task
-                        .heartbeat_details
-                        .as_deref()
-                        .and_then(|details| serde_json::from_str(details).ok()),
+                    heartbeat_details: task.heartbeat_details.as_deref().map(raw_json),
                     start_to_close_timeout_ms: timeout_ms,
                     traceparent,
                 };

@@ -11,7 +11,7 @@ use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::outbound::Allowlist;
-use crate::engine::{ComponentKind, Engine, LoadedComponent};
+use crate::engine::{ACTIVITY_FUEL_MAX, ComponentKind, Engine, LoadedComponent};
 use crate::host::activity_bindings::{Activity, ActivityPre};
 use crate::host::activity_context::ActivityCall;
 use crate::host::wasi::GuestOutput;
@@ -20,8 +20,6 @@ use crate::journal::ActivityError;
 
 /// Where an activity's granted directory appears inside the guest.
 pub const ACTIVITY_DIR_GUEST_PATH: &str = "/data";
-/// Fuel for one activity attempt.
-const ACTIVITY_FUEL_MAX: u64 = 50_000_000_000;
 
 /// One loaded activity component.
 pub struct WasmActivity {
@@ -40,6 +38,8 @@ pub struct Sandbox {
 /// What one attempt may use: its tenant's.
 pub struct SandboxLimits {
     pub memory_bytes_max: usize,
+    /// Fuel of one attempt (the tenant's `activity_fuel_max`).
+    pub fuel_max: u64,
     pub allowlist: Arc<Allowlist>,
     /// For a component a tenant uploaded: that tenant, whose own
     /// `tenants/<tenant>/` under the activity directory it gets as /data
@@ -87,6 +87,7 @@ impl Sandbox {
         // Asking for names calls nothing outside.
         let discovery = SandboxLimits {
             memory_bytes_max: self.engine.limits.memory_bytes_max,
+            fuel_max: ACTIVITY_FUEL_MAX,
             allowlist: Arc::new(Allowlist::default()),
             tenant_dir: None,
         };
@@ -146,7 +147,7 @@ impl Sandbox {
         let mut store = Store::new(self.engine.wasmtime(), host);
         store.limiter(|host| &mut host.limits);
         store
-            .set_fuel(ACTIVITY_FUEL_MAX)
+            .set_fuel(limits.fuel_max.min(ACTIVITY_FUEL_MAX))
             .map_err(anyhow::Error::from)?;
         // Activities may run long (their timeouts bound them); the epoch
         // only makes them yield so that other work on this thread proceeds.
@@ -163,11 +164,22 @@ impl Sandbox {
         input: &str,
         limits: SandboxLimits,
     ) -> Result<String, ActivityError> {
-        let trap = |error: wasmtime::Error| ActivityError {
-            error_type: "ActivityTrap".into(),
-            message: format!("{:#}", anyhow::Error::from(error)),
-            details: None,
-            non_retryable: false,
+        let fuel_max = limits.fuel_max.min(ACTIVITY_FUEL_MAX);
+        let trap = |error: wasmtime::Error| match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::OutOfFuel) => ActivityError {
+                error_type: "ActivityFuelExhausted".into(),
+                message: format!(
+                    "the attempt used up its fuel budget of activity_fuel_max = {fuel_max} units (an endless loop?)"
+                ),
+                details: None,
+                non_retryable: false,
+            },
+            _ => ActivityError {
+                error_type: "ActivityTrap".into(),
+                message: format!("{:#}", anyhow::Error::from(error)),
+                details: None,
+                non_retryable: false,
+            },
         };
         let name = call.activity_name.clone();
         let mut store = self

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 
 use super::Heartbeat;
@@ -32,13 +33,13 @@ pub struct WorkerTask {
     pub task_token: String,
     pub activity: String,
     /// The input, as JSON.
-    pub input: serde_json::Value,
+    pub input: Box<RawValue>,
     pub idempotency_key: String,
     pub attempt: u32,
     pub workflow_id: String,
     pub run_id: String,
     /// Details from the last heartbeat of an earlier attempt, if any.
-    pub heartbeat_details: Option<serde_json::Value>,
+    pub heartbeat_details: Option<Box<RawValue>>,
     pub start_to_close_timeout_ms: u64,
     /// The attempt's W3C trace context, to pass on.
     pub traceparent: String,
@@ -196,47 +197,74 @@ impl WorkerQueue {
         }
     }
 
+    /// The leased task `token` names, if `tenant` (the caller's scope;
+    /// `None`: an embedded runtime) may see it. Another tenant's token is
+    /// as unknown as a made-up one.
+    fn leased<'s>(
+        state: &'s QueueState,
+        tenant: Option<&str>,
+        token: &str,
+    ) -> Result<&'s Waiting, TaskError> {
+        match state.leased.get(token) {
+            Some(waiting) if tenant.is_none_or(|tenant| tenant == waiting.task.tenant) => {
+                Ok(waiting)
+            }
+            Some(_) => Err(TaskError::Unknown(token.to_string())),
+            None => Err(Self::closed(state, token)),
+        }
+    }
+
     /// Records a heartbeat, with optional progress details (JSON).
     pub fn heartbeat(
         &self,
+        tenant: Option<&str>,
         token: &str,
-        details: Option<serde_json::Value>,
+        details: Option<Box<RawValue>>,
     ) -> Result<(), TaskError> {
         let state = self.state();
-        let waiting = state
-            .leased
-            .get(token)
-            .ok_or_else(|| Self::closed(&state, token))?;
+        let waiting = Self::leased(&state, tenant, token)?;
         waiting
             .heartbeat
-            .beat(details.map(|details| details.to_string()));
+            .beat(details.map(|details| details.get().to_string()));
         Ok(())
     }
 
     /// A worker's success: `output` must be JSON within the payload limit.
-    pub fn complete(&self, token: &str, output: serde_json::Value) -> Result<(), TaskError> {
-        let output = output.to_string();
+    pub fn complete(
+        &self,
+        tenant: Option<&str>,
+        token: &str,
+        output: &RawValue,
+    ) -> Result<(), TaskError> {
+        let output = output.get().to_string();
         if output.len() > PAYLOAD_BYTES_MAX {
             return Err(TaskError::InvalidReport(format!(
                 "the output is {} bytes; the payload limit is {PAYLOAD_BYTES_MAX} bytes",
                 output.len()
             )));
         }
-        self.report(token, Ok(output), "completed")
+        self.report(tenant, token, Ok(output), "completed")
     }
 
     /// A worker's failure, with the same error model as Wasm activities.
-    pub fn fail(&self, token: &str, error: ActivityError) -> Result<(), TaskError> {
-        self.report(token, Err(error), "failed")
+    pub fn fail(
+        &self,
+        tenant: Option<&str>,
+        token: &str,
+        error: ActivityError,
+    ) -> Result<(), TaskError> {
+        self.report(tenant, token, Err(error), "failed")
     }
 
     fn report(
         &self,
+        tenant: Option<&str>,
         token: &str,
         outcome: Result<String, ActivityError>,
         why: &'static str,
     ) -> Result<(), TaskError> {
         let mut state = self.state();
+        Self::leased(&state, tenant, token)?;
         let Some(waiting) = state.leased.remove(token) else {
             return Err(Self::closed(&state, token));
         };
@@ -277,7 +305,7 @@ mod tests {
             tenant: tenant.to_string(),
             task_token: token.to_string(),
             activity: "charge".to_string(),
-            input: serde_json::Value::Null,
+            input: crate::runtime::raw_json("null"),
             idempotency_key: "key".to_string(),
             attempt: 1,
             workflow_id: "w".to_string(),
@@ -312,12 +340,33 @@ mod tests {
             .await
             .expect("acme's task");
         assert_eq!(polled.task_token, "t1");
+        // A stolen token is unknown to another tenant, and stays usable.
+        for forged in [
+            queue.heartbeat(Some("globex"), "t1", None),
+            queue.complete(
+                Some("globex"),
+                "t1",
+                &crate::runtime::raw_json("\"forged\""),
+            ),
+            queue.fail(
+                Some("globex"),
+                "t1",
+                ActivityError {
+                    error_type: "Forged".into(),
+                    message: "by globex".into(),
+                    details: None,
+                    non_retryable: true,
+                },
+            ),
+        ] {
+            assert!(matches!(forged, Err(TaskError::Unknown(_))), "{forged:?}");
+        }
         queue
-            .complete("t1", serde_json::json!(1))
+            .complete(Some("acme"), "t1", &crate::runtime::raw_json("1"))
             .expect("complete");
         assert_eq!(waiting.await.expect("join").expect("outcome"), "1");
         assert!(matches!(
-            queue.complete("t1", serde_json::json!(2)),
+            queue.complete(Some("acme"), "t1", &crate::runtime::raw_json("2")),
             Err(TaskError::Finished { .. })
         ));
     }

@@ -22,13 +22,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::auth::Tenant;
 use super::{Server, error};
-use crate::journal::{History, TraceContext};
-use crate::runtime::{PayloadProblem, RunError, StartOptions, check_json_payload};
+use crate::journal::{History, RecordedEvent, TraceContext};
+use crate::runtime::{PayloadProblem, RunError, StartOptions, check_json_payload, raw_json};
 use crate::store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, IdReusePolicy, MessageKind, StoreError,
 };
@@ -81,8 +82,9 @@ struct StartRequest {
     workflow_type: String,
     #[serde(default)]
     workflow_id: Option<String>,
+    /// Taken as sent, byte for byte; `null` if absent.
     #[serde(default)]
-    input: Value,
+    input: Option<Box<RawValue>>,
     #[serde(default)]
     id_reuse_policy: IdReusePolicy,
 }
@@ -111,7 +113,7 @@ async fn start(
             ),
         );
     };
-    let input = request.input.to_string();
+    let input = raw_text(request.input);
     let started = server
         .runtime()
         .start_for(
@@ -142,21 +144,44 @@ async fn start(
     }
 }
 
-fn describe(record: &ExecutionRecord) -> Value {
-    let result = record
-        .result
-        .as_deref()
-        .map(|text| serde_json::from_str(text).unwrap_or(Value::String(text.to_string())));
-    json!({
-        "workflow_id": record.workflow_id,
-        "run_id": record.run_id,
-        "workflow_type": record.workflow_type,
-        "module_digest": record.module_digest,
-        "status": record.status.as_str(),
-        "result": result,
-        "created_at_ms": record.created_at_ms,
-        "updated_at_ms": record.updated_at_ms,
-    })
+/// A JSON value from a request as its text, byte for byte (`null` if absent).
+fn raw_text(value: Option<Box<RawValue>>) -> String {
+    value.map_or_else(|| "null".to_string(), |raw| raw.get().to_string())
+}
+
+/// An execution as the API shows it. The result is the recorded JSON text,
+/// passed on byte for byte.
+#[derive(Serialize)]
+struct ExecutionView<'a> {
+    workflow_id: &'a str,
+    run_id: &'a str,
+    workflow_type: &'a str,
+    module_digest: &'a str,
+    status: &'static str,
+    result: Option<Box<RawValue>>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+fn describe(record: &ExecutionRecord) -> ExecutionView<'_> {
+    ExecutionView {
+        workflow_id: &record.workflow_id,
+        run_id: &record.run_id,
+        workflow_type: &record.workflow_type,
+        module_digest: &record.module_digest,
+        status: record.status.as_str(),
+        result: record.result.as_deref().map(raw_json),
+        created_at_ms: record.created_at_ms,
+        updated_at_ms: record.updated_at_ms,
+    }
+}
+
+/// A page of history with the execution it belongs to.
+#[derive(Serialize)]
+struct HistoryPage<'a> {
+    execution: ExecutionView<'a>,
+    events: Vec<RecordedEvent>,
+    next_after: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -290,11 +315,11 @@ async fn history(
             let more = page.len() > limit;
             page.truncate(limit);
             let next_after = page.last().filter(|_| more).map(|last| last.position);
-            Json(json!({
-                "execution": describe(&record),
-                "events": page,
-                "next_after": next_after,
-            }))
+            Json(HistoryPage {
+                execution: describe(&record),
+                events: page,
+                next_after,
+            })
             .into_response()
         }
         Err(problem) => store_error(problem),
@@ -335,7 +360,7 @@ async fn logs(
 struct SignalRequest {
     name: String,
     #[serde(default)]
-    payload: Value,
+    payload: Option<Box<RawValue>>,
     #[serde(default)]
     signal_id: Option<String>,
 }
@@ -382,11 +407,22 @@ async fn signal(
     Path(id): Path<String>,
     Json(request): Json<SignalRequest>,
 ) -> Response {
-    let payload = request.payload.to_string();
+    let payload = raw_text(request.payload);
     if let Err(problem) =
         check_json_payload("signal payload", &payload, tenant.limits.payload_bytes_max)
     {
         return run_error(problem.into());
+    }
+    let name_bytes_max = crate::host::durable::NAME_BYTES_MAX;
+    let id_bytes = request.signal_id.as_ref().map_or(0, String::len);
+    if request.name.is_empty() || request.name.len() > name_bytes_max || id_bytes > name_bytes_max {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a signal's name is 1 to {name_bytes_max} bytes and its signal_id at most {name_bytes_max}; got {} and {id_bytes}",
+                request.name.len()
+            ),
+        );
     }
     let message_id = request
         .signal_id
@@ -427,6 +463,9 @@ struct TerminateRequest {
     reason: Option<String>,
 }
 
+/// The longest reason a termination records.
+const TERMINATE_REASON_BYTES_MAX: usize = 1024;
+
 async fn terminate(
     State(server): State<Arc<Server>>,
     tenant: Tenant,
@@ -440,8 +479,20 @@ async fn terminate(
     let reason = request
         .and_then(|Json(request)| request.reason)
         .unwrap_or_else(|| "terminated by an operator".to_string());
+    if reason.len() > TERMINATE_REASON_BYTES_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the reason is {} bytes; the limit is {TERMINATE_REASON_BYTES_MAX}",
+                reason.len()
+            ),
+        );
+    }
     match server.store().terminate(record.id, &reason).await {
         Ok(true) => {
+            // Its drive in this process, if any, ends now and frees what
+            // it holds.
+            server.runtime().terminated(record.id);
             // The terminal event was written here, not by a drive: report
             // it to metrics and traces like any other.
             if let Ok(events) = server.store().history(record.id).await

@@ -6,6 +6,8 @@
 //!   cancellation, termination.
 //! - `admin`: tenants and their limits (admin key only).
 //! - `workers`: the task queue external activity workers poll.
+//! - `connections`: the accept loop and its limits (connections, header
+//!   and body read timeouts).
 //! - `web/index.html`: the read-only web view served at `/`.
 //!
 //! Every answer that is not a success is `{"error": "..."}` with a status
@@ -14,6 +16,7 @@
 
 mod admin;
 pub mod auth;
+mod connections;
 mod executions;
 mod modules;
 mod workers;
@@ -31,10 +34,12 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::activity::worker::WorkerQueue;
+use crate::quota::TenantQuotas;
 use crate::runtime::{RunError, Runtime};
 use crate::store::{ExecutionRecord, Store};
 use crate::tenant::RateLimiter;
 
+pub use connections::{serve, serve_until};
 pub use workers::worker_routes;
 
 /// The most bytes of a non-JSON error body (axum's own rejections) quoted
@@ -51,6 +56,8 @@ pub struct Server {
     /// (others poll).
     finished: Mutex<HashMap<i64, Arc<Notify>>>,
     rate_limiter: RateLimiter,
+    /// Each tenant's uploads compiling now.
+    compilations: TenantQuotas,
     /// SHA-256 of the admin key, if the server has one.
     admin_key_sha256: Option<String>,
     queue: Arc<WorkerQueue>,
@@ -152,6 +159,7 @@ pub fn router(
         finished: Mutex::new(HashMap::new()),
         rate_limiter: RateLimiter::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),
+        compilations: TenantQuotas::default(),
         queue: queue.clone(),
     });
     let router = Router::new()
@@ -168,11 +176,6 @@ pub fn router(
         .layer(middleware::from_fn(refuse_encoded_bodies))
         .layer(middleware::map_response(json_errors));
     (router, server)
-}
-
-/// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -55,6 +55,25 @@ async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: 
             ),
         );
     }
+    // A tenant compiles `compilations_max` uploads at a time; the node
+    // runs COMPILATIONS_MAX in all (the rest wait).
+    let Some(_compiling) = server
+        .compilations
+        .try_acquire(&tenant.name, tenant.limits.compilations_max as usize)
+    else {
+        let limit = tenant.limits.compilations_max;
+        let mut refused = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "tenant `{}` already compiles {limit} upload(s); the limit is compilations_max = {limit}; retry when it is done",
+                tenant.name
+            ),
+        );
+        refused
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return refused;
+    };
     // Compiling a large component takes seconds of CPU: off the async threads.
     let engine = server.runtime().engine().clone();
     let bytes = body.clone();

@@ -21,6 +21,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::auth::authenticate;
 use crate::activity::worker::{TaskError, WorkerQueue};
@@ -105,35 +106,37 @@ async fn poll(
 #[serde(deny_unknown_fields)]
 struct HeartbeatRequest {
     #[serde(default)]
-    details: Option<serde_json::Value>,
+    details: Option<Box<RawValue>>,
 }
 
 async fn heartbeat(
     State(api): State<Arc<WorkerApi>>,
-    // Tokens are 128-bit secrets handed to the worker that polled; the
-    // caller is still authenticated on a multi-tenant server.
-    _caller: Caller,
+    Caller(tenant): Caller,
     Path(token): Path<String>,
     Json(request): Json<HeartbeatRequest>,
 ) -> Response {
-    outcome(api.queue.heartbeat(&token, request.details))
+    outcome(
+        api.queue
+            .heartbeat(tenant.as_deref(), &token, request.details),
+    )
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
-    output: serde_json::Value,
+    output: Box<RawValue>,
 }
 
 async fn complete(
     State(api): State<Arc<WorkerApi>>,
-    // Tokens are 128-bit secrets handed to the worker that polled; the
-    // caller is still authenticated on a multi-tenant server.
-    _caller: Caller,
+    Caller(tenant): Caller,
     Path(token): Path<String>,
     Json(request): Json<CompleteRequest>,
 ) -> Response {
-    outcome(api.queue.complete(&token, request.output))
+    outcome(
+        api.queue
+            .complete(tenant.as_deref(), &token, &request.output),
+    )
 }
 
 #[derive(Deserialize)]
@@ -142,26 +145,24 @@ struct FailRequest {
     error_type: String,
     message: String,
     #[serde(default)]
-    details: Option<serde_json::Value>,
+    details: Option<Box<RawValue>>,
     #[serde(default)]
     non_retryable: bool,
 }
 
 async fn fail(
     State(api): State<Arc<WorkerApi>>,
-    // Tokens are 128-bit secrets handed to the worker that polled; the
-    // caller is still authenticated on a multi-tenant server.
-    _caller: Caller,
+    Caller(tenant): Caller,
     Path(token): Path<String>,
     Json(request): Json<FailRequest>,
 ) -> Response {
     let error = ActivityError {
         error_type: request.error_type,
         message: request.message,
-        details: request.details.map(|details| details.to_string()),
+        details: request.details.map(|details| details.get().to_string()),
         non_retryable: request.non_retryable,
     };
-    outcome(api.queue.fail(&token, error))
+    outcome(api.queue.fail(tenant.as_deref(), &token, error))
 }
 
 fn outcome(result: Result<(), TaskError>) -> Response {

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use http_body_util::BodyExt as _;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::timeline::{HistoryExport, print_status, print_timeline, utc_time};
@@ -168,7 +169,8 @@ pub async fn start(
     wait: bool,
     server: &ServerArgs,
 ) -> ExitCode {
-    let input: Value = match serde_json::from_str(input) {
+    // Sent as given, byte for byte.
+    let input: Box<RawValue> = match RawValue::from_string(input.to_string()) {
         Ok(input) => input,
         Err(error) => {
             eprintln!("error: --input is not valid JSON ({error})");
@@ -176,14 +178,18 @@ pub async fn start(
         }
     };
     run_command(async {
-        let body = json!({ "workflow_type": name, "workflow_id": id, "input": input });
-        let started = call(
-            server,
-            "POST",
-            "/v1/executions",
-            body.to_string().into_bytes(),
-        )
-        .await?;
+        #[derive(serde::Serialize)]
+        struct StartBody<'a> {
+            workflow_type: &'a str,
+            workflow_id: Option<String>,
+            input: Box<RawValue>,
+        }
+        let body = serde_json::to_vec(&StartBody {
+            workflow_type: name,
+            workflow_id: id,
+            input,
+        })?;
+        let started = call(server, "POST", "/v1/executions", body).await?;
         if !started.is_success() {
             return Ok(started.refused());
         }
@@ -407,25 +413,34 @@ pub async fn send(id: &str, message: Message<'_>, server: &ServerArgs) -> ExitCo
             payload,
             signal_id,
         } => {
-            let payload: Value = match serde_json::from_str(payload) {
+            let payload: Box<RawValue> = match RawValue::from_string(payload.to_string()) {
                 Ok(payload) => payload,
                 Err(error) => {
                     eprintln!("error: --payload is not valid JSON ({error})");
                     return ExitCode::from(EXIT_BAD_INPUT);
                 }
             };
-            let body = json!({ "name": name, "payload": payload, "signal_id": signal_id });
+            #[derive(serde::Serialize)]
+            struct SignalBody<'a> {
+                name: &'a str,
+                payload: Box<RawValue>,
+                signal_id: Option<&'a str>,
+            }
+            let body = serde_json::to_vec(&SignalBody {
+                name,
+                payload,
+                signal_id,
+            })
+            .expect("strings and raw JSON always serialize");
             ("signals", body)
         }
-        Message::Cancel => ("cancel", Value::Null),
-        Message::Terminate { reason } => ("terminate", json!({ "reason": reason })),
+        Message::Cancel => ("cancel", Vec::new()),
+        Message::Terminate { reason } => (
+            "terminate",
+            json!({ "reason": reason }).to_string().into_bytes(),
+        ),
     };
     run_command(async {
-        let body = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
         let path = format!("/v1/executions/{}/{route}", segment(id));
         let answer = call(server, "POST", &path, body).await?;
         if !answer.is_success() {

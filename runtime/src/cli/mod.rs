@@ -96,7 +96,8 @@ enum Command {
         /// 127.0.0.1:7979); activities no component serves go to workers.
         #[arg(long)]
         worker_api: Option<std::net::SocketAddr>,
-        /// Drop the instance at every wait and rebuild it by replay.
+        /// Drop the instance at every wait and rebuild it by replay
+        /// (default: after a short hot window, or at once under pressure).
         #[arg(long)]
         evict_on_wait: bool,
         #[command(flatten)]
@@ -249,11 +250,30 @@ enum Command {
     },
     /// Measure throughput and latency (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Compile one component into a cached artifact: what `serve` runs in
+    /// a child process with bounded memory and time for every upload.
+    #[command(hide = true)]
+    CompileComponent {
+        input: PathBuf,
+        output: PathBuf,
+        /// The server engine's compatibility tag, which this one must match.
+        tag: String,
+    },
 }
 
 /// Entry point of the `reprise` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CompileComponent { input, output, tag } = &cli.command {
+        // No async runtime, no logging: only the compiler runs here.
+        return match Engine::compile_artifact(input, output, tag) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(EXIT_HOST_ERROR)
+            }
+        };
+    }
     // A benchmark measures the engine, not the log formatter.
     let default_level = match cli.command {
         Command::Bench(_) => "warn",
@@ -397,6 +417,9 @@ pub fn main() -> ExitCode {
             } => client::start(&name, &input, id, wait, &server).await,
             Command::Result { id, wait, server } => client::result(&id, wait, &server).await,
             Command::Bench(args) => report(crate::bench::run(args).await),
+            Command::CompileComponent { .. } => {
+                unreachable!("compile-component returns before the async runtime starts")
+            }
         }
     })
 }
@@ -556,10 +579,10 @@ async fn run(
         let engine = open_engine(&db).map_err(host_setup_error)?;
         let store = open_store(&db).await.map_err(host_setup_error)?;
         let registry = activities.registry(&engine).await?;
-        let options = RuntimeOptions {
-            evict_on_wait,
-            ..RuntimeOptions::default()
-        };
+        let mut options = RuntimeOptions::default();
+        if evict_on_wait {
+            options.hot_window = std::time::Duration::ZERO;
+        }
         let runtime = Runtime::new(engine, store, registry, options).map_err(host_setup_error)?;
         let mut main_module = None;
         for path in &workflows {
@@ -614,7 +637,7 @@ async fn run(
     runtime.telemetry().flush().await;
     match outcome {
         Ok(Outcome::Completed { output }) => {
-            println!("{output}");
+            println!("{}", output.get());
             ExitCode::SUCCESS
         }
         Ok(Outcome::Failed { error }) => {
@@ -872,7 +895,9 @@ async fn serve(
         db: data.join("reprise.db"),
         cache_dir: Some(data.join("cache")),
     };
-    let engine = open_engine(&db)?;
+    // Uploads compile in child processes with bounded memory and time.
+    let program = std::env::current_exe().context("finding this program to compile uploads")?;
+    let engine = open_engine(&db)?.compile_in_child_processes(program);
     let store = open_store(&db).await?;
     let queue = WorkerQueue::new();
     let registry = activities
@@ -894,8 +919,7 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(shutdown_signal())
+    crate::api::serve_until(listener, routes, shutdown_signal())
         .await
         .context("serving the API")?;
     // No new requests; now every drive stops at its next wait, a journal

@@ -86,6 +86,9 @@ pub fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 utc_time(*fire_at_ms as i64)
             ),
             Event::TimerFired { .. } => String::new(),
+            Event::TimersPolled { timers, ready, .. } => {
+                format!("timers {timers:?}: fired {ready:?}")
+            }
             Event::SignalAwaited {
                 name, deadline_ms, ..
             } => match deadline_ms {

@@ -18,6 +18,26 @@ use crate::journal::{
 /// Longest log line a workflow may write; the rest is cut.
 const LOG_MESSAGE_BYTES_MAX: usize = 4096;
 
+/// Longest name a workflow may journal: an activity, a child's workflow
+/// type or id, a signal. Names are stored, queued and logged on every
+/// attempt, so they are short by contract.
+pub const NAME_BYTES_MAX: usize = 256;
+
+/// Refuses an empty or over-long `what` name, or one with control characters.
+fn check_name(what: &str, name: &str) -> wasmtime::Result<()> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX || name.chars().any(char::is_control) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(fail(
+            "InvalidName",
+            format!(
+                "{what} names are 1 to {NAME_BYTES_MAX} bytes without control characters; got {} bytes starting {shown:?}",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn interrupt(interrupt: Interrupt) -> wasmtime::Error {
     wasmtime::Error::new(interrupt)
 }
@@ -42,14 +62,16 @@ impl WorkflowHost {
         if recorded.is_none() {
             let event = new_event(seq, &self.execution.record);
             self.execution.append(event).await.map_err(interrupt)?;
-            // A durable append is host time, not guest time.
-            self.resume_guest();
         }
+        // The backstop restarts at every journaled command, recorded now or
+        // replayed: so it counts the same stretches of guest code live and
+        // in replay, and a history that completed live always replays.
+        self.resume_guest();
         Ok(seq)
     }
 
-    /// Called after every blocking wait: the wall-clock backstop measures
-    /// guest time only.
+    /// Called after every journaled command and blocking wait: the
+    /// wall-clock backstop measures guest time only.
     fn resume_guest(&mut self) {
         self.guest_running_since = Instant::now();
     }
@@ -65,8 +87,9 @@ impl WorkflowHost {
         options: wit_types::ActivityOptions,
     ) -> wasmtime::Result<Seq> {
         self.check_halted()?;
+        check_name("activity", &name)?;
         let payload_bytes_max = self.execution.limits.payload_bytes_max;
-        if input.len() > payload_bytes_max {
+        if name.len() + input.len() > payload_bytes_max {
             return Err(fail(
                 "PayloadTooLarge",
                 format!(
@@ -82,7 +105,8 @@ impl WorkflowHost {
             ));
         }
         let custom_key = options.idempotency_key.clone();
-        let options = journal_options(options).map_err(|problem| {
+        let attempts_max = self.execution.limits.activity_attempts_max;
+        let options = journal_options(options, attempts_max).map_err(|problem| {
             fail(
                 "InvalidActivityOptions",
                 format!("activity `{name}`: {problem}"),
@@ -163,7 +187,7 @@ impl WorkflowHost {
 
     /// A blocking call: counts it (for cancellation delivery), waits, and
     /// restarts the wall-clock backstop.
-    async fn block(&mut self, wait: Wait) -> wasmtime::Result<Woken> {
+    pub(super) async fn block(&mut self, wait: Wait) -> wasmtime::Result<Woken> {
         let ordinal = self.execution.recorder().next_wait();
         let woken = self
             .execution
@@ -252,6 +276,7 @@ impl Host for WorkflowHost {
         timeout_ms: Option<u64>,
     ) -> wasmtime::Result<Result<Option<String>, wit_types::Cancelled>> {
         self.check_halted()?;
+        check_name("signal", &name)?;
         let seq = self
             .command(&Command::AwaitSignal { name: name.clone() }, |seq, _| {
                 let deadline_ms = timeout_ms.map(|timeout| clock::now_ms().saturating_add(timeout));
@@ -335,10 +360,17 @@ impl Host for WorkflowHost {
         workflow_id: Option<String>,
     ) -> wasmtime::Result<u64> {
         self.check_halted()?;
+        check_name("workflow type", &workflow_type)?;
+        if let Some(id) = &workflow_id {
+            check_name("child workflow id", id)?;
+        }
         let payload_bytes_max = self.execution.limits.payload_bytes_max;
-        if let Err(problem) =
-            crate::runtime::check_json_payload("child workflow input", &input, payload_bytes_max)
-        {
+        let names_bytes = workflow_type.len() + workflow_id.as_ref().map_or(0, String::len);
+        if let Err(problem) = crate::runtime::check_json_payload(
+            "child workflow input",
+            &input,
+            payload_bytes_max.saturating_sub(names_bytes),
+        ) {
             return Err(fail("InvalidChildInput", problem.to_string()));
         }
         let command = Command::StartChild {
@@ -432,13 +464,6 @@ impl Host for WorkflowHost {
         level: wit_types::LogLevel,
         mut message: String,
     ) -> wasmtime::Result<()> {
-        let (is_replaying, seq) = {
-            let recorder = self.execution.recorder();
-            (recorder.is_replaying(), recorder.last_seq_made())
-        };
-        if is_replaying {
-            return Ok(());
-        }
         if message.len() > LOG_MESSAGE_BYTES_MAX {
             let mut cut = LOG_MESSAGE_BYTES_MAX;
             while !message.is_char_boundary(cut) {
@@ -446,36 +471,17 @@ impl Host for WorkflowHost {
             }
             message.truncate(cut);
         }
-        let record = &self.execution.record;
-        let (workflow_id, run_id) = (&record.workflow_id, &record.run_id);
-        macro_rules! guest_event {
-            ($level:expr) => {
-                tracing::event!(target: "reprise::guest", $level, %workflow_id, %run_id, seq, "{message}")
-            };
-        }
         let level_name = match level {
-            wit_types::LogLevel::Trace => {
-                guest_event!(tracing::Level::TRACE);
-                "trace"
-            }
-            wit_types::LogLevel::Debug => {
-                guest_event!(tracing::Level::DEBUG);
-                "debug"
-            }
-            wit_types::LogLevel::Info => {
-                guest_event!(tracing::Level::INFO);
-                "info"
-            }
-            wit_types::LogLevel::Warn => {
-                guest_event!(tracing::Level::WARN);
-                "warn"
-            }
-            wit_types::LogLevel::Error => {
-                guest_event!(tracing::Level::ERROR);
-                "error"
-            }
+            wit_types::LogLevel::Trace => "trace",
+            wit_types::LogLevel::Debug => "debug",
+            wit_types::LogLevel::Info => "info",
+            wit_types::LogLevel::Warn => "warn",
+            wit_types::LogLevel::Error => "error",
         };
-        self.execution.log(seq, level_name, &message);
+        let recorder = self.execution.recorder();
+        self.execution
+            .lines
+            .write(&recorder, level_name, "log", message);
         Ok(())
     }
 }
@@ -484,8 +490,13 @@ impl wit_types::Host for WorkflowHost {}
 impl wit_types::Host for super::ActivityHost {}
 
 /// Applies the runtime defaults to the guest's options and validates them.
-fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOptions, String> {
-    let retry = match options.retry {
+/// Attempts are bounded by the tenant's `activity_attempts_max`: the
+/// default policy and "0 = unlimited" get that bound; more is refused.
+fn journal_options(
+    options: wit_types::ActivityOptions,
+    attempts_max: u32,
+) -> Result<ActivityOptions, String> {
+    let mut retry = match options.retry {
         Some(policy) => RetryPolicy {
             initial_interval_ms: policy.initial_interval_ms,
             backoff_coefficient: policy.backoff_coefficient,
@@ -498,6 +509,15 @@ fn journal_options(options: wit_types::ActivityOptions) -> Result<ActivityOption
         },
         None => RetryPolicy::default(),
     };
+    if retry.maximum_attempts == 0 {
+        retry.maximum_attempts = attempts_max;
+    }
+    if retry.maximum_attempts > attempts_max {
+        return Err(format!(
+            "the retry policy asks for {} attempts; the limit is activity_attempts_max = {attempts_max}",
+            retry.maximum_attempts
+        ));
+    }
     retry.validate()?;
     for (name, timeout) in [
         (

@@ -3,12 +3,16 @@
 //! - [`durable`]: `reprise:workflow/durable`, the journaled calls.
 //! - [`wasi`]: WASI as a workflow sees it — clocks and randomness journaled,
 //!   stdout/stderr captured as logs, files, sockets and HTTP denied.
+//! - [`timers`]: WASI clock subscriptions and `wasi:io/poll` over them,
+//!   as durable timers.
 //! - [`activity_context`]: `reprise:workflow/activity-context` for activities.
 
 pub mod activity_context;
 pub mod durable;
+pub mod timers;
 pub mod wasi;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +23,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::activity::outbound::Allowlist;
 use crate::execution::Execution;
+use crate::journal::Seq;
 
 /// Bindings of the `workflow` world: the single source of truth for the
 /// types that cross the workflow boundary.
@@ -57,6 +62,8 @@ pub struct WorkflowHost {
     /// When the guest last got control back from the host: the start of the
     /// stretch the wall-clock backstop measures.
     pub(crate) guest_running_since: Instant,
+    /// Pollables (by resource rep) that are durable timers, and their seq.
+    timers: HashMap<u32, Seq>,
 }
 
 impl WorkflowHost {
@@ -69,6 +76,7 @@ impl WorkflowHost {
             table: ResourceTable::new(),
             limits,
             guest_running_since: Instant::now(),
+            timers: HashMap::new(),
         }
     }
 }

@@ -26,7 +26,7 @@ use super::activity_context::ActivityCall;
 use crate::activity::outbound::{self, Allowlist, OutboundError};
 use crate::clock;
 use crate::journal::{Clock, Recorder};
-use crate::telemetry::LogSink;
+use crate::telemetry::{GuestLines, LogSink};
 
 /// Bytes drawn from the journal at a time to serve the guest's small
 /// random reads (WASI's generator asks for them a word at a time).
@@ -46,21 +46,12 @@ fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, Recorder> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Identity used to tag log lines.
-#[derive(Clone, Debug)]
-pub struct LogTags {
-    pub workflow_id: String,
-    pub run_id: String,
-    /// Where the execution's lines are stored.
-    pub sink: Option<LogSink>,
-    /// For an activity's output: the seq of its call.
-    pub activity_seq: u64,
-}
-
-/// Builds the WASI context of one workflow activation.
+/// Builds the WASI context of one workflow activation of run `run_id`,
+/// whose output lines go to `lines` (`None`: nowhere).
 pub fn workflow_wasi(
     recorder: &SharedRecorder,
-    tags: &LogTags,
+    run_id: &str,
+    lines: Option<Arc<GuestLines>>,
     workflow_type: &str,
     stderr_tail: &Arc<Mutex<Vec<u8>>>,
 ) -> WasiCtx {
@@ -72,19 +63,23 @@ pub fn workflow_wasi(
         })
         .secure_random(JournaledRandom::new(recorder.clone()))
         .insecure_random(JournaledRandom::new(recorder.clone()))
-        .insecure_random_seed(fixed_seed(&tags.run_id))
-        .stdout(GuestOutput::new(
-            recorder.clone(),
-            tags.clone(),
-            "stdout",
-            None,
-        ))
-        .stderr(GuestOutput::new(
-            recorder.clone(),
-            tags.clone(),
-            "stderr",
-            Some(stderr_tail.clone()),
-        ))
+        .insecure_random_seed(fixed_seed(run_id))
+        .stdout(GuestOutput {
+            target: OutputTarget::Workflow {
+                recorder: recorder.clone(),
+                lines: lines.clone(),
+            },
+            stream: "stdout",
+            stderr_tail: None,
+        })
+        .stderr(GuestOutput {
+            target: OutputTarget::Workflow {
+                recorder: recorder.clone(),
+                lines,
+            },
+            stream: "stderr",
+            stderr_tail: Some(stderr_tail.clone()),
+        })
         .args(&[workflow_type])
         .allow_tcp(false)
         .allow_udp(false)
@@ -197,42 +192,34 @@ impl rand::TryRng for JournaledRandom {
     }
 }
 
-/// Guest stdout/stderr: each line becomes a log event tied to the
-/// execution, unless the execution is replaying what it already did.
+/// Guest stdout/stderr: each line becomes a log line tied to the
+/// execution — for a workflow, behind its journal (see [`GuestLines`]).
 #[derive(Clone)]
 pub struct GuestOutput {
-    /// `None` for activities, which never replay.
-    recorder: Option<SharedRecorder>,
-    tags: LogTags,
+    target: OutputTarget,
     stream: &'static str,
     stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
-impl GuestOutput {
-    fn new(
+#[derive(Clone)]
+enum OutputTarget {
+    Workflow {
         recorder: SharedRecorder,
-        tags: LogTags,
-        stream: &'static str,
-        stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
-    ) -> GuestOutput {
-        GuestOutput {
-            recorder: Some(recorder),
-            tags,
-            stream,
-            stderr_tail,
-        }
-    }
+        lines: Option<Arc<GuestLines>>,
+    },
+    /// Activities never replay: their lines go out at once, tagged with
+    /// the seq of their call.
+    Activity { sink: Option<LogSink>, seq: u64 },
+}
 
+impl GuestOutput {
     /// Output of an activity attempt: logged (with the activity's seq),
     /// never muted.
     pub fn for_activity(call: &ActivityCall, stream: &'static str) -> GuestOutput {
         GuestOutput {
-            recorder: None,
-            tags: LogTags {
-                workflow_id: call.workflow_id.clone(),
-                run_id: call.run_id.clone(),
+            target: OutputTarget::Activity {
                 sink: call.logs.clone(),
-                activity_seq: call.seq,
+                seq: call.seq,
             },
             stream: match stream {
                 "stdout" => "activity-stdout",
@@ -272,26 +259,17 @@ impl GuestOutputStream {
     fn emit_line(&mut self) {
         let line = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
-        let (is_replaying, seq) = match &self.output.recorder {
-            Some(recorder) => {
-                let recorder = lock(recorder);
-                (recorder.is_replaying(), recorder.last_seq_made())
-            }
-            None => (false, self.output.tags.activity_seq),
-        };
-        if is_replaying {
-            return;
-        }
-        tracing::info!(
-            target: "reprise::guest",
-            workflow_id = %self.output.tags.workflow_id,
-            run_id = %self.output.tags.run_id,
-            seq,
-            stream = self.output.stream,
-            "{line}"
-        );
-        if let Some(sink) = &self.output.tags.sink {
-            sink.write(seq, "info", self.output.stream, &line);
+        match &self.output.target {
+            OutputTarget::Workflow {
+                recorder,
+                lines: Some(lines),
+            } => lines.write(&lock(recorder), "info", self.output.stream, line),
+            OutputTarget::Workflow { lines: None, .. } => {}
+            OutputTarget::Activity {
+                sink: Some(sink),
+                seq,
+            } => sink.write(*seq, "info", self.output.stream, &line),
+            OutputTarget::Activity { sink: None, .. } => {}
         }
     }
 }

@@ -1,14 +1,18 @@
-//! Guest log lines (SDK `log` calls, stdout, stderr of workflows), stored
-//! per execution by a background writer. Lines of a replay never get here:
-//! the host drops them first.
+//! Guest log lines (SDK `log` calls, stdout, stderr of workflows and
+//! activities): written to the server's log and stored per execution by a
+//! background writer, within the tenant's `log_lines_per_second`. Lines of
+//! a replay never get here: the host drops them first.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::clock;
-use crate::store::{GuestLogLine, Store};
+use crate::store::{ExecutionRecord, GuestLogLine, Store};
+use crate::tenant::RateLimiter;
 
 /// Lines waiting for the writer; beyond it, lines are dropped rather than
 /// slowing a workflow down.
@@ -18,35 +22,116 @@ const WRITE_LINES_MAX: usize = 1_024;
 /// How long lines wait for company.
 const WRITE_DELAY: Duration = Duration::from_millis(50);
 
-/// The writer task's queue.
+/// The writer task's queue and each tenant's line budget.
 pub struct LogWriter {
     queue: mpsc::Sender<GuestLogLine>,
+    budget: Arc<LineBudget>,
 }
 
 impl LogWriter {
     pub fn start(store: Arc<dyn Store>) -> LogWriter {
         let (queue, lines) = mpsc::channel(QUEUE_LINES_MAX);
         tokio::spawn(write_lines(store, lines));
-        LogWriter { queue }
+        LogWriter {
+            queue,
+            budget: Arc::default(),
+        }
     }
 
-    pub fn sink(&self, execution_id: i64) -> LogSink {
+    /// Where `record`'s lines go, `lines_per_second` at most for its tenant.
+    pub fn sink(&self, record: &ExecutionRecord, lines_per_second: u32) -> LogSink {
         LogSink {
-            execution_id,
+            execution_id: record.id,
+            tenant: record.tenant.clone(),
+            workflow_id: record.workflow_id.clone(),
+            run_id: record.run_id.clone(),
+            lines_per_second,
             queue: self.queue.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
 
+/// Per-tenant token buckets of lines, and the lines each tenant lost.
+#[derive(Default)]
+struct LineBudget {
+    buckets: RateLimiter,
+    dropped: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+impl LineBudget {
+    fn dropped(&self, tenant: &str) -> Arc<AtomicU64> {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
 /// Where one execution's lines go.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LogSink {
     execution_id: i64,
+    tenant: String,
+    workflow_id: String,
+    run_id: String,
+    lines_per_second: u32,
     queue: mpsc::Sender<GuestLogLine>,
+    budget: Arc<LineBudget>,
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("execution_id", &self.execution_id)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LogSink {
+    /// Writes a guest line (tagged with the `seq` of the last command
+    /// before it) to the server's log and the store — or, past the
+    /// tenant's budget, only counts it; the next line that fits says how
+    /// many were dropped.
     pub fn write(&self, seq: u64, level: &str, source: &str, message: &str) {
+        let dropped = self.budget.dropped(&self.tenant);
+        if self
+            .budget
+            .buckets
+            .try_acquire(&self.tenant, self.lines_per_second)
+            .is_err()
+        {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let summary = format!(
+                "{lost} guest log lines of tenant `{}` were dropped (log_lines_per_second = {})",
+                self.tenant, self.lines_per_second
+            );
+            self.emit(seq, "warn", "reprise", &summary);
+        }
+        self.emit(seq, level, source, message);
+    }
+
+    fn emit(&self, seq: u64, level: &str, source: &str, message: &str) {
+        let (workflow_id, run_id) = (&self.workflow_id, &self.run_id);
+        macro_rules! guest_event {
+            ($level:expr) => {
+                tracing::event!(target: "reprise::guest", $level, %workflow_id, %run_id, seq, source, "{message}")
+            };
+        }
+        match level {
+            "trace" => guest_event!(tracing::Level::TRACE),
+            "debug" => guest_event!(tracing::Level::DEBUG),
+            "warn" => guest_event!(tracing::Level::WARN),
+            "error" => guest_event!(tracing::Level::ERROR),
+            _ => guest_event!(tracing::Level::INFO),
+        }
         let line = GuestLogLine {
             id: 0,
             execution_id: self.execution_id,
@@ -74,6 +159,73 @@ async fn write_lines(store: Arc<dyn Store>, mut lines: mpsc::Receiver<GuestLogLi
         }
         if let Err(error) = store.append_guest_logs(batch).await {
             tracing::warn!(%error, "storing guest log lines failed");
+        }
+    }
+}
+
+/// A workflow's guest lines, behind its journal: a line is written only
+/// once every clock read and random draw before it is durable — it may
+/// show their values, and if the process died first, the values it shows
+/// would not be the ones the execution keeps. Lines made while replaying,
+/// or by a verification replay, are never written.
+pub struct GuestLines {
+    sink: LogSink,
+    held: std::sync::Mutex<Vec<HeldLine>>,
+}
+
+struct HeldLine {
+    seq: u64,
+    level: &'static str,
+    source: &'static str,
+    message: String,
+}
+
+impl GuestLines {
+    pub fn new(sink: LogSink) -> GuestLines {
+        GuestLines {
+            sink,
+            held: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A line the guest wrote, with `recorder` as it is now.
+    pub fn write(
+        &self,
+        recorder: &crate::journal::Recorder,
+        level: &'static str,
+        source: &'static str,
+        message: String,
+    ) {
+        if recorder.is_replaying() || recorder.is_replay_only() {
+            return;
+        }
+        let seq = recorder.last_seq_made();
+        if recorder.history.unflushed().is_empty() {
+            self.sink.write(seq, level, source, &message);
+            return;
+        }
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(HeldLine {
+                seq,
+                level,
+                source,
+                message,
+            });
+    }
+
+    /// Writes the held lines: what they may depend on is durable now.
+    pub fn release(&self) {
+        let held = std::mem::take(
+            &mut *self
+                .held
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for line in held {
+            self.sink
+                .write(line.seq, line.level, line.source, &line.message);
         }
     }
 }

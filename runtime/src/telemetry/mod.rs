@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::journal::{History, RecordedEvent};
 use crate::store::{ExecutionRecord, Store};
 
-pub use logs::LogSink;
+pub use logs::{GuestLines, LogSink};
 pub use metrics::Metrics;
 
 /// What the runtime reports to: metrics and guest logs always, spans when
@@ -57,9 +57,10 @@ impl Telemetry {
         }
     }
 
-    /// Where execution `execution_id`'s guest log lines go.
-    pub fn log_sink(&self, execution_id: i64) -> LogSink {
-        self.logs.sink(execution_id)
+    /// Where `record`'s guest log lines go: within its tenant's
+    /// `log_lines_per_second`.
+    pub fn log_sink(&self, record: &ExecutionRecord, lines_per_second: u32) -> LogSink {
+        self.logs.sink(record, lines_per_second)
     }
 
     /// Called once `new_events` are durable in `history` (which ends with

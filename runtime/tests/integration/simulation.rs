@@ -168,7 +168,10 @@ fn seeded_crashes_and_faults_keep_every_invariant() {
     assert_eq!(outcomes.len(), EXECUTIONS, "seed {seed}");
     for (index, job) in jobs.iter().enumerate() {
         match &outcomes[&index] {
-            Outcome::Completed { output } => job.check(index, output),
+            Outcome::Completed { output } => job.check(
+                index,
+                &serde_json::from_str(output.get()).expect("a recorded output is JSON"),
+            ),
             Outcome::Failed { error } => {
                 panic!("seed {seed}: sim-{index} ({job:?}) failed: {error}")
             }

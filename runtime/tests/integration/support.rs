@@ -45,6 +45,16 @@ pub struct Harness {
     _dir: TempDir,
 }
 
+/// The hot window of a harness: zero (every wait evicts: the cold path) or
+/// longer than any test (instances stay unless under pressure: the hot path).
+pub fn hot_window(evict_on_wait: bool) -> std::time::Duration {
+    if evict_on_wait {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_secs(3_600)
+    }
+}
+
 impl Harness {
     pub async fn new(limits: Limits, evict_on_wait: bool) -> Harness {
         Harness::configured(limits, evict_on_wait, None).await
@@ -81,7 +91,7 @@ impl Harness {
             store.clone(),
             registry,
             RuntimeOptions {
-                evict_on_wait,
+                hot_window: hot_window(evict_on_wait),
                 ..RuntimeOptions::default()
             },
         )
@@ -186,9 +196,12 @@ pub fn read_ledger(activity_dir: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
-pub fn completed_output(outcome: &Outcome) -> &serde_json::Value {
+/// The result of a completed execution, parsed.
+pub fn completed_output(outcome: &Outcome) -> serde_json::Value {
     match outcome {
-        Outcome::Completed { output } => output,
+        Outcome::Completed { output } => {
+            serde_json::from_str(output.get()).expect("a recorded output is JSON")
+        }
         Outcome::Failed { error } => panic!("expected completion, the workflow failed: {error}"),
     }
 }

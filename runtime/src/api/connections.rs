@@ -1,0 +1,189 @@
+//! The accept loop of the API, with limits on what a client can hold: open
+//! connections (in all and per peer address), time to send a request's
+//! head (which is also how long a kept-alive connection may sit idle), and
+//! time to send its body. A slow or lying client ties up one connection
+//! for a bounded time, never the server.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt as _;
+
+/// Open connections in all; more are closed as soon as they are accepted.
+pub const CONNECTIONS_MAX: usize = 1_024;
+/// Open connections from one peer address.
+pub const CONNECTIONS_PER_PEER_MAX: usize = 128;
+/// Time to send a request's head, counted from when the server waits for
+/// it — so also the longest a kept-alive connection stays idle.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to send a request's whole body (a module upload included).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Open connections by peer address.
+#[derive(Default)]
+struct OpenConnections {
+    by_peer: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; dropping it closes its place.
+struct Admitted {
+    open: Arc<OpenConnections>,
+    peer: IpAddr,
+}
+
+impl OpenConnections {
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Admitted> {
+        let mut by_peer = self
+            .by_peer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let total: usize = by_peer.values().sum();
+        let from_peer = by_peer.get(&peer).copied().unwrap_or(0);
+        if total >= CONNECTIONS_MAX || from_peer >= CONNECTIONS_PER_PEER_MAX {
+            return None;
+        }
+        by_peer.insert(peer, from_peer + 1);
+        Some(Admitted {
+            open: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_peer = self
+            .open
+            .by_peer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = by_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    serve_until(listener, router, std::future::pending()).await
+}
+
+/// Serves `router` on `listener` until `stop` resolves; then stops taking
+/// connections and lets the open ones finish their requests.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let open = Arc::new(OpenConnections::default());
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Some(admitted) = open.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: too many open connections");
+            continue;
+        };
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|request: Request<Incoming>| request.map(with_body_deadline)),
+        );
+        let mut stopping = stopping.subscribe();
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    stopping.send_replace(true);
+    Ok(())
+}
+
+/// A request body that fails once [`BODY_READ_TIMEOUT`] has passed: a
+/// `Content-Length` larger than what is sent, or a body trickled a byte at
+/// a time, ends in a 400 instead of holding the connection.
+fn with_body_deadline(body: Incoming) -> Body {
+    Body::new(DeadlineBody {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)),
+    })
+}
+
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Why a body stopped being read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the request body did not arrive within {} s; send it whole and at once",
+    BODY_READ_TIMEOUT.as_secs()
+)]
+struct BodyTimedOut;
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(axum::BoxError::from)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
