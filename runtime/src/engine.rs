@@ -50,15 +50,6 @@ pub const ACTIVITY_FUEL_MAX: u64 = 50_000_000_000;
 /// Uploads compiling at once on this node, all tenants together.
 pub const COMPILATIONS_MAX: usize = 2;
 
-/// Memory (heap) one isolated compilation may use. A 3 MB component of
-/// 100,000 functions took 555 MB; componentize-py's 18 MB interpreter
-/// compiles well within this.
-pub const COMPILE_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
-
-/// Wall-clock time one isolated compilation may take (componentize-py's
-/// interpreter: ~11 s here).
-pub const COMPILE_WALL_MAX: Duration = Duration::from_secs(90);
-
 /// Resource limits for one guest instance.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -72,6 +63,13 @@ pub struct Limits {
     /// Instances (workflows in memory plus running activity attempts) the
     /// pooling allocator keeps slots for; 0 allocates on demand instead.
     pub pooled_instances_max: u32,
+    /// Memory (heap) one compilation in a child process may use. A 3 MB
+    /// component of 100,000 functions took 555 MB; componentize-py's 18 MB
+    /// interpreter compiles well within the default.
+    pub compile_memory_bytes_max: u64,
+    /// Wall-clock time one compilation in a child process may take
+    /// (componentize-py's interpreter: ~11 s here).
+    pub compile_wall_ms_max: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +79,8 @@ impl Default for Limits {
             activation_fuel_max: 20_000_000_000,
             activation_wall_ms_max: 10_000,
             pooled_instances_max: 1_000,
+            compile_memory_bytes_max: 2 * 1024 * 1024 * 1024,
+            compile_wall_ms_max: 90_000,
         }
     }
 }
@@ -184,7 +184,7 @@ impl Engine {
 
     /// Compiles from now on in child processes of `program` (the `reprise`
     /// binary: its hidden `compile-component` command), each bounded by
-    /// [`COMPILE_MEMORY_BYTES_MAX`] and [`COMPILE_WALL_MAX`]: a compile
+    /// `compile_memory_bytes_max` and `compile_wall_ms_max`: a compile
     /// bomb fails its upload, and the memory a compilation takes goes back
     /// to the system when the child exits. Needs a cache directory (the
     /// child writes the artifact there); without one this does nothing.
@@ -361,13 +361,14 @@ impl Engine {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        let memory_max = self.limits.compile_memory_bytes_max;
         // SAFETY: between fork and exec the closure only calls setrlimit(2),
         // which is async-signal-safe, and allocates nothing.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 let memory = libc::rlimit {
-                    rlim_cur: COMPILE_MEMORY_BYTES_MAX,
-                    rlim_max: COMPILE_MEMORY_BYTES_MAX,
+                    rlim_cur: memory_max,
+                    rlim_max: memory_max,
                 };
                 if libc::setrlimit(libc::RLIMIT_DATA, &memory) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -378,7 +379,8 @@ impl Engine {
         let mut child = command
             .spawn()
             .map_err(|error| io_error("starting the compiler process", error))?;
-        let deadline = std::time::Instant::now() + COMPILE_WALL_MAX;
+        let wall_max = Duration::from_millis(self.limits.compile_wall_ms_max);
+        let deadline = std::time::Instant::now() + wall_max;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
@@ -386,8 +388,8 @@ impl Engine {
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(LoadError::CompileLimit(format!(
-                        "took longer than {} s (the compile time limit)",
-                        COMPILE_WALL_MAX.as_secs()
+                        "took longer than compile_wall_ms_max = {} ms",
+                        wall_max.as_millis()
                     )));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
@@ -408,8 +410,7 @@ impl Engine {
             || stderr.contains("out of memory");
         if out_of_memory {
             return Err(LoadError::CompileLimit(format!(
-                "needed more than {} MiB of memory (the compile memory limit)",
-                COMPILE_MEMORY_BYTES_MAX / (1024 * 1024)
+                "needed more memory than compile_memory_bytes_max = {memory_max} bytes"
             )));
         }
         Err(LoadError::Malformed(anyhow::anyhow!(

@@ -551,7 +551,19 @@ impl Execution {
     ) -> Result<Woken, Interrupt> {
         self.report_activation();
         let evict_at = tokio::time::Instant::now() + self.hot_window;
+        let contention = self
+            .instances
+            .contention(&self.record.tenant)
+            .filter(|_| may_evict);
         loop {
+            // Armed before the pressure check below, so a waiter that
+            // arrives between the check and the select still wakes this one.
+            let mut contended = contention
+                .as_ref()
+                .map(|contention| Box::pin(contention.notified()));
+            if let Some(contended) = contended.as_mut() {
+                contended.as_mut().enable();
+            }
             if *self.shutdown.borrow() {
                 return Err(Interrupt::Shutdown);
             }
@@ -622,6 +634,12 @@ impl Execution {
                 () = mailbox.changed() => {}
                 _ = shutdown.changed() => {}
                 () = hot_window_ends => {}
+                () = async {
+                    match contended {
+                        Some(contended) => contended.await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
         }
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// One tenant's share of one resource.
 struct Share {
@@ -18,6 +18,20 @@ struct Share {
     permits: Arc<Semaphore>,
     /// Holders waiting for a permit now.
     waiting: Arc<AtomicUsize>,
+    /// Woken when someone starts to wait: holders that can give their
+    /// unit back early (an instance keeping warm) should.
+    contended: Arc<Notify>,
+}
+
+impl Share {
+    fn new(size: usize) -> Share {
+        Share {
+            size,
+            permits: Arc::new(Semaphore::new(size)),
+            waiting: Arc::default(),
+            contended: Arc::default(),
+        }
+    }
 }
 
 /// A permit of a tenant's share; dropping it gives the unit back.
@@ -34,35 +48,34 @@ pub struct TenantQuotas {
 impl TenantQuotas {
     /// The tenant's semaphore, (re)sized to `size` units. A resized share
     /// starts afresh; permits of the old one are simply returned to it.
-    fn share(&self, tenant: &str, size: usize) -> (Arc<Semaphore>, Arc<AtomicUsize>) {
+    fn share(&self, tenant: &str, size: usize) -> (Arc<Semaphore>, Arc<AtomicUsize>, Arc<Notify>) {
         let size = size.max(1);
         let mut shares = self
             .shares
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let share = shares.entry(tenant.to_string()).or_insert_with(|| Share {
-            size,
-            permits: Arc::new(Semaphore::new(size)),
-            waiting: Arc::default(),
-        });
+        let share = shares
+            .entry(tenant.to_string())
+            .or_insert_with(|| Share::new(size));
         if share.size != size {
-            *share = Share {
-                size,
-                permits: Arc::new(Semaphore::new(size)),
-                waiting: Arc::default(),
-            };
+            *share = Share::new(size);
         }
-        (share.permits.clone(), share.waiting.clone())
+        (
+            share.permits.clone(),
+            share.waiting.clone(),
+            share.contended.clone(),
+        )
     }
 
     /// Waits for one unit of `tenant`'s share of `size` units.
     pub async fn acquire(&self, tenant: &str, size: usize) -> QuotaPermit {
-        let (permits, waiting) = self.share(tenant, size);
+        let (permits, waiting, contended) = self.share(tenant, size);
         if let Ok(permit) = permits.clone().try_acquire_owned() {
             return QuotaPermit { _permit: permit };
         }
         waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = WaitingGuard(waiting);
+        contended.notify_waiters();
         let permit = permits
             .acquire_owned()
             .await
@@ -72,11 +85,20 @@ impl TenantQuotas {
 
     /// One unit of `tenant`'s share now, or `None` if all are in use.
     pub fn try_acquire(&self, tenant: &str, size: usize) -> Option<QuotaPermit> {
-        let (permits, _) = self.share(tenant, size);
+        let (permits, _, _) = self.share(tenant, size);
         permits
             .try_acquire_owned()
             .ok()
             .map(|permit| QuotaPermit { _permit: permit })
+    }
+
+    /// What wakes when someone of `tenant` starts to wait for a unit.
+    pub fn contention(&self, tenant: &str) -> Option<Arc<Notify>> {
+        self.shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(tenant)
+            .map(|share| share.contended.clone())
     }
 
     /// Whether someone of `tenant` waits for a unit: then holders should
@@ -144,6 +166,12 @@ impl Instances {
     pub fn should_evict(&self, tenant: &str) -> bool {
         self.live.load(Ordering::Acquire) >= self.pressure_at
             || self.per_tenant.is_contended(tenant)
+    }
+
+    /// What wakes when an activation of `tenant` starts to wait for an
+    /// instance (`None` until the tenant has used one).
+    pub fn contention(&self, tenant: &str) -> Option<Arc<Notify>> {
+        self.per_tenant.contention(tenant)
     }
 
     /// Instances in memory now.

@@ -241,7 +241,7 @@ impl TenantLimits {
             activation_wall_ms_max: self
                 .activation_wall_ms_max
                 .min(engine.activation_wall_ms_max),
-            pooled_instances_max: engine.pooled_instances_max,
+            ..engine.clone()
         }
     }
 }

@@ -7,6 +7,12 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Input {
     mode: String,
+    /// For the sleeps: how long, in ms.
+    #[serde(default)]
+    ms: u64,
+    /// For the loops and floods: how many times.
+    #[serde(default)]
+    count: u64,
 }
 
 struct Hostile;
@@ -93,6 +99,89 @@ impl Workflow for Hostile {
                     serde_json::json!({ "file": file, "socket": socket, "http": http, "random": random }),
                 )
             }
+            // A durable sleep (the attacker's "park forever").
+            "sleep" => {
+                let slept = ctx.sleep(std::time::Duration::from_millis(input.ms));
+                Ok(serde_json::json!(slept.is_ok()))
+            }
+            // Burns `count` iterations of CPU, then returns.
+            "spin" => {
+                let mut counter = 0u64;
+                for _ in 0..input.count {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+                Ok(serde_json::json!(counter))
+            }
+            // Three rounds of CPU, each ended by starting an activity (a
+            // journaled command that does not block): the wall-clock
+            // backstop restarts at each, live and in replay.
+            "spin-steps" => {
+                let mut counter = 0u64;
+                let mut calls = Vec::new();
+                for round in 0..3u64 {
+                    for _ in 0..input.count {
+                        counter = std::hint::black_box(counter.wrapping_add(1));
+                    }
+                    let call = ctx
+                        .activity("add-one")
+                        .input(&round)
+                        .start::<u64>()
+                        .map_err(WorkflowError::from)?;
+                    calls.push(call);
+                }
+                let finished = ctx.await_all(calls).into_iter().filter(Result::is_ok).count();
+                Ok(serde_json::json!({ "counter": counter, "finished": finished }))
+            }
+            // Journaled clock reads, through the Reprise interface and
+            // through plain WASI: each counts toward the history limit.
+            "clock-flood" => {
+                for _ in 0..input.count {
+                    std::hint::black_box(ctx.now());
+                }
+                Ok(serde_json::json!(input.count))
+            }
+            "wasi-clock-flood" => {
+                for _ in 0..input.count {
+                    std::hint::black_box(std::time::SystemTime::now());
+                }
+                Ok(serde_json::json!(input.count))
+            }
+            // An activity whose name is `count` bytes long.
+            "long-name" => {
+                let name = "x".repeat(input.count as usize);
+                let called = ctx.activity(&name).input(&1).call::<serde_json::Value>();
+                Ok(serde_json::json!(called.is_ok()))
+            }
+            // A plain-WASI sleep: a durable timer, with the time it took
+            // as the journaled monotonic clock saw it.
+            "wasi-sleep" => {
+                let started = std::time::Instant::now();
+                std::thread::sleep(std::time::Duration::from_millis(input.ms));
+                Ok(serde_json::json!({ "slept_ms": started.elapsed().as_millis() as u64 }))
+            }
+            // A WASI clock subscription looked at after a longer durable
+            // sleep: `ready()` must say the same live and in replay.
+            "poll-ready" => {
+                use wasip2::clocks::monotonic_clock;
+                let pollable = monotonic_clock::subscribe_duration(input.ms * 1_000_000);
+                let before = pollable.ready();
+                ctx.sleep(std::time::Duration::from_millis(input.ms * 4))
+                    .map_err(|_| WorkflowError::new("Cancelled", "cancelled"))?;
+                Ok(serde_json::json!({ "before": before, "after": pollable.ready() }))
+            }
+            // Prints a random draw, then returns it: the line may leave only
+            // once the draw is durable.
+            "print-random" => {
+                let drawn: u64 = ctx.random();
+                println!("random={drawn}");
+                Ok(serde_json::json!(drawn))
+            }
+            // Numbers that a round trip through floats or a re-encoding
+            // would change.
+            "exact" => serde_json::from_str(
+                r#"{"rand_random": 13979697887323312865, "float": 0.22553344729898162, "b": 1, "a": 2}"#,
+            )
+            .map_err(|error| WorkflowError::new("BadJson", error.to_string())),
             other => Err(WorkflowError::new(
                 "BadMode",
                 format!("unknown mode {other}"),

@@ -20,19 +20,34 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
-/// Open connections in all; more are closed as soon as they are accepted.
-pub const CONNECTIONS_MAX: usize = 1_024;
-/// Open connections from one peer address.
-pub const CONNECTIONS_PER_PEER_MAX: usize = 128;
-/// Time to send a request's head, counted from when the server waits for
-/// it — so also the longest a kept-alive connection stays idle.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time to send a request's whole body (a module upload included).
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// What one client may hold of the server.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Open connections in all; more are closed as soon as they are accepted.
+    pub connections_max: usize,
+    /// Open connections from one peer address.
+    pub connections_per_peer_max: usize,
+    /// Time to send a request's head, counted from when the server waits
+    /// for it — so also the longest a kept-alive connection stays idle.
+    pub header_read_timeout: Duration,
+    /// Time to send a request's whole body (a module upload included).
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            connections_max: 1_024,
+            connections_per_peer_max: 128,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Open connections by peer address.
-#[derive(Default)]
 struct OpenConnections {
+    limits: ConnectionLimits,
     by_peer: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -50,7 +65,8 @@ impl OpenConnections {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let total: usize = by_peer.values().sum();
         let from_peer = by_peer.get(&peer).copied().unwrap_or(0);
-        if total >= CONNECTIONS_MAX || from_peer >= CONNECTIONS_PER_PEER_MAX {
+        if total >= self.limits.connections_max || from_peer >= self.limits.connections_per_peer_max
+        {
             return None;
         }
         by_peer.insert(peer, from_peer + 1);
@@ -79,17 +95,28 @@ impl Drop for Admitted {
 
 /// Serves `router` on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    serve_until(listener, router, std::future::pending()).await
+    serve_until(
+        listener,
+        router,
+        ConnectionLimits::default(),
+        std::future::pending(),
+    )
+    .await
 }
 
-/// Serves `router` on `listener` until `stop` resolves; then stops taking
-/// connections and lets the open ones finish their requests.
+/// Serves `router` on `listener` within `limits` until `stop` resolves;
+/// then stops taking connections and lets the open ones finish their
+/// requests.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let open = Arc::new(OpenConnections::default());
+    let open = Arc::new(OpenConnections {
+        limits,
+        by_peer: Mutex::default(),
+    });
     let (stopping, _) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
@@ -109,17 +136,17 @@ pub async fn serve_until(
             tracing::debug!(%peer, "connection refused: too many open connections");
             continue;
         };
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .map_request(|request: Request<Incoming>| request.map(with_body_deadline)),
-        );
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |request: Request<Incoming>| {
+                request.map(|body| with_body_deadline(body, limits.body_read_timeout))
+            },
+        ));
         let mut stopping = stopping.subscribe();
         tokio::spawn(async move {
             let _admitted = admitted;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(limits.header_read_timeout)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
@@ -139,28 +166,30 @@ pub async fn serve_until(
     Ok(())
 }
 
-/// A request body that fails once [`BODY_READ_TIMEOUT`] has passed: a
+/// A request body that fails once `timeout` has passed: a
 /// `Content-Length` larger than what is sent, or a body trickled a byte at
 /// a time, ends in a 400 instead of holding the connection.
-fn with_body_deadline(body: Incoming) -> Body {
+fn with_body_deadline(body: Incoming, timeout: Duration) -> Body {
     Body::new(DeadlineBody {
         inner: body,
-        deadline: Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)),
+        timeout,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
     })
 }
 
 struct DeadlineBody {
     inner: Incoming,
+    timeout: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Why a body stopped being read.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the request body did not arrive within {} s; send it whole and at once",
-    BODY_READ_TIMEOUT.as_secs()
+    "the request body did not arrive within {} ms (the body read timeout); send it whole and at once",
+    .0.as_millis()
 )]
-struct BodyTimedOut;
+struct BodyTimedOut(Duration);
 
 impl HttpBody for DeadlineBody {
     type Data = Bytes;
@@ -174,7 +203,7 @@ impl HttpBody for DeadlineBody {
             return Poll::Ready(frame.map(|frame| frame.map_err(axum::BoxError::from)));
         }
         match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.timeout))))),
             Poll::Pending => Poll::Pending,
         }
     }

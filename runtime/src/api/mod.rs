@@ -39,7 +39,7 @@ use crate::runtime::{RunError, Runtime};
 use crate::store::{ExecutionRecord, Store};
 use crate::tenant::RateLimiter;
 
-pub use connections::{serve, serve_until};
+pub use connections::{ConnectionLimits, serve, serve_until};
 pub use workers::worker_routes;
 
 /// The most bytes of a non-JSON error body (axum's own rejections) quoted

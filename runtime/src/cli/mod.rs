@@ -126,6 +126,13 @@ enum Command {
         /// (`/v1/admin/...`); without it those routes answer 401.
         #[arg(long, env = "REPRISE_ADMIN_KEY_FILE")]
         admin_key_file: Option<PathBuf>,
+        /// How long a client may take to send a request's head; also how
+        /// long a kept-alive connection may sit idle.
+        #[arg(long, default_value_t = 10_000)]
+        header_read_timeout_ms: u64,
+        /// How long a client may take to send a request's body.
+        #[arg(long, default_value_t = 60_000)]
+        body_read_timeout_ms: u64,
     },
     /// Manage tenants of a server's database.
     Tenant {
@@ -348,6 +355,8 @@ pub fn main() -> ExitCode {
                 activity_dir,
                 allowed_hosts,
                 admin_key_file,
+                header_read_timeout_ms,
+                body_read_timeout_ms,
             } => {
                 let activities = ActivitySetup {
                     files: activities,
@@ -355,7 +364,12 @@ pub fn main() -> ExitCode {
                     allowed_hosts,
                     worker_api: None,
                 };
-                report(serve(data, listen, activities, admin_key_file).await)
+                let connections = crate::api::ConnectionLimits {
+                    header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
+                    body_read_timeout: std::time::Duration::from_millis(body_read_timeout_ms),
+                    ..crate::api::ConnectionLimits::default()
+                };
+                report(serve(data, listen, activities, admin_key_file, connections).await)
             }
             Command::Replay {
                 module,
@@ -875,6 +889,7 @@ async fn serve(
     listen: std::net::SocketAddr,
     activities: ActivitySetup,
     admin_key_file: Option<PathBuf>,
+    connections: crate::api::ConnectionLimits,
 ) -> anyhow::Result<()> {
     let admin_key = match &admin_key_file {
         Some(path) => {
@@ -919,7 +934,7 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
-    crate::api::serve_until(listener, routes, shutdown_signal())
+    crate::api::serve_until(listener, routes, connections, shutdown_signal())
         .await
         .context("serving the API")?;
     // No new requests; now every drive stops at its next wait, a journal

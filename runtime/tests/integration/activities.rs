@@ -10,7 +10,7 @@ use reprise::{Limits, Outcome};
 use reprise_providers::PaymentProvider;
 use serde_json::{Value, json};
 
-use crate::support::{Harness, completed_output};
+use crate::support::{Harness, completed_output, hot_window};
 
 fn order(provider: &PaymentProvider, order_id: &str, extra: Value) -> String {
     let mut input = json!({
@@ -323,7 +323,7 @@ mod workers {
         let provider = PaymentProvider::start(0).await.expect("provider");
         provider.drop_responses(1);
         let (queue, api) = worker_api().await;
-        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let harness = Harness::configured(Limits::default(), hot_window(false), Some(queue)).await;
         let db = harness_dir_file(&harness, "worker.sqlite");
         let mut worker = python_worker(&api, &db, &[]);
         let input = order(&provider, "50", json!({ "charge_via": "worker" }));
@@ -345,7 +345,7 @@ mod workers {
     async fn a_recorded_charge_is_not_sent_to_the_provider_again() {
         let provider = PaymentProvider::start(0).await.expect("provider");
         let (queue, api) = worker_api().await;
-        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let harness = Harness::configured(Limits::default(), hot_window(false), Some(queue)).await;
         let db = harness_dir_file(&harness, "worker.sqlite");
         let records = seed_worker_record(&db, "51", "ch_recorded");
         assert!(records, "seeded the worker's record");
@@ -362,7 +362,7 @@ mod workers {
     async fn a_worker_that_dies_mid_task_has_its_task_retried() {
         let provider = PaymentProvider::start(0).await.expect("provider");
         let (queue, api) = worker_api().await;
-        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let harness = Harness::configured(Limits::default(), hot_window(false), Some(queue)).await;
         let db = harness_dir_file(&harness, "worker.sqlite");
         let mut dying = python_worker(&api, &db, &["--die-after-poll"]);
         let input = order(
@@ -389,7 +389,7 @@ mod workers {
     async fn reports_with_a_wrong_or_spent_token_are_refused() {
         let provider = PaymentProvider::start(0).await.expect("provider");
         let (queue, api) = worker_api().await;
-        let harness = Harness::configured(Limits::default(), false, Some(queue)).await;
+        let harness = Harness::configured(Limits::default(), hot_window(false), Some(queue)).await;
         let input = order(&provider, "53", json!({ "charge_via": "worker" }));
         let worker = async {
             let (status, task) = post(

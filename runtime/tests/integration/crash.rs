@@ -78,7 +78,7 @@ impl Workspace {
 
 /// How many events of `kind` the execution's history holds now (0 while the
 /// child has not created the database yet).
-async fn count_of_kind(db: &Path, id: &str, kind: &str) -> i64 {
+pub(crate) async fn count_of_kind(db: &Path, id: &str, kind: &str) -> i64 {
     if !db.exists() {
         return 0;
     }

@@ -4,8 +4,10 @@
 mod activities;
 mod cli;
 mod crash;
+mod determinism;
 mod hosting;
 mod imports;
+mod isolation;
 mod limits;
 mod observability;
 mod openapi;

@@ -57,14 +57,20 @@ pub fn hot_window(evict_on_wait: bool) -> std::time::Duration {
 
 impl Harness {
     pub async fn new(limits: Limits, evict_on_wait: bool) -> Harness {
-        Harness::configured(limits, evict_on_wait, None).await
+        Harness::configured(limits, hot_window(evict_on_wait), None).await
+    }
+
+    /// With the runtime's default hot window: instances are evicted 100 ms
+    /// into a wait, or at once under pressure — what a server does.
+    pub async fn as_served(limits: Limits) -> Harness {
+        Harness::configured(limits, reprise::runtime::DEFAULT_HOT_WINDOW, None).await
     }
 
     /// Activities from hello-activities and order-activities, HTTP allowed
     /// to 127.0.0.1, names no component serves go to `workers` if given.
     pub async fn configured(
         limits: Limits,
-        evict_on_wait: bool,
+        hot_window: std::time::Duration,
         workers: Option<Arc<WorkerQueue>>,
     ) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -91,7 +97,7 @@ impl Harness {
             store.clone(),
             registry,
             RuntimeOptions {
-                hot_window: hot_window(evict_on_wait),
+                hot_window,
                 ..RuntimeOptions::default()
             },
         )

@@ -1,0 +1,313 @@
+//! One tenant must never stall another: sleeping executions hold no
+//! instance, termination frees everything, each tenant waits in its own
+//! queue, every journaled call counts toward the limits, and compilation is
+//! bounded.
+
+use std::time::{Duration, Instant};
+
+use reprise::journal::Event;
+use reprise::runtime::StartOptions;
+use reprise::store::ExecutionRecord;
+use reprise::tenant::TenantLimits;
+use reprise::{Engine, Limits, Outcome, Runtime};
+
+use crate::support::{Harness, completed_output, guest};
+
+/// Deploys `workflow` once and returns its digest.
+async fn deploy(runtime: &Runtime, workflow: &str) -> String {
+    let bytes = std::fs::read(guest(workflow)).expect("read guest");
+    runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy")
+        .digest
+}
+
+async fn start_for(
+    runtime: &Runtime,
+    tenant: &str,
+    digest: &str,
+    id: &str,
+    input: &str,
+) -> ExecutionRecord {
+    let (record, created) = runtime
+        .start_for(
+            tenant,
+            "hostile",
+            digest,
+            Some(id.to_string()),
+            input,
+            StartOptions::default(),
+        )
+        .await
+        .expect("start");
+    assert!(created, "{id} was started before");
+    record
+}
+
+/// Waits (at most `max`) until `condition` holds.
+async fn eventually(what: &str, max: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + max;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn failure(outcome: &Outcome) -> &reprise::journal::WorkflowError {
+    match outcome {
+        Outcome::Failed { error } => error,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// The attack of issue 10: park more executions than the pool has slots,
+/// then terminate them all. Sleepers hold no instance (the pool of 1,000 is
+/// never drained), the good workflow runs throughout, and termination ends
+/// every drive at once.
+#[tokio::test]
+async fn sleeping_executions_hold_no_instance_and_termination_frees_everything() {
+    const SLEEPERS: usize = 2_000;
+    let harness = Harness::as_served(Limits::default()).await;
+    let runtime = harness.runtime.clone();
+    let digest = deploy(&runtime, "hostile").await;
+    let mut drives = Vec::new();
+    let mut records = Vec::new();
+    for index in 0..SLEEPERS {
+        let record = start_for(
+            &runtime,
+            "default",
+            &digest,
+            &format!("sleeper-{index}"),
+            r#"{"mode": "sleep", "ms": 3600000}"#,
+        )
+        .await;
+        records.push(record.clone());
+        let runtime = runtime.clone();
+        drives.push(tokio::spawn(async move { runtime.drive(record).await }));
+    }
+    let store = harness.store.clone();
+    let last = records.last().expect("sleepers").clone();
+    eventually(
+        "every sleeper started its timer",
+        Duration::from_secs(120),
+        async || store.history(last.id).await.expect("history").len() >= 2,
+    )
+    .await;
+    eventually(
+        "no sleeper keeps an instance",
+        Duration::from_secs(60),
+        async || runtime.live_instances() == 0,
+    )
+    .await;
+    let (_, outcome) = harness
+        .run("hello", "good-while-parked", r#"{"name": "Ada"}"#)
+        .await;
+    completed_output(&outcome);
+
+    for record in &records {
+        assert!(
+            harness
+                .store
+                .terminate(record.id, "the attack is over")
+                .await
+                .expect("terminate")
+        );
+        runtime.terminated(record.id);
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        for drive in drives {
+            let outcome = drive.await.expect("join").expect("drive");
+            assert_eq!(failure(&outcome).error_type, "Terminated");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "every terminated drive ends at once");
+    assert_eq!(runtime.live_instances(), 0);
+    let (_, outcome) = harness
+        .run("hello", "good-after-terminations", r#"{"name": "Ada"}"#)
+        .await;
+    completed_output(&outcome);
+}
+
+/// A tenant with `instances_max = 1` runs its CPU-bound workflows one at a
+/// time, in its own queue; another tenant's workflow completes meanwhile.
+#[tokio::test]
+async fn a_tenant_at_its_instance_quota_waits_while_another_proceeds() {
+    let harness = Harness::as_served(Limits::default()).await;
+    let runtime = harness.runtime.clone();
+    runtime.set_tenant_limits(
+        "attacker",
+        TenantLimits {
+            instances_max: 1,
+            ..TenantLimits::within(&runtime.engine().limits)
+        },
+    );
+    let digest = deploy(&runtime, "hostile").await;
+    let mut drives = Vec::new();
+    for index in 0..3 {
+        let record = start_for(
+            &runtime,
+            "attacker",
+            &digest,
+            &format!("spin-{index}"),
+            r#"{"mode": "spin", "count": 400000000}"#,
+        )
+        .await;
+        let runtime = runtime.clone();
+        drives.push(tokio::spawn(async move { runtime.drive(record).await }));
+    }
+    let watch = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..20 {
+                most = most.max(runtime.live_instances());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            most
+        })
+    };
+    assert_eq!(
+        watch.await.expect("join"),
+        1,
+        "the attacker has one instance at a time"
+    );
+    let (_, outcome) = harness
+        .run("hello", "good-beside-spinners", r#"{"name": "Ada"}"#)
+        .await;
+    completed_output(&outcome);
+    assert!(
+        drives.iter().any(|drive| !drive.is_finished()),
+        "the good tenant finished while the attacker's queue was still busy"
+    );
+    for drive in drives {
+        let outcome = drive.await.expect("join").expect("drive");
+        assert_eq!(completed_output(&outcome), serde_json::json!(400000000));
+    }
+}
+
+/// Clock reads and random draws are journaled events too: a flood of them,
+/// through the Reprise interface or plain WASI, stops at the history limit.
+#[tokio::test]
+async fn every_journaled_call_counts_toward_the_history_limit() {
+    let harness = Harness::as_served(Limits::default()).await;
+    let runtime = harness.runtime.clone();
+    runtime.set_tenant_limits(
+        "flooder",
+        TenantLimits {
+            history_events_max: 1_000,
+            ..TenantLimits::within(&runtime.engine().limits)
+        },
+    );
+    let digest = deploy(&runtime, "hostile").await;
+    for mode in ["clock-flood", "wasi-clock-flood"] {
+        let input = format!(r#"{{"mode": "{mode}", "count": 100000}}"#);
+        let record = start_for(&runtime, "flooder", &digest, mode, &input).await;
+        let outcome = runtime.drive(record.clone()).await.expect("drive");
+        let error = failure(&outcome);
+        assert_eq!(error.error_type, "HistoryLimitExceeded", "{mode}: {error}");
+        assert!(
+            error.message.contains("history_events_max = 1000"),
+            "{error}"
+        );
+        let history = harness.history(&record).await;
+        assert!(history.len() <= 1_000, "{mode}: {} events", history.len());
+    }
+}
+
+/// Names are bounded; attempts are bounded by the tenant's limit even when
+/// the policy says "unlimited".
+#[tokio::test]
+async fn names_and_default_attempts_are_bounded() {
+    let harness = Harness::as_served(Limits::default()).await;
+    let runtime = harness.runtime.clone();
+    let limits = TenantLimits {
+        activity_attempts_max: 3,
+        ..TenantLimits::within(&runtime.engine().limits)
+    };
+    runtime.set_tenant_limits("default", limits);
+
+    let (_, outcome) = harness
+        .run(
+            "hostile",
+            "long-name",
+            r#"{"mode": "long-name", "count": 10000000}"#,
+        )
+        .await;
+    let error = failure(&outcome);
+    assert_eq!(error.error_type, "InvalidName", "{error}");
+    assert!(error.message.contains("256 bytes"), "{error}");
+
+    let (record, outcome) = harness
+        .run(
+            "patterns",
+            "unbounded-retries",
+            r#"{"mode": "retry", "fail_times": 100, "max_attempts": 0}"#,
+        )
+        .await;
+    let output = completed_output(&outcome);
+    assert_eq!(
+        output["failed"]["reason"], "FailureReason::AttemptsExhausted",
+        "{output}"
+    );
+    assert_eq!(output["failed"]["attempts"], 3, "{output}");
+    let attempts = harness
+        .events(&record)
+        .await
+        .iter()
+        .filter(|event| matches!(event, Event::ActivityAttemptFailed { .. }))
+        .count();
+    assert_eq!(attempts, 3);
+}
+
+/// A component of many functions compiles in a child process under a
+/// memory and a time limit: over either, the load fails naming the limit,
+/// and nothing stays behind in this process.
+#[tokio::test]
+async fn a_compile_bomb_fails_in_its_child_process_naming_the_limit() {
+    let functions = "(func)".repeat(60_000);
+    let bomb = wat::parse_str(format!("(component (core module {functions}))")).expect("wat");
+    let compiler = std::path::PathBuf::from(env!("CARGO_BIN_EXE_reprise"));
+    let scratch = tempfile::tempdir().expect("temp dir");
+    for (limits, names) in [
+        (
+            Limits {
+                compile_memory_bytes_max: 48 * 1024 * 1024,
+                ..Limits::default()
+            },
+            "compile_memory_bytes_max",
+        ),
+        (
+            Limits {
+                compile_wall_ms_max: 50,
+                ..Limits::default()
+            },
+            "compile_wall_ms_max",
+        ),
+    ] {
+        let cache = scratch.path().join(names);
+        let engine = Engine::new(Some(cache.clone()), limits)
+            .expect("engine")
+            .compile_in_child_processes(compiler.clone());
+        let refused = engine.load(&bomb).err().expect("the bomb is refused");
+        let message = refused.to_string();
+        assert!(message.contains(names), "{message}");
+        assert!(
+            std::fs::read_dir(&cache)
+                .map(|entries| entries.count())
+                .unwrap_or(0)
+                == 0,
+            "no artifact or staged input is left behind"
+        );
+    }
+    // Within the limits the same path compiles a real guest, and the
+    // artifact lands in the cache for the next process.
+    let cache = scratch.path().join("ok");
+    let engine = Engine::new(Some(cache.clone()), Limits::default())
+        .expect("engine")
+        .compile_in_child_processes(compiler);
+    engine.load_file(&guest("hello")).expect("hello compiles");
+    let artifacts = std::fs::read_dir(&cache).expect("cache").count();
+    assert_eq!(artifacts, 1, "one compiled artifact");
+}
