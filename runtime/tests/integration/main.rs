@@ -2,6 +2,7 @@
 //! `scripts/build-guests`), the real SQLite store, real processes.
 
 mod activities;
+mod attacks;
 mod cli;
 mod crash;
 mod determinism;
