@@ -311,3 +311,81 @@ async fn a_compile_bomb_fails_in_its_child_process_naming_the_limit() {
     let artifacts = std::fs::read_dir(&cache).expect("cache").count();
     assert_eq!(artifacts, 1, "one compiled artifact");
 }
+
+/// 10,000 executions asleep on one node hold no instance; the node stops
+/// (a shutdown at their waits), a new runtime on the same database resumes
+/// them, and every timer fires exactly once.
+#[tokio::test]
+async fn ten_thousand_sleepers_survive_a_restart_and_each_timer_fires_once() {
+    const SLEEPERS: usize = 10_000;
+    let harness = Harness::as_served(Limits::default()).await;
+    let runtime = harness.runtime.clone();
+    let digest = deploy(&runtime, "hostile").await;
+    let mut drives = Vec::new();
+    for index in 0..SLEEPERS {
+        let record = start_for(
+            &runtime,
+            "default",
+            &digest,
+            &format!("sleeper-{index}"),
+            r#"{"mode": "sleep", "ms": 12000}"#,
+        )
+        .await;
+        let runtime = runtime.clone();
+        drives.push(tokio::spawn(async move { runtime.drive(record).await }));
+    }
+    eventually(
+        "no sleeper keeps an instance",
+        Duration::from_secs(120),
+        async || runtime.live_instances() == 0,
+    )
+    .await;
+    runtime.shut_down();
+    let mut stopped = 0;
+    for drive in drives {
+        match drive.await.expect("join") {
+            Err(reprise::RunError::ShuttingDown { .. }) => stopped += 1,
+            // The first ones may have woken already (starting all takes seconds).
+            Ok(outcome) => assert_eq!(completed_output(&outcome), serde_json::json!(true)),
+            Err(other) => panic!("a sleeper's drive failed: {other}"),
+        }
+    }
+    assert!(
+        stopped > SLEEPERS / 2,
+        "only {stopped} were asleep at the shutdown"
+    );
+    drop(runtime);
+
+    let restarted = harness.restart().await;
+    let unfinished = harness.store.unfinished_executions().await.expect("list");
+    assert_eq!(unfinished.len(), stopped);
+    let mut drives = Vec::new();
+    for record in unfinished {
+        let runtime = restarted.clone();
+        drives.push(tokio::spawn(async move {
+            runtime
+                .drive(record.clone())
+                .await
+                .map(|outcome| (record, outcome))
+        }));
+    }
+    for drive in drives {
+        let (_, outcome) = drive.await.expect("join").expect("drive");
+        assert_eq!(completed_output(&outcome), serde_json::json!(true));
+    }
+    for index in 0..SLEEPERS {
+        let record = harness
+            .store
+            .execution("default", &format!("sleeper-{index}"))
+            .await
+            .expect("read")
+            .expect("exists");
+        let fired = harness
+            .events(&record)
+            .await
+            .iter()
+            .filter(|event| matches!(event, Event::TimerFired { .. }))
+            .count();
+        assert_eq!(fired, 1, "{}", record.workflow_id);
+    }
+}

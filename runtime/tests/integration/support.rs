@@ -111,6 +111,34 @@ impl Harness {
         }
     }
 
+    /// A new runtime on the same database, engine and activities: what
+    /// a restarted process has (the harness's own runtime stays as it is).
+    pub async fn restart(&self) -> Arc<Runtime> {
+        let components = ["hello-activities", "order-activities"]
+            .iter()
+            .map(|name| {
+                self.engine
+                    .load_file(&guest(name))
+                    .expect("activities load")
+            })
+            .collect();
+        let config = ActivityConfig {
+            activity_dir: Some(self.activity_dir.clone()),
+            allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
+            workers: None,
+        };
+        let registry = ActivityRegistry::load(self.engine.clone(), components, config)
+            .await
+            .expect("activity registry");
+        Runtime::new(
+            self.engine.clone(),
+            self.store.clone(),
+            registry,
+            RuntimeOptions::default(),
+        )
+        .expect("runtime")
+    }
+
     pub async fn default() -> Harness {
         Harness::new(Limits::default(), false).await
     }
