@@ -107,6 +107,14 @@ impl std::fmt::Display for WorkflowError {
 /// unless the workflow handles it.
 impl From<ActivityFailure> for WorkflowError {
     fn from(failure: ActivityFailure) -> WorkflowError {
+        if matches!(failure.reason, FailureReason::Cancelled) {
+            // A cancellation is not the activity giving up: say what it is.
+            return WorkflowError {
+                error_type: failure.last_error.error_type,
+                message: failure.last_error.message,
+                details: failure.last_error.details,
+            };
+        }
         WorkflowError {
             error_type: failure.last_error.error_type,
             message: format!(
@@ -520,14 +528,24 @@ pub struct ActivityHandle<T> {
 }
 
 impl<T: DeserializeOwned> ActivityHandle<T> {
-    /// Waits for the activity's output.
+    /// Waits for the activity's output. If the workflow is cancelled
+    /// meanwhile, this returns a `Cancelled` failure at once — while the
+    /// call itself may still be in flight (see [`ActivityHandle::settle`]).
     pub fn wait(self) -> Result<T, ActivityFailure> {
-        let output = durable::await_activity(self.seq)?;
-        serde_json::from_str(&output).map_err(|error| {
-            decode_failure(format!(
-                "could not decode the activity's output {output}: {error}"
-            ))
-        })
+        decode_output(&durable::await_activity(self.seq)?)
+    }
+
+    /// The activity's own outcome, waiting for it past any cancellation of
+    /// the workflow: after [`ActivityHandle::wait`] said `Cancelled`, this
+    /// tells whether the call took effect (to compensate it) or not. With
+    /// the raw WIT: await the same handle again.
+    pub fn settle(&self) -> Result<T, ActivityFailure> {
+        loop {
+            match durable::await_activity(self.seq) {
+                Err(failure) if matches!(failure.reason, FailureReason::Cancelled) => continue,
+                outcome => return decode_output(&outcome?),
+            }
+        }
     }
 }
 
@@ -803,6 +821,56 @@ impl Saga {
     pub fn parallel(mut self, parallel: bool) -> Self {
         self.parallel = parallel;
         self
+    }
+
+    /// Runs forward step `step` and, once it has taken effect, registers
+    /// the compensation `compensation` builds from its output.
+    ///
+    /// If the workflow is cancelled while the step is in flight, the saga
+    /// first learns the step's own outcome: a step that took effect is
+    /// compensated like the others (once), one that did not is not. The
+    /// step then returns the cancellation, saying which it was.
+    pub fn step<T: DeserializeOwned>(
+        &mut self,
+        step: &str,
+        call: ActivityCall,
+        compensation: impl FnOnce(&T) -> ActivityCall,
+    ) -> Result<T, ActivityFailure> {
+        let handle = call.start::<T>()?;
+        let cancelled = match durable::await_activity(handle.seq) {
+            Ok(output) => {
+                let output: T = decode_output(&output)?;
+                self.add_compensation(step, compensation(&output));
+                return Ok(output);
+            }
+            Err(failure) if matches!(failure.reason, FailureReason::Cancelled) => failure,
+            Err(failure) => return Err(failure),
+        };
+        let (attempts, what) = match handle.settle() {
+            Ok(output) => {
+                self.add_compensation(step, compensation(&output));
+                (0, "it took effect and is compensated".to_string())
+            }
+            Err(failure) => (
+                failure.attempts,
+                format!(
+                    "it did not take effect ({} after {} attempt(s))",
+                    reason_text(failure.reason),
+                    failure.attempts
+                ),
+            ),
+        };
+        Err(ActivityFailure {
+            reason: FailureReason::Cancelled,
+            attempts,
+            last_error: ActivityError {
+                message: format!(
+                    "{} while step `{step}` was in flight; {what}",
+                    cancelled.last_error.message
+                ),
+                ..cancelled.last_error
+            },
+        })
     }
 
     /// Registers the compensation of `step`, to run if the saga has to

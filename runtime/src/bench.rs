@@ -29,9 +29,12 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-latency1-noisy,api-chain10"
+        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-latency1-noisy,api-chain10,sleepers"
     )]
     only: Vec<String>,
+    /// sleepers: workflows parked in a 1 h durable sleep at once.
+    #[arg(long, default_value_t = 100_000)]
+    sleepers: usize,
     /// chain10: concurrent workflows.
     #[arg(long, default_value_t = 500)]
     workflows: usize,
@@ -95,7 +98,18 @@ impl Bench {
         options: RuntimeOptions,
     ) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
         let db = self.dir.join(format!("{name}-{}.db", clock::now_ns()));
-        let sqlite = Arc::new(SqliteStore::open(&db).await?);
+        self.runtime_at(&db, components, config, options).await
+    }
+
+    /// A runtime over the database `db` (a new one, or a restart's).
+    async fn runtime_at(
+        &self,
+        db: &std::path::Path,
+        components: Vec<crate::engine::LoadedComponent>,
+        config: ActivityConfig,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<(Arc<Runtime>, Arc<SqliteStore>)> {
+        let sqlite = Arc::new(SqliteStore::open(db).await?);
         let store: Arc<dyn Store> = sqlite.clone();
         let registry = ActivityRegistry::load(self.engine.clone(), components, config).await?;
         let runtime = Runtime::new(self.engine.clone(), store, registry, options)?;
@@ -122,7 +136,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .max(Limits::default().pooled_instances_max),
         ..Limits::default()
     };
-    let engine = Engine::new(Some(dir.join("cache")), limits)?;
+    // As `reprise serve` does: uploads compile in bounded child processes.
+    let engine = Engine::new(Some(dir.join("cache")), limits)?
+        .compile_in_child_processes(std::env::current_exe()?);
     let workflow_path = args.guests.join("bench.wasm");
     let workflow_bytes = std::fs::read(&workflow_path).with_context(|| {
         format!(
@@ -155,11 +171,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "latency1" => latency(&bench).await?,
             "replay" => replay(&bench).await?,
             "instantiate" => instantiate(&bench).await?,
-            "api-latency1" => api_latency(&bench, 0).await?,
-            "api-latency1-noisy" => api_latency(&bench, NOISY_LOOPS).await?,
+            "api-latency1" => api_latency(&bench, false).await?,
+            "api-latency1-noisy" => api_latency(&bench, true).await?,
             "api-chain10" => api_chain(&bench).await?,
+            "sleepers" => sleepers(&bench).await?,
             other => anyhow::bail!(
-                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-latency1-noisy, api-chain10"
+                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-latency1-noisy, api-chain10, sleepers"
             ),
         }
     }
@@ -341,17 +358,27 @@ async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Re
     Ok(())
 }
 
-/// Endless loops another tenant keeps running in `api-latency1-noisy`.
-const NOISY_LOOPS: usize = 2;
+/// What the attacking tenant of `api-latency1-noisy` keeps running, each
+/// lane restarting its workflow as soon as it ends: (hostile mode, input,
+/// lanes). The mix of issue 10: spin loops, memory bombs, a million clock
+/// reads, log floods, thousands of activities retried against a dead port.
+const NOISY_MIX: &[(&str, &str, usize)] = &[
+    ("loop", "{}", 2),
+    ("memory", "{}", 1),
+    ("clock-flood", r#"{"count": 1000000}"#, 1),
+    ("log-flood", r#"{"count": 100000}"#, 1),
+    ("fanout", "{}", 1),
+];
+/// Executions the attacker parks in a 1 h sleep (more than the pool's slots).
+const NOISY_SLEEPERS: usize = 1_100;
 
-/// Keeps `loops` executions of the hostile workflow's endless loop running
-/// for the tenant `key` (each ends at the wall-clock limit, then another
-/// starts).
+/// The attacking tenant `key`: uploads the hostile workflow, parks
+/// [`NOISY_SLEEPERS`], then keeps the [`NOISY_MIX`] lanes and a lane of
+/// compile bombs (a fresh 40,000-function component each time) running.
 async fn noisy_neighbour(
     bench: &Bench,
     authority: &str,
     key: &str,
-    loops: usize,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let hostile = std::fs::read(bench.args.guests.join("hostile.wasm"))?;
     let (status, module) = api_call(authority, key, "POST", "/v1/modules", hostile).await?;
@@ -366,57 +393,136 @@ async fn noisy_neighbour(
     )
     .await?;
     anyhow::ensure!(status == 200, "binding the hostile type: {bound}");
-    let mut tasks = Vec::new();
-    for lane in 0..loops {
-        let (authority, key) = (authority.to_string(), key.to_string());
-        tasks.push(tokio::spawn(async move {
-            for round in 0.. {
-                let id = format!("noisy-{lane}-{round}");
-                let start = serde_json::json!({ "workflow_type": "hostile", "workflow_id": id, "input": { "mode": "loop" } });
-                if api_call(&authority, &key, "POST", "/v1/executions", start.to_string().into_bytes()).await.is_err() {
-                    return;
-                }
-                let path = format!("/v1/executions/{id}?wait_ms=60000");
-                let _ = api_call(&authority, &key, "GET", &path, Vec::new()).await;
-            }
-        }));
+    for index in 0..NOISY_SLEEPERS {
+        let start = serde_json::json!({
+            "workflow_type": "hostile",
+            "workflow_id": format!("parked-{index}"),
+            "input": { "mode": "sleep", "ms": 3_600_000 },
+        });
+        api_call(
+            authority,
+            key,
+            "POST",
+            "/v1/executions",
+            start.to_string().into_bytes(),
+        )
+        .await?;
     }
+    let mut tasks = Vec::new();
+    for &(mode, extra, lanes) in NOISY_MIX {
+        for lane in 0..lanes {
+            let (authority, key) = (authority.to_string(), key.to_string());
+            let mut input: serde_json::Value = serde_json::from_str(extra)?;
+            input["mode"] = serde_json::json!(mode);
+            tasks.push(tokio::spawn(async move {
+                for round in 0.. {
+                    let id = format!("noisy-{mode}-{lane}-{round}");
+                    let start = serde_json::json!({ "workflow_type": "hostile", "workflow_id": id, "input": input });
+                    if api_call(&authority, &key, "POST", "/v1/executions", start.to_string().into_bytes()).await.is_err() {
+                        return;
+                    }
+                    let path = format!("/v1/executions/{id}?wait_ms=60000");
+                    let _ = api_call(&authority, &key, "GET", &path, Vec::new()).await;
+                }
+            }));
+        }
+    }
+    let (authority, key) = (authority.to_string(), key.to_string());
+    tasks.push(tokio::spawn(async move {
+        for salt in 0u64.. {
+            let body = format!("(func (result i64) i64.const {salt})").repeat(40_000);
+            let Ok(bomb) = wat::parse_str(format!("(component (core module {body}))")) else {
+                return;
+            };
+            if api_call(&authority, &key, "POST", "/v1/modules", bomb)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }));
     Ok(tasks)
 }
 
-/// Start-to-result latency of a one-activity workflow through the HTTP API:
-/// a start request, then a long-polling status request — while another
-/// tenant keeps `noisy_loops` endless loops running, if any.
-async fn api_latency(bench: &Bench, noisy_loops: usize) -> anyhow::Result<()> {
-    let (authority, keys) = api_server(bench, 2).await?;
-    let noise = if noisy_loops > 0 {
-        let noise = noisy_neighbour(bench, &authority, &keys[1], noisy_loops).await?;
-        // Let the loops get going.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        noise
-    } else {
-        Vec::new()
-    };
-    let mut samples = Vec::with_capacity(bench.args.runs);
-    for index in 0..bench.args.runs {
+/// Start-to-result latencies of `runs` one-activity workflows through the
+/// HTTP API (a start request, then a long-polling status request), sorted,
+/// and how many failed.
+async fn api_latencies(
+    authority: &str,
+    key: &str,
+    runs: usize,
+    label: &str,
+) -> (Vec<Duration>, usize) {
+    let mut samples = Vec::with_capacity(runs);
+    let mut failed = 0;
+    for index in 0..runs {
         let started = Instant::now();
-        api_run(&authority, &keys[0], &format!("api-latency-{index}"), 1).await?;
-        samples.push(started.elapsed());
-    }
-    for task in noise {
-        task.abort();
+        match api_run(authority, key, &format!("api-latency-{label}-{index}"), 1).await {
+            Ok(()) => samples.push(started.elapsed()),
+            Err(_) => failed += 1,
+        }
     }
     samples.sort();
-    let label = if noisy_loops > 0 {
-        format!("api-latency1-noisy ({noisy_loops} endless loops of another tenant running)")
-    } else {
-        "api-latency1".to_string()
+    (samples, failed)
+}
+
+fn p50_p99(samples: &[Duration]) -> (f64, f64) {
+    if samples.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    (
+        percentile(samples, 0.5).as_secs_f64() * 1e3,
+        percentile(samples, 0.99).as_secs_f64() * 1e3,
+    )
+}
+
+/// `api-latency1`: start-to-result latency through the HTTP API.
+/// `api-latency1-noisy`: the same while another tenant runs the whole
+/// attack of issue 10 — quiet first, then under attack, then the
+/// process's memory once the attack has stopped.
+async fn api_latency(bench: &Bench, noisy: bool) -> anyhow::Result<()> {
+    let (authority, keys) = api_server(bench, 2).await?;
+    let runs = bench.args.runs;
+    if !noisy {
+        let (samples, failed) = api_latencies(&authority, &keys[0], runs, "quiet").await;
+        let (p50, p99) = p50_p99(&samples);
+        println!(
+            "api-latency1: {runs} sequential one-activity workflows over HTTP (start + long-poll), p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} failed"
+        );
+        return Ok(());
+    }
+    let (quiet, _) = api_latencies(&authority, &keys[0], runs, "quiet").await;
+    let baseline = resident_bytes();
+    let attack = noisy_neighbour(bench, &authority, &keys[1]).await?;
+    // Let the attack get going.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(resident_bytes()));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(resident_bytes(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
     };
+    let (noisy_samples, failed) = api_latencies(&authority, &keys[0], runs, "noisy").await;
+    for task in attack {
+        task.abort();
+    }
+    sampler.abort();
+    // The lanes' executions run out (loops hit their limits); give them time.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = resident_bytes();
+    let (quiet_p50, quiet_p99) = p50_p99(&quiet);
+    let (p50, p99) = p50_p99(&noisy_samples);
     println!(
-        "{label}: {} sequential one-activity workflows over HTTP (start + long-poll), p50 {:.2} ms, p99 {:.2} ms",
-        samples.len(),
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3
+        "api-latency1-noisy: good tenant quiet p50 {quiet_p50:.2} ms, p99 {quiet_p99:.2} ms; under attack p50 {p50:.2} ms, p99 {p99:.2} ms (p99 ratio {:.2}), {failed} of {runs} failed; RSS {:.0} MiB before the attack, {:.0} MiB peak, {:.0} MiB 15 s after it",
+        p99 / quiet_p99,
+        baseline as f64 / MIB,
+        peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / MIB,
+        after as f64 / MIB,
     );
     Ok(())
 }
@@ -601,6 +707,132 @@ async fn latency(bench: &Bench) -> anyhow::Result<()> {
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3
     );
+    Ok(())
+}
+
+/// This process's resident memory, in bytes (Linux).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.split_whitespace().next())
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Drives `records` in the background and waits until all of them are
+/// parked: the last one has started its timer and no instance is left in
+/// memory (activations take their tenant's instances in order).
+async fn park(
+    runtime: &Arc<Runtime>,
+    records: Vec<crate::store::ExecutionRecord>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<Outcome, crate::runtime::RunError>>>> {
+    let last = records.last().cloned();
+    let drives = records
+        .into_iter()
+        .map(|record| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move { runtime.drive(record).await })
+        })
+        .collect();
+    if let Some(last) = last {
+        while runtime.store().history(last.id).await?.len() < 2 || runtime.live_instances() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(drives)
+}
+
+/// `sleepers`: many workflows in a 1 h durable sleep on one node — how fast
+/// they start and park, what each costs in memory, and how fast a
+/// restarted node resumes them all.
+async fn sleepers(bench: &Bench) -> anyhow::Result<()> {
+    let count = bench.args.sleepers;
+    let hostile = std::fs::read(bench.args.guests.join("hostile.wasm"))?;
+    let activities = bench.engine.load_file(&bench.activities_path)?;
+    let db = bench.dir.join(format!("sleepers-{}.db", clock::now_ns()));
+    let (runtime, _) = bench
+        .runtime_at(
+            &db,
+            vec![activities.clone()],
+            ActivityConfig::default(),
+            RuntimeOptions::default(),
+        )
+        .await?;
+    let module = runtime.deploy_workflow(&hostile).await?;
+    let limits = crate::tenant::TenantLimits {
+        running_executions_max: count as u64,
+        ..crate::tenant::TenantLimits::within(&bench.engine.limits)
+    };
+    runtime.set_tenant_limits(crate::runtime::DEFAULT_TENANT, limits.clone());
+    let input = r#"{"mode": "sleep", "ms": 3600000}"#;
+    let rss_before = resident_bytes();
+    let started = Instant::now();
+    let mut records = Vec::with_capacity(count);
+    // Starts go through the group commit in batches of concurrent requests.
+    for batch in (0..count).collect::<Vec<_>>().chunks(128) {
+        let mut starting = Vec::new();
+        for index in batch {
+            let runtime = runtime.clone();
+            let digest = module.digest.clone();
+            let id = format!("sleeper-{index}");
+            starting.push(tokio::spawn(async move {
+                runtime.start("hostile", &digest, Some(id), input).await
+            }));
+        }
+        for start in starting {
+            records.push(start.await??.0);
+        }
+    }
+    let drives = park(&runtime, records).await?;
+    let parked_after = started.elapsed().as_secs_f64();
+    let rss_parked = resident_bytes();
+    println!(
+        "sleepers: {count} workflows started and parked in a 1 h durable sleep in {parked_after:.1} s = {:.0} per s; RSS {:.0} MiB before, {:.0} MiB parked = {:.1} KiB per sleeping execution; instances in memory: {}",
+        count as f64 / parked_after,
+        rss_before as f64 / MIB,
+        rss_parked as f64 / MIB,
+        rss_parked.saturating_sub(rss_before) as f64 / 1024.0 / count as f64,
+        runtime.live_instances()
+    );
+    runtime.shut_down();
+    for drive in drives {
+        let _ = drive.await?;
+    }
+    drop(runtime);
+    let restarted_at = Instant::now();
+    let (restarted, _) = bench
+        .runtime_at(
+            &db,
+            vec![activities],
+            ActivityConfig::default(),
+            RuntimeOptions::default(),
+        )
+        .await?;
+    restarted.set_tenant_limits(crate::runtime::DEFAULT_TENANT, limits);
+    let unfinished = restarted.store().unfinished_executions().await?;
+    anyhow::ensure!(
+        unfinished.len() == count,
+        "{} of {count} sleepers are unfinished after the restart",
+        unfinished.len()
+    );
+    let drives = park(&restarted, unfinished).await?;
+    let resumed_after = restarted_at.elapsed().as_secs_f64();
+    println!(
+        "sleepers restart: {count} resumed by replay and parked again in {resumed_after:.1} s = {:.0} per s; RSS {:.0} MiB (the first runtime's memory included)",
+        count as f64 / resumed_after,
+        resident_bytes() as f64 / MIB,
+    );
+    restarted.shut_down();
+    for drive in drives {
+        let _ = drive.await?;
+    }
     Ok(())
 }
 

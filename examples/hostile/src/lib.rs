@@ -146,6 +146,14 @@ impl Workflow for Hostile {
                 }
                 Ok(serde_json::json!(input.count))
             }
+            // `count` lines of 1 KB on stdout.
+            "log-flood" => {
+                let line = "x".repeat(1024);
+                for _ in 0..input.count {
+                    println!("{line}");
+                }
+                Ok(serde_json::json!(input.count))
+            }
             // An activity whose name is `count` bytes long.
             "long-name" => {
                 let name = "x".repeat(input.count as usize);

@@ -73,52 +73,47 @@ impl TripSaga {
 
     fn reserve_all(ctx: &Context, trip: &Trip, saga: &mut Saga) -> Result<(), WorkflowError> {
         for leg in &trip.legs {
-            let reservation: Value = Self::post(
+            let reserve = Self::post(
                 ctx,
                 trip,
                 format!("{}/reservations", trip.inventory_url),
                 json!({ "order_id": trip.trip_id, "item": leg }),
                 format!("reserve-{}-{leg}", trip.trip_id),
                 STEP_ATTEMPTS,
-            )
-            .call()?;
-            let reservation_id = reservation["body"]["reservation_id"].clone();
-            saga.add_compensation(
-                &format!("reserve {leg}"),
+            );
+            saga.step(&format!("reserve {leg}"), reserve, |reservation: &Value| {
                 Self::post(
                     ctx,
                     trip,
                     format!("{}/releases", trip.inventory_url),
-                    json!({ "reservation_id": reservation_id }),
+                    json!({ "reservation_id": reservation["body"]["reservation_id"] }),
                     format!("release-{}-{leg}", trip.trip_id),
                     UNTIL_SUCCESS,
-                ),
-            );
+                )
+            })?;
         }
         Ok(())
     }
 
     fn charge(ctx: &Context, trip: &Trip, saga: &mut Saga) -> Result<(), WorkflowError> {
-        let charge: Value = Self::post(
+        let charge = Self::post(
             ctx,
             trip,
             format!("{}/charges", trip.payments_url),
             json!({ "order_id": trip.trip_id, "amount_cents": trip.amount_cents, "card": trip.card }),
             format!("charge-{}", trip.trip_id),
             STEP_ATTEMPTS,
-        )
-        .call()?;
-        saga.add_compensation(
-            "charge",
+        );
+        saga.step("charge", charge, |charged: &Value| {
             Self::post(
                 ctx,
                 trip,
                 format!("{}/refunds", trip.payments_url),
-                json!({ "charge_id": charge["body"]["charge_id"] }),
+                json!({ "charge_id": charged["body"]["charge_id"] }),
                 format!("refund-{}", trip.trip_id),
                 UNTIL_SUCCESS,
-            ),
-        );
+            )
+        })?;
         Ok(())
     }
 

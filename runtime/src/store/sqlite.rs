@@ -329,14 +329,13 @@ async fn apply<'op>(
                     return Ok(WriteReply::Started(outcome));
                 }
             }
-            let running: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM executions WHERE tenant = ? AND status = 'running'",
-            )
-            .bind(&new.tenant)
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(StoreError::database("counting running executions"))?;
-            let running = running.max(0) as u64;
+            let running: Option<i64> =
+                sqlx::query_scalar("SELECT running FROM running_executions WHERE tenant = ?")
+                    .bind(&new.tenant)
+                    .fetch_optional(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("counting running executions"))?;
+            let running = running.unwrap_or(0).max(0) as u64;
             if running >= new.running_max {
                 return Ok(WriteReply::Started(StartOutcome::AtCapacity { running }));
             }

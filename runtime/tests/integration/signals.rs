@@ -139,8 +139,18 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
         panic!("a cancelled trip does not complete");
     };
     assert_eq!(error.error_type, "Cancelled");
+    // The hotel reservation was in flight when the cancellation came: the
+    // saga learned that it took effect, so it is released too.
     assert!(
-        error.message.contains("compensated: reserve flight"),
+        error
+            .message
+            .contains("while step `reserve hotel` was in flight; it took effect"),
+        "{error}"
+    );
+    assert!(
+        error
+            .message
+            .contains("compensated: reserve hotel, reserve flight"),
         "{error}"
     );
     let history: Vec<Event> = harness.events(&record).await;
@@ -149,8 +159,14 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
             .iter()
             .any(|event| matches!(event, Event::CancellationDelivered { .. }))
     );
-    assert_eq!(compensation_chain(&history), vec!["reserve flight"]);
-    assert_eq!(providers.effects(reprise_providers::RELEASE), vec!["rs_1"]);
+    assert_eq!(
+        compensation_chain(&history),
+        vec!["reserve hotel", "reserve flight"]
+    );
+    assert_eq!(
+        providers.effects(reprise_providers::RELEASE),
+        vec!["rs_2", "rs_1"]
+    );
     assert!(
         providers.effects(reprise_providers::CHARGE).is_empty(),
         "never charged"
@@ -162,6 +178,60 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
         .expect("read")
         .expect("exists");
     assert_eq!(stored.status, ExecutionStatus::Cancelled);
+    harness.assert_replays("trip", &record).await;
+}
+
+/// The case: a cancellation while the charge request is in flight.
+/// The charge goes through at the provider, so the saga refunds it — once —
+/// and releases both reservations; a replay decides the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_while_the_charge_is_in_flight_refunds_it_once() {
+    let providers = Providers::start().await;
+    providers.payments.delay_responses(700);
+    let harness = Harness::default().await;
+    let input = providers.trip(
+        "t-charge",
+        &["flight", "hotel"],
+        json!({ "fail_provision": false }),
+    );
+    let record = harness.start("trip", "t-charge", &input).await;
+    let canceller = async {
+        // Both reservations done: the charge is in flight.
+        harness.completed_activities(&record, 2).await;
+        harness
+            .store
+            .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
+            .await
+            .expect("cancel")
+    };
+    let (outcome, _) =
+        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), canceller) }).await;
+    let Outcome::Failed { error } = outcome.expect("drive") else {
+        panic!("a cancelled trip does not complete");
+    };
+    assert_eq!(error.error_type, "Cancelled");
+    assert!(
+        error
+            .message
+            .contains("compensated: charge, reserve hotel, reserve flight"),
+        "{error}"
+    );
+    let charges = providers.effects(reprise_providers::CHARGE);
+    assert_eq!(charges.len(), 1, "charged once: {charges:?}");
+    assert_eq!(
+        providers.effects(reprise_providers::REFUND).len(),
+        1,
+        "refunded once"
+    );
+    assert_eq!(
+        providers.effects(reprise_providers::RELEASE),
+        vec!["rs_2", "rs_1"]
+    );
+    let history: Vec<Event> = harness.events(&record).await;
+    assert_eq!(
+        compensation_chain(&history),
+        vec!["charge", "reserve hotel", "reserve flight"]
+    );
     harness.assert_replays("trip", &record).await;
 }
 
