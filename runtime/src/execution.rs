@@ -16,7 +16,7 @@ use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
 use crate::journal::{Event, Halt, RecordedEvent, Recorder, Seq, WorkflowError};
 use crate::mailbox::MailboxFlag;
-use crate::quota::Instances;
+use crate::quota::{ComputeTurn, Instances};
 use crate::runtime::{Outcome, RunError, Runtime, StartOptions};
 use crate::store::{ExecutionRecord, Finish, MessageKind, Store, StoreError};
 use crate::telemetry::spans::trace_id_hex;
@@ -232,6 +232,13 @@ impl Execution {
             runtime: surroundings.runtime,
             shutdown: surroundings.shutdown,
         }
+    }
+
+    /// A turn on the guest threads for an activation, within the tenant's
+    /// `guest_threads_max`.
+    pub fn compute_turn(&self) -> ComputeTurn {
+        self.instances
+            .compute_turn(&self.record.tenant, self.limits.guest_threads_max)
     }
 
     /// Where this execution's guest log lines go.

@@ -75,7 +75,7 @@ impl TenantQuotas {
         }
         waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = WaitingGuard(waiting);
-        contended.notify_waiters();
+        contended.notify_one();
         let permit = permits
             .acquire_owned()
             .await
@@ -101,6 +101,15 @@ impl TenantQuotas {
             .map(|share| share.contended.clone())
     }
 
+    /// Whether someone of `tenant` waits for a unit now.
+    pub fn is_waited_for(&self, tenant: &str) -> bool {
+        self.shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(tenant)
+            .is_some_and(|share| share.waiting.load(Ordering::Acquire) > 0)
+    }
+
     /// Whether someone of `tenant` waits for a unit: then holders should
     /// give theirs back as soon as they can.
     pub fn is_contended(&self, tenant: &str) -> bool {
@@ -117,6 +126,9 @@ impl TenantQuotas {
 /// Workflow instances in memory: each tenant's share, and the node's pool.
 pub struct Instances {
     per_tenant: TenantQuotas,
+    /// Each tenant's turns on the guest threads.
+    turns: Arc<TenantQuotas>,
+    guest_threads: usize,
     live: Arc<AtomicUsize>,
     /// Past this many live instances the pool is under pressure: waiting
     /// instances are evicted at once instead of after their hot window.
@@ -136,8 +148,9 @@ impl Drop for InstanceSlot {
 }
 
 impl Instances {
-    /// For a pool of `pool_size` instance slots (0: no pool, unbounded).
-    pub fn new(pool_size: u32) -> Instances {
+    /// For a pool of `pool_size` instance slots (0: no pool, unbounded)
+    /// and `guest_threads` threads running guest code.
+    pub fn new(pool_size: u32, guest_threads: usize) -> Instances {
         let pool_size = if pool_size == 0 {
             usize::MAX
         } else {
@@ -145,6 +158,8 @@ impl Instances {
         };
         Instances {
             per_tenant: TenantQuotas::default(),
+            turns: Arc::default(),
+            guest_threads,
             live: Arc::default(),
             pressure_at: pool_size / 4 * 3,
         }
@@ -174,9 +189,103 @@ impl Instances {
         self.per_tenant.contention(tenant)
     }
 
+    /// A turn on the guest threads for an activation of `tenant`, whose
+    /// share is `guest_threads_max` of them (at most all).
+    pub fn compute_turn(&self, tenant: &str, guest_threads_max: u32) -> ComputeTurn {
+        let share = (guest_threads_max as usize).min(self.guest_threads);
+        ComputeTurn::new(self.turns.clone(), tenant, share)
+    }
+
     /// Instances in memory now.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
+    }
+}
+
+/// An activation's turn on the guest threads, within its tenant's share
+/// (`guest_threads_max`): held only while its guest code runs — given back
+/// at every host await (an append, a wait) and, when others of the tenant
+/// wait for a turn, at every epoch tick. So one tenant's busy workflows
+/// take turns among themselves and never hold more guest threads than its
+/// share, while another tenant's code gets a turn of its own at once.
+///
+/// It also measures how long the guest code ran since the host last had
+/// control: the wall-clock backstop's reading, waits for a turn excluded.
+#[derive(Clone)]
+pub struct ComputeTurn {
+    turns: Arc<TenantQuotas>,
+    tenant: Arc<str>,
+    share: usize,
+    state: Arc<Mutex<TurnState>>,
+}
+
+struct TurnState {
+    permit: Option<QuotaPermit>,
+    /// Guest time before `resumed_at`, since the last reset.
+    ran: std::time::Duration,
+    resumed_at: std::time::Instant,
+}
+
+impl ComputeTurn {
+    fn new(turns: Arc<TenantQuotas>, tenant: &str, share: usize) -> ComputeTurn {
+        ComputeTurn {
+            turns,
+            tenant: tenant.into(),
+            share,
+            state: Arc::new(Mutex::new(TurnState {
+                permit: None,
+                ran: std::time::Duration::ZERO,
+                resumed_at: std::time::Instant::now(),
+            })),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for a turn (no-op if this activation has one).
+    pub async fn take(&self) {
+        if self.state().permit.is_some() {
+            return;
+        }
+        let permit = self.turns.acquire(&self.tenant, self.share).await;
+        let mut state = self.state();
+        state.permit = Some(permit);
+        state.resumed_at = std::time::Instant::now();
+    }
+
+    /// Gives the turn back: the guest stops running (the host awaits).
+    pub fn give_back(&self) {
+        let mut state = self.state();
+        if state.permit.take().is_some() {
+            let stretch = state.resumed_at.elapsed();
+            state.ran += stretch;
+        }
+    }
+
+    /// The host had control: the backstop starts over.
+    pub fn reset_clock(&self) {
+        let mut state = self.state();
+        state.ran = std::time::Duration::ZERO;
+        state.resumed_at = std::time::Instant::now();
+    }
+
+    /// How long the guest code has run since the last reset.
+    pub fn ran(&self) -> std::time::Duration {
+        let state = self.state();
+        match state.permit {
+            Some(_) => state.ran + state.resumed_at.elapsed(),
+            None => state.ran,
+        }
+    }
+
+    /// At an epoch tick: whether the turn should pass to another
+    /// activation of the tenant that waits for one.
+    pub fn should_pass(&self) -> bool {
+        self.turns.is_waited_for(&self.tenant)
     }
 }
 

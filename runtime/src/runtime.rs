@@ -157,6 +157,7 @@ pub struct StartOptions {
 /// else. On threads of their own, the OS shares the cores instead.
 struct GuestThreads {
     runtime: Option<tokio::runtime::Runtime>,
+    threads: usize,
 }
 
 impl GuestThreads {
@@ -169,7 +170,12 @@ impl GuestThreads {
             .build()?;
         Ok(GuestThreads {
             runtime: Some(runtime),
+            threads,
         })
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
@@ -262,7 +268,10 @@ impl Runtime {
             options.otlp_endpoint.as_deref(),
         ));
         let guest = GuestThreads::start()?;
-        let instances = Arc::new(Instances::new(engine.limits.pooled_instances_max));
+        let instances = Arc::new(Instances::new(
+            engine.limits.pooled_instances_max,
+            guest.threads(),
+        ));
         Ok(Arc::new_cyclic(|me| Runtime {
             guest,
             instances,
@@ -772,6 +781,7 @@ impl Runtime {
             self.surroundings(0),
         );
         let started = std::time::Instant::now();
+        let turn = execution.compute_turn();
         let wasi = workflow_wasi(
             &execution.recorder,
             &execution.record.run_id,
@@ -784,7 +794,7 @@ impl Runtime {
             .build();
         let mut store = WasmStore::new(
             self.engine.wasmtime(),
-            WorkflowHost::new(execution, wasi, limits),
+            WorkflowHost::new(execution, wasi, limits, turn),
         );
         store.limiter(|host| &mut host.limits);
         store
@@ -1082,9 +1092,10 @@ async fn activate(
         .trap_on_grow_failure(true)
         .build();
     let stderr_tail = execution.stderr_tail.clone();
+    let turn = execution.compute_turn();
     let mut store = WasmStore::new(
         engine.wasmtime(),
-        WorkflowHost::new(execution, wasi, store_limits),
+        WorkflowHost::new(execution, wasi, store_limits, turn.clone()),
     );
     store.limiter(|host| &mut host.limits);
     let result = async {
@@ -1092,7 +1103,8 @@ async fn activate(
         let wall_max = Duration::from_millis(limits.activation_wall_ms_max);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |context| {
-            if context.data().guest_running_since.elapsed() > wall_max {
+            let turn = &context.data().turn;
+            if turn.ran() > wall_max {
                 return Err(wasmtime::Error::new(Interrupt::FailWorkflow(runtime_error(
                     "WallClockLimitExceeded",
                     format!(
@@ -1102,13 +1114,25 @@ async fn activate(
                     ),
                 ))));
             }
+            if turn.should_pass() {
+                // Others of this tenant wait for a turn: pass it on, and
+                // queue for the next one behind them.
+                turn.give_back();
+                let turn = turn.clone();
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move { turn.take().await }),
+                ));
+            }
             // Let other executions on this thread run.
             Ok(UpdateDeadline::Yield(1))
         });
+        turn.take().await;
         let instance = pre.instantiate_async(&mut store).await?;
         instance.call_run(&mut store, &input).await
     }
     .await;
+    turn.give_back();
     let result = result.map_err(|error| classify(error, &limits, &stderr_tail));
     let mut execution = store.into_data().execution;
     execution.end_activation_span();

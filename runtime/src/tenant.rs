@@ -92,6 +92,10 @@ pub struct TenantLimits {
     /// Activity attempts of the tenant running at once; more wait in the
     /// tenant's own queue.
     pub activity_attempts_in_flight_max: u32,
+    /// Guest threads the tenant's workflow code may compute on at once
+    /// when several of its activations want to (the rest take turns);
+    /// capped at the node's guest threads.
+    pub guest_threads_max: u32,
     /// Uploads of the tenant compiling at once; more get 429.
     pub compilations_max: u32,
     /// Guest log lines (workflow logs, stdout, stderr, activity output)
@@ -115,8 +119,9 @@ impl Default for TenantLimits {
             allowed_hosts: None,
             activity_fuel_max: ACTIVITY_FUEL_MAX,
             activity_attempts_max: 100,
-            instances_max: 200,
+            instances_max: 500,
             activity_attempts_in_flight_max: 200,
+            guest_threads_max: 1,
             compilations_max: 1,
             log_lines_per_second: 1_000,
         }
@@ -141,7 +146,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 14] = [
+        let checks: [(&str, u64, u64); 15] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -197,6 +202,11 @@ impl TenantLimits {
                 "activity_attempts_in_flight_max",
                 u64::from(self.activity_attempts_in_flight_max),
                 u64::from(engine.pooled_instances_max.max(1)),
+            ),
+            (
+                "guest_threads_max",
+                u64::from(self.guest_threads_max),
+                1_024,
             ),
             (
                 "compilations_max",

@@ -3,8 +3,6 @@
 //! Every call follows one shape: claim the next `seq`, compare with the
 //! history (replay) or record (live), and only then answer the guest.
 
-use std::time::Instant;
-
 use super::WorkflowHost;
 use super::wit_types;
 use super::workflow_bindings::reprise::workflow::durable::{Host, WorkflowInfo};
@@ -14,6 +12,7 @@ use crate::journal::{
     ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, RANDOM_BYTES_MAX,
     RetryPolicy, Seq, idempotency_key,
 };
+use crate::quota::ComputeTurn;
 
 /// Longest log line a workflow may write; the rest is cut.
 const LOG_MESSAGE_BYTES_MAX: usize = 4096;
@@ -61,7 +60,10 @@ impl WorkflowHost {
             .map_err(|halt| interrupt(halt.into()))?;
         if recorded.is_none() {
             let event = new_event(seq, &self.execution.record);
-            self.execution.append(event).await.map_err(interrupt)?;
+            let turn = self.turn.clone();
+            off_turn(&turn, self.execution.append(event))
+                .await
+                .map_err(interrupt)?;
         }
         // The backstop restarts at every journaled command, recorded now or
         // replayed: so it counts the same stretches of guest code live and
@@ -73,7 +75,7 @@ impl WorkflowHost {
     /// Called after every journaled command and blocking wait: the
     /// wall-clock backstop measures guest time only.
     fn resume_guest(&mut self) {
-        self.guest_running_since = Instant::now();
+        self.turn.reset_clock();
     }
 
     fn check_halted(&self) -> wasmtime::Result<()> {
@@ -189,14 +191,22 @@ impl WorkflowHost {
     /// restarts the wall-clock backstop.
     pub(super) async fn block(&mut self, wait: Wait) -> wasmtime::Result<Woken> {
         let ordinal = self.execution.recorder().next_wait();
-        let woken = self
-            .execution
-            .wait(&wait, ordinal, true)
+        let turn = self.turn.clone();
+        let woken = off_turn(&turn, self.execution.wait(&wait, ordinal, true))
             .await
             .map_err(interrupt)?;
         self.resume_guest();
         Ok(woken)
     }
+}
+
+/// Gives the guest's turn on the guest threads back while the host awaits
+/// `work` (a commit, a wait), then waits for a turn again.
+pub(super) async fn off_turn<T>(turn: &ComputeTurn, work: impl Future<Output = T>) -> T {
+    turn.give_back();
+    let output = work.await;
+    turn.take().await;
+    output
 }
 
 /// The message of the cancellation a blocking call returns.

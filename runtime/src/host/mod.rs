@@ -14,7 +14,6 @@ pub mod wasi;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -24,6 +23,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::activity::outbound::Allowlist;
 use crate::execution::Execution;
 use crate::journal::Seq;
+use crate::quota::ComputeTurn;
 
 /// Bindings of the `workflow` world: the single source of truth for the
 /// types that cross the workflow boundary.
@@ -59,15 +59,20 @@ pub struct WorkflowHost {
     http_hooks: wasi::DenyHttp,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    /// When the guest last got control back from the host: the start of the
-    /// stretch the wall-clock backstop measures.
-    pub(crate) guest_running_since: Instant,
+    /// The activation's turn on the guest threads, and the guest time the
+    /// wall-clock backstop measures.
+    pub(crate) turn: ComputeTurn,
     /// Pollables (by resource rep) that are durable timers, and their seq.
     timers: HashMap<u32, Seq>,
 }
 
 impl WorkflowHost {
-    pub(crate) fn new(execution: Execution, wasi: WasiCtx, limits: StoreLimits) -> WorkflowHost {
+    pub(crate) fn new(
+        execution: Execution,
+        wasi: WasiCtx,
+        limits: StoreLimits,
+        turn: ComputeTurn,
+    ) -> WorkflowHost {
         WorkflowHost {
             execution,
             wasi,
@@ -75,7 +80,7 @@ impl WorkflowHost {
             http_hooks: wasi::DenyHttp,
             table: ResourceTable::new(),
             limits,
-            guest_running_since: Instant::now(),
+            turn,
             timers: HashMap::new(),
         }
     }

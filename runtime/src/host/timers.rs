@@ -77,7 +77,10 @@ impl WorkflowHost {
     async fn wait_for_timer(&mut self, seq: Seq) -> wasmtime::Result<()> {
         // The timer's start must be durable before the wait: a crash then
         // resumes with the time that is left, not a fresh full duration.
-        self.execution.flush().await.map_err(interrupt)?;
+        let turn = self.turn.clone();
+        super::durable::off_turn(&turn, self.execution.flush())
+            .await
+            .map_err(interrupt)?;
         self.block(Wait::Sleep(seq)).await.map(|_| ())
     }
 
