@@ -362,8 +362,9 @@ impl Engine {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let memory_max = self.limits.compile_memory_bytes_max;
-        // SAFETY: between fork and exec the closure only calls setrlimit(2),
-        // which is async-signal-safe, and allocates nothing.
+        // SAFETY: between fork and exec the closure only calls setrlimit(2)
+        // and setpriority(2), which are async-signal-safe, and allocates
+        // nothing.
         unsafe {
             command.pre_exec(move || {
                 let memory = libc::rlimit {
@@ -373,6 +374,9 @@ impl Engine {
                 if libc::setrlimit(libc::RLIMIT_DATA, &memory) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Below the server's own threads: a compile bomb takes what
+                // the workflows leave of the CPU.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
                 Ok(())
             });
         }

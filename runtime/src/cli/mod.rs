@@ -647,7 +647,8 @@ async fn run(
         }
     }
     let outcome = runtime.drive(record).await;
-    // Spans still queued go out before the process ends.
+    // Guest lines and spans still queued are stored and sent before the
+    // process ends.
     runtime.telemetry().flush().await;
     match outcome {
         Ok(Outcome::Completed { output }) => {

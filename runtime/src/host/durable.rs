@@ -14,6 +14,11 @@ use crate::journal::{
 };
 use crate::quota::ComputeTurn;
 
+/// Buffered events (clock reads, random draws) are written once this many
+/// pile up: a flood of them then costs many small commits instead of one
+/// giant one that holds up every other execution's appends.
+const BUFFERED_EVENTS_MAX: usize = 1024;
+
 /// Longest log line a workflow may write; the rest is cut.
 const LOG_MESSAGE_BYTES_MAX: usize = 4096;
 
@@ -80,6 +85,17 @@ impl WorkflowHost {
 
     fn check_halted(&self) -> wasmtime::Result<()> {
         self.execution.check_halted().map_err(interrupt)
+    }
+
+    /// Writes the buffered events if [`BUFFERED_EVENTS_MAX`] piled up.
+    async fn flush_if_piled_up(&mut self) -> wasmtime::Result<()> {
+        if self.execution.recorder().history.unflushed().len() < BUFFERED_EVENTS_MAX {
+            return Ok(());
+        }
+        let turn = self.turn.clone();
+        off_turn(&turn, self.execution.flush())
+            .await
+            .map_err(interrupt)
     }
 
     async fn start_activity_inner(
@@ -239,6 +255,7 @@ impl Host for WorkflowHost {
                 .recorder()
                 .read_clock(Clock::Wall, clock::now_ns(), clock::now_ms());
         self.check_halted()?;
+        self.flush_if_piled_up().await?;
         Ok(value_ns / 1_000_000)
     }
 
@@ -256,6 +273,7 @@ impl Host for WorkflowHost {
         rand::Rng::fill_bytes(&mut rand::rng(), &mut live);
         let bytes = self.execution.recorder().draw_random(live, clock::now_ms());
         self.check_halted()?;
+        self.flush_if_piled_up().await?;
         Ok(bytes)
     }
 

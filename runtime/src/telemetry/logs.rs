@@ -22,9 +22,16 @@ const WRITE_LINES_MAX: usize = 1_024;
 /// How long lines wait for company.
 const WRITE_DELAY: Duration = Duration::from_millis(50);
 
+/// What the writer task receives.
+enum Message {
+    Line(GuestLogLine),
+    /// Store what is queued now, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The writer task's queue and each tenant's line budget.
 pub struct LogWriter {
-    queue: mpsc::Sender<GuestLogLine>,
+    queue: mpsc::Sender<Message>,
     budget: Arc<LineBudget>,
 }
 
@@ -35,6 +42,15 @@ impl LogWriter {
         LogWriter {
             queue,
             budget: Arc::default(),
+        }
+    }
+
+    /// Returns once every line queued before the call is stored (`reprise
+    /// run` waits for this before it exits).
+    pub async fn flush(&self) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = stored.await;
         }
     }
 
@@ -78,7 +94,7 @@ pub struct LogSink {
     workflow_id: String,
     run_id: String,
     lines_per_second: u32,
-    queue: mpsc::Sender<GuestLogLine>,
+    queue: mpsc::Sender<Message>,
     budget: Arc<LineBudget>,
 }
 
@@ -141,24 +157,41 @@ impl LogSink {
             message: message.to_string(),
             logged_at_ms: clock::now_ms(),
         };
-        if self.queue.try_send(line).is_err() {
+        if self.queue.try_send(Message::Line(line)).is_err() {
             tracing::debug!("the guest log queue is full; a line was dropped");
         }
     }
 }
 
-async fn write_lines(store: Arc<dyn Store>, mut lines: mpsc::Receiver<GuestLogLine>) {
-    while let Some(first) = lines.recv().await {
-        let mut batch = vec![first];
+async fn write_lines(store: Arc<dyn Store>, mut messages: mpsc::Receiver<Message>) {
+    while let Some(first) = messages.recv().await {
+        let mut batch = Vec::new();
+        let mut flushed = Vec::new();
+        let mut next = Some(first);
         let deadline = tokio::time::Instant::now() + WRITE_DELAY;
-        while batch.len() < WRITE_LINES_MAX {
-            match tokio::time::timeout_at(deadline, lines.recv()).await {
-                Ok(Some(line)) => batch.push(line),
-                Ok(None) | Err(_) => break,
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => batch.push(line),
+                Message::Flush(done) => {
+                    flushed.push(done);
+                    break;
+                }
             }
+            if batch.len() >= WRITE_LINES_MAX {
+                break;
+            }
+            next = tokio::time::timeout_at(deadline, messages.recv())
+                .await
+                .ok()
+                .flatten();
         }
-        if let Err(error) = store.append_guest_logs(batch).await {
+        if !batch.is_empty()
+            && let Err(error) = store.append_guest_logs(batch).await
+        {
             tracing::warn!(%error, "storing guest log lines failed");
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }

@@ -124,8 +124,10 @@ impl Telemetry {
         }
     }
 
-    /// Sends what is buffered; waits at most a few seconds.
+    /// Stores the queued guest lines and sends the buffered spans; waits
+    /// at most a few seconds for the collector.
     pub async fn flush(&self) {
+        self.logs.flush().await;
         if let Some(exporter) = &self.exporter {
             exporter.flush().await;
         }

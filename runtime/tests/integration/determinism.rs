@@ -243,3 +243,22 @@ async fn results_are_passed_on_byte_for_byte() {
     };
     assert_eq!(output.get(), recorded);
 }
+
+/// `reprise run` stores every guest line before it exits.
+#[tokio::test]
+async fn reprise_run_stores_every_line_before_it_exits() {
+    let run = Run::new();
+    let printed = stdout_of(run.spawn(r#"{"mode": "log-flood", "count": 50}"#, "lines"));
+    assert_eq!(printed.trim(), "50");
+    let store = store::open(&run.db).await.expect("open store");
+    let record = store
+        .execution("default", "lines")
+        .await
+        .expect("read")
+        .expect("exists");
+    let stored = store.guest_logs(record.id, 0, 1_000).await.expect("logs");
+    assert_eq!(
+        stored.iter().filter(|line| line.source == "stdout").count(),
+        50
+    );
+}
