@@ -3,6 +3,7 @@
 //! queue, every journaled call counts toward the limits, and compilation is
 //! bounded.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reprise::journal::Event;
@@ -61,6 +62,35 @@ fn failure(outcome: &Outcome) -> &reprise::journal::WorkflowError {
     }
 }
 
+type Drive = tokio::task::JoinHandle<Result<Outcome, reprise::RunError>>;
+
+/// Starts `count` hostile sleepers (`sleeper-N`, a durable sleep of `ms`)
+/// of the default tenant and drives each in the background.
+async fn start_sleepers(
+    runtime: &Arc<Runtime>,
+    count: usize,
+    ms: u64,
+) -> (Vec<ExecutionRecord>, Vec<Drive>) {
+    let digest = deploy(runtime, "hostile").await;
+    let input = format!(r#"{{"mode": "sleep", "ms": {ms}}}"#);
+    let mut records = Vec::with_capacity(count);
+    let mut drives = Vec::with_capacity(count);
+    for index in 0..count {
+        let record = start_for(
+            runtime,
+            "default",
+            &digest,
+            &format!("sleeper-{index}"),
+            &input,
+        )
+        .await;
+        records.push(record.clone());
+        let runtime = runtime.clone();
+        drives.push(tokio::spawn(async move { runtime.drive(record).await }));
+    }
+    (records, drives)
+}
+
 /// The attack of issue 10: park more executions than the pool has slots,
 /// then terminate them all. Sleepers hold no instance (the pool of 1,000 is
 /// never drained), the good workflow runs throughout, and termination ends
@@ -70,22 +100,7 @@ async fn sleeping_executions_hold_no_instance_and_termination_frees_everything()
     const SLEEPERS: usize = 2_000;
     let harness = Harness::as_served(Limits::default()).await;
     let runtime = harness.runtime.clone();
-    let digest = deploy(&runtime, "hostile").await;
-    let mut drives = Vec::new();
-    let mut records = Vec::new();
-    for index in 0..SLEEPERS {
-        let record = start_for(
-            &runtime,
-            "default",
-            &digest,
-            &format!("sleeper-{index}"),
-            r#"{"mode": "sleep", "ms": 3600000}"#,
-        )
-        .await;
-        records.push(record.clone());
-        let runtime = runtime.clone();
-        drives.push(tokio::spawn(async move { runtime.drive(record).await }));
-    }
+    let (records, drives) = start_sleepers(&runtime, SLEEPERS, 3_600_000).await;
     let store = harness.store.clone();
     let last = records.last().expect("sleepers").clone();
     eventually(
@@ -320,20 +335,7 @@ async fn ten_thousand_sleepers_survive_a_restart_and_each_timer_fires_once() {
     const SLEEPERS: usize = 10_000;
     let harness = Harness::as_served(Limits::default()).await;
     let runtime = harness.runtime.clone();
-    let digest = deploy(&runtime, "hostile").await;
-    let mut drives = Vec::new();
-    for index in 0..SLEEPERS {
-        let record = start_for(
-            &runtime,
-            "default",
-            &digest,
-            &format!("sleeper-{index}"),
-            r#"{"mode": "sleep", "ms": 12000}"#,
-        )
-        .await;
-        let runtime = runtime.clone();
-        drives.push(tokio::spawn(async move { runtime.drive(record).await }));
-    }
+    let (_, drives) = start_sleepers(&runtime, SLEEPERS, 12_000).await;
     eventually(
         "no sleeper keeps an instance",
         Duration::from_secs(120),

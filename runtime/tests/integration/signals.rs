@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reprise::Outcome;
-use reprise::journal::Event;
+use reprise::journal::{Event, WorkflowError};
 use reprise::store::{ExecutionStatus, MessageKind};
 use serde_json::json;
 
@@ -111,22 +111,18 @@ async fn a_signal_sent_during_the_wait_wakes_the_workflow() {
     assert_eq!(completed_output(&outcome)["approve"], true);
 }
 
-/// Cancellation during step 2 of the trip: the reservation of step 1 is
-/// released, nothing else; the execution ends cancelled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancellation_runs_the_compensations_of_finished_steps() {
-    let providers = Providers::start().await;
-    providers.inventory.delay_responses(700);
+/// Runs trip `id` for a flight and a hotel, cancels it once `completed`
+/// activities are done, and returns the cancelled outcome's error.
+async fn cancel_trip(
+    providers: &Providers,
+    id: &str,
+    completed: usize,
+) -> (Harness, reprise::store::ExecutionRecord, WorkflowError) {
     let harness = Harness::default().await;
-    let input = providers.trip(
-        "t-cancel",
-        &["flight", "hotel"],
-        json!({ "fail_provision": false }),
-    );
-    let record = harness.start("trip", "t-cancel", &input).await;
+    let input = providers.trip(id, &["flight", "hotel"], json!({ "fail_provision": false }));
+    let record = harness.start("trip", id, &input).await;
     let canceller = async {
-        // Wait until the first reservation completed (step 2 is in flight).
-        harness.completed_activities(&record, 1).await;
+        harness.completed_activities(&record, completed).await;
         harness
             .store
             .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
@@ -139,6 +135,17 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
         panic!("a cancelled trip does not complete");
     };
     assert_eq!(error.error_type, "Cancelled");
+    (harness, record, error)
+}
+
+/// Cancellation during step 2 of the trip: the reservation of step 1 is
+/// released, nothing else; the execution ends cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_runs_the_compensations_of_finished_steps() {
+    let providers = Providers::start().await;
+    providers.inventory.delay_responses(700);
+    // The first reservation done: step 2 is in flight.
+    let (harness, record, error) = cancel_trip(&providers, "t-cancel", 1).await;
     // The hotel reservation was in flight when the cancellation came: the
     // saga learned that it took effect, so it is released too.
     assert!(
@@ -188,28 +195,8 @@ async fn cancellation_runs_the_compensations_of_finished_steps() {
 async fn cancelling_while_the_charge_is_in_flight_refunds_it_once() {
     let providers = Providers::start().await;
     providers.payments.delay_responses(700);
-    let harness = Harness::default().await;
-    let input = providers.trip(
-        "t-charge",
-        &["flight", "hotel"],
-        json!({ "fail_provision": false }),
-    );
-    let record = harness.start("trip", "t-charge", &input).await;
-    let canceller = async {
-        // Both reservations done: the charge is in flight.
-        harness.completed_activities(&record, 2).await;
-        harness
-            .store
-            .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
-            .await
-            .expect("cancel")
-    };
-    let (outcome, _) =
-        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), canceller) }).await;
-    let Outcome::Failed { error } = outcome.expect("drive") else {
-        panic!("a cancelled trip does not complete");
-    };
-    assert_eq!(error.error_type, "Cancelled");
+    // Both reservations done: the charge is in flight.
+    let (harness, record, error) = cancel_trip(&providers, "t-charge", 2).await;
     assert!(
         error
             .message
