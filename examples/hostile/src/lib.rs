@@ -13,6 +13,9 @@ struct Input {
     /// For the loops and floods: how many times.
     #[serde(default)]
     count: u64,
+    /// For `spin-steps`: how many stretches of `count` iterations.
+    #[serde(default)]
+    rounds: u64,
 }
 
 struct Hostile;
@@ -112,13 +115,13 @@ impl Workflow for Hostile {
                 }
                 Ok(serde_json::json!(counter))
             }
-            // Three rounds of CPU, each ended by starting an activity (a
+            // Rounds of CPU, each ended by starting an activity (a
             // journaled command that does not block): the wall-clock
             // backstop restarts at each, live and in replay.
             "spin-steps" => {
                 let mut counter = 0u64;
                 let mut calls = Vec::new();
-                for round in 0..3u64 {
+                for round in 0..input.rounds {
                     for _ in 0..input.count {
                         counter = std::hint::black_box(counter.wrapping_add(1));
                     }

@@ -86,16 +86,17 @@ async fn a_clock_pollable_is_answered_from_the_journal() {
 async fn the_wall_clock_backstop_counts_the_same_live_and_in_replay() {
     let limits = Limits {
         activation_fuel_max: u64::MAX / 2,
-        activation_wall_ms_max: 800,
+        activation_wall_ms_max: 500,
         ..Limits::default()
     };
     let harness = Harness::new(limits, false).await;
-    // About 0.4 s of CPU per stretch here; 3 stretches are over 0.8 s.
+    // About 0.1 s of CPU per stretch here (5× under the limit, for a
+    // loaded machine); 12 stretches are well over it.
     let (record, outcome) = harness
         .run(
             "hostile",
             "spin-steps",
-            r#"{"mode": "spin-steps", "count": 300000000}"#,
+            r#"{"mode": "spin-steps", "count": 75000000, "rounds": 12}"#,
         )
         .await;
     completed_output(&outcome);
@@ -261,4 +262,18 @@ async fn reprise_run_stores_every_line_before_it_exits() {
         stored.iter().filter(|line| line.source == "stdout").count(),
         50
     );
+}
+
+/// Two builds of the same Python source behave the same: a history whose
+/// commands follow the iteration order of a set of strings (the string hash
+/// secret, fixed at build time) replays with the other build.
+#[tokio::test]
+async fn a_rebuilt_python_guest_replays_the_first_builds_history() {
+    let harness = Harness::default().await;
+    let (record, outcome) = harness.run("rebuild-py", "built-once", "{}").await;
+    let first = completed_output(&outcome);
+    harness.assert_replays("rebuild-py-again", &record).await;
+    let (record, outcome) = harness.run("rebuild-py-again", "built-twice", "{}").await;
+    assert_eq!(completed_output(&outcome), first);
+    harness.assert_replays("rebuild-py", &record).await;
 }
