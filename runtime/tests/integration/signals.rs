@@ -10,7 +10,7 @@ use reprise::store::{ExecutionStatus, MessageKind};
 use serde_json::json;
 
 use crate::saga::{Providers, compensation_chain};
-use crate::support::{Harness, completed_output};
+use crate::support::{Harness, completed_output, guest};
 
 /// Fails the test instead of hanging it.
 async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
@@ -347,4 +347,81 @@ async fn cancelling_the_parent_cancels_the_child() {
     })
     .await;
     assert_eq!(child.status, ExecutionStatus::Cancelled);
+}
+
+/// The same cancellation, with the process stopped right after it was
+/// journaled (its drive and activity tasks gone, the charge in flight): a
+/// new runtime on the same database finishes the saga, and the charge is
+/// still made once and refunded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_the_cancellation_still_refunds_the_charge_once() {
+    let providers = Providers::start().await;
+    providers.payments.delay_responses(700);
+    let harness = Harness::default().await;
+    let input = providers.trip(
+        "t-crash",
+        &["flight", "hotel"],
+        json!({ "fail_provision": false }),
+    );
+    let record = harness.start("trip", "t-crash", &input).await;
+    let drive = {
+        let runtime = harness.runtime.clone();
+        let record = record.clone();
+        tokio::spawn(async move { runtime.drive(record).await })
+    };
+    harness.completed_activities(&record, 2).await;
+    harness
+        .store
+        .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
+        .await
+        .expect("cancel");
+    bounded(async {
+        while !harness
+            .events(&record)
+            .await
+            .iter()
+            .any(|event| matches!(event, Event::CancellationDelivered { .. }))
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    // In one process a "kill" must stop the guest task too: the shutdown
+    // stops the drive at its next wait, appending nothing more.
+    harness.runtime.shut_down();
+    assert!(matches!(
+        drive.await.expect("join"),
+        Err(reprise::RunError::ShuttingDown { .. })
+    ));
+
+    let restarted = harness.restart().await;
+    let outcome = bounded(restarted.drive(record.clone()))
+        .await
+        .expect("drive");
+    let Outcome::Failed { error } = outcome else {
+        panic!("a cancelled trip does not complete");
+    };
+    assert_eq!(error.error_type, "Cancelled");
+    assert_eq!(
+        providers.effects(reprise_providers::CHARGE).len(),
+        1,
+        "charged once"
+    );
+    assert_eq!(
+        providers.effects(reprise_providers::REFUND).len(),
+        1,
+        "refunded once"
+    );
+    let history = harness.events(&record).await;
+    assert_eq!(
+        compensation_chain(&history),
+        vec!["charge", "reserve hotel", "reserve flight"]
+    );
+    // The first runtime is shut down: verify with the restarted one.
+    let component = harness.engine.load_file(&guest("trip")).expect("load");
+    let verdict = restarted
+        .verify_replay(&component, record.clone(), harness.history(&record).await)
+        .await
+        .expect("the code reproduces its history");
+    assert_eq!(verdict, reprise::ReplayVerdict::Reproduced);
 }
