@@ -187,3 +187,43 @@ async fn compile_bombs_neither_queue_up_nor_stay_in_memory() {
     let (status, _) = json_call(hosted.address(), "", "GET", "/readyz", Value::Null).await;
     assert_eq!(status, 200);
 }
+
+/// One address holds at most 128 connections: the 129th is closed as soon
+/// as it is accepted, while the first ones stay open; once they close,
+/// the address is served again.
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let hosted = Hosted::start(&["--header-read-timeout-ms", "20000"]).await;
+    let address = hosted.address().to_string();
+    let (admitted_open, refused_closed) = tokio::task::spawn_blocking(move || {
+        let held: Vec<TcpStream> = (0..128)
+            .map(|_| TcpStream::connect(&address).expect("connect"))
+            .collect();
+        // Let the server accept them all before the one too many.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut over = TcpStream::connect(&address).expect("connect");
+        let closed_at_once = {
+            over.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            matches!(over.read(&mut [0u8; 16]), Ok(0))
+        };
+        let mut first = held.first().expect("held").try_clone().expect("clone");
+        first
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let still_open = matches!(
+            first.read(&mut [0u8; 16]),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+                || error.kind() == std::io::ErrorKind::TimedOut
+        );
+        drop(held);
+        (still_open, closed_at_once)
+    })
+    .await
+    .expect("join");
+    assert!(admitted_open, "an admitted connection stays open");
+    assert!(refused_closed, "the 129th connection is closed at once");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, ready) = json_call(hosted.address(), "", "GET", "/readyz", Value::Null).await;
+    assert_eq!(status, 200, "{ready}");
+}
