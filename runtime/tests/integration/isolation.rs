@@ -316,6 +316,20 @@ async fn a_compile_bomb_fails_in_its_child_process_naming_the_limit() {
             "no artifact or staged input is left behind"
         );
     }
+    // Past the function count nothing compiles at all.
+    let huge = wat::parse_str(format!(
+        "(component (core module {}))",
+        "(func)".repeat(250_000)
+    ))
+    .expect("wat");
+    let engine = Engine::new(Some(scratch.path().join("huge")), Limits::default())
+        .expect("engine")
+        .compile_in_child_processes(compiler.clone());
+    let refused = engine.load(&huge).err().expect("refused").to_string();
+    assert!(
+        refused.contains("module_functions_max = 200000"),
+        "{refused}"
+    );
     // Within the limits the same path compiles a real guest, and the
     // artifact lands in the cache for the next process.
     let cache = scratch.path().join("ok");
