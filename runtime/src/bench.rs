@@ -307,48 +307,70 @@ async fn api_server(bench: &Bench, tenants: usize) -> anyhow::Result<(String, Ve
             limits,
         )
         .await?;
-        let (status, module) = api_call(
-            &authority,
-            &key,
-            "POST",
-            "/v1/modules",
-            bench.workflow_bytes.clone(),
-        )
-        .await?;
-        anyhow::ensure!(status == 201, "uploading the bench workflow: {module}");
-        let bind = serde_json::json!({ "digest": module["digest"] }).to_string();
-        let (status, bound) = api_call(
-            &authority,
-            &key,
-            "PUT",
-            "/v1/workflow-types/bench",
-            bind.into_bytes(),
-        )
-        .await?;
-        anyhow::ensure!(status == 200, "binding the bench type: {bound}");
+        api_deploy(&authority, &key, "bench", bench.workflow_bytes.clone()).await?;
         keys.push(key);
     }
     Ok((authority, keys))
 }
 
-/// Starts `id` over the API and long-polls its result; checks the output.
-async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Result<()> {
+/// Uploads a workflow module for tenant `key` and binds it as `workflow_type`.
+async fn api_deploy(
+    authority: &str,
+    key: &str,
+    workflow_type: &str,
+    module_bytes: Vec<u8>,
+) -> anyhow::Result<()> {
+    let (status, module) = api_call(authority, key, "POST", "/v1/modules", module_bytes).await?;
+    anyhow::ensure!(
+        status == 201,
+        "uploading the {workflow_type} workflow: {module}"
+    );
+    let bind = serde_json::json!({ "digest": module["digest"] }).to_string();
+    let path = format!("/v1/workflow-types/{workflow_type}");
+    let (status, bound) = api_call(authority, key, "PUT", &path, bind.into_bytes()).await?;
+    anyhow::ensure!(status == 200, "binding the {workflow_type} type: {bound}");
+    Ok(())
+}
+
+/// `POST /v1/executions`: starts `id` of `workflow_type` with `input`.
+async fn api_start(
+    authority: &str,
+    key: &str,
+    workflow_type: &str,
+    id: &str,
+    input: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let start = serde_json::json!({
-        "workflow_type": "bench",
+        "workflow_type": workflow_type,
         "workflow_id": id,
-        "input": { "steps": steps },
+        "input": input,
     });
-    let (status, started) = api_call(
+    api_call(
         authority,
         key,
         "POST",
         "/v1/executions",
         start.to_string().into_bytes(),
     )
-    .await?;
-    anyhow::ensure!(status == 201, "starting {id}: {started}");
+    .await
+}
+
+/// Long-polls execution `id` (up to a minute) until it has finished.
+async fn api_finished(
+    authority: &str,
+    key: &str,
+    id: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let path = format!("/v1/executions/{id}?wait_ms=60000");
-    let (status, done) = api_call(authority, key, "GET", &path, Vec::new()).await?;
+    api_call(authority, key, "GET", &path, Vec::new()).await
+}
+
+/// Starts `id` over the API and long-polls its result; checks the output.
+async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Result<()> {
+    let input = serde_json::json!({ "steps": steps });
+    let (status, started) = api_start(authority, key, "bench", id, input).await?;
+    anyhow::ensure!(status == 201, "starting {id}: {started}");
+    let (status, done) = api_finished(authority, key, id).await?;
     anyhow::ensure!(
         status == 200
             && done["status"] == "completed"
@@ -381,32 +403,10 @@ async fn noisy_neighbour(
     key: &str,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let hostile = std::fs::read(bench.args.guests.join("hostile.wasm"))?;
-    let (status, module) = api_call(authority, key, "POST", "/v1/modules", hostile).await?;
-    anyhow::ensure!(status == 201, "uploading the hostile workflow: {module}");
-    let bind = serde_json::json!({ "digest": module["digest"] }).to_string();
-    let (status, bound) = api_call(
-        authority,
-        key,
-        "PUT",
-        "/v1/workflow-types/hostile",
-        bind.into_bytes(),
-    )
-    .await?;
-    anyhow::ensure!(status == 200, "binding the hostile type: {bound}");
+    api_deploy(authority, key, "hostile", hostile).await?;
     for index in 0..NOISY_SLEEPERS {
-        let start = serde_json::json!({
-            "workflow_type": "hostile",
-            "workflow_id": format!("parked-{index}"),
-            "input": { "mode": "sleep", "ms": 3_600_000 },
-        });
-        api_call(
-            authority,
-            key,
-            "POST",
-            "/v1/executions",
-            start.to_string().into_bytes(),
-        )
-        .await?;
+        let input = serde_json::json!({ "mode": "sleep", "ms": 3_600_000 });
+        api_start(authority, key, "hostile", &format!("parked-{index}"), input).await?;
     }
     let mut tasks = Vec::new();
     for &(mode, extra, lanes) in NOISY_MIX {
@@ -417,12 +417,13 @@ async fn noisy_neighbour(
             tasks.push(tokio::spawn(async move {
                 for round in 0.. {
                     let id = format!("noisy-{mode}-{lane}-{round}");
-                    let start = serde_json::json!({ "workflow_type": "hostile", "workflow_id": id, "input": input });
-                    if api_call(&authority, &key, "POST", "/v1/executions", start.to_string().into_bytes()).await.is_err() {
+                    if api_start(&authority, &key, "hostile", &id, input.clone())
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
-                    let path = format!("/v1/executions/{id}?wait_ms=60000");
-                    let _ = api_call(&authority, &key, "GET", &path, Vec::new()).await;
+                    let _ = api_finished(&authority, &key, &id).await;
                 }
             }));
         }

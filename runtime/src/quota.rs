@@ -92,34 +92,33 @@ impl TenantQuotas {
             .map(|permit| QuotaPermit { _permit: permit })
     }
 
-    /// What wakes when someone of `tenant` starts to wait for a unit.
-    pub fn contention(&self, tenant: &str) -> Option<Arc<Notify>> {
+    /// `look` at `tenant`'s share, if the tenant has used one.
+    fn inspect<T>(&self, tenant: &str, look: impl FnOnce(&Share) -> T) -> Option<T> {
         self.shares
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(tenant)
-            .map(|share| share.contended.clone())
+            .map(look)
+    }
+
+    /// What wakes when someone of `tenant` starts to wait for a unit.
+    pub fn contention(&self, tenant: &str) -> Option<Arc<Notify>> {
+        self.inspect(tenant, |share| share.contended.clone())
     }
 
     /// Whether someone of `tenant` waits for a unit now.
     pub fn is_waited_for(&self, tenant: &str) -> bool {
-        self.shares
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(tenant)
-            .is_some_and(|share| share.waiting.load(Ordering::Acquire) > 0)
+        self.inspect(tenant, |share| share.waiting.load(Ordering::Acquire) > 0)
+            .unwrap_or(false)
     }
 
-    /// Whether someone of `tenant` waits for a unit: then holders should
-    /// give theirs back as soon as they can.
+    /// Whether someone of `tenant` waits for a unit, or every unit is in
+    /// use: then holders should give theirs back as soon as they can.
     pub fn is_contended(&self, tenant: &str) -> bool {
-        self.shares
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(tenant)
-            .is_some_and(|share| {
-                share.waiting.load(Ordering::Acquire) > 0 || share.permits.available_permits() == 0
-            })
+        self.inspect(tenant, |share| {
+            share.waiting.load(Ordering::Acquire) > 0 || share.permits.available_permits() == 0
+        })
+        .unwrap_or(false)
     }
 }
 

@@ -42,7 +42,7 @@ fn check_name(what: &str, name: &str) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn interrupt(interrupt: Interrupt) -> wasmtime::Error {
+pub(super) fn interrupt(interrupt: Interrupt) -> wasmtime::Error {
     wasmtime::Error::new(interrupt)
 }
 

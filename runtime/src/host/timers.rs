@@ -22,8 +22,9 @@ use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi_io::bindings::wasi::io::poll;
 
 use super::WorkflowHost;
+use super::durable::{interrupt, off_turn};
 use crate::clock;
-use crate::execution::{Interrupt, Wait};
+use crate::execution::Wait;
 use crate::journal::Seq;
 
 /// A durable timer's side of its pollable. Its `ready` is never polled:
@@ -43,10 +44,6 @@ struct Elapsed;
 #[wasmtime_wasi::async_trait]
 impl Pollable for Elapsed {
     async fn ready(&mut self) {}
-}
-
-fn interrupt(interrupt: Interrupt) -> wasmtime::Error {
-    wasmtime::Error::new(interrupt)
 }
 
 impl WorkflowHost {
@@ -78,7 +75,7 @@ impl WorkflowHost {
         // The timer's start must be durable before the wait: a crash then
         // resumes with the time that is left, not a fresh full duration.
         let turn = self.turn.clone();
-        super::durable::off_turn(&turn, self.execution.flush())
+        off_turn(&turn, self.execution.flush())
             .await
             .map_err(interrupt)?;
         self.block(Wait::Sleep(seq)).await.map(|_| ())

@@ -64,6 +64,7 @@ impl LogWriter {
             lines_per_second,
             queue: self.queue.clone(),
             budget: self.budget.clone(),
+            dropped: self.budget.dropped(&record.tenant),
         }
     }
 }
@@ -96,6 +97,8 @@ pub struct LogSink {
     lines_per_second: u32,
     queue: mpsc::Sender<Message>,
     budget: Arc<LineBudget>,
+    /// The tenant's lines dropped since the last one written.
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for LogSink {
@@ -113,17 +116,16 @@ impl LogSink {
     /// tenant's budget, only counts it; the next line that fits says how
     /// many were dropped.
     pub fn write(&self, seq: u64, level: &str, source: &str, message: &str) {
-        let dropped = self.budget.dropped(&self.tenant);
         if self
             .budget
             .buckets
             .try_acquire(&self.tenant, self.lines_per_second)
             .is_err()
         {
-            dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let lost = dropped.swap(0, Ordering::Relaxed);
+        let lost = self.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
             let summary = format!(
                 "{lost} guest log lines of tenant `{}` were dropped (log_lines_per_second = {})",
@@ -203,7 +205,7 @@ async fn write_lines(store: Arc<dyn Store>, mut messages: mpsc::Receiver<Message
 /// or by a verification replay, are never written.
 pub struct GuestLines {
     sink: LogSink,
-    held: std::sync::Mutex<Vec<HeldLine>>,
+    held: Mutex<Vec<HeldLine>>,
 }
 
 struct HeldLine {
@@ -217,7 +219,7 @@ impl GuestLines {
     pub fn new(sink: LogSink) -> GuestLines {
         GuestLines {
             sink,
-            held: std::sync::Mutex::default(),
+            held: Mutex::default(),
         }
     }
 

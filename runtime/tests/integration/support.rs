@@ -55,6 +55,34 @@ pub fn hot_window(evict_on_wait: bool) -> std::time::Duration {
     }
 }
 
+/// A runtime on `store` with the hello and order activities (files in
+/// `activity_dir`, HTTP allowed to 127.0.0.1, unserved names to `workers`).
+async fn runtime_over(
+    engine: &Engine,
+    store: &Arc<dyn Store>,
+    activity_dir: &Path,
+    workers: Option<Arc<WorkerQueue>>,
+    hot_window: std::time::Duration,
+) -> Arc<Runtime> {
+    let components = ["hello-activities", "order-activities"]
+        .iter()
+        .map(|name| engine.load_file(&guest(name)).expect("activities load"))
+        .collect();
+    let config = ActivityConfig {
+        activity_dir: Some(activity_dir.to_path_buf()),
+        allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
+        workers,
+    };
+    let registry = ActivityRegistry::load(engine.clone(), components, config)
+        .await
+        .expect("activity registry");
+    let options = RuntimeOptions {
+        hot_window,
+        ..RuntimeOptions::default()
+    };
+    Runtime::new(engine.clone(), store.clone(), registry, options).expect("runtime")
+}
+
 impl Harness {
     pub async fn new(limits: Limits, evict_on_wait: bool) -> Harness {
         Harness::configured(limits, hot_window(evict_on_wait), None).await
@@ -80,28 +108,7 @@ impl Harness {
         let store = store::open(&dir.path().join("reprise.db"))
             .await
             .expect("store");
-        let components = ["hello-activities", "order-activities"]
-            .iter()
-            .map(|name| engine.load_file(&guest(name)).expect("activities load"))
-            .collect();
-        let config = ActivityConfig {
-            activity_dir: Some(activity_dir.clone()),
-            allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
-            workers,
-        };
-        let registry = ActivityRegistry::load(engine.clone(), components, config)
-            .await
-            .expect("activity registry");
-        let runtime = Runtime::new(
-            engine.clone(),
-            store.clone(),
-            registry,
-            RuntimeOptions {
-                hot_window,
-                ..RuntimeOptions::default()
-            },
-        )
-        .expect("runtime");
+        let runtime = runtime_over(&engine, &store, &activity_dir, workers, hot_window).await;
         Harness {
             runtime,
             store,
@@ -114,29 +121,14 @@ impl Harness {
     /// A new runtime on the same database, engine and activities: what
     /// a restarted process has (the harness's own runtime stays as it is).
     pub async fn restart(&self) -> Arc<Runtime> {
-        let components = ["hello-activities", "order-activities"]
-            .iter()
-            .map(|name| {
-                self.engine
-                    .load_file(&guest(name))
-                    .expect("activities load")
-            })
-            .collect();
-        let config = ActivityConfig {
-            activity_dir: Some(self.activity_dir.clone()),
-            allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
-            workers: None,
-        };
-        let registry = ActivityRegistry::load(self.engine.clone(), components, config)
-            .await
-            .expect("activity registry");
-        Runtime::new(
-            self.engine.clone(),
-            self.store.clone(),
-            registry,
-            RuntimeOptions::default(),
+        runtime_over(
+            &self.engine,
+            &self.store,
+            &self.activity_dir,
+            None,
+            reprise::runtime::DEFAULT_HOT_WINDOW,
         )
-        .expect("runtime")
+        .await
     }
 
     pub async fn default() -> Harness {
