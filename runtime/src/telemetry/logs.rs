@@ -21,6 +21,10 @@ const QUEUE_LINES_MAX: usize = 65_536;
 const WRITE_LINES_MAX: usize = 1_024;
 /// How long lines wait for company.
 const WRITE_DELAY: Duration = Duration::from_millis(50);
+/// Lines one execution may hold back while clock reads or random draws
+/// before them are not yet durable; past it they are counted as dropped
+/// (a guest printing in a loop after a clock read grows no buffer).
+const HELD_LINES_MAX: usize = 1_024;
 
 /// What the writer task receives.
 enum Message {
@@ -122,7 +126,7 @@ impl LogSink {
             .try_acquire(&self.tenant, self.lines_per_second)
             .is_err()
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.count_dropped();
             return;
         }
         let lost = self.dropped.swap(0, Ordering::Relaxed);
@@ -134,6 +138,11 @@ impl LogSink {
             self.emit(seq, "warn", "reprise", &summary);
         }
         self.emit(seq, level, source, message);
+    }
+
+    /// Counts a line that was not kept; the next line written says so.
+    fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     fn emit(&self, seq: u64, level: &str, source: &str, message: &str) {
@@ -239,15 +248,20 @@ impl GuestLines {
             self.sink.write(seq, level, source, &message);
             return;
         }
-        self.held
+        let mut held = self
+            .held
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(HeldLine {
-                seq,
-                level,
-                source,
-                message,
-            });
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.len() >= HELD_LINES_MAX {
+            self.sink.count_dropped();
+            return;
+        }
+        held.push(HeldLine {
+            seq,
+            level,
+            source,
+            message,
+        });
     }
 
     /// Writes the held lines: what they may depend on is durable now.
@@ -262,5 +276,45 @@ impl GuestLines {
             self.sink
                 .write(line.seq, line.level, line.source, &line.message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Clock, History, Recorder};
+    use crate::store::{ExecutionRecord, ExecutionStatus};
+
+    /// Lines held behind a buffered clock read are bounded; the rest are
+    /// counted as dropped.
+    #[tokio::test]
+    async fn held_lines_are_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::open(&dir.path().join("db"))
+            .await
+            .expect("store");
+        let writer = LogWriter::start(store);
+        let record = ExecutionRecord {
+            id: 1,
+            tenant: "t".into(),
+            workflow_id: "w".into(),
+            run_id: "r".into(),
+            workflow_type: "x".into(),
+            module_digest: "d".into(),
+            status: ExecutionStatus::Running,
+            result: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let lines = GuestLines::new(writer.sink(&record, 1_000_000));
+        let mut recorder = Recorder::new(History::default(), false);
+        recorder.read_clock(Clock::Wall, 1, 1);
+        assert!(!recorder.history.unflushed().is_empty());
+        for index in 0..HELD_LINES_MAX + 10 {
+            lines.write(&recorder, "info", "stdout", format!("line {index}"));
+        }
+        let held = lines.held.lock().expect("held").len();
+        assert_eq!(held, HELD_LINES_MAX);
+        assert_eq!(lines.sink.dropped.load(Ordering::Relaxed), 10);
     }
 }
