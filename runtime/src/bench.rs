@@ -339,11 +339,13 @@ async fn api_start(
     workflow_type: &str,
     id: &str,
     input: serde_json::Value,
+    wait_ms: u64,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
     let start = serde_json::json!({
         "workflow_type": workflow_type,
         "workflow_id": id,
         "input": input,
+        "wait_ms": wait_ms,
     });
     api_call(
         authority,
@@ -355,24 +357,16 @@ async fn api_start(
     .await
 }
 
-/// Long-polls execution `id` (up to a minute) until it has finished.
-async fn api_finished(
-    authority: &str,
-    key: &str,
-    id: &str,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    let path = format!("/v1/executions/{id}?wait_ms=60000");
-    api_call(authority, key, "GET", &path, Vec::new()).await
-}
+/// The longest the API waits for an execution's end in one request.
+const RESULT_WAIT_MS: u64 = 60_000;
 
-/// Starts `id` over the API and long-polls its result; checks the output.
+/// Starts `id` over the API and waits for its result in the same request;
+/// checks the output.
 async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Result<()> {
     let input = serde_json::json!({ "steps": steps });
-    let (status, started) = api_start(authority, key, "bench", id, input).await?;
-    anyhow::ensure!(status == 201, "starting {id}: {started}");
-    let (status, done) = api_finished(authority, key, id).await?;
+    let (status, done) = api_start(authority, key, "bench", id, input, RESULT_WAIT_MS).await?;
     anyhow::ensure!(
-        status == 200
+        status == 201
             && done["status"] == "completed"
             && done["result"] == serde_json::json!(steps),
         "{id} ended wrongly: {done}"
@@ -406,7 +400,7 @@ async fn noisy_neighbour(
     api_deploy(authority, key, "hostile", hostile).await?;
     for index in 0..NOISY_SLEEPERS {
         let input = serde_json::json!({ "mode": "sleep", "ms": 3_600_000 });
-        api_start(authority, key, "hostile", &format!("parked-{index}"), input).await?;
+        api_start(authority, key, "hostile", &format!("parked-{index}"), input, 0).await?;
     }
     let mut tasks = Vec::new();
     for &(mode, extra, lanes) in NOISY_MIX {
@@ -417,13 +411,10 @@ async fn noisy_neighbour(
             tasks.push(tokio::spawn(async move {
                 for round in 0.. {
                     let id = format!("noisy-{mode}-{lane}-{round}");
-                    if api_start(&authority, &key, "hostile", &id, input.clone())
-                        .await
-                        .is_err()
-                    {
+                    let run = api_start(&authority, &key, "hostile", &id, input.clone(), RESULT_WAIT_MS);
+                    if run.await.is_err() {
                         return;
                     }
-                    let _ = api_finished(&authority, &key, &id).await;
                 }
             }));
         }
@@ -850,6 +841,7 @@ fn synthetic_chain_history(
         module_digest: digest.into(),
         input: format!(r#"{{"steps":{steps}}}"#),
         trace: None,
+        host_behaviour: crate::journal::HOST_BEHAVIOUR,
     }];
     let options = ActivityOptions::default();
     for seq in 1..=steps {

@@ -175,6 +175,18 @@ pub struct TraceContext {
     pub parent_span_id: Option<String>,
 }
 
+/// The host behaviour new runs are recorded under. A run replays with the
+/// behaviour its `WorkflowStarted` names, so a change in how the host turns
+/// a plain-WASI call into journal entries never breaks an old history:
+/// - 0: `get-random-bytes(n)` journals 4n bytes (wasmtime-wasi samples each
+///   byte as a `u32`);
+/// - 1: it journals n bytes.
+pub const HOST_BEHAVIOUR: u32 = 1;
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
 /// One entry of a history. Commands carry the `seq` the guest gave them;
 /// outcomes carry the `seq` of the command they answer.
 ///
@@ -192,6 +204,10 @@ pub enum Event {
         /// restarts, belongs to it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace: Option<TraceContext>,
+        /// How the host served plain-WASI calls when the run started (see
+        /// [`HOST_BEHAVIOUR`]); histories from before it was recorded are 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        host_behaviour: u32,
     },
     ClockRead {
         seq: Seq,
@@ -717,6 +733,14 @@ impl History {
         }
     }
 
+    /// The host behaviour the run was recorded under ([`HOST_BEHAVIOUR`]).
+    pub fn host_behaviour(&self) -> u32 {
+        match self.events.first().map(|recorded| &recorded.event) {
+            Some(Event::WorkflowStarted { host_behaviour, .. }) => *host_behaviour,
+            _ => HOST_BEHAVIOUR,
+        }
+    }
+
     /// The trace recorded when the execution started.
     pub fn trace(&self) -> Option<&TraceContext> {
         match self.events.first().map(|recorded| &recorded.event) {
@@ -1031,6 +1055,7 @@ mod tests {
             module_digest: "d".into(),
             input: "{}".into(),
             trace: None,
+            host_behaviour: HOST_BEHAVIOUR,
         }
     }
 

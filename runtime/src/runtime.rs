@@ -20,7 +20,7 @@ use crate::execution::{Execution, Interrupt, Surroundings, runtime_error};
 use crate::host::wasi::workflow_wasi;
 use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
-use crate::journal::{
+use crate::journal::{HOST_BEHAVIOUR, 
     Event, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext, WorkflowError,
 };
 use crate::mailbox::Mailboxes;
@@ -207,6 +207,10 @@ pub struct RuntimeOptions {
     /// Export spans to this OTLP/HTTP traces URL; `None`: where the
     /// standard `OTEL_*` variables say, if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// The host behaviour new runs are recorded under (at most
+    /// [`HOST_BEHAVIOUR`]); an older one keeps new histories replayable
+    /// by nodes not yet upgraded.
+    pub host_behaviour: u32,
 }
 
 impl Default for RuntimeOptions {
@@ -214,6 +218,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             hot_window: DEFAULT_HOT_WINDOW,
             otlp_endpoint: None,
+            host_behaviour: HOST_BEHAVIOUR,
         }
     }
 }
@@ -250,6 +255,11 @@ impl Runtime {
         activities: ActivityRegistry,
         options: RuntimeOptions,
     ) -> anyhow::Result<Arc<Runtime>> {
+        anyhow::ensure!(
+            options.host_behaviour <= HOST_BEHAVIOUR,
+            "host behaviour {} is newer than this build's {HOST_BEHAVIOUR}",
+            options.host_behaviour
+        );
         let mut linker = Linker::<WorkflowHost>::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -491,6 +501,7 @@ impl Runtime {
                 module_digest: module_digest.to_string(),
                 input: input.to_string(),
                 trace: Some(trace.unwrap_or_else(TraceContext::new_root)),
+                host_behaviour: self.options.host_behaviour,
             },
         };
         let outcome = self

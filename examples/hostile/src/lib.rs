@@ -20,27 +20,6 @@ struct Input {
 
 struct Hostile;
 
-/// Tries a plain `wasi:http` request and describes what came back.
-fn http_get(authority: &str) -> String {
-    use wasip2::http::outgoing_handler;
-    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
-    let request = OutgoingRequest::new(Fields::new());
-    let _ = request.set_scheme(Some(&Scheme::Http));
-    let _ = request.set_authority(Some(authority));
-    let _ = request.set_path_with_query(Some("/"));
-    match outgoing_handler::handle(request, None) {
-        Err(code) => format!("{code:?}"),
-        Ok(response) => {
-            response.subscribe().block();
-            match response.get() {
-                Some(Ok(Ok(_))) => "response".to_string(),
-                Some(Ok(Err(code))) => format!("{code:?}"),
-                Some(Err(())) | None => "no response".to_string(),
-            }
-        }
-    }
-}
-
 // Recursion without a base case is the point: it must overflow the stack.
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
@@ -86,21 +65,6 @@ impl Workflow for Hostile {
                 }
                 let results = ctx.await_all(calls);
                 Ok(serde_json::json!(results.len()))
-            }
-            "denied" => {
-                // Each attempt's error text is part of the output, so replay
-                // equality proves the denial is deterministic.
-                let file = std::fs::read_to_string("/etc/passwd")
-                    .map(|_| "read".to_string())
-                    .unwrap_or_else(|error| format!("{:?}", error.kind()));
-                let socket = std::net::TcpStream::connect("127.0.0.1:9")
-                    .map(|_| "connected".to_string())
-                    .unwrap_or_else(|error| format!("{:?}", error.kind()));
-                let http = http_get("127.0.0.1:9");
-                let random: u64 = ctx.random();
-                Ok(
-                    serde_json::json!({ "file": file, "socket": socket, "http": http, "random": random }),
-                )
             }
             // A durable sleep (the attacker's "park forever").
             "sleep" => {

@@ -1,7 +1,7 @@
 //! Executions over HTTP.
 //!
 //! ```text
-//! POST /v1/executions                     {"workflow_type", "workflow_id"?, "input", "id_reuse_policy"?} → 201 new | 200 existing
+//! POST /v1/executions                     {"workflow_type", "workflow_id"?, "input", "id_reuse_policy"?, "wait_ms"?} → 201 new | 200 existing
 //! GET  /v1/executions?status=&workflow_type=&created_from_ms=&created_until_ms=&limit=   newest first
 //! GET  /v1/executions/{id}?wait_ms=       status and result (long-polls while running)
 //! GET  /v1/executions/{id}/history?after=&limit=   the events, a page at a time
@@ -34,7 +34,8 @@ use crate::store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, IdReusePolicy, MessageKind, StoreError,
 };
 
-/// The longest a status request may wait for the execution to finish.
+/// The longest a start or status request may wait for the execution to
+/// finish.
 const RESULT_WAIT_MAX: Duration = Duration::from_secs(60);
 /// How often a waiting status request looks again when nothing wakes it
 /// (the execution is driven by another process).
@@ -87,6 +88,10 @@ struct StartRequest {
     input: Option<Box<RawValue>>,
     #[serde(default)]
     id_reuse_policy: IdReusePolicy,
+    /// Answer once the execution has finished, or after this long
+    /// (start-and-wait in one request).
+    #[serde(default)]
+    wait_ms: u64,
 }
 
 async fn start(
@@ -138,7 +143,8 @@ async fn start(
             if record.status == ExecutionStatus::Running {
                 server.spawn_drive(record.clone());
             }
-            (status, Json(describe(&record))).into_response()
+            let wait = Duration::from_millis(request.wait_ms);
+            with_status(status, view_when_finished(&server, &tenant, record, wait).await)
         }
         Err(problem) => run_error(problem),
     }
@@ -251,14 +257,25 @@ async fn status(
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Response {
-    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(RESULT_WAIT_MAX);
-    let deadline = tokio::time::Instant::now() + wait;
-    let finished_or_due = |record: &ExecutionRecord| {
-        record.status != ExecutionStatus::Running || tokio::time::Instant::now() >= deadline
-    };
     let record = match find(&server, &tenant.name, &id).await {
         Ok(record) => record,
         Err(response) => return response,
+    };
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
+    view_when_finished(&server, &tenant, record, wait).await
+}
+
+/// The execution as it is once it has finished, or when `wait` (at most
+/// [`RESULT_WAIT_MAX`]) is over.
+async fn view_when_finished(
+    server: &Server,
+    tenant: &Tenant,
+    record: ExecutionRecord,
+    wait: Duration,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + wait.min(RESULT_WAIT_MAX);
+    let finished_or_due = |record: &ExecutionRecord| {
+        record.status != ExecutionStatus::Running || tokio::time::Instant::now() >= deadline
     };
     if finished_or_due(&record) {
         return Json(describe(&record)).into_response();
@@ -269,7 +286,7 @@ async fn status(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let record = match find(&server, &tenant.name, &id).await {
+        let record = match find(server, &tenant.name, &record.workflow_id).await {
             Ok(record) => record,
             Err(response) => return response,
         };
@@ -280,6 +297,14 @@ async fn status(
         // another process drives it.
         let _ = tokio::time::timeout(RESULT_POLL_INTERVAL, notified).await;
     }
+}
+
+/// `response` with `status`, unless it is an error.
+fn with_status(status: StatusCode, mut response: Response) -> Response {
+    if response.status().is_success() {
+        *response.status_mut() = status;
+    }
+    response
 }
 
 #[derive(Deserialize)]

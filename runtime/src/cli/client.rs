@@ -162,6 +162,9 @@ pub async fn deploy(file: &std::path::Path, name: Option<String>, server: &Serve
     .await
 }
 
+/// How long `--wait` asks the server to wait for the end (its maximum).
+const RESULT_WAIT_MS: u64 = 60_000;
+
 pub async fn start(
     name: &str,
     input: &str,
@@ -183,25 +186,26 @@ pub async fn start(
             workflow_type: &'a str,
             workflow_id: Option<String>,
             input: Box<RawValue>,
+            wait_ms: u64,
         }
+        // With --wait, one request starts the execution and answers once it
+        // has finished.
         let body = serde_json::to_vec(&StartBody {
             workflow_type: name,
             workflow_id: id,
             input,
+            wait_ms: if wait { RESULT_WAIT_MS } else { 0 },
         })?;
         let started = call(server, "POST", "/v1/executions", body).await?;
         if !started.is_success() {
             return Ok(started.refused());
         }
+        println!("{}", started.body);
         if !wait {
-            println!("{}", started.body);
             return Ok(ExitCode::SUCCESS);
         }
-        let id = started.body["workflow_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        Ok(result(&id, true, server).await)
+        let status = ExecutionStatus::parse(started.body["status"].as_str().unwrap_or_default());
+        Ok(exit_for_status(status))
     })
     .await
 }
@@ -209,7 +213,11 @@ pub async fn start(
 /// Prints the result (the output, or the error with exit code 1).
 pub async fn result(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
     run_command(async {
-        let wait = if wait { "?wait_ms=60000" } else { "" };
+        let wait = if wait {
+            format!("?wait_ms={RESULT_WAIT_MS}")
+        } else {
+            String::new()
+        };
         let answer = call(
             server,
             "GET",

@@ -137,13 +137,18 @@ impl HostMonotonicClock for JournaledMonotonicClock {
 pub struct JournaledRandom {
     recorder: SharedRecorder,
     buffer: Vec<u8>,
+    /// The run's host behaviour is 1 or more: a `u32` takes one byte (see
+    /// [`rand::TryRng::try_next_u32`] below).
+    byte_per_u32: bool,
 }
 
 impl JournaledRandom {
     pub fn new(recorder: SharedRecorder) -> JournaledRandom {
+        let byte_per_u32 = lock(&recorder).history.host_behaviour() >= 1;
         JournaledRandom {
             recorder,
             buffer: Vec::new(),
+            byte_per_u32,
         }
     }
 
@@ -174,7 +179,16 @@ impl JournaledRandom {
 impl rand::TryRng for JournaledRandom {
     type Error = Infallible;
 
+    /// wasmtime-wasi asks for a `u32` per byte of `get-random-bytes` and
+    /// keeps its low byte, so a `u32` of one journaled byte serves each
+    /// guest byte with one byte of journal (host behaviour 1; behaviour 0
+    /// journaled four). `get-random-u64` asks for a whole `u64`.
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        if self.byte_per_u32 {
+            let mut byte = [0u8; 1];
+            self.take(&mut byte);
+            return Ok(u32::from(byte[0]));
+        }
         let mut word = [0u8; 4];
         self.take(&mut word);
         Ok(u32::from_le_bytes(word))

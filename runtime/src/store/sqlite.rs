@@ -1099,6 +1099,7 @@ mod tests {
                 module_digest: "d".into(),
                 input: "{}".into(),
                 trace: None,
+                host_behaviour: crate::journal::HOST_BEHAVIOUR,
             },
         }
     }

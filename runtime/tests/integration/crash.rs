@@ -485,3 +485,67 @@ async fn a_signal_timeout_is_durable_across_a_crash() {
         .expect("timed out");
     assert!(timed_out.recorded_at_ms >= before);
 }
+
+/// A trip cancelled while its charge is in flight, and the process
+/// SIGKILLed right after the cancellation is journaled (the charge still at
+/// the provider): the next run learns the charge's outcome, so it is made
+/// once and refunded once, and both reservations are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_right_after_a_cancel_still_refunds_the_charge_once() {
+    let providers = crate::saga::Providers::start().await;
+    providers.payments.delay_responses(700);
+    let workspace = Workspace::new();
+    let input = providers.trip(
+        "t-kill",
+        &["flight", "hotel"],
+        serde_json::json!({ "fail_provision": false }),
+    );
+    let mut child = workspace.spawn_with("trip", "order-activities", &input, "t-kill");
+    kill_after_cancel(&mut child, &workspace.db, "t-kill").await;
+    let before = workspace.history("t-kill").await;
+    let completed = events_of(&before)
+        .iter()
+        .filter(|event| matches!(event, reprise::journal::Event::ActivityCompleted { .. }))
+        .count();
+    assert_eq!(completed, 2, "killed while the charge was in flight");
+
+    let error =
+        finish_failed(workspace.spawn_with("trip", "order-activities", &input, "t-kill")).await;
+    assert_eq!(error["error_type"], "Cancelled", "{error}");
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.contains("compensated: charge, reserve hotel, reserve flight"),
+        "{message}"
+    );
+    assert_eq!(providers.effects(reprise_providers::CHARGE).len(), 1);
+    assert_eq!(providers.effects(reprise_providers::REFUND).len(), 1);
+    assert_eq!(
+        providers.effects(reprise_providers::RELEASE),
+        vec!["rs_2", "rs_1"]
+    );
+    let after = workspace.history("t-kill").await;
+    assert_eq!(before.as_slice(), &after[..before.len()]);
+    assert_eq!(
+        crate::saga::compensation_chain(&events_of(&after)),
+        vec!["charge", "reserve hotel", "reserve flight"]
+    );
+}
+
+/// Cancels `id` through the CLI once both reservations are done (the
+/// charge in flight), and SIGKILLs `child` as soon as the cancellation is
+/// journaled.
+async fn kill_after_cancel(child: &mut Child, db: &Path, id: &str) {
+    let started = Instant::now();
+    while count_of_kind(db, id, "ActivityCompleted").await < 2 {
+        assert!(started.elapsed() < RUN_TIMEOUT, "the reservations never finished");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cancelled = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["cancel", id, "--db"])
+        .arg(db)
+        .env("REPRISE_LOG", "warn")
+        .output()
+        .expect("run reprise cancel");
+    assert!(cancelled.status.success(), "reprise cancel: {cancelled:?}");
+    kill_at(child, db, id, "CancellationDelivered", 1).await;
+}

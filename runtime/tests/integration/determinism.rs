@@ -8,11 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reprise::journal::Event;
-use reprise::{Limits, Outcome, store};
+use reprise::{Limits, Outcome, RuntimeOptions, store};
 use serde_json::json;
 
 use crate::crash::count_of_kind;
-use crate::support::{Harness, cache_dir, completed_output, guest};
+use crate::support::{Harness, cache_dir, completed_output, guest, hot_window};
 
 fn timer_events(events: &[Event]) -> (usize, usize, usize) {
     let count = |wanted: fn(&Event) -> bool| events.iter().filter(|event| wanted(event)).count();
@@ -139,14 +139,14 @@ async fn output_leaves_once_and_only_behind_the_journal() {
     );
 }
 
-/// `reprise run` of a workflow in a fresh database.
-struct Run {
+/// `reprise run` of workflows in a fresh database.
+pub struct Run {
     _dir: tempfile::TempDir,
-    db: PathBuf,
+    pub db: PathBuf,
 }
 
 impl Run {
-    fn new() -> Run {
+    pub fn new() -> Run {
         let dir = tempfile::tempdir().expect("temp dir");
         Run {
             db: dir.path().join("reprise.db"),
@@ -154,10 +154,11 @@ impl Run {
         }
     }
 
-    fn spawn(&self, input: &str, id: &str) -> Child {
+    /// Starts (or resumes) execution `id` of guest `workflow`.
+    pub fn spawn(&self, workflow: &str, input: &str, id: &str) -> Child {
         Command::new(env!("CARGO_BIN_EXE_reprise"))
             .arg("run")
-            .arg(guest("hostile"))
+            .arg(guest(workflow))
             .args(["--input", input, "--id", id])
             .arg("--db")
             .arg(&self.db)
@@ -170,7 +171,7 @@ impl Run {
             .expect("spawn reprise run")
     }
 
-    async fn events(&self, id: &str) -> Vec<Event> {
+    pub async fn events(&self, id: &str) -> Vec<Event> {
         let store = store::open(&self.db).await.expect("open store");
         let Some(record) = store.execution("default", id).await.expect("read") else {
             return Vec::new();
@@ -180,7 +181,7 @@ impl Run {
     }
 }
 
-fn stdout_of(child: Child) -> String {
+pub fn stdout_of(child: Child) -> String {
     let output = child.wait_with_output().expect("wait for reprise");
     assert!(output.status.success(), "reprise run: {:?}", output.status);
     String::from_utf8(output.stdout).expect("utf-8")
@@ -193,7 +194,7 @@ fn stdout_of(child: Child) -> String {
 async fn a_killed_wasi_sleep_resumes_with_the_time_that_is_left() {
     let run = Run::new();
     let input = r#"{"mode": "wasi-sleep", "ms": 2000}"#;
-    let mut child = run.spawn(input, "sleepy");
+    let mut child = run.spawn("hostile", input, "sleepy");
     let deadline = Instant::now() + Duration::from_secs(60);
     while count_of_kind(&run.db, "sleepy", "TimerStarted").await == 0 {
         assert!(Instant::now() < deadline, "the timer never became durable");
@@ -209,7 +210,7 @@ async fn a_killed_wasi_sleep_resumes_with_the_time_that_is_left() {
     };
     let before = fire_at(&run.events("sleepy").await);
     let output: serde_json::Value =
-        serde_json::from_str(stdout_of(run.spawn(input, "sleepy")).trim()).expect("JSON output");
+        serde_json::from_str(stdout_of(run.spawn("hostile", input, "sleepy")).trim()).expect("JSON output");
     assert!(output["slept_ms"].as_u64().expect("slept_ms") >= 2_000);
     let events = run.events("sleepy").await;
     assert_eq!(fire_at(&events), before, "the same timer, not a new one");
@@ -222,7 +223,7 @@ async fn a_killed_wasi_sleep_resumes_with_the_time_that_is_left() {
 #[tokio::test]
 async fn results_are_passed_on_byte_for_byte() {
     let run = Run::new();
-    let printed = stdout_of(run.spawn(r#"{"mode": "exact"}"#, "exact"));
+    let printed = stdout_of(run.spawn("hostile", r#"{"mode": "exact"}"#, "exact"));
     let recorded = run
         .events("exact")
         .await
@@ -249,7 +250,7 @@ async fn results_are_passed_on_byte_for_byte() {
 #[tokio::test]
 async fn reprise_run_stores_every_line_before_it_exits() {
     let run = Run::new();
-    let printed = stdout_of(run.spawn(r#"{"mode": "log-flood", "count": 50}"#, "lines"));
+    let printed = stdout_of(run.spawn("hostile", r#"{"mode": "log-flood", "count": 50}"#, "lines"));
     assert_eq!(printed.trim(), "50");
     let store = store::open(&run.db).await.expect("open store");
     let record = store
@@ -264,16 +265,39 @@ async fn reprise_run_stores_every_line_before_it_exits() {
     );
 }
 
-/// Two builds of the same Python source behave the same: a history whose
-/// commands follow the iteration order of a set of strings (the string hash
-/// secret, fixed at build time) replays with the other build.
+/// Host behaviour 1 journals one byte per random byte a guest asks for
+/// (behaviour 0, which older histories name, journaled four): a Python
+/// execution's startup draws shrink fourfold, and a history recorded under
+/// either behaviour replays.
 #[tokio::test]
-async fn a_rebuilt_python_guest_replays_the_first_builds_history() {
-    let harness = Harness::default().await;
-    let (record, outcome) = harness.run("rebuild-py", "built-once", "{}").await;
-    let first = completed_output(&outcome);
-    harness.assert_replays("rebuild-py-again", &record).await;
-    let (record, outcome) = harness.run("rebuild-py-again", "built-twice", "{}").await;
-    assert_eq!(completed_output(&outcome), first);
-    harness.assert_replays("rebuild-py", &record).await;
+async fn random_bytes_cost_one_journaled_byte_and_older_histories_replay() {
+    let mut journaled = Vec::new();
+    for host_behaviour in [0, reprise::journal::HOST_BEHAVIOUR] {
+        let options = RuntimeOptions {
+            hot_window: hot_window(false),
+            host_behaviour,
+            ..RuntimeOptions::default()
+        };
+        let harness = Harness::with_options(Limits::default(), options, None).await;
+        let id = format!("behaviour-{host_behaviour}");
+        let (record, outcome) = harness
+            .run("conformance-py", &id, r#"{"sleep_ms": 1}"#)
+            .await;
+        completed_output(&outcome);
+        let bytes: usize = harness
+            .events(&record)
+            .await
+            .iter()
+            .map(|event| match event {
+                Event::RandomDrawn { bytes, .. } => bytes.len() / 2,
+                _ => 0,
+            })
+            .sum();
+        journaled.push(bytes);
+        harness.assert_replays("conformance-py", &record).await;
+    }
+    assert!(
+        journaled[1] * 3 < journaled[0],
+        "journaled random bytes, behaviour 0 vs 1: {journaled:?}"
+    );
 }

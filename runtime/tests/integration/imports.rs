@@ -1,24 +1,11 @@
-//! What a workflow may import: denied interfaces answer deterministically,
-//! unknown ones are refused at load with their names, bad bytes are refused.
+//! What a workflow may import: unknown interfaces are refused at load with
+//! their names, bad bytes are refused. (How denied interfaces answer is in
+//! `conformance`.)
 
 use reprise::Limits;
 use reprise::engine::LoadError;
 
-use crate::support::{Harness, completed_output, guest};
-
-#[tokio::test]
-async fn files_sockets_and_http_are_denied_identically_in_replay() {
-    let harness = Harness::default().await;
-    let (record, outcome) = harness
-        .run("hostile", "denied", r#"{"mode":"denied"}"#)
-        .await;
-    let output = completed_output(&outcome);
-    // No preopens: the file does not exist for the guest.
-    assert_eq!(output["file"], "NotFound");
-    assert_eq!(output["socket"], "PermissionDenied");
-    assert_eq!(output["http"], "ErrorCode::HttpRequestDenied");
-    harness.assert_replays("hostile", &record).await;
-}
+use crate::support::guest;
 
 fn load_error(bytes: &[u8]) -> LoadError {
     let engine = reprise::Engine::new(None, Limits::default()).expect("engine");

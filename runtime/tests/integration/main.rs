@@ -4,6 +4,7 @@
 mod activities;
 mod attacks;
 mod cli;
+mod conformance;
 mod crash;
 mod determinism;
 mod hosting;

@@ -62,7 +62,7 @@ async fn runtime_over(
     store: &Arc<dyn Store>,
     activity_dir: &Path,
     workers: Option<Arc<WorkerQueue>>,
-    hot_window: std::time::Duration,
+    options: RuntimeOptions,
 ) -> Arc<Runtime> {
     let components = ["hello-activities", "order-activities"]
         .iter()
@@ -76,10 +76,6 @@ async fn runtime_over(
     let registry = ActivityRegistry::load(engine.clone(), components, config)
         .await
         .expect("activity registry");
-    let options = RuntimeOptions {
-        hot_window,
-        ..RuntimeOptions::default()
-    };
     Runtime::new(engine.clone(), store.clone(), registry, options).expect("runtime")
 }
 
@@ -101,6 +97,18 @@ impl Harness {
         hot_window: std::time::Duration,
         workers: Option<Arc<WorkerQueue>>,
     ) -> Harness {
+        let options = RuntimeOptions {
+            hot_window,
+            ..RuntimeOptions::default()
+        };
+        Harness::with_options(limits, options, workers).await
+    }
+
+    pub async fn with_options(
+        limits: Limits,
+        options: RuntimeOptions,
+        workers: Option<Arc<WorkerQueue>>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let activity_dir = dir.path().join("activity");
         std::fs::create_dir_all(&activity_dir).expect("activity dir");
@@ -108,7 +116,7 @@ impl Harness {
         let store = store::open(&dir.path().join("reprise.db"))
             .await
             .expect("store");
-        let runtime = runtime_over(&engine, &store, &activity_dir, workers, hot_window).await;
+        let runtime = runtime_over(&engine, &store, &activity_dir, workers, options).await;
         Harness {
             runtime,
             store,
@@ -126,7 +134,7 @@ impl Harness {
             &self.store,
             &self.activity_dir,
             None,
-            reprise::runtime::DEFAULT_HOT_WINDOW,
+            RuntimeOptions::default(),
         )
         .await
     }
