@@ -400,7 +400,15 @@ async fn noisy_neighbour(
     api_deploy(authority, key, "hostile", hostile).await?;
     for index in 0..NOISY_SLEEPERS {
         let input = serde_json::json!({ "mode": "sleep", "ms": 3_600_000 });
-        api_start(authority, key, "hostile", &format!("parked-{index}"), input, 0).await?;
+        api_start(
+            authority,
+            key,
+            "hostile",
+            &format!("parked-{index}"),
+            input,
+            0,
+        )
+        .await?;
     }
     let mut tasks = Vec::new();
     for &(mode, extra, lanes) in NOISY_MIX {
@@ -411,7 +419,14 @@ async fn noisy_neighbour(
             tasks.push(tokio::spawn(async move {
                 for round in 0.. {
                     let id = format!("noisy-{mode}-{lane}-{round}");
-                    let run = api_start(&authority, &key, "hostile", &id, input.clone(), RESULT_WAIT_MS);
+                    let run = api_start(
+                        &authority,
+                        &key,
+                        "hostile",
+                        &id,
+                        input.clone(),
+                        RESULT_WAIT_MS,
+                    );
                     if run.await.is_err() {
                         return;
                     }

@@ -20,8 +20,9 @@ use crate::execution::{Execution, Interrupt, Surroundings, runtime_error};
 use crate::host::wasi::workflow_wasi;
 use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
-use crate::journal::{HOST_BEHAVIOUR, 
-    Event, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext, WorkflowError,
+use crate::journal::{
+    Event, HOST_BEHAVIOUR, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext,
+    WorkflowError,
 };
 use crate::mailbox::Mailboxes;
 use crate::quota::{InstanceSlot, Instances};

@@ -39,11 +39,19 @@ fn http_get(authority: &str) -> Value {
     let _ = request.set_scheme(Some(&Scheme::Http));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some("/"));
-    let response = outgoing_handler::handle(request, None).map(|response| {
-        response.subscribe().block();
-        response.get().map(|got| got.map(|inner| inner.map(|_| "response")))
-    });
-    attempt(response)
+    // A denial may come from `handle` or, later, as the response.
+    let outcome = match outgoing_handler::handle(request, None) {
+        Err(code) => Err(code),
+        Ok(response) => {
+            response.subscribe().block();
+            match response.get() {
+                Some(Ok(Ok(response))) => Ok(response.status()),
+                Some(Ok(Err(code))) => Err(code),
+                Some(Err(())) | None => Err(outgoing_handler::ErrorCode::InternalError(None)),
+            }
+        }
+    };
+    attempt(outcome)
 }
 
 impl Workflow for Conformance {

@@ -144,7 +144,10 @@ async fn start(
                 server.spawn_drive(record.clone());
             }
             let wait = Duration::from_millis(request.wait_ms);
-            with_status(status, view_when_finished(&server, &tenant, record, wait).await)
+            with_status(
+                status,
+                view_when_finished(&server, &tenant, record, wait).await,
+            )
         }
         Err(problem) => run_error(problem),
     }

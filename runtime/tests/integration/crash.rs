@@ -537,7 +537,10 @@ async fn a_sigkill_right_after_a_cancel_still_refunds_the_charge_once() {
 async fn kill_after_cancel(child: &mut Child, db: &Path, id: &str) {
     let started = Instant::now();
     while count_of_kind(db, id, "ActivityCompleted").await < 2 {
-        assert!(started.elapsed() < RUN_TIMEOUT, "the reservations never finished");
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "the reservations never finished"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cancelled = Command::new(env!("CARGO_BIN_EXE_reprise"))

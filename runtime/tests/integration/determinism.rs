@@ -210,7 +210,8 @@ async fn a_killed_wasi_sleep_resumes_with_the_time_that_is_left() {
     };
     let before = fire_at(&run.events("sleepy").await);
     let output: serde_json::Value =
-        serde_json::from_str(stdout_of(run.spawn("hostile", input, "sleepy")).trim()).expect("JSON output");
+        serde_json::from_str(stdout_of(run.spawn("hostile", input, "sleepy")).trim())
+            .expect("JSON output");
     assert!(output["slept_ms"].as_u64().expect("slept_ms") >= 2_000);
     let events = run.events("sleepy").await;
     assert_eq!(fire_at(&events), before, "the same timer, not a new one");

@@ -251,18 +251,6 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     let (status, again) = json_call(&address, &key, "POST", "/v1/executions", start).await;
     assert_eq!(status, 200, "starting a known id returns the existing run");
     assert_eq!(again["run_id"], started["run_id"]);
-    // Start-and-wait: one request answers with the result.
-    let start_and_wait = json!({
-        "workflow_type": "hello",
-        "workflow_id": "srv-2",
-        "input": { "name": "Waiter", "sleep_ms": 300 },
-        "wait_ms": 30_000,
-    });
-    let (status, finished) =
-        json_call(&address, &key, "POST", "/v1/executions", start_and_wait).await;
-    assert_eq!(status, 201, "{finished}");
-    assert_eq!(finished["status"], "completed", "{finished}");
-    assert_eq!(finished["result"]["greeting"], "Hello, Waiter!");
     let (status, _) = json_call(&address, &key, "GET", "/v1/executions/nobody", Value::Null).await;
     assert_eq!(status, 404);
     let (status, finished) = json_call(
@@ -284,6 +272,18 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(listed[0]["workflow_id"], "srv-1");
+    // Start-and-wait: one request answers with the result.
+    let start_and_wait = json!({
+        "workflow_type": "hello",
+        "workflow_id": "srv-2",
+        "input": { "name": "Waiter", "sleep_ms": 300 },
+        "wait_ms": 30_000,
+    });
+    let (status, finished) =
+        json_call(&address, &key, "POST", "/v1/executions", start_and_wait).await;
+    assert_eq!(status, 201, "{finished}");
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["result"]["greeting"], "Hello, Waiter!");
 
     // Another tenant cannot see, signal, cancel or list acme's execution:
     // for globex it does not exist.
