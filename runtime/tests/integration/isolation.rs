@@ -349,7 +349,9 @@ async fn ten_thousand_sleepers_survive_a_restart_and_each_timer_fires_once() {
     const SLEEPERS: usize = 10_000;
     let harness = Harness::as_served(Limits::default()).await;
     let runtime = harness.runtime.clone();
-    let (_, drives) = start_sleepers(&runtime, SLEEPERS, 12_000).await;
+    // Long enough that most are still asleep at the shutdown even when
+    // starting them all takes a loaded machine many seconds.
+    let (_, drives) = start_sleepers(&runtime, SLEEPERS, 25_000).await;
     eventually(
         "no sleeper keeps an instance",
         Duration::from_secs(120),
