@@ -133,6 +133,13 @@ enum Command {
         /// How long a client may take to send a request's body.
         #[arg(long, default_value_t = 60_000)]
         body_read_timeout_ms: u64,
+        /// Open connections in all (more are closed at once).
+        #[arg(long, default_value_t = crate::api::ConnectionLimits::default().connections_max)]
+        connections_max: usize,
+        /// Open connections from one address (a start-and-wait request holds
+        /// one for the whole execution).
+        #[arg(long, default_value_t = crate::api::ConnectionLimits::default().connections_per_peer_max)]
+        connections_per_peer_max: usize,
     },
     /// Manage tenants of a server's database.
     Tenant {
@@ -357,6 +364,8 @@ pub fn main() -> ExitCode {
                 admin_key_file,
                 header_read_timeout_ms,
                 body_read_timeout_ms,
+                connections_max,
+                connections_per_peer_max,
             } => {
                 let activities = ActivitySetup {
                     files: activities,
@@ -365,9 +374,10 @@ pub fn main() -> ExitCode {
                     worker_api: None,
                 };
                 let connections = crate::api::ConnectionLimits {
+                    connections_max,
+                    connections_per_peer_max,
                     header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
                     body_read_timeout: std::time::Duration::from_millis(body_read_timeout_ms),
-                    ..crate::api::ConnectionLimits::default()
                 };
                 report(serve(data, listen, activities, admin_key_file, connections).await)
             }
@@ -885,13 +895,54 @@ fn report_bad_input(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// File descriptors `serve` keeps for itself beyond its connections.
+const FILES_RESERVED: u64 = 256;
+
+/// Lifts the soft limit on open files toward `wanted` (the hard limit caps
+/// it) and returns the limit now in force.
+fn raise_open_files_limit(wanted: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) and setrlimit(2) only read or write the struct
+    // passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit {
+                rlim_cur: wanted.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
 async fn serve(
     data: PathBuf,
     listen: std::net::SocketAddr,
     activities: ActivitySetup,
     admin_key_file: Option<PathBuf>,
-    connections: crate::api::ConnectionLimits,
+    mut connections: crate::api::ConnectionLimits,
 ) -> anyhow::Result<()> {
+    // Each connection is a file descriptor; the store, compilations and
+    // activities need some too.
+    let descriptors = raise_open_files_limit(connections.connections_max as u64 + FILES_RESERVED);
+    let affordable = descriptors.saturating_sub(FILES_RESERVED) as usize;
+    if affordable < connections.connections_max {
+        tracing::warn!(
+            connections_max = connections.connections_max,
+            open_files_limit = descriptors,
+            "the open-file limit allows only {affordable} connections; raise it (ulimit -n) for more"
+        );
+        connections.connections_max = affordable;
+    }
     let admin_key = match &admin_key_file {
         Some(path) => {
             let key = std::fs::read_to_string(path)

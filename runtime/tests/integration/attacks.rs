@@ -188,12 +188,18 @@ async fn compile_bombs_neither_queue_up_nor_stay_in_memory() {
     assert_eq!(status, 200);
 }
 
-/// One address holds at most 128 connections: the 129th is closed as soon
-/// as it is accepted, while the first ones stay open; once they close,
-/// the address is served again.
+/// One address holds at most its share of connections (128 here): the
+/// 129th is closed as soon as it is accepted, while the first ones stay
+/// open; once they close, the address is served again.
 #[tokio::test]
 async fn one_address_cannot_hold_more_than_its_share_of_connections() {
-    let hosted = Hosted::start(&["--header-read-timeout-ms", "20000"]).await;
+    let hosted = Hosted::start(&[
+        "--header-read-timeout-ms",
+        "20000",
+        "--connections-per-peer-max",
+        "128",
+    ])
+    .await;
     let address = hosted.address().to_string();
     let (admitted_open, refused_closed) = tokio::task::spawn_blocking(move || {
         let held: Vec<TcpStream> = (0..128)
