@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use crate::activity::outbound::Allowlist;
 use crate::activity::worker::WorkerQueue;
 use crate::activity::{ActivityConfig, ActivityRegistry};
+use crate::api::RESULT_WAIT_MAX_MS;
 use crate::clock;
 use crate::engine::{Engine, Limits};
 use crate::journal::{ActivityOptions, Event, RecordedEvent, idempotency_key};
@@ -357,14 +358,11 @@ async fn api_start(
     .await
 }
 
-/// The longest the API waits for an execution's end in one request.
-const RESULT_WAIT_MS: u64 = 60_000;
-
 /// Starts `id` over the API and waits for its result in the same request;
 /// checks the output.
 async fn api_run(authority: &str, key: &str, id: &str, steps: u64) -> anyhow::Result<()> {
     let input = serde_json::json!({ "steps": steps });
-    let (status, done) = api_start(authority, key, "bench", id, input, RESULT_WAIT_MS).await?;
+    let (status, done) = api_start(authority, key, "bench", id, input, RESULT_WAIT_MAX_MS).await?;
     anyhow::ensure!(
         status == 201
             && done["status"] == "completed"
@@ -425,7 +423,7 @@ async fn noisy_neighbour(
                         "hostile",
                         &id,
                         input.clone(),
-                        RESULT_WAIT_MS,
+                        RESULT_WAIT_MAX_MS,
                     );
                     if run.await.is_err() {
                         return;

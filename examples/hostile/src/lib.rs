@@ -144,13 +144,6 @@ impl Workflow for Hostile {
                     .map_err(|_| WorkflowError::new("Cancelled", "cancelled"))?;
                 Ok(serde_json::json!({ "before": before, "after": pollable.ready() }))
             }
-            // Prints a random draw, then returns it: the line may leave only
-            // once the draw is durable.
-            "print-random" => {
-                let drawn: u64 = ctx.random();
-                println!("random={drawn}");
-                Ok(serde_json::json!(drawn))
-            }
             // Numbers that a round trip through floats or a re-encoding
             // would change.
             "exact" => serde_json::from_str(

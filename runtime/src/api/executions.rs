@@ -35,8 +35,9 @@ use crate::store::{
 };
 
 /// The longest a start or status request may wait for the execution to
-/// finish.
-const RESULT_WAIT_MAX: Duration = Duration::from_secs(60);
+/// finish, in ms (clients ask for this much).
+pub const RESULT_WAIT_MAX_MS: u64 = 60_000;
+const RESULT_WAIT_MAX: Duration = Duration::from_millis(RESULT_WAIT_MAX_MS);
 /// How often a waiting status request looks again when nothing wakes it
 /// (the execution is driven by another process).
 const RESULT_POLL_INTERVAL: Duration = Duration::from_millis(250);

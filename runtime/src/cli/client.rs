@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::timeline::{HistoryExport, print_status, print_timeline, utc_time};
 use super::{EXIT_BAD_INPUT, EXIT_HOST_ERROR, exit_for_status};
+use crate::api::RESULT_WAIT_MAX_MS;
 use crate::journal::RecordedEvent;
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
@@ -162,9 +163,6 @@ pub async fn deploy(file: &std::path::Path, name: Option<String>, server: &Serve
     .await
 }
 
-/// How long `--wait` asks the server to wait for the end (its maximum).
-const RESULT_WAIT_MS: u64 = 60_000;
-
 pub async fn start(
     name: &str,
     input: &str,
@@ -194,7 +192,7 @@ pub async fn start(
             workflow_type: name,
             workflow_id: id,
             input,
-            wait_ms: if wait { RESULT_WAIT_MS } else { 0 },
+            wait_ms: if wait { RESULT_WAIT_MAX_MS } else { 0 },
         })?;
         let started = call(server, "POST", "/v1/executions", body).await?;
         if !started.is_success() {
@@ -214,7 +212,7 @@ pub async fn start(
 pub async fn result(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
     run_command(async {
         let wait = if wait {
-            format!("?wait_ms={RESULT_WAIT_MS}")
+            format!("?wait_ms={RESULT_WAIT_MAX_MS}")
         } else {
             String::new()
         };
