@@ -282,6 +282,11 @@ async fn json_errors(response: Response) -> Response {
         (false, StatusCode::PAYLOAD_TOO_LARGE) => {
             format!("{text}: the request body is over this route's size limit")
         }
+        (false, StatusCode::UNSUPPORTED_MEDIA_TYPE) if text.contains("application/json") => {
+            format!(
+                "{text}: send the header `Content-Type: application/json` (curl: -H 'content-type: application/json')"
+            )
+        }
         (false, _) => text,
     };
     let mut rewritten = error(status, message);

@@ -86,7 +86,8 @@ enum Command {
         /// The workflow id (default: a new random id).
         #[arg(long)]
         id: Option<String>,
-        /// A directory granted to activities, seen by them as /data.
+        /// A directory granted to activities, seen by them as /data
+        /// (created if missing).
         #[arg(long)]
         activity_dir: Option<PathBuf>,
         /// A host (or host:port) activities may call over HTTP; repeat for several.
@@ -115,7 +116,8 @@ enum Command {
         /// Activity components (.wasm); repeat for several.
         #[arg(long = "activities")]
         activities: Vec<PathBuf>,
-        /// A directory granted to activities, seen by them as /data.
+        /// A directory granted to activities, seen by them as /data
+        /// (created if missing).
         #[arg(long)]
         activity_dir: Option<PathBuf>,
         /// A host (or host:port) activities may call over HTTP; repeat.
@@ -549,6 +551,15 @@ impl ActivitySetup {
         engine: &Engine,
         queue: Option<Arc<WorkerQueue>>,
     ) -> Result<ActivityRegistry, RunError> {
+        if let Some(dir) = &self.activity_dir {
+            // The directory a user names is made, as `mkdir -p` would.
+            std::fs::create_dir_all(dir).map_err(|error| {
+                RunError::InvalidInput(format!(
+                    "cannot create the activity directory {}: {error}",
+                    dir.display()
+                ))
+            })?;
+        }
         let mut components = Vec::new();
         for path in &self.files {
             components.push(load_component(engine, path).map_err(|error| with_file(path, error))?);

@@ -1083,6 +1083,21 @@ async fn bad_input_gets_a_json_error_and_never_a_crash() {
             "{method} {path}: a JSON error body, got {answer}"
         );
     }
+    // A JSON body sent without its content type: the error says which
+    // header to add.
+    let (status, answer) = send(
+        "POST",
+        "/v1/executions".to_string(),
+        None,
+        Bytes::from_static(b"{}"),
+    )
+    .await;
+    assert_eq!(status, 415);
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Content-Type: application/json"),
+        "{message}"
+    );
 
     // A seeded fuzz over methods, paths and bodies: every answer is a
     // success or a 4xx with a JSON error; never a 5xx, never a dropped
