@@ -16,7 +16,7 @@ use reprise::Limits;
 use reprise::store::{self, ExecutionRecord};
 use serde_json::{Value, json};
 
-use crate::crash::count_of_kind;
+use crate::crash::{count_of_kind, until_count};
 use crate::determinism::{Run, stdout_of};
 use crate::support::{Harness, completed_output};
 
@@ -149,18 +149,7 @@ async fn killed_and_resumed(workflow: &str, language: &str) -> Value {
     let id = format!("{language}-killed");
     let started = now_ms();
     let mut child = run.spawn(workflow, &input(), &id);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count_of_kind(&run.db, &id, "TimerStarted").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{language}: the sleep never started"
-        );
-        assert!(
-            child.try_wait().expect("poll child").is_none(),
-            "{language}: reprise run ended before its sleep"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_count(&mut child, &run.db, &id, "TimerStarted", 1).await;
     let store = store::open(&run.db).await.expect("open store");
     let record = store
         .execution("default", &id)

@@ -113,13 +113,11 @@ fn finish(child: Child) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
-/// Waits until the history holds `count` events of `kind`, then SIGKILLs.
-async fn kill_at(child: &mut Child, db: &Path, id: &str, kind: &str, count: i64) {
+/// Waits until the history holds `count` events of `kind`, while `child`
+/// (the process writing it) still runs.
+pub(crate) async fn until_count(child: &mut Child, db: &Path, id: &str, kind: &str, count: i64) {
     let started = Instant::now();
-    loop {
-        if count_of_kind(db, id, kind).await >= count {
-            break;
-        }
+    while count_of_kind(db, id, kind).await < count {
         if let Some(status) = child.try_wait().expect("poll child") {
             panic!("reprise exited ({status}) before reaching {kind} #{count}");
         }
@@ -129,6 +127,11 @@ async fn kill_at(child: &mut Child, db: &Path, id: &str, kind: &str, count: i64)
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Waits until the history holds `count` events of `kind`, then SIGKILLs.
+async fn kill_at(child: &mut Child, db: &Path, id: &str, kind: &str, count: i64) {
+    until_count(child, db, id, kind, count).await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 }
@@ -535,14 +538,7 @@ async fn a_sigkill_right_after_a_cancel_still_refunds_the_charge_once() {
 /// charge in flight), and SIGKILLs `child` as soon as the cancellation is
 /// journaled.
 async fn kill_after_cancel(child: &mut Child, db: &Path, id: &str) {
-    let started = Instant::now();
-    while count_of_kind(db, id, "ActivityCompleted").await < 2 {
-        assert!(
-            started.elapsed() < RUN_TIMEOUT,
-            "the reservations never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_count(child, db, id, "ActivityCompleted", 2).await;
     let cancelled = Command::new(env!("CARGO_BIN_EXE_reprise"))
         .args(["cancel", id, "--db"])
         .arg(db)
