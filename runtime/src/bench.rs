@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::activity::outbound::Allowlist;
+use crate::activity::outbound::{self, Allowlist, OutboundClient};
 use crate::activity::worker::WorkerQueue;
 use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::api::RESULT_WAIT_MAX_MS;
@@ -263,8 +263,18 @@ async fn post_json(authority: &str, path: &str, body: String) -> anyhow::Result<
         .map(|(_, answer)| answer)
 }
 
-/// One request to the API over real HTTP (a new connection, as a
-/// command-line client makes): the status and the JSON answer.
+/// The bench's API client: pooled, keep-alive connections, as the peers'
+/// benchmark clients have.
+fn api_client() -> anyhow::Result<&'static OutboundClient> {
+    static CLIENT: std::sync::OnceLock<OutboundClient> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
+    }
+    let client = OutboundClient::new(None)?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
+/// One request to the API over real HTTP: the status and the JSON answer.
 async fn api_call(
     authority: &str,
     key: &str,
@@ -275,13 +285,13 @@ async fn api_call(
     use http_body_util::BodyExt as _;
     let mut request = http::Request::builder()
         .method(method)
-        .uri(path)
+        .uri(format!("http://{authority}{path}"))
         .header(http::header::CONTENT_TYPE, "application/json");
     if !key.is_empty() {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
     }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-    let (response, _connection) = crate::activity::outbound::send(authority, request).await?;
+    let request = request.body(outbound::full_body(body))?;
+    let response = api_client()?.send(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
     Ok((
@@ -617,7 +627,7 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
             StepKind::Http => {
                 let url = add_one_server().await?;
                 let config = ActivityConfig {
-                    allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
+                    allowed_hosts: Allowlist::parse(["127.0.0.1"])?,
                     ..ActivityConfig::default()
                 };
                 let (runtime, sqlite) = bench

@@ -77,7 +77,8 @@ pub struct TenantLimits {
     pub payload_bytes_max: usize,
     /// Sustained API requests per second (a token bucket of this size).
     pub requests_per_second: u32,
-    /// Hosts (`host` or `host:port`) the tenant's activities may call;
+    /// Hosts (`host`, `host:port`, `https://host[:port]`) the tenant's
+    /// activities may call;
     /// `None`: the server's `--allow-host` list.
     pub allowed_hosts: Option<Vec<String>>,
     /// Fuel one Wasm activity attempt may burn.
@@ -228,6 +229,10 @@ impl TenantLimits {
                     "{name} = {value} is above what this server allows ({ceiling})"
                 )));
             }
+        }
+        if let Some(hosts) = &self.allowed_hosts {
+            crate::activity::outbound::Allowlist::parse(hosts)
+                .map_err(|error| InvalidLimits(format!("allowed_hosts: {error}")))?;
         }
         Ok(())
     }

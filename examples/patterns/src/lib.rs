@@ -34,6 +34,7 @@ fn failure_json(failure: &ActivityFailure) -> Value {
         "reason": format!("{:?}", failure.reason),
         "attempts": failure.attempts,
         "error_type": failure.last_error.error_type,
+        "message": failure.last_error.message,
     })
 }
 

@@ -7,17 +7,18 @@
 //! (the body parsed as JSON when it is JSON).
 //!
 //! Triage by rule, overridable per call: connection errors, 5xx, 408 and 429
-//! are retryable; other 4xx are not. A failing response's error type is its
+//! are retryable; other 4xx, a host the allowlist does not name and a TLS
+//! certificate that does not check out are not. A failing response's error type is its
 //! JSON body's `error_type` when it has one, else `Http<status>`.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::outbound::{self, Allowlist, OutboundError};
+use super::outbound::{self, Allowlist, OutboundClient, OutboundError};
 use crate::journal::{ActivityError, PAYLOAD_BYTES_MAX};
 
 /// The name workflows call the built-in HTTP activity by.
@@ -54,6 +55,7 @@ fn invalid(message: String) -> ActivityError {
 
 /// Runs one attempt of the `http` activity.
 pub async fn run(
+    client: &OutboundClient,
     allowlist: &Allowlist,
     input: &str,
     idempotency_key: &str,
@@ -68,12 +70,7 @@ pub async fn run(
         .url
         .parse()
         .map_err(|error| invalid(format!("`{}` is not a URL: {error}", input.url)))?;
-    let authority = outbound::check_target(allowlist, &uri).map_err(|error| ActivityError {
-        error_type: "HttpRequestDenied".into(),
-        message: error.to_string(),
-        details: None,
-        non_retryable: true,
-    })?;
+    let origin = outbound::check_target(allowlist, &uri).map_err(outbound_failure)?;
     let method = http::Method::from_bytes(input.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| invalid(format!("`{}` is not an HTTP method", input.method)))?;
     let (body, content_type) = match &input.body {
@@ -89,7 +86,7 @@ pub async fn run(
         request = request.header(name.as_str(), value.as_str());
     }
     let mut request = request
-        .body(Full::new(body))
+        .body(outbound::full_body(body))
         .map_err(|error| invalid(format!("could not build the request: {error}")))?;
     let headers = request.headers_mut();
     if !headers.contains_key("idempotency-key")
@@ -103,9 +100,7 @@ pub async fn run(
         headers.insert("traceparent", value);
     }
 
-    let (response, connection) = outbound::send(&authority, request)
-        .await
-        .map_err(connection_error)?;
+    let response = client.send(request).await.map_err(outbound_failure)?;
     let status = response.status();
     let response_headers: BTreeMap<String, String> = response
         .headers()
@@ -117,13 +112,11 @@ pub async fn run(
         .await
         .map_err(|error| ActivityError {
             error_type: "HttpResponseError".into(),
-            message: format!("reading the response body from {authority} failed: {error}"),
+            message: format!("reading the response body from {origin} failed: {error}"),
             details: None,
             non_retryable: false,
         })?
         .to_bytes();
-    // The body is read; the connection driver has nothing left to do.
-    drop(connection);
     let text = String::from_utf8_lossy(&collected).into_owned();
     let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
 
@@ -161,11 +154,11 @@ pub async fn run(
     })
 }
 
-fn connection_error(error: OutboundError) -> ActivityError {
+fn outbound_failure(error: OutboundError) -> ActivityError {
     ActivityError {
-        error_type: "HttpConnectionError".into(),
+        error_type: error.error_type().into(),
         message: error.to_string(),
         details: None,
-        non_retryable: false,
+        non_retryable: !error.is_retryable(),
     }
 }

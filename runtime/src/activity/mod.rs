@@ -27,7 +27,7 @@ use crate::engine::{Engine, LoadedComponent};
 use crate::host::activity_context::ActivityCall;
 use crate::journal::{ActivityError, ActivityFailure, ActivityOptions, Event, FailureReason, Seq};
 pub use http::HTTP_ACTIVITY;
-use outbound::Allowlist;
+use outbound::{Allowlist, OutboundClient};
 pub use wasm::ACTIVITY_DIR_GUEST_PATH;
 use wasm::{Sandbox, SandboxLimits, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
@@ -128,6 +128,8 @@ pub struct ActivityConfig {
     pub activity_dir: Option<PathBuf>,
     /// Hosts the `http` activity and Wasm activities may call.
     pub allowed_hosts: Allowlist,
+    /// CA certificates (PEM) trusted for `https://` besides the system's.
+    pub http_ca_file: Option<PathBuf>,
     /// Where names no component serves go; `None`: they fail as unknown.
     pub workers: Option<Arc<WorkerQueue>>,
 }
@@ -143,6 +145,8 @@ pub struct ActivityRegistry {
     tenant_wasm: RwLock<HashMap<(String, String), Arc<WasmActivity>>>,
     /// The process's allowed hosts; a tenant's own list replaces it.
     allowlist: Arc<Allowlist>,
+    /// The pooled client every outbound request goes through.
+    outbound: OutboundClient,
     workers: Option<Arc<WorkerQueue>>,
     /// Each tenant's share of attempts in flight.
     in_flight: TenantQuotas,
@@ -159,12 +163,13 @@ impl ActivityRegistry {
     /// No components, no hosts, no workers: only `http` exists, and it may
     /// call nothing.
     pub fn empty(engine: Engine) -> anyhow::Result<ActivityRegistry> {
-        let allowlist = Arc::new(Allowlist::default());
+        let outbound = OutboundClient::new(None)?;
         Ok(ActivityRegistry {
-            sandbox: Sandbox::new(engine, None)?,
+            sandbox: Sandbox::new(engine, None, outbound.clone())?,
             wasm: HashMap::new(),
             tenant_wasm: RwLock::default(),
-            allowlist,
+            allowlist: Arc::new(Allowlist::default()),
+            outbound,
             workers: None,
             in_flight: TenantQuotas::default(),
         })
@@ -177,7 +182,8 @@ impl ActivityRegistry {
         config: ActivityConfig,
     ) -> anyhow::Result<ActivityRegistry> {
         let allowlist = Arc::new(config.allowed_hosts);
-        let sandbox = Sandbox::new(engine, config.activity_dir)?;
+        let outbound = OutboundClient::new(config.http_ca_file.as_deref())?;
+        let sandbox = Sandbox::new(engine, config.activity_dir, outbound.clone())?;
         let mut wasm: HashMap<String, Arc<WasmActivity>> = HashMap::new();
         for loaded in components {
             let (activity, names) = sandbox.load(&loaded).await?;
@@ -202,6 +208,7 @@ impl ActivityRegistry {
             wasm,
             tenant_wasm: RwLock::default(),
             allowlist,
+            outbound,
             workers: config.workers,
             in_flight: TenantQuotas::default(),
         })
@@ -451,11 +458,28 @@ impl ActivityRegistry {
         heartbeat: Arc<Heartbeat>,
     ) -> Result<String, ActivityError> {
         let traceparent = attempt_traceparent(&task.trace_id, &task.run_id, task.seq, attempt);
-        let tenant_allowlist = task.limits.allowed_hosts.clone().map(Allowlist::new);
+        // Tenant lists are checked when they are set; one that no longer
+        // parses fails the attempt instead of widening to the server's.
+        let tenant_allowlist = match &task.limits.allowed_hosts {
+            None => None,
+            Some(entries) => Some(Allowlist::parse(entries).map_err(|error| ActivityError {
+                error_type: "HttpRequestDenied".into(),
+                message: format!("the tenant's `allowed_hosts` limit is invalid: {error}"),
+                details: None,
+                non_retryable: true,
+            })?),
+        };
         let allowlist = tenant_allowlist.as_ref().unwrap_or(&self.allowlist);
         match executor {
             Executor::Http => {
-                http::run(allowlist, &task.input, &task.idempotency_key, &traceparent).await
+                http::run(
+                    &self.outbound,
+                    allowlist,
+                    &task.input,
+                    &task.idempotency_key,
+                    &traceparent,
+                )
+                .await
             }
             Executor::Wasm(activity, owner) => {
                 let call = ActivityCall {

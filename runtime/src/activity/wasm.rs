@@ -10,7 +10,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::outbound::Allowlist;
+use super::outbound::{Allowlist, OutboundClient};
 use crate::engine::{ACTIVITY_FUEL_MAX, ComponentKind, Engine, LoadedComponent};
 use crate::host::activity_bindings::{Activity, ActivityPre};
 use crate::host::activity_context::ActivityCall;
@@ -33,6 +33,7 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<ActivityHost>,
     activity_dir: Option<PathBuf>,
+    outbound: OutboundClient,
 }
 
 /// What one attempt may use: its tenant's.
@@ -48,7 +49,11 @@ pub struct SandboxLimits {
 }
 
 impl Sandbox {
-    pub fn new(engine: Engine, activity_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+    pub fn new(
+        engine: Engine,
+        activity_dir: Option<PathBuf>,
+        outbound: OutboundClient,
+    ) -> anyhow::Result<Sandbox> {
         let mut linker = Linker::<ActivityHost>::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -59,6 +64,7 @@ impl Sandbox {
             engine,
             linker,
             activity_dir,
+            outbound,
         })
     }
 
@@ -143,7 +149,11 @@ impl Sandbox {
             )
             .trap_on_grow_failure(true)
             .build();
-        let host = ActivityHost::new(call, wasi.build(), store_limits, limits.allowlist);
+        let http = crate::host::wasi::AllowlistedHttp {
+            client: self.outbound.clone(),
+            allowlist: limits.allowlist,
+        };
+        let host = ActivityHost::new(call, wasi.build(), store_limits, http);
         let mut store = Store::new(self.engine.wasmtime(), host);
         store.limiter(|host| &mut host.limits);
         store

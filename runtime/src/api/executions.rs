@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! POST /v1/executions                     {"workflow_type", "workflow_id"?, "input", "id_reuse_policy"?, "wait_ms"?} → 201 new | 200 existing
-//! GET  /v1/executions?status=&workflow_type=&created_from_ms=&created_until_ms=&limit=   newest first
+//! GET  /v1/executions?status=&workflow_type=&created_from_ms=&created_until_ms=&id_prefix=&before=&limit=
+//!                                         newest first; `Reprise-Next-Before` names the next page's `before`
+//! GET  /v1/execution-counts?workflow_type=&created_from_ms=&created_until_ms=&id_prefix=   {"running", …} by status
 //! GET  /v1/executions/{id}?wait_ms=       status and result (long-polls while running)
 //! GET  /v1/executions/{id}/history?after=&limit=   the events, a page at a time
 //! GET  /v1/executions/{id}/logs?after=&limit=      what the workflow logged
+//! GET  /v1/executions/{id}/export         the whole history as `reprise replay --history FILE` reads it
 //! POST /v1/executions/{id}/signals        {"name", "payload", "signal_id"?} → 202
 //! POST /v1/executions/{id}/cancel         → 202
 //! POST /v1/executions/{id}/terminate      {"reason"?} → 200
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,7 +34,8 @@ use super::{Server, error};
 use crate::journal::{History, RecordedEvent, TraceContext};
 use crate::runtime::{PayloadProblem, RunError, StartOptions, check_json_payload, raw_json};
 use crate::store::{
-    ExecutionFilter, ExecutionRecord, ExecutionStatus, IdReusePolicy, MessageKind, StoreError,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, HistoryExport, IdReusePolicy, ListCursor,
+    MessageKind, StoreError,
 };
 
 /// The longest a start or status request may wait for the execution to
@@ -43,6 +47,14 @@ const RESULT_WAIT_MAX: Duration = Duration::from_millis(RESULT_WAIT_MAX_MS);
 const RESULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The most executions one list returns.
 const LIST_LIMIT_MAX: u32 = 1_000;
+/// The longest workflow-id prefix a list filters by, in bytes.
+const ID_PREFIX_BYTES_MAX: usize = 256;
+/// The longest paging cursor a list accepts, in bytes (a time, a run id
+/// and a workflow id).
+const CURSOR_BYTES_MAX: usize = 4096;
+/// The response header of a list that names the next page's `before`
+/// (absent on the last page). A header keeps the answer a plain array.
+pub const NEXT_PAGE_HEADER: &str = "reprise-next-before";
 /// The most events one history page holds.
 const HISTORY_PAGE_MAX: usize = 10_000;
 /// The most log lines one page holds.
@@ -51,9 +63,11 @@ const LOG_PAGE_MAX: u32 = 1_000;
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/v1/executions", post(start).get(list))
+        .route("/v1/execution-counts", get(counts))
         .route("/v1/executions/{id}", get(status))
         .route("/v1/executions/{id}/history", get(history))
         .route("/v1/executions/{id}/logs", get(logs))
+        .route("/v1/executions/{id}/export", get(export))
         .route("/v1/executions/{id}/signals", post(signal))
         .route("/v1/executions/{id}/cancel", post(cancel))
         .route("/v1/executions/{id}/terminate", post(terminate))
@@ -201,7 +215,86 @@ struct ListQuery {
     workflow_type: Option<String>,
     created_from_ms: Option<i64>,
     created_until_ms: Option<i64>,
+    id_prefix: Option<String>,
+    /// The `Reprise-Next-Before` header of the previous page.
+    before: Option<String>,
     limit: Option<u32>,
+}
+
+/// The filters a list and the counts share, checked; what is wrong, for a 400.
+fn filter_from(query: ListQuery) -> Result<ExecutionFilter, String> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text @ ("running" | "completed" | "failed" | "cancelled" | "terminated")) => {
+            Some(ExecutionStatus::parse(text))
+        }
+        Some(other) => {
+            return Err(format!(
+                "unknown status `{other}`; use running, completed, failed, cancelled or terminated"
+            ));
+        }
+    };
+    let id_prefix = query.id_prefix.filter(|prefix| !prefix.is_empty());
+    if let Some(prefix) = &id_prefix
+        && prefix.len() > ID_PREFIX_BYTES_MAX
+    {
+        return Err(format!(
+            "id_prefix is {} bytes; the limit is {ID_PREFIX_BYTES_MAX}",
+            prefix.len()
+        ));
+    }
+    let before = match query.before.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_cursor(text).map_err(|problem| {
+            format!("before: {problem}; pass the {NEXT_PAGE_HEADER} header of the previous page unchanged")
+        })?),
+    };
+    Ok(ExecutionFilter {
+        status,
+        workflow_type: query.workflow_type.filter(|name| !name.is_empty()),
+        created_from_ms: query.created_from_ms,
+        created_until_ms: query.created_until_ms,
+        id_prefix,
+        before,
+        limit: query.limit.unwrap_or(100).min(LIST_LIMIT_MAX),
+    })
+}
+
+/// The cursor naming `record`: `{created_at_ms}.{run_id}.{workflow_id}`
+/// (a run id is hex, so the first two dots split it).
+fn cursor_text(record: &ExecutionRecord) -> String {
+    format!(
+        "{}.{}.{}",
+        record.created_at_ms, record.run_id, record.workflow_id
+    )
+}
+
+fn parse_cursor(text: &str) -> Result<ListCursor, String> {
+    if text.len() > CURSOR_BYTES_MAX {
+        return Err(format!(
+            "the cursor is {} bytes; the limit is {CURSOR_BYTES_MAX}",
+            text.len()
+        ));
+    }
+    let malformed = || format!("`{text}` is not a list cursor");
+    let mut parts = text.splitn(3, '.');
+    let created_at_ms = parts
+        .next()
+        .and_then(|time| time.parse::<i64>().ok())
+        .ok_or_else(malformed)?;
+    let run_id = parts
+        .next()
+        .filter(|run| !run.is_empty() && run.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .ok_or_else(malformed)?;
+    let workflow_id = parts
+        .next()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(malformed)?;
+    Ok(ListCursor {
+        created_at_ms,
+        workflow_id: workflow_id.to_string(),
+        run_id: run_id.to_string(),
+    })
 }
 
 async fn list(
@@ -209,31 +302,57 @@ async fn list(
     tenant: Tenant,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(text @ ("running" | "completed" | "failed" | "cancelled" | "terminated")) => {
-            Some(ExecutionStatus::parse(text))
-        }
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "unknown status `{other}`; use running, completed, failed, cancelled or terminated"
-                ),
-            );
-        }
+    let mut filter = match filter_from(query) {
+        Ok(filter) => filter,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
     };
-    let filter = ExecutionFilter {
-        status,
+    // One more than asked, to tell whether a next page exists.
+    let limit = filter.limit;
+    filter.limit = limit.saturating_add(1);
+    let mut records = match server.store().list_executions(&tenant.name, &filter).await {
+        Ok(records) => records,
+        Err(problem) => return store_error(problem),
+    };
+    let has_next_page = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    let mut response =
+        Json(json!(records.iter().map(describe).collect::<Vec<_>>())).into_response();
+    if let Some(last) = records.last().filter(|_| has_next_page)
+        && let Ok(value) = HeaderValue::from_str(&cursor_text(last))
+    {
+        response.headers_mut().insert(NEXT_PAGE_HEADER, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsQuery {
+    workflow_type: Option<String>,
+    created_from_ms: Option<i64>,
+    created_until_ms: Option<i64>,
+    id_prefix: Option<String>,
+}
+
+async fn counts(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Query(query): Query<CountsQuery>,
+) -> Response {
+    let filter = match filter_from(ListQuery {
+        status: None,
         workflow_type: query.workflow_type,
         created_from_ms: query.created_from_ms,
         created_until_ms: query.created_until_ms,
-        limit: query.limit.unwrap_or(100).min(LIST_LIMIT_MAX),
+        id_prefix: query.id_prefix,
+        before: None,
+        limit: None,
+    }) {
+        Ok(filter) => filter,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
     };
-    match server.store().list_executions(&tenant.name, &filter).await {
-        Ok(records) => {
-            Json(json!(records.iter().map(describe).collect::<Vec<_>>())).into_response()
-        }
+    match server.store().count_executions(&tenant.name, &filter).await {
+        Ok(counts) => Json(counts).into_response(),
         Err(problem) => store_error(problem),
     }
 }
@@ -352,6 +471,48 @@ async fn history(
             .into_response()
         }
         Err(problem) => store_error(problem),
+    }
+}
+
+/// The whole history in the file format of `reprise history --json`,
+/// which `reprise replay --history FILE` reads. Payloads are the recorded
+/// text, byte for byte. The row id and tenant are left out, as the CLI
+/// does for a history it fetches from a server. Its size is bounded by the
+/// tenant's `history_events_max`.
+async fn export(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match find(&server, &tenant.name, &id).await {
+        Ok(record) => record,
+        Err(response) => return response,
+    };
+    let events = match server.store().history(record.id).await {
+        Ok(events) => events,
+        Err(problem) => return store_error(problem),
+    };
+    let export = HistoryExport {
+        execution: ExecutionRecord {
+            id: 0,
+            tenant: String::new(),
+            ..record
+        },
+        events,
+    };
+    match serde_json::to_string_pretty(&export) {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(problem) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not write the history of `{id}` as JSON: {problem}"),
+        ),
     }
 }
 

@@ -131,6 +131,14 @@ async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: 
         return store_error(problem);
     }
     let (imports, exports) = server.runtime().engine().describe(&loaded);
+    let mut by_treatment: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for import in &imports {
+        by_treatment
+            .entry(crate::host::import_treatment(loaded.kind, import))
+            .or_default()
+            .push(import);
+    }
+    answer["imports_by_treatment"] = json!(by_treatment);
     answer["imports"] = json!(imports);
     answer["exports"] = json!(exports);
     (StatusCode::CREATED, Json(answer)).into_response()

@@ -14,11 +14,13 @@ use http_body_util::BodyExt as _;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::timeline::{HistoryExport, print_status, print_timeline, utc_time};
-use super::{EXIT_BAD_INPUT, EXIT_HOST_ERROR, exit_for_status};
+use super::output::{Format, pretty_json};
+use super::timeline::{print_history, print_status, utc_time};
+use super::{Delivered, EXIT_BAD_INPUT, EXIT_HOST_ERROR, exit_for_status};
+use crate::activity::outbound::{self, OutboundClient};
 use crate::api::RESULT_WAIT_MAX_MS;
 use crate::journal::RecordedEvent;
-use crate::store::{ExecutionRecord, ExecutionStatus};
+use crate::store::{ExecutionRecord, ExecutionStatus, HistoryExport};
 
 /// Where a server is and the tenant key to use.
 #[derive(clap::Args, Clone)]
@@ -59,15 +61,25 @@ impl RemoteArgs {
     }
 }
 
-/// A server's answer: its status and JSON body.
+/// A server's answer: its status and JSON body, as sent (`text`, what
+/// `--json` prints and payloads are read from) and parsed (`body`, for
+/// fields that are not payloads).
 pub struct Answer {
     status: u16,
+    text: String,
     body: Value,
 }
 
 impl Answer {
     fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The body as `T`, payloads kept as sent when `T` holds them as
+    /// [`RawValue`]s.
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_str(&self.text)
+            .context("the server sent an answer this client cannot read")
     }
 
     /// The exit code for a refusal, after printing the server's reason.
@@ -94,25 +106,28 @@ async fn call(
         .with_context(|| format!("--server {} is not a URL", server.server))?;
     let authority = uri
         .authority()
-        .with_context(|| format!("--server {} has no host", server.server))?
-        .to_string();
+        .with_context(|| format!("--server {} has no host", server.server))?;
+    let target = format!("{}://{authority}{path}", uri.scheme_str().unwrap_or("http"));
     let request = http::Request::builder()
         .method(method)
-        .uri(path)
+        .uri(target)
         .header(
             http::header::AUTHORIZATION,
             format!("Bearer {}", server.api_key),
         )
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-    let (response, _connection) = crate::activity::outbound::send(&authority, request)
+        .body(outbound::full_body(body))?;
+    let response = OutboundClient::new(None)?
+        .send(request)
         .await
         .with_context(|| format!("is `reprise serve` running at {}?", server.server))?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok(Answer {
         status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
     })
 }
 
@@ -140,15 +155,34 @@ fn segment(text: &str) -> String {
     encoded
 }
 
-pub async fn deploy(file: &std::path::Path, name: Option<String>, server: &ServerArgs) -> ExitCode {
+/// The order `deploy` lists imports in: what touches the world last.
+const TREATMENTS: [&str; 9] = [
+    "journaled",
+    "fixed",
+    "captured",
+    "plumbing",
+    "live",
+    "granted-directory",
+    "allowed-hosts",
+    "denied",
+    "other",
+];
+
+pub async fn deploy(
+    file: &std::path::Path,
+    name: Option<String>,
+    format: Format,
+    server: &ServerArgs,
+) -> ExitCode {
     run_command(async {
         let bytes =
             std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
+        let size = bytes.len();
         let module = call(server, "POST", "/v1/modules", bytes).await?;
         if !module.is_success() {
             return Ok(module.refused());
         }
-        if module.body["kind"] == "workflow" {
+        let workflow_type = if module.body["kind"] == "workflow" {
             let name = name.unwrap_or_else(|| super::type_name(file));
             let bind = json!({ "digest": module.body["digest"] }).to_string();
             let path = format!("/v1/workflow-types/{}", segment(&name));
@@ -156,11 +190,108 @@ pub async fn deploy(file: &std::path::Path, name: Option<String>, server: &Serve
             if !bound.is_success() {
                 return Ok(bound.refused());
             }
+            Some(name)
+        } else {
+            None
+        };
+        if format == Format::Json {
+            println!("{}", module.text);
+            return Ok(ExitCode::SUCCESS);
         }
-        println!("{}", module.body);
+        let digest = module.body["digest"].as_str().unwrap_or_default();
+        let kind = module.body["kind"].as_str().unwrap_or_default();
+        match &workflow_type {
+            Some(name) => println!(
+                "deployed {kind} module {digest} ({} KiB) as type `{name}`",
+                size.div_ceil(1024)
+            ),
+            None => println!(
+                "deployed {kind} module {digest} ({} KiB)",
+                size.div_ceil(1024)
+            ),
+        }
+        let names = |value: &Value| -> String {
+            value
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let activities = names(&module.body["activities"]);
+        if !activities.is_empty() {
+            println!("  {:<18} {activities}", "serves");
+        }
+        println!("  {:<18} {}", "exports", names(&module.body["exports"]));
+        let by_treatment = &module.body["imports_by_treatment"];
+        for treatment in TREATMENTS {
+            let listed = names(&by_treatment[treatment]);
+            if !listed.is_empty() {
+                println!("  {:<18} {listed}", format!("imports {treatment}"));
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
     .await
+}
+
+/// An execution as the API describes it, payloads as sent.
+#[derive(serde::Deserialize)]
+struct ExecutionView {
+    workflow_id: String,
+    run_id: String,
+    workflow_type: String,
+    module_digest: String,
+    status: String,
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl ExecutionView {
+    /// As the record the timeline and `replay --history` read.
+    fn into_record(self) -> ExecutionRecord {
+        ExecutionRecord {
+            id: 0,
+            tenant: String::new(),
+            status: ExecutionStatus::parse(&self.status),
+            workflow_id: self.workflow_id,
+            run_id: self.run_id,
+            workflow_type: self.workflow_type,
+            module_digest: self.module_digest,
+            result: self.result.map(|result| result.get().to_string()),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+
+    /// For a person: the id and state, then the result or error as
+    /// recorded, indented.
+    fn print(&self) {
+        println!(
+            "{} ({}, run {}) {}",
+            self.workflow_id, self.workflow_type, self.run_id, self.status
+        );
+        if let Some(result) = &self.result {
+            println!("{}", pretty_json(result.get()));
+        }
+    }
+}
+
+/// Prints an execution answer as `format` says; the exit code its status
+/// gives.
+fn print_execution(answer: &Answer, format: Format) -> anyhow::Result<ExitCode> {
+    let view: ExecutionView = answer.parse()?;
+    match format {
+        Format::Json => println!("{}", answer.text),
+        Format::Human => view.print(),
+    }
+    Ok(exit_for_status(ExecutionStatus::parse(&view.status)))
 }
 
 pub async fn start(
@@ -168,6 +299,7 @@ pub async fn start(
     input: &str,
     id: Option<String>,
     wait: bool,
+    format: Format,
     server: &ServerArgs,
 ) -> ExitCode {
     // Sent as given, byte for byte.
@@ -198,18 +330,29 @@ pub async fn start(
         if !started.is_success() {
             return Ok(started.refused());
         }
-        println!("{}", started.body);
-        if !wait {
-            return Ok(ExitCode::SUCCESS);
+        if wait {
+            return print_execution(&started, format);
         }
-        let status = ExecutionStatus::parse(started.body["status"].as_str().unwrap_or_default());
-        Ok(exit_for_status(status))
+        let view: ExecutionView = started.parse()?;
+        match format {
+            Format::Json => println!("{}", started.text),
+            // 200, not 201: the id was in use, and this is its execution.
+            Format::Human if started.status == 200 => println!(
+                "{} exists already ({}, run {}), {}; nothing new was started",
+                view.workflow_id, view.workflow_type, view.run_id, view.status
+            ),
+            Format::Human => println!(
+                "started {} ({}, run {}); `reprise result {} --wait` prints its result",
+                view.workflow_id, view.workflow_type, view.run_id, view.workflow_id
+            ),
+        }
+        Ok(ExitCode::SUCCESS)
     })
     .await
 }
 
 /// Prints the result (the output, or the error with exit code 1).
-pub async fn result(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
+pub async fn result(id: &str, wait: bool, format: Format, server: &ServerArgs) -> ExitCode {
     run_command(async {
         let wait = if wait {
             format!("?wait_ms={RESULT_WAIT_MAX_MS}")
@@ -226,31 +369,9 @@ pub async fn result(id: &str, wait: bool, server: &ServerArgs) -> ExitCode {
         if !answer.is_success() {
             return Ok(answer.refused());
         }
-        println!("{}", answer.body);
-        let status = ExecutionStatus::parse(answer.body["status"].as_str().unwrap_or_default());
-        Ok(exit_for_status(status))
+        print_execution(&answer, format)
     })
     .await
-}
-
-/// An execution as the API describes it, as the record the timeline and
-/// `replay --history` read.
-fn record_from(execution: &Value) -> ExecutionRecord {
-    let text = |field: &str| execution[field].as_str().unwrap_or_default().to_string();
-    ExecutionRecord {
-        id: 0,
-        tenant: String::new(),
-        workflow_id: text("workflow_id"),
-        run_id: text("run_id"),
-        workflow_type: text("workflow_type"),
-        module_digest: text("module_digest"),
-        status: ExecutionStatus::parse(&text("status")),
-        result: Some(&execution["result"])
-            .filter(|result| !result.is_null())
-            .map(Value::to_string),
-        created_at_ms: execution["created_at_ms"].as_i64().unwrap_or_default(),
-        updated_at_ms: execution["updated_at_ms"].as_i64().unwrap_or_default(),
-    }
 }
 
 impl std::fmt::Display for Answer {
@@ -265,22 +386,27 @@ pub async fn fetch_history(
     server: &ServerArgs,
     id: &str,
 ) -> anyhow::Result<Result<HistoryExport, Answer>> {
+    #[derive(serde::Deserialize)]
+    struct HistoryPage {
+        execution: ExecutionView,
+        events: Vec<RecordedEvent>,
+        next_after: Option<u64>,
+    }
     let mut events: Vec<RecordedEvent> = Vec::new();
     let mut after = 0u64;
     loop {
         let path = format!("/v1/executions/{}/history?after={after}", segment(id));
-        let page = call(server, "GET", &path, Vec::new()).await?;
-        if !page.is_success() {
-            return Ok(Err(page));
+        let answer = call(server, "GET", &path, Vec::new()).await?;
+        if !answer.is_success() {
+            return Ok(Err(answer));
         }
-        let batch: Vec<RecordedEvent> = serde_json::from_value(page.body["events"].clone())
-            .context("the server sent events this client cannot read")?;
-        events.extend(batch);
-        match page.body["next_after"].as_u64() {
+        let page: HistoryPage = answer.parse()?;
+        events.extend(page.events);
+        match page.next_after {
             Some(next) if next > after => after = next,
             _ => {
                 return Ok(Ok(HistoryExport {
-                    execution: record_from(&page.body["execution"]),
+                    execution: page.execution.into_record(),
                     events,
                 }));
             }
@@ -288,30 +414,26 @@ pub async fn fetch_history(
     }
 }
 
-pub async fn history(id: &str, json: bool, server: &ServerArgs) -> ExitCode {
+pub async fn history(id: &str, format: Format, server: &ServerArgs) -> ExitCode {
     run_command(async {
         let export = match fetch_history(server, id).await? {
             Ok(export) => export,
             Err(refusal) => return Ok(refusal.refused()),
         };
-        if json {
-            println!("{}", serde_json::to_string_pretty(&export)?);
-        } else {
-            print_timeline(&export.execution, &export.events);
-        }
+        print_history(&export, format)?;
         Ok(ExitCode::SUCCESS)
     })
     .await
 }
 
 /// A summary: state, what it waits for, attempts so far, the last error.
-pub async fn status(id: &str, json: bool, server: &ServerArgs) -> ExitCode {
+pub async fn status(id: &str, format: Format, server: &ServerArgs) -> ExitCode {
     run_command(async {
         let export = match fetch_history(server, id).await? {
             Ok(export) => export,
             Err(refusal) => return Ok(refusal.refused()),
         };
-        print_status(&export.execution, &export.events, json);
+        print_status(&export.execution, &export.events, format);
         Ok(exit_for_status(export.execution.status))
     })
     .await
@@ -331,7 +453,7 @@ pub struct ListFilters {
     pub limit: u32,
 }
 
-pub async fn list(filters: &ListFilters, json: bool, server: &ServerArgs) -> ExitCode {
+pub async fn list(filters: &ListFilters, format: Format, server: &ServerArgs) -> ExitCode {
     run_command(async {
         let mut query = format!("?limit={}", filters.limit);
         if let Some(status) = &filters.status {
@@ -344,14 +466,14 @@ pub async fn list(filters: &ListFilters, json: bool, server: &ServerArgs) -> Exi
         if !answer.is_success() {
             return Ok(answer.refused());
         }
-        if json {
-            println!("{}", answer.body);
+        if format == Format::Json {
+            println!("{}", answer.text);
             return Ok(ExitCode::SUCCESS);
         }
-        let executions = answer.body.as_array().cloned().unwrap_or_default();
+        let executions: Vec<ExecutionView> = answer.parse()?;
         let rows: Vec<[String; 5]> = executions
-            .iter()
-            .map(record_from)
+            .into_iter()
+            .map(ExecutionView::into_record)
             .map(|record| {
                 [
                     record.workflow_id,
@@ -412,8 +534,8 @@ pub enum Message<'a> {
     },
 }
 
-pub async fn send(id: &str, message: Message<'_>, server: &ServerArgs) -> ExitCode {
-    let (route, body) = match message {
+pub async fn send(id: &str, message: Message<'_>, format: Format, server: &ServerArgs) -> ExitCode {
+    let (route, body) = match &message {
         Message::Signal {
             name,
             payload,
@@ -435,7 +557,7 @@ pub async fn send(id: &str, message: Message<'_>, server: &ServerArgs) -> ExitCo
             let body = serde_json::to_vec(&SignalBody {
                 name,
                 payload,
-                signal_id,
+                signal_id: *signal_id,
             })
             .expect("strings and raw JSON always serialize");
             ("signals", body)
@@ -452,7 +574,20 @@ pub async fn send(id: &str, message: Message<'_>, server: &ServerArgs) -> ExitCo
         if !answer.is_success() {
             return Ok(answer.refused());
         }
-        println!("{}", answer.body);
+        let delivered = match &message {
+            Message::Signal {
+                name, signal_id, ..
+            } => Delivered::Signal {
+                name,
+                signal_id: *signal_id,
+                accepted: answer.body["accepted"] == json!(true),
+            },
+            Message::Cancel => Delivered::Cancel {
+                accepted: answer.body["accepted"] == json!(true),
+            },
+            Message::Terminate { .. } => Delivered::Terminated,
+        };
+        delivered.print(id, format);
         Ok(ExitCode::SUCCESS)
     })
     .await

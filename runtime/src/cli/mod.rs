@@ -4,6 +4,7 @@
 //! 3 nondeterminism (the code does not match the history); 4 host error.
 
 mod client;
+mod output;
 mod timeline;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ use crate::activity::{ActivityConfig, ActivityRegistry};
 use crate::engine::{Engine, Limits, LoadedComponent};
 use crate::journal::RecordedEvent;
 use crate::runtime::{DEFAULT_TENANT, Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};
-use crate::store::{self, ExecutionRecord, ExecutionStatus, MessageKind, Store};
+use crate::store::{self, ExecutionRecord, ExecutionStatus, HistoryExport, MessageKind, Store};
 use client::{RemoteArgs, ServerArgs};
-use timeline::{HistoryExport, print_timeline};
+use output::{Format, pretty_json};
+use timeline::print_history;
 
 const EXIT_WORKFLOW_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -37,6 +39,10 @@ const EXIT_HOST_ERROR: u8 = 4;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print JSON for scripts instead of text for people (payloads exactly
+    /// as recorded either way).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -73,9 +79,8 @@ enum Command {
     Run {
         /// The workflow component (.wasm).
         workflow: PathBuf,
-        /// Activity components (.wasm); repeat for several.
-        #[arg(long = "activities")]
-        activities: Vec<PathBuf>,
+        #[command(flatten)]
+        activities: ActivityArgs,
         /// More workflow components the workflow may start as children,
         /// each registered under its file name (`trip.wasm` → `trip`).
         #[arg(long = "workflows")]
@@ -86,13 +91,6 @@ enum Command {
         /// The workflow id (default: a new random id).
         #[arg(long)]
         id: Option<String>,
-        /// A directory granted to activities, seen by them as /data
-        /// (created if missing).
-        #[arg(long)]
-        activity_dir: Option<PathBuf>,
-        /// A host (or host:port) activities may call over HTTP; repeat for several.
-        #[arg(long = "allow-host")]
-        allowed_hosts: Vec<String>,
         /// Serve the external-worker task API on this address (e.g.
         /// 127.0.0.1:7979); activities no component serves go to workers.
         #[arg(long)]
@@ -113,17 +111,8 @@ enum Command {
         data: PathBuf,
         #[arg(long, env = "REPRISE_LISTEN", default_value = "127.0.0.1:7878")]
         listen: std::net::SocketAddr,
-        /// Activity components (.wasm); repeat for several.
-        #[arg(long = "activities")]
-        activities: Vec<PathBuf>,
-        /// A directory granted to activities, seen by them as /data
-        /// (created if missing).
-        #[arg(long)]
-        activity_dir: Option<PathBuf>,
-        /// A host (or host:port) activities may call over HTTP; repeat.
-        /// A tenant's own `allowed_hosts` limit replaces this list.
-        #[arg(long = "allow-host")]
-        allowed_hosts: Vec<String>,
+        #[command(flatten)]
+        activities: ActivityArgs,
         /// A file holding the admin key, which manages tenants over HTTP
         /// (`/v1/admin/...`); without it those routes answer 401.
         #[arg(long, env = "REPRISE_ADMIN_KEY_FILE")]
@@ -149,13 +138,11 @@ enum Command {
         command: TenantCommand,
     },
     /// Print an execution's history: a timeline (time, sequence, event,
-    /// attempt, error, retry time, compensations marked ↺).
+    /// attempt, error, retry time, compensations marked ↺); with --json,
+    /// the events in the format `replay --history FILE` reads.
     History {
         /// The workflow id.
         id: String,
-        /// Print the raw events as JSON (the format `replay --history` reads).
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -165,8 +152,6 @@ enum Command {
     /// the last error.
     Status {
         id: String,
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -176,8 +161,6 @@ enum Command {
     List {
         #[command(flatten)]
         filters: client::ListFilters,
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -306,6 +289,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_HOST_ERROR);
         }
     };
+    let format = Format::from_flag(cli.json);
     runtime.block_on(async {
         match cli.command {
             Command::Run {
@@ -314,55 +298,35 @@ pub fn main() -> ExitCode {
                 child_workflows,
                 input,
                 id,
-                activity_dir,
-                allowed_hosts,
                 worker_api,
                 evict_on_wait,
                 db,
             } => {
                 let activities = ActivitySetup {
-                    files: activities,
-                    activity_dir,
-                    allowed_hosts,
+                    args: activities,
                     worker_api,
                 };
                 let workflows = std::iter::once(workflow).chain(child_workflows).collect();
-                run(workflows, activities, input, id, evict_on_wait, db).await
+                run(workflows, activities, input, id, evict_on_wait, format, db).await
             }
-            Command::History {
-                id,
-                json,
-                db,
-                remote,
-            } => match remote.server() {
-                Ok(Some(server)) => client::history(&id, json, &server).await,
-                Ok(None) => history(&id, json, &db).await,
+            Command::History { id, db, remote } => match remote.server() {
+                Ok(Some(server)) => client::history(&id, format, &server).await,
+                Ok(None) => history(&id, format, &db).await,
                 Err(error) => usage_error(error),
             },
-            Command::Status {
-                id,
-                json,
-                db,
-                remote,
-            } => match remote.server() {
-                Ok(Some(server)) => client::status(&id, json, &server).await,
-                Ok(None) => status(&id, json, &db).await,
+            Command::Status { id, db, remote } => match remote.server() {
+                Ok(Some(server)) => client::status(&id, format, &server).await,
+                Ok(None) => status(&id, format, &db).await,
                 Err(error) => usage_error(error),
             },
-            Command::List {
-                filters,
-                json,
-                server,
-            } => client::list(&filters, json, &server).await,
+            Command::List { filters, server } => client::list(&filters, format, &server).await,
             Command::Tenant {
                 command: TenantCommand::Create { name, data, limits },
-            } => create_tenant(&name, &data, &limits).await,
+            } => create_tenant(&name, &data, &limits, format).await,
             Command::Serve {
                 data,
                 listen,
                 activities,
-                activity_dir,
-                allowed_hosts,
                 admin_key_file,
                 header_read_timeout_ms,
                 body_read_timeout_ms,
@@ -370,9 +334,7 @@ pub fn main() -> ExitCode {
                 connections_per_peer_max,
             } => {
                 let activities = ActivitySetup {
-                    files: activities,
-                    activity_dir,
-                    allowed_hosts,
+                    args: activities,
                     worker_api: None,
                 };
                 let connections = crate::api::ConnectionLimits {
@@ -389,7 +351,7 @@ pub fn main() -> ExitCode {
                 db,
                 remote,
             } => match remote.server() {
-                Ok(server) => replay(&module, &histories, &db, server.as_ref()).await,
+                Ok(server) => replay(&module, &histories, &db, server.as_ref(), format).await,
                 Err(error) => usage_error(error),
             },
             Command::Signal {
@@ -406,18 +368,29 @@ pub fn main() -> ExitCode {
                         payload: &payload,
                         signal_id: signal_id.as_deref(),
                     };
-                    client::send(&id, message, &server).await
+                    client::send(&id, message, format, &server).await
                 }
                 Ok(None) => {
                     let message_id =
                         signal_id.unwrap_or_else(|| format!("signal-{}", crate::clock::now_ns()));
-                    post(&id, MessageKind::Signal, &name, &payload, &message_id, &db).await
+                    post(
+                        &id,
+                        MessageKind::Signal,
+                        &name,
+                        &payload,
+                        &message_id,
+                        format,
+                        &db,
+                    )
+                    .await
                 }
                 Err(error) => usage_error(error),
             },
             Command::Cancel { id, db, remote } => match remote.server() {
-                Ok(Some(server)) => client::send(&id, client::Message::Cancel, &server).await,
-                Ok(None) => post(&id, MessageKind::Cancel, "", "null", "cancel", &db).await,
+                Ok(Some(server)) => {
+                    client::send(&id, client::Message::Cancel, format, &server).await
+                }
+                Ok(None) => post(&id, MessageKind::Cancel, "", "null", "cancel", format, &db).await,
                 Err(error) => usage_error(error),
             },
             Command::Terminate {
@@ -428,20 +401,24 @@ pub fn main() -> ExitCode {
             } => match remote.server() {
                 Ok(Some(server)) => {
                     let message = client::Message::Terminate { reason: &reason };
-                    client::send(&id, message, &server).await
+                    client::send(&id, message, format, &server).await
                 }
-                Ok(None) => terminate(&id, &reason, &db).await,
+                Ok(None) => terminate(&id, &reason, format, &db).await,
                 Err(error) => usage_error(error),
             },
-            Command::Deploy { file, name, server } => client::deploy(&file, name, &server).await,
+            Command::Deploy { file, name, server } => {
+                client::deploy(&file, name, format, &server).await
+            }
             Command::Start {
                 name,
                 input,
                 id,
                 wait,
                 server,
-            } => client::start(&name, &input, id, wait, &server).await,
-            Command::Result { id, wait, server } => client::result(&id, wait, &server).await,
+            } => client::start(&name, &input, id, wait, format, &server).await,
+            Command::Result { id, wait, server } => {
+                client::result(&id, wait, format, &server).await
+            }
             Command::Bench(args) => report(crate::bench::run(args).await),
             Command::CompileComponent { .. } => {
                 unreachable!("compile-component returns before the async runtime starts")
@@ -531,11 +508,30 @@ fn load_component(engine: &Engine, path: &Path) -> Result<LoadedComponent, RunEr
     engine.load_file(path).map_err(RunError::Load)
 }
 
-/// How `reprise run` sets up activities.
-struct ActivitySetup {
+/// What activities get, as `run` and `serve` take it.
+#[derive(clap::Args)]
+struct ActivityArgs {
+    /// Activity components (.wasm); repeat for several.
+    #[arg(long = "activities")]
     files: Vec<PathBuf>,
+    /// A directory granted to activities, seen by them as /data (created if
+    /// missing).
+    #[arg(long)]
     activity_dir: Option<PathBuf>,
+    /// A host activities may call over HTTP: `host`, `host:port`, or
+    /// `https://host[:port]` for TLS only; repeat for several. On a server,
+    /// a tenant's own `allowed_hosts` limit replaces this list.
+    #[arg(long = "allow-host")]
     allowed_hosts: Vec<String>,
+    /// CA certificates (PEM) trusted for `https://` besides the system's,
+    /// e.g. a private CA of internal services.
+    #[arg(long, env = "REPRISE_HTTP_CA_FILE")]
+    http_ca_file: Option<PathBuf>,
+}
+
+/// How `run` and `serve` set up activities.
+struct ActivitySetup {
+    args: ActivityArgs,
     worker_api: Option<std::net::SocketAddr>,
 }
 
@@ -551,7 +547,15 @@ impl ActivitySetup {
         engine: &Engine,
         queue: Option<Arc<WorkerQueue>>,
     ) -> Result<ActivityRegistry, RunError> {
-        if let Some(dir) = &self.activity_dir {
+        let ActivityArgs {
+            files,
+            activity_dir,
+            allowed_hosts,
+            http_ca_file,
+        } = self.args;
+        let allowed_hosts = Allowlist::parse(&allowed_hosts)
+            .map_err(|error| RunError::InvalidInput(format!("--allow-host: {error}")))?;
+        if let Some(dir) = &activity_dir {
             // The directory a user names is made, as `mkdir -p` would.
             std::fs::create_dir_all(dir).map_err(|error| {
                 RunError::InvalidInput(format!(
@@ -561,7 +565,7 @@ impl ActivitySetup {
             })?;
         }
         let mut components = Vec::new();
-        for path in &self.files {
+        for path in &files {
             components.push(load_component(engine, path).map_err(|error| with_file(path, error))?);
         }
         let workers = match self.worker_api {
@@ -584,8 +588,9 @@ impl ActivitySetup {
             }
         };
         let config = ActivityConfig {
-            activity_dir: self.activity_dir,
-            allowed_hosts: Allowlist::new(self.allowed_hosts),
+            activity_dir,
+            allowed_hosts,
+            http_ca_file,
             workers,
         };
         ActivityRegistry::load(engine.clone(), components, config)
@@ -608,6 +613,7 @@ async fn run(
     input: String,
     id: Option<String>,
     evict_on_wait: bool,
+    format: Format,
     db: DbArgs,
 ) -> ExitCode {
     let setup = async {
@@ -672,16 +678,22 @@ async fn run(
     // process ends.
     runtime.telemetry().flush().await;
     match outcome {
+        // The output as the workflow returned it: compact for scripts,
+        // indented for people, the same tokens either way.
         Ok(Outcome::Completed { output }) => {
-            println!("{}", output.get());
+            match format {
+                Format::Json => println!("{}", output.get()),
+                Format::Human => println!("{}", pretty_json(output.get())),
+            }
             ExitCode::SUCCESS
         }
         Ok(Outcome::Failed { error }) => {
             eprintln!("workflow failed: {error}");
-            println!(
-                "{}",
-                serde_json::to_string(&error).unwrap_or_else(|_| error.to_string())
-            );
+            let text = serde_json::to_string(&error).unwrap_or_else(|_| error.to_string());
+            match format {
+                Format::Json => println!("{text}"),
+                Format::Human => println!("{}", pretty_json(&text)),
+            }
             ExitCode::from(EXIT_WORKFLOW_FAILED)
         }
         Err(error) => fail_with(error),
@@ -719,11 +731,11 @@ async fn find_execution(
     Ok((record, events))
 }
 
-async fn status(id: &str, json: bool, db: &DbArgs) -> ExitCode {
+async fn status(id: &str, format: Format, db: &DbArgs) -> ExitCode {
     let result = async {
         let store = open_store(db).await?;
         let (record, events) = find_execution(&store, id).await?;
-        timeline::print_status(&record, &events, json);
+        timeline::print_status(&record, &events, format);
         Ok(record.status)
     };
     match result.await {
@@ -742,20 +754,11 @@ fn exit_for_status(status: ExecutionStatus) -> ExitCode {
     }
 }
 
-async fn history(id: &str, json: bool, db: &DbArgs) -> ExitCode {
+async fn history(id: &str, format: Format, db: &DbArgs) -> ExitCode {
     let result = async {
         let store = open_store(db).await?;
-        let (record, events) = find_execution(&store, id).await?;
-        if json {
-            let export = HistoryExport {
-                execution: record,
-                events,
-            };
-            println!("{}", serde_json::to_string_pretty(&export)?);
-        } else {
-            print_timeline(&record, &events);
-        }
-        Ok(())
+        let (execution, events) = find_execution(&store, id).await?;
+        print_history(&HistoryExport { execution, events }, format)
     };
     report(result.await)
 }
@@ -765,15 +768,27 @@ async fn replay(
     histories: &[String],
     db: &DbArgs,
     server: Option<&ServerArgs>,
+    format: Format,
 ) -> ExitCode {
-    // A verification replay writes nothing; against a server it needs no
-    // local database either, so it gets a scratch one.
-    let scratch = match server {
-        Some(_) => match tempfile::tempdir() {
+    // With --json, one line per history: {"history", "verdict", …}.
+    let verdict_line = |source: &str, verdict: &str, detail: serde_json::Value| {
+        let mut line = serde_json::json!({ "history": source, "verdict": verdict });
+        if let (Some(line), Some(detail)) = (line.as_object_mut(), detail.as_object()) {
+            line.extend(detail.clone());
+        }
+        println!("{line}");
+    };
+    // A verification replay writes nothing; against a server or history
+    // files it needs no local database either, so it gets a scratch one.
+    let reads_database =
+        server.is_none() && histories.iter().any(|source| !Path::new(source).is_file());
+    let scratch = if reads_database {
+        None
+    } else {
+        match tempfile::tempdir() {
             Ok(dir) => Some(dir),
             Err(error) => return report(Err(error.into())),
-        },
-        None => None,
+        }
     };
     let setup = async {
         let engine = open_engine(db).map_err(host_setup_error)?;
@@ -816,19 +831,39 @@ async fn replay(
             Ok(loaded) => loaded,
             Err(error) => {
                 eprintln!("{source}: error: {error:#}");
+                if format == Format::Json {
+                    let detail = serde_json::json!({ "error": format!("{error:#}") });
+                    verdict_line(source, "unreadable", detail);
+                }
                 worst = ExitCode::from(EXIT_BAD_INPUT);
                 continue;
             }
         };
-        match runtime.verify_replay(&component, record, events).await {
-            Ok(ReplayVerdict::Reproduced) => {
+        let verdict = runtime.verify_replay(&component, record, events).await;
+        match (format, verdict) {
+            (Format::Human, Ok(ReplayVerdict::Reproduced)) => {
                 println!("{source}: ok — the build reproduces the whole history")
             }
-            Ok(ReplayVerdict::ReproducedSoFar { commands }) => println!(
+            (Format::Human, Ok(ReplayVerdict::ReproducedSoFar { commands })) => println!(
                 "{source}: ok — the build reproduces all {commands} recorded commands (the execution had not finished)"
             ),
-            Err(error) => {
-                println!("{source}: INCOMPATIBLE — {error}");
+            (Format::Json, Ok(ReplayVerdict::Reproduced)) => {
+                verdict_line(source, "reproduced", serde_json::json!({}))
+            }
+            (Format::Json, Ok(ReplayVerdict::ReproducedSoFar { commands })) => verdict_line(
+                source,
+                "reproduced_so_far",
+                serde_json::json!({ "commands": commands }),
+            ),
+            (format, Err(error)) => {
+                match format {
+                    Format::Human => println!("{source}: INCOMPATIBLE — {error}"),
+                    Format::Json => verdict_line(
+                        source,
+                        "incompatible",
+                        serde_json::json!({ "error": error.to_string() }),
+                    ),
+                }
                 worst = exit_for(&error);
             }
         }
@@ -842,6 +877,7 @@ async fn post(
     name: &str,
     payload: &str,
     message_id: &str,
+    format: Format,
     db: &DbArgs,
 ) -> ExitCode {
     if let Err(problem) =
@@ -859,30 +895,29 @@ async fn post(
                 record.status.as_str()
             );
         }
-        let posted = store
+        let accepted = store
             .post_message(record.id, kind, name, payload, message_id)
             .await?;
-        match (posted, kind) {
-            (true, MessageKind::Signal) => {
-                println!("signal `{name}` sent to {id} (id {message_id})")
-            }
-            (false, MessageKind::Signal) => {
-                println!("signal id {message_id} was sent to {id} before; not sent again")
-            }
-            (true, MessageKind::Cancel) => println!("cancellation requested for {id}"),
-            (false, MessageKind::Cancel) => println!("cancellation was already requested for {id}"),
-        }
+        let delivered = match kind {
+            MessageKind::Signal => Delivered::Signal {
+                name,
+                signal_id: Some(message_id),
+                accepted,
+            },
+            MessageKind::Cancel => Delivered::Cancel { accepted },
+        };
+        delivered.print(id, format);
         Ok(())
     };
     report_bad_input(result.await)
 }
 
-async fn terminate(id: &str, reason: &str, db: &DbArgs) -> ExitCode {
+async fn terminate(id: &str, reason: &str, format: Format, db: &DbArgs) -> ExitCode {
     let result = async {
         let store = open_store(db).await?;
         let (record, _) = find_execution(&store, id).await?;
         if store.terminate(record.id, reason).await? {
-            println!("{id} terminated");
+            Delivered::Terminated.print(id, format);
             Ok(())
         } else {
             anyhow::bail!(
@@ -892,6 +927,62 @@ async fn terminate(id: &str, reason: &str, db: &DbArgs) -> ExitCode {
         }
     };
     report_bad_input(result.await)
+}
+
+/// What a signal, cancel or terminate did, printed the same way for a
+/// local database and a server (whose answers the JSON mirrors).
+pub(crate) enum Delivered<'a> {
+    Signal {
+        name: &'a str,
+        signal_id: Option<&'a str>,
+        /// False: a signal with this id was delivered before.
+        accepted: bool,
+    },
+    Cancel {
+        /// False: a cancellation was requested before.
+        accepted: bool,
+    },
+    Terminated,
+}
+
+impl Delivered<'_> {
+    fn print(&self, id: &str, format: Format) {
+        match (format, self) {
+            (Format::Json, Delivered::Signal { accepted, .. } | Delivered::Cancel { accepted }) => {
+                println!(
+                    "{}",
+                    serde_json::json!({ "accepted": accepted, "duplicate": !accepted })
+                )
+            }
+            (Format::Json, Delivered::Terminated) => {
+                println!("{}", serde_json::json!({ "terminated": true }))
+            }
+            (
+                Format::Human,
+                Delivered::Signal {
+                    name,
+                    signal_id,
+                    accepted,
+                },
+            ) => {
+                let with_id = signal_id
+                    .map(|signal_id| format!(" (id {signal_id})"))
+                    .unwrap_or_default();
+                if *accepted {
+                    println!("signal `{name}` sent to {id}{with_id}")
+                } else {
+                    println!("signal `{name}`{with_id} was sent to {id} before; not sent again")
+                }
+            }
+            (Format::Human, Delivered::Cancel { accepted: true }) => {
+                println!("cancellation requested for {id}")
+            }
+            (Format::Human, Delivered::Cancel { accepted: false }) => {
+                println!("cancellation was already requested for {id}")
+            }
+            (Format::Human, Delivered::Terminated) => println!("{id} terminated"),
+        }
+    }
 }
 
 /// Errors here are about what the user asked for (unknown id, finished
@@ -1063,7 +1154,7 @@ async fn restore_tenants(runtime: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_tenant(name: &str, data: &Path, limits: &str) -> ExitCode {
+async fn create_tenant(name: &str, data: &Path, limits: &str, format: Format) -> ExitCode {
     let result = async {
         let db = DbArgs {
             db: data.join("reprise.db"),
@@ -1071,7 +1162,10 @@ async fn create_tenant(name: &str, data: &Path, limits: &str) -> ExitCode {
         };
         let store = open_store(&db).await?;
         let (key, _) = crate::tenant::create_tenant(store.as_ref(), name, limits).await?;
-        println!("{key}");
+        match format {
+            Format::Json => println!("{}", serde_json::json!({ "tenant": name, "api_key": key })),
+            Format::Human => println!("{key}"),
+        }
         eprintln!(
             "tenant `{name}` created; keep this API key, it is not stored and cannot be shown again"
         );

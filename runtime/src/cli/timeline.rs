@@ -3,17 +3,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::output::Format;
 use crate::journal::{Event, RecordedEvent};
-use crate::store::ExecutionRecord;
+use crate::store::{ExecutionRecord, HistoryExport};
 
-/// The file format of `history --json` and `replay --history FILE`.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct HistoryExport {
-    pub execution: ExecutionRecord,
-    pub events: Vec<RecordedEvent>,
+/// `reprise history`: the timeline, or with `--json` the export
+/// `replay --history FILE` reads.
+pub fn print_history(export: &HistoryExport, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(export)?),
+        Format::Human => print_timeline(&export.execution, &export.events),
+    }
+    Ok(())
 }
 
-pub fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
+fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
     println!(
         "execution {} (run {}) type {} — {}",
         record.workflow_id,
@@ -169,26 +173,42 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// The summary `reprise status` prints: state, what it waits for,
 /// attempts so far, the last error — or the same as JSON.
-pub fn print_status(record: &ExecutionRecord, events: &[RecordedEvent], json: bool) {
+pub fn print_status(record: &ExecutionRecord, events: &[RecordedEvent], format: Format) {
     let summary = summarize(events);
-    if json {
-        let result = record
-            .result
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
-        let answer = serde_json::json!({
-            "workflow_id": record.workflow_id,
-            "run_id": record.run_id,
-            "workflow_type": record.workflow_type,
-            "status": record.status.as_str(),
-            "waiting_for": summary.waiting_for,
-            "attempts": summary.attempts,
-            "failed_attempts": summary.failed_attempts,
-            "last_error": summary.last_error,
-            "compensations": summary.compensations,
-            "result": result,
-        });
-        println!("{answer}");
+    if format == Format::Json {
+        /// The result goes out as recorded (a `Value` would round numbers).
+        #[derive(serde::Serialize)]
+        struct StatusJson<'a> {
+            workflow_id: &'a str,
+            run_id: &'a str,
+            workflow_type: &'a str,
+            status: &'a str,
+            waiting_for: &'a [String],
+            attempts: u32,
+            failed_attempts: u32,
+            last_error: Option<&'a str>,
+            compensations: u32,
+            result: Option<Box<serde_json::value::RawValue>>,
+        }
+        let answer = StatusJson {
+            workflow_id: &record.workflow_id,
+            run_id: &record.run_id,
+            workflow_type: &record.workflow_type,
+            status: record.status.as_str(),
+            waiting_for: &summary.waiting_for,
+            attempts: summary.attempts,
+            failed_attempts: summary.failed_attempts,
+            last_error: summary.last_error.as_deref(),
+            compensations: summary.compensations,
+            result: record
+                .result
+                .clone()
+                .and_then(|text| serde_json::value::RawValue::from_string(text).ok()),
+        };
+        match serde_json::to_string(&answer) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("error: the status could not be written as JSON: {error}"),
+        }
         return;
     }
     let rows = [

@@ -12,15 +12,57 @@ pub mod durable;
 pub mod timers;
 pub mod wasi;
 
+/// What the host does with calls to an imported interface, in one word
+/// (`reprise deploy` and the module upload's answer list imports by it).
+/// The table mirrors the one in [`wasi`] and the activity sandbox.
+pub fn import_treatment(kind: crate::engine::ComponentKind, interface: &str) -> &'static str {
+    use crate::engine::ComponentKind;
+    let captured =
+        interface.starts_with("wasi:cli/stdout") || interface.starts_with("wasi:cli/stderr");
+    match kind {
+        ComponentKind::Workflow => {
+            if captured {
+                "captured"
+            } else if interface.starts_with("wasi:random/insecure-seed") {
+                "fixed"
+            } else if interface.starts_with(crate::engine::REPRISE_PACKAGE)
+                || interface.starts_with("wasi:clocks/")
+                || interface.starts_with("wasi:random/")
+                || interface.starts_with("wasi:io/poll")
+            {
+                "journaled"
+            } else if interface.starts_with("wasi:cli/") {
+                "fixed"
+            } else if interface.starts_with("wasi:io/") {
+                // Streams and errors: plumbing for the interfaces above.
+                "plumbing"
+            } else {
+                "denied"
+            }
+        }
+        ComponentKind::Activity => {
+            if captured {
+                "captured"
+            } else if interface.starts_with("wasi:filesystem/") {
+                "granted-directory"
+            } else if interface.starts_with("wasi:http/") {
+                "allowed-hosts"
+            } else if interface.starts_with("wasi:sockets/") {
+                "denied"
+            } else {
+                "live"
+            }
+        }
+    }
+}
+
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::activity::outbound::Allowlist;
 use crate::execution::Execution;
 use crate::journal::Seq;
 use crate::quota::ComputeTurn;
@@ -120,13 +162,13 @@ impl ActivityHost {
         context: activity_context::ActivityCall,
         wasi: WasiCtx,
         limits: StoreLimits,
-        allowlist: Arc<Allowlist>,
+        http_hooks: wasi::AllowlistedHttp,
     ) -> ActivityHost {
         ActivityHost {
             context,
             wasi,
             http: WasiHttpCtx::new(),
-            http_hooks: wasi::AllowlistedHttp(allowlist),
+            http_hooks,
             table: ResourceTable::new(),
             limits,
         }

@@ -23,7 +23,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 use http_body_util::BodyExt as _;
 
 use super::activity_context::ActivityCall;
-use crate::activity::outbound::{self, Allowlist, OutboundError};
+use crate::activity::outbound::{self, Allowlist, OutboundClient, OutboundError};
 use crate::clock;
 use crate::journal::{Clock, Recorder};
 use crate::telemetry::{GuestLines, LogSink};
@@ -357,36 +357,62 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
     }
 }
 
-/// `wasi:http` hooks for activities: requests go out over plain HTTP, only
-/// to hosts in the allowlist; anything else is denied.
-pub struct AllowlistedHttp(pub Arc<Allowlist>);
+/// `wasi:http` hooks for activities: requests go out through the
+/// process's pooled client (HTTP/1.1, HTTP/2, TLS), only to hosts in the
+/// allowlist; anything else is denied.
+pub struct AllowlistedHttp {
+    pub client: OutboundClient,
+    pub allowlist: Arc<Allowlist>,
+}
 
 impl wasmtime_wasi_http::WasiHttpHooks for AllowlistedHttp {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: IoFuture,
     ) -> SentRequest {
-        let allowlist = self.0.clone();
+        let client = self.client.clone();
+        let allowlist = self.allowlist.clone();
         Box::new(async move {
             use wasmtime_wasi_http::Error;
-            let authority = outbound::check_target(&allowlist, request.uri()).map_err(|error| {
+            outbound::check_target(&allowlist, request.uri()).map_err(|error| {
                 tracing::warn!(%error, "activity HTTP request denied");
                 Error::HttpRequestDenied
             })?;
-            let (response, connection) =
-                outbound::send(&authority, request)
+            let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+            let sent = client.send(request);
+            // The guest's own first-byte timeout, if it set one; the pool's
+            // connect timeout covers connecting.
+            let first_byte = options.and_then(|options| options.first_byte_timeout);
+            let response = match first_byte {
+                Some(limit) => tokio::time::timeout(limit, sent)
                     .await
-                    .map_err(|error| match error {
-                        OutboundError::ConnectTimeout { .. } => Error::ConnectionTimeout,
-                        OutboundError::Connect { source, .. } => Error::Connect(source),
-                        OutboundError::Http { source, .. } => Error::Hyper(source),
-                        _ => Error::HttpRequestDenied,
-                    })?;
+                    .map_err(|_| Error::ConnectionReadTimeout)?,
+                None => sent.await,
+            }
+            .map_err(|error| {
+                tracing::info!(%error, "activity HTTP request failed");
+                match error {
+                    OutboundError::Tls {
+                        failure: outbound::TlsFailure::Handshake,
+                        ..
+                    } => Error::TlsProtocolError,
+                    OutboundError::Tls { .. } => Error::TlsCertificateError,
+                    OutboundError::ConnectTimeout { .. } => Error::ConnectionTimeout,
+                    OutboundError::ConnectionRefused { .. } => Error::ConnectionRefused,
+                    OutboundError::NotAllowed { .. } => Error::HttpRequestDenied,
+                    OutboundError::UnsupportedScheme(_) | OutboundError::NoHost(_) => {
+                        Error::HttpRequestUriInvalid
+                    }
+                    OutboundError::Connect { .. } | OutboundError::Http { .. } => {
+                        Error::InternalError(Some(error.to_string()))
+                    }
+                }
+            })?;
             let response = response.map(|body| body.map_err(Error::Hyper).boxed_unsync());
-            let connection: IoFuture =
-                Box::new(async move { connection.await.map_err(Error::Hyper) });
+            // The pool drives the connection; nothing is left for the caller.
+            let connection: IoFuture = Box::new(async { Ok(()) });
             Ok((response, connection))
         })
     }

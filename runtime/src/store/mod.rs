@@ -92,6 +92,15 @@ impl ExecutionStatus {
     }
 }
 
+/// An execution and its whole history: the file `reprise history --json`
+/// and the API's `/export` write and `reprise replay --history FILE`
+/// reads. Payloads are the recorded text.
+#[derive(Serialize, Deserialize)]
+pub struct HistoryExport {
+    pub execution: ExecutionRecord,
+    pub events: Vec<RecordedEvent>,
+}
+
 /// An execution row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionRecord {
@@ -217,8 +226,32 @@ pub struct ExecutionFilter {
     pub created_from_ms: Option<i64>,
     /// Created before this time (ms since the epoch).
     pub created_until_ms: Option<i64>,
+    /// Only workflow ids that start with this text.
+    pub id_prefix: Option<String>,
+    /// Only executions listed after this one (the next page).
+    pub before: Option<ListCursor>,
     /// At most this many (the newest).
     pub limit: u32,
+}
+
+/// Where a page of a list ended: its last execution. The next page holds
+/// what is older in list order (`created_at_ms`, then row id, descending),
+/// so executions started meanwhile never shift it or repeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at_ms: i64,
+    pub workflow_id: String,
+    pub run_id: String,
+}
+
+/// How many of a tenant's executions are in each state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub terminated: u64,
 }
 
 /// What kind of message an execution's mailbox holds.
@@ -331,6 +364,14 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         filter: &ExecutionFilter,
     ) -> StoreResult<Vec<ExecutionRecord>>;
+
+    /// How many of the tenant's executions pass `filter`, by status (its
+    /// `status`, `before` and `limit` are ignored: every state is counted).
+    async fn count_executions(
+        &self,
+        tenant: &str,
+        filter: &ExecutionFilter,
+    ) -> StoreResult<StatusCounts>;
 
     /// Every execution still running, for a restarted node to resume.
     async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>>;

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
-    MailboxMessage, MessageKind, NewExecution, StartOutcome, Store, StoreError, StoreResult,
-    TenantModule, TenantRecord,
+    MailboxMessage, MessageKind, NewExecution, StartOutcome, StatusCounts, Store, StoreError,
+    StoreResult, TenantModule, TenantRecord,
 };
 use crate::journal::{Event, RecordedEvent};
 
@@ -907,6 +907,11 @@ impl Store for SqliteStore {
         filter: &ExecutionFilter,
     ) -> StoreResult<Vec<ExecutionRecord>> {
         let status = filter.status.map(ExecutionStatus::as_str);
+        let before = filter.before.as_ref();
+        // The cursor names the last execution of the previous page; its row
+        // id (found within the tenant, by the unique (tenant, workflow_id,
+        // run_id) index) breaks ties between executions created in the same
+        // millisecond. A cursor naming nothing compares as NULL: no rows.
         let rows = sqlx::query(concat!(
             "SELECT ",
             execution_columns!(),
@@ -915,18 +920,60 @@ impl Store for SqliteStore {
                AND (?3 IS NULL OR workflow_type = ?3)
                AND (?4 IS NULL OR created_at_ms >= ?4)
                AND (?5 IS NULL OR created_at_ms < ?5)
-             ORDER BY created_at_ms DESC, id DESC LIMIT ?6"
+               AND (?6 IS NULL OR substr(workflow_id, 1, length(?6)) = ?6)
+               AND (?7 IS NULL OR (created_at_ms, id) < (?7,
+                    (SELECT id FROM executions WHERE tenant = ?1 AND workflow_id = ?8 AND run_id = ?9)))
+             ORDER BY created_at_ms DESC, id DESC LIMIT ?10"
         ))
         .bind(tenant)
         .bind(status)
         .bind(filter.workflow_type.as_deref())
         .bind(filter.created_from_ms)
         .bind(filter.created_until_ms)
+        .bind(filter.id_prefix.as_deref())
+        .bind(before.map(|cursor| cursor.created_at_ms))
+        .bind(before.map(|cursor| cursor.workflow_id.as_str()))
+        .bind(before.map(|cursor| cursor.run_id.as_str()))
         .bind(filter.limit)
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("listing executions"))?;
         rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn count_executions(
+        &self,
+        tenant: &str,
+        filter: &ExecutionFilter,
+    ) -> StoreResult<StatusCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM executions WHERE tenant = ?1
+               AND (?2 IS NULL OR workflow_type = ?2)
+               AND (?3 IS NULL OR created_at_ms >= ?3)
+               AND (?4 IS NULL OR created_at_ms < ?4)
+               AND (?5 IS NULL OR substr(workflow_id, 1, length(?5)) = ?5)
+             GROUP BY status",
+        )
+        .bind(tenant)
+        .bind(filter.workflow_type.as_deref())
+        .bind(filter.created_from_ms)
+        .bind(filter.created_until_ms)
+        .bind(filter.id_prefix.as_deref())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("counting executions"))?;
+        let mut counts = StatusCounts::default();
+        for (status, count) in rows {
+            let count = u64::try_from(count).unwrap_or_default();
+            match ExecutionStatus::parse(&status) {
+                ExecutionStatus::Running => counts.running += count,
+                ExecutionStatus::Completed => counts.completed += count,
+                ExecutionStatus::Failed => counts.failed += count,
+                ExecutionStatus::Cancelled => counts.cancelled += count,
+                ExecutionStatus::Terminated => counts.terminated += count,
+            }
+        }
+        Ok(counts)
     }
 
     async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>> {

@@ -93,6 +93,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "Activity tasks waiting for an external worker.",
     ),
+    (
+        "reprise_outbound_connections_opened_total",
+        "counter",
+        "Outbound HTTP connections opened (pooled: far fewer than requests).",
+    ),
 ];
 
 type Labels = Vec<(&'static str, String)>;
@@ -311,6 +316,13 @@ impl Metrics {
                 }
                 "reprise_worker_queue_depth" => {
                     let _ = writeln!(text, "{name} {worker_queue_depth}");
+                }
+                "reprise_outbound_connections_opened_total" => {
+                    let _ = writeln!(
+                        text,
+                        "{name} {}",
+                        crate::activity::outbound::connections_opened()
+                    );
                 }
                 _ if *kind == "counter" => {
                     for ((_, series), value) in

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLink
 use tokio::sync::{mpsc, oneshot};
 
 use super::spans::{Attribute, SpanRecord};
+use crate::activity::outbound::{self, OutboundClient};
 use crate::store::Store;
 
 /// Batches of spans waiting for the exporter task.
@@ -73,9 +75,18 @@ impl SpanSink {
     /// `http://127.0.0.1:4318/v1/traces`), or to where the `OTEL_*`
     /// variables say if `None`.
     pub fn start(store: Arc<dyn Store>, endpoint: Option<&str>) -> Option<SpanSink> {
+        // The standard variable naming a collector's CA, for `https://`.
+        let ca_file = std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE").map(PathBuf::from);
+        let client = match OutboundClient::new(ca_file.as_deref()) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "OpenTelemetry export is configured but its TLS set-up failed; no spans will be sent");
+                return None;
+            }
+        };
         let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(PlainHttpClient)
+            .with_http_client(ExportHttpClient(client))
             .with_timeout(EXPORT_TIMEOUT);
         if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
@@ -239,26 +250,17 @@ fn span_data(span: SpanRecord, scope: &InstrumentationScope) -> SpanData {
     }
 }
 
-/// The exporter's HTTP client: the runtime's own plain HTTP/1.1 client
-/// (no TLS; collectors here listen on localhost).
+/// The exporter's HTTP client: the runtime's own pooled client (keep-alive
+/// to the collector, `https://` with the system's roots).
 #[derive(Debug)]
-struct PlainHttpClient;
+struct ExportHttpClient(OutboundClient);
 
 #[async_trait::async_trait]
-impl HttpClient for PlainHttpClient {
+impl HttpClient for ExportHttpClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         use http_body_util::BodyExt as _;
-        let authority = request
-            .uri()
-            .authority()
-            .map(|authority| authority.to_string())
-            .ok_or("the OTLP endpoint has no host")?;
-        if request.uri().scheme_str() == Some("https") {
-            return Err("https OTLP endpoints are not supported; use http://".into());
-        }
-        let (parts, body) = request.into_parts();
-        let request = Request::from_parts(parts, http_body_util::Full::new(body));
-        let (response, _connection) = crate::activity::outbound::send(&authority, request).await?;
+        let request = request.map(outbound::full_body);
+        let response = self.0.send(request).await?;
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await?.to_bytes();
         Ok(Response::from_parts(parts, bytes))

@@ -269,7 +269,6 @@ mod workers {
     use std::path::Path;
     use std::process::{Child, Command};
 
-    use reprise::activity::outbound;
     use reprise::activity::worker::WorkerQueue;
 
     use super::*;
@@ -309,7 +308,9 @@ mod workers {
                 body.to_string(),
             )))
             .expect("request");
-        let (response, _connection) = outbound::send(&authority, request).await.expect("send");
+        let response = crate::support::send(&authority, request)
+            .await
+            .expect("send");
         let status = response.status().as_u16();
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await
@@ -464,7 +465,7 @@ mod workers {
     }
 }
 
-async fn call(harness: &Harness, id: &str, activity: &str, input: Value) -> Value {
+pub async fn call(harness: &Harness, id: &str, activity: &str, input: Value) -> Value {
     let workflow_input = json!({ "mode": "call", "activity": activity, "activity_input": input });
     let (_, outcome) = harness
         .run("patterns", id, &workflow_input.to_string())
@@ -513,12 +514,12 @@ async fn http_statuses_are_triaged_by_rule_and_override() {
 
     let refused = call(
         &harness,
-        "http-https",
+        "http-ftp",
         "http",
-        json!({ "url": "https://127.0.0.1:1/" }),
+        json!({ "url": "ftp://127.0.0.1:1/" }),
     )
     .await;
-    assert_eq!(refused["failed"]["error_type"], "HttpRequestDenied");
+    assert_eq!(refused["failed"]["error_type"], "InvalidHttpRequest");
     assert_eq!(refused["failed"]["attempts"], 1);
 }
 

@@ -52,7 +52,15 @@ impl Workspace {
             .arg(guest(workflow))
             .arg("--activities")
             .arg(guest(activities))
-            .args(["--input", input, "--id", id, "--allow-host", "127.0.0.1"])
+            .args([
+                "--input",
+                input,
+                "--id",
+                id,
+                "--allow-host",
+                "127.0.0.1",
+                "--json",
+            ])
             .arg("--db")
             .arg(&self.db)
             .arg("--cache-dir")

@@ -124,7 +124,8 @@ impl Run {
         Command::new(env!("CARGO_BIN_EXE_reprise"))
             .arg("run")
             .arg(guest(workflow))
-            .args(["--input", input, "--id", id])
+            // What scripts get: the result compact, byte for byte.
+            .args(["--input", input, "--id", id, "--json"])
             .arg("--db")
             .arg(&self.db)
             .arg("--cache-dir")

@@ -689,9 +689,7 @@ async fn hostile_modules_fail_alone_while_a_good_tenant_completes() {
                 0x1f, 0x8b, 8, 0,
             ])))
             .expect("request");
-        let (response, _) = reprise::activity::outbound::send(&address, request)
-            .await
-            .expect("send");
+        let response = crate::support::send(&address, request).await.expect("send");
         response.status().as_u16()
     };
     assert_eq!(gzip, 415);
@@ -1011,9 +1009,7 @@ async fn bad_input_gets_a_json_error_and_never_a_crash() {
                 let request = request
                     .body(http_body_util::Full::new(body))
                     .expect("request");
-                let (response, _) = reprise::activity::outbound::send(&address, request)
-                    .await
-                    .expect("send");
+                let response = crate::support::send(&address, request).await.expect("send");
                 let status = response.status().as_u16();
                 let body = http_body_util::BodyExt::collect(response.into_body())
                     .await

@@ -491,9 +491,7 @@ async fn metrics_and_trace_context_match_a_known_workload() {
             .header("authorization", format!("Bearer {ADMIN_KEY}"))
             .body(http_body_util::Full::new(Bytes::new()))
             .expect("request");
-        let (response, _) = reprise::activity::outbound::send(&address, request)
-            .await
-            .expect("send");
+        let response = crate::support::send(&address, request).await.expect("send");
         assert_eq!(response.status(), 200);
         let content_type = response.headers()["content-type"]
             .to_str()
@@ -617,9 +615,7 @@ async fn metrics_and_trace_context_match_a_known_workload() {
                 .to_string(),
             )))
             .expect("request");
-        let (response, _) = reprise::activity::outbound::send(&address, request)
-            .await
-            .expect("send");
+        let response = crate::support::send(&address, request).await.expect("send");
         assert_eq!(response.status(), 201);
         let done = hosted.finished(&key, id).await;
         assert_eq!(done["status"], "completed", "{done}");

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use reprise::activity::outbound;
 use serde_json::{Value, json};
 
 use crate::support::{cache_dir, guest};
@@ -20,7 +19,7 @@ pub async fn call(address: &str, key: &str, method: &str, path: &str, body: Byte
         request = request.header("authorization", format!("Bearer {key}"));
     }
     let request = request.body(Full::new(body)).expect("request");
-    let (response, _connection) = outbound::send(address, request).await.expect("send");
+    let response = crate::support::send(address, request).await.expect("send");
     let status = response.status().as_u16();
     let body = response
         .into_body()
@@ -118,7 +117,7 @@ impl ServerProcess {
             let request = http::Request::get("/healthz")
                 .body(Full::new(Bytes::new()))
                 .expect("request");
-            if outbound::send(&address, request).await.is_ok() {
+            if crate::support::send(&address, request).await.is_ok() {
                 break;
             }
             assert!(
@@ -336,6 +335,55 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
         "{}",
         String::from_utf8_lossy(&deployed.stderr)
     );
+    // For people: what was deployed, and what the host does with each
+    // import.
+    let summary = String::from_utf8_lossy(&deployed.stdout);
+    assert!(summary.contains("as type `greeter`"), "{summary}");
+    let line_of = |label: &str| {
+        summary
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line_of("imports journaled").contains("reprise:workflow/durable"),
+        "{summary}"
+    );
+    assert!(
+        line_of("imports captured").contains("wasi:cli/stdout"),
+        "{summary}"
+    );
+    assert!(
+        line_of("imports fixed").contains("wasi:cli/environment"),
+        "{summary}"
+    );
+    // A result read by a person keeps every digit the workflow returned.
+    let hostile = guest("hostile");
+    let deployed = cli(&["deploy", hostile.to_str().expect("path")], &key);
+    assert!(deployed.status.success());
+    let exact = cli(
+        &[
+            "start",
+            "hostile",
+            "--input",
+            r#"{"mode":"exact"}"#,
+            "--id",
+            "cli-exact",
+            "--wait",
+        ],
+        &key,
+    );
+    let shown = String::from_utf8_lossy(&exact.stdout);
+    assert!(shown.contains("cli-exact (hostile, run "), "{shown}");
+    assert!(shown.contains("completed"), "{shown}");
+    // (The guest's own serde_json shortened the float to the digits that
+    // name the same double; those are what it returned.)
+    assert!(
+        shown.contains(r#""rand_random": 13979697887323312865"#)
+            && shown.contains(r#""float": 0.2255334472989816"#),
+        "{shown}"
+    );
     let started = cli(
         &[
             "start",
@@ -345,6 +393,7 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
             "--id",
             "cli-1",
             "--wait",
+            "--json",
         ],
         &key,
     );

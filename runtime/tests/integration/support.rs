@@ -55,13 +55,23 @@ pub fn hot_window(evict_on_wait: bool) -> std::time::Duration {
     }
 }
 
-/// A runtime on `store` with the hello and order activities (files in
-/// `activity_dir`, HTTP allowed to 127.0.0.1, unserved names to `workers`).
+/// What tests' activities get unless a test says otherwise: HTTP allowed
+/// to 127.0.0.1, names no component serves to `workers`.
+pub fn activity_config(workers: Option<Arc<WorkerQueue>>) -> ActivityConfig {
+    ActivityConfig {
+        allowed_hosts: Allowlist::parse(["127.0.0.1"]).expect("a valid allowlist"),
+        workers,
+        ..ActivityConfig::default()
+    }
+}
+
+/// A runtime on `store` with the hello and order activities, files in
+/// `activity_dir`, the rest as `config` says.
 async fn runtime_over(
     engine: &Engine,
     store: &Arc<dyn Store>,
     activity_dir: &Path,
-    workers: Option<Arc<WorkerQueue>>,
+    config: ActivityConfig,
     options: RuntimeOptions,
 ) -> Arc<Runtime> {
     let components = ["hello-activities", "order-activities"]
@@ -70,8 +80,7 @@ async fn runtime_over(
         .collect();
     let config = ActivityConfig {
         activity_dir: Some(activity_dir.to_path_buf()),
-        allowed_hosts: Allowlist::new(["127.0.0.1".to_string()]),
-        workers,
+        ..config
     };
     let registry = ActivityRegistry::load(engine.clone(), components, config)
         .await
@@ -109,6 +118,14 @@ impl Harness {
         options: RuntimeOptions,
         workers: Option<Arc<WorkerQueue>>,
     ) -> Harness {
+        Harness::with_activity_config(limits, options, activity_config(workers)).await
+    }
+
+    pub async fn with_activity_config(
+        limits: Limits,
+        options: RuntimeOptions,
+        config: ActivityConfig,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let activity_dir = dir.path().join("activity");
         std::fs::create_dir_all(&activity_dir).expect("activity dir");
@@ -116,7 +133,7 @@ impl Harness {
         let store = store::open(&dir.path().join("reprise.db"))
             .await
             .expect("store");
-        let runtime = runtime_over(&engine, &store, &activity_dir, workers, options).await;
+        let runtime = runtime_over(&engine, &store, &activity_dir, config, options).await;
         Harness {
             runtime,
             store,
@@ -133,7 +150,7 @@ impl Harness {
             &self.engine,
             &self.store,
             &self.activity_dir,
-            None,
+            activity_config(None),
             RuntimeOptions::default(),
         )
         .await
@@ -266,4 +283,30 @@ pub fn scheduled_keys(events: &[RecordedEvent], name: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Sends `request` (origin-form: a path) to the server at `address` over a
+/// new client, as a command-line client would.
+pub async fn send(
+    address: &str,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, reprise::activity::outbound::OutboundError> {
+    use reprise::activity::outbound::{OutboundClient, full_body};
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_string();
+    parts.uri = format!("http://{address}{path}")
+        .parse()
+        .expect("an absolute URI");
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_else(|never| match never {});
+    let client = OutboundClient::new(None).expect("an outbound client");
+    client
+        .send(http::Request::from_parts(parts, full_body(body)))
+        .await
 }

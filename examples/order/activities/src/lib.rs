@@ -104,9 +104,13 @@ fn http_post(
 
     let denied = |what: String| ActivityError::non_retryable("HttpRequestDenied", what);
     let transient = |what: String| ActivityError::retryable("HttpError", what);
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| denied(format!("only http:// URLs, not {url}")))?;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else {
+        return Err(denied(format!("only http:// and https:// URLs, not {url}")));
+    };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let headers = Fields::from_list(&[
         ("content-type".to_string(), b"application/json".to_vec()),
@@ -119,7 +123,7 @@ fn http_post(
     .map_err(|error| transient(format!("{error:?}")))?;
     let request = OutgoingRequest::new(headers);
     let _ = request.set_method(&Method::Post);
-    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_scheme(Some(&scheme));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
     let outgoing = request
@@ -145,6 +149,13 @@ fn http_post(
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(wasip2::http::types::ErrorCode::HttpRequestDenied))) => {
             return Err(denied(format!("the host denied {url}")));
+        }
+        // A certificate that does not check out will not by retrying.
+        Some(Ok(Err(wasip2::http::types::ErrorCode::TlsCertificateError))) => {
+            return Err(ActivityError::non_retryable(
+                "TlsCertificateError",
+                format!("the certificate of {url} was refused"),
+            ));
         }
         Some(Ok(Err(code))) => return Err(transient(format!("{code:?}"))),
         _ => return Err(transient("no response".into())),
