@@ -15,6 +15,7 @@ mod observability;
 mod openapi;
 mod outbound;
 mod patterns;
+mod readme;
 mod replay;
 mod saga;
 mod server;
