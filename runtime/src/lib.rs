@@ -26,17 +26,19 @@ pub mod activity;
 pub mod api;
 pub mod bench;
 pub mod cli;
-pub mod clock;
 pub mod engine;
 pub mod execution;
 pub mod host;
-pub mod journal;
 pub mod mailbox;
 pub mod quota;
 pub mod runtime;
-pub mod store;
 pub mod telemetry;
 pub mod tenant;
+
+// The journal and the store are crates of their own (neither links Wasm);
+// their old paths stay: `reprise::journal`, `reprise::store`, `reprise::clock`.
+pub use reprise_journal::{self as journal, clock};
+pub use reprise_store as store;
 
 pub use activity::{ActivityConfig, ActivityRegistry};
 pub use engine::{Engine, Limits};

@@ -501,7 +501,7 @@ impl Runtime {
                 workflow_type: workflow_type.to_string(),
                 module_digest: module_digest.to_string(),
                 input: input.to_string(),
-                trace: Some(trace.unwrap_or_else(TraceContext::new_root)),
+                trace: Some(trace.unwrap_or_else(crate::telemetry::spans::new_root_trace)),
                 host_behaviour: self.options.host_behaviour,
             },
         };

@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 
 use super::auth::Tenant;
 use super::{Server, error};
-use crate::journal::{History, RecordedEvent, TraceContext};
+use crate::journal::{History, RecordedEvent};
 use crate::runtime::{PayloadProblem, RunError, StartOptions, check_json_payload, raw_json};
 use crate::store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, HistoryExport, IdReusePolicy, ListCursor,
@@ -120,7 +120,7 @@ async fn start(
     let trace = headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
-        .and_then(TraceContext::from_traceparent);
+        .and_then(crate::telemetry::spans::trace_from_traceparent);
     let Some(digest) = server
         .runtime()
         .type_digest_for(&tenant.name, &request.workflow_type)

@@ -101,49 +101,43 @@ fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     (array != [0u8; N]).then_some(array)
 }
 
-impl TraceContext {
-    /// A new trace for an execution started without a caller's context.
-    pub fn new_root() -> TraceContext {
-        let mut trace_id = [0u8; 16];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut trace_id);
-        TraceContext {
-            trace_id: hex::encode(trace_id),
-            parent_span_id: None,
-        }
+/// A new trace for an execution started without a caller's context.
+pub fn new_root_trace() -> TraceContext {
+    let mut trace_id = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut trace_id);
+    TraceContext {
+        trace_id: hex::encode(trace_id),
+        parent_span_id: None,
     }
+}
 
-    /// The caller's context from a W3C `traceparent` header
-    /// (`00-<trace id>-<parent id>-<flags>`); `None` if malformed.
-    pub fn from_traceparent(header: &str) -> Option<TraceContext> {
-        let mut parts = header.trim().split('-');
-        let (version, trace_id, parent_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let well_formed = version.len() == 2
-            && version != "ff"
-            && flags.len() == 2
-            && trace_id.len() == 32
-            && parent_id.len() == 16;
-        if !well_formed || (version == "00" && parts.next().is_some()) {
-            return None;
-        }
-        decode_hex::<16>(trace_id)?;
-        decode_hex::<8>(parent_id)?;
-        Some(TraceContext {
-            trace_id: trace_id.to_ascii_lowercase(),
-            parent_span_id: Some(parent_id.to_ascii_lowercase()),
-        })
+/// The caller's context from a W3C `traceparent` header
+/// (`00-<trace id>-<parent id>-<flags>`); `None` if malformed.
+pub fn trace_from_traceparent(header: &str) -> Option<TraceContext> {
+    let mut parts = header.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let well_formed = version.len() == 2
+        && version != "ff"
+        && flags.len() == 2
+        && trace_id.len() == 32
+        && parent_id.len() == 16;
+    if !well_formed || (version == "00" && parts.next().is_some()) {
+        return None;
     }
-
-    fn trace_id_bytes(&self) -> Option<[u8; 16]> {
-        decode_hex(&self.trace_id)
-    }
+    decode_hex::<16>(trace_id)?;
+    decode_hex::<8>(parent_id)?;
+    Some(TraceContext {
+        trace_id: trace_id.to_ascii_lowercase(),
+        parent_span_id: Some(parent_id.to_ascii_lowercase()),
+    })
 }
 
 /// The execution's trace id: the one its `WorkflowStarted` recorded, or
 /// (for executions recorded before traces were) one derived from its run id.
 fn trace_of(record: &ExecutionRecord, history: &History) -> ([u8; 16], Option<[u8; 8]>) {
     if let Some(trace) = history.trace()
-        && let Some(trace_id) = trace.trace_id_bytes()
+        && let Some(trace_id) = decode_hex(&trace.trace_id)
     {
         let parent = trace.parent_span_id.as_deref().and_then(decode_hex);
         return (trace_id, parent);
@@ -495,10 +489,9 @@ mod tests {
 
     #[test]
     fn traceparent_round_trips_and_refuses_garbage() {
-        let parsed = TraceContext::from_traceparent(
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        )
-        .expect("valid");
+        let parsed =
+            trace_from_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                .expect("valid");
         assert_eq!(parsed.trace_id, "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(parsed.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
         for bad in [
@@ -509,7 +502,7 @@ mod tests {
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-zzf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         ] {
-            assert!(TraceContext::from_traceparent(bad).is_none(), "{bad}");
+            assert!(trace_from_traceparent(bad).is_none(), "{bad}");
         }
     }
 

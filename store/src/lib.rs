@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::journal::RecordedEvent;
+use reprise_journal::RecordedEvent;
 
 pub use sqlite::{CommitStats, SqliteStore};
 

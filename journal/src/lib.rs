@@ -13,6 +13,8 @@
 //!   same `seq` on every run. Outcomes (activity completed, timer fired) name
 //!   the `seq` of the command they answer.
 
+pub mod clock;
+
 use std::collections::HashMap;
 use std::fmt;
 

@@ -25,7 +25,7 @@ use super::{
     MailboxMessage, MessageKind, NewExecution, StartOutcome, StatusCounts, Store, StoreError,
     StoreResult, TenantModule, TenantRecord,
 };
-use crate::journal::{Event, RecordedEvent};
+use reprise_journal::{Event, RecordedEvent};
 
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
@@ -708,7 +708,7 @@ fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEve
 }
 
 fn now_ms() -> i64 {
-    crate::clock::now_ms() as i64
+    reprise_journal::clock::now_ms() as i64
 }
 
 #[async_trait]
@@ -1134,8 +1134,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Event;
-    use crate::store::IdReusePolicy;
+    use crate::IdReusePolicy;
+    use reprise_journal::Event;
 
     fn started() -> RecordedEvent {
         RecordedEvent {
@@ -1146,7 +1146,7 @@ mod tests {
                 module_digest: "d".into(),
                 input: "{}".into(),
                 trace: None,
-                host_behaviour: crate::journal::HOST_BEHAVIOUR,
+                host_behaviour: reprise_journal::HOST_BEHAVIOUR,
             },
         }
     }
