@@ -11,6 +11,18 @@ use serde_json::{Value, json};
 use crate::support::{cache_dir, guest};
 
 pub async fn call(address: &str, key: &str, method: &str, path: &str, body: Bytes) -> (u16, Value) {
+    let (status, _, body) = call_with_headers(address, key, method, path, body).await;
+    (status, body)
+}
+
+/// [`call`], with the answer's headers.
+pub async fn call_with_headers(
+    address: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> (u16, http::HeaderMap, Value) {
     let mut request = http::Request::builder()
         .method(method)
         .uri(path)
@@ -21,13 +33,18 @@ pub async fn call(address: &str, key: &str, method: &str, path: &str, body: Byte
     let request = request.body(Full::new(body)).expect("request");
     let response = crate::support::send(address, request).await.expect("send");
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .expect("body")
         .to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    (
+        status,
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
 }
 
 pub async fn json_call(

@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use reprise_providers::Provider;
 use serde_json::{Value, json};
 
 use crate::hosting::Hosted;
-use crate::server::{call, json_call};
+use crate::server::{call, call_with_headers, json_call};
 use crate::support::{cache_dir, guest, repo_root};
 
 /// 2^53: integers above it do not survive a trip through a JS number.
@@ -85,31 +84,12 @@ async fn get(hosted: &Hosted, key: &str, path: &str) -> Value {
 
 /// GET `path`: status, the next-page header, and the body as JSON.
 async fn get_with_header(hosted: &Hosted, key: &str, path: &str) -> (u16, Option<String>, Value) {
-    let request = http::Request::builder()
-        .method("GET")
-        .uri(path)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = crate::support::send(hosted.address(), request)
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    let next = response
-        .headers()
+    let (status, headers, body) =
+        call_with_headers(hosted.address(), key, "GET", path, Bytes::new()).await;
+    let next = headers
         .get("reprise-next-before")
         .map(|value| value.to_str().expect("an ASCII cursor").to_string());
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        next,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+    (status, next, body)
 }
 
 fn text_of(report: &Value, field: &str) -> String {
