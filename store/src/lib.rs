@@ -1,10 +1,49 @@
-//! Persistence: one [`Store`] trait, backends behind it.
+//! Persistence: one [`Store`] trait, two backends behind it.
 //!
 //! `store` knows nothing about Wasm: it keeps modules, executions and their
-//! append-only histories. The engine talks only to the trait, so a
-//! PostgreSQL backend can follow without touching it.
+//! append-only histories, mailboxes, tenants, guest logs and span export
+//! watermarks. The engine talks only to the trait.
+//!
+//! # The contract every backend keeps
+//!
+//! - **A journaled event is never overwritten.** `(execution_id, position)`
+//!   is unique; a second write there fails with
+//!   [`StoreError::PositionTaken`] and leaves the first intact. This is also
+//!   how `terminate` fences a process still driving the execution.
+//! - **Group commit.** Every write goes to one writer task per store, which
+//!   takes all queued requests and runs them in one transaction (the
+//!   events of the whole batch in multi-row inserts), one durable commit.
+//!   **One bad request does not sink its batch**: if one fails, the batch is
+//!   redone with a savepoint per request and only that request fails.
+//! - **A mailbox message is delivered once**: [`Store::append_delivering`]
+//!   marks it delivered in the append's transaction, or fails with
+//!   [`StoreError::AlreadyDelivered`] and appends nothing.
+//! - **The running-executions limit is checked in the start's
+//!   transaction** ([`NewExecution::running_max`]), so concurrent starts
+//!   never exceed it.
+//! - **Tenant scoping**: every lookup by workflow id, list, count and module
+//!   listing takes the tenant; another tenant's executions do not exist for
+//!   it. (Calls by execution row id trust the caller to have found that id
+//!   through its tenant.)
+//! - **Payloads are text, byte for byte**: events, inputs, results, mailbox
+//!   payloads and limits documents come back exactly as written (key
+//!   order, big integers and float digits untouched).
+//! - Span export watermarks only rise; each execution keeps at most
+//!   [`GUEST_LOG_LINES_MAX`] guest log lines.
+//!
+//! # Which backend when
+//!
+//! - [`SqliteStore`] (`open`, a file path): the embedded default, nothing to
+//!   set up; one node. WAL with `synchronous=FULL`.
+//! - [`PostgresStore`] (`open_url`, `postgres://…`): a database several
+//!   processes can share, or one operators already run and back up.
+//!   `synchronous_commit` is on for every connection it opens.
+//!
+//! The store suite (`store/tests/suite`) runs the same tests against both.
 
+mod postgres;
 mod sqlite;
+mod writes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +53,8 @@ use serde::{Deserialize, Serialize};
 
 use reprise_journal::RecordedEvent;
 
-pub use sqlite::{CommitStats, SqliteStore};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 /// Errors from a store backend.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +93,13 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How well group commit is working: requests per commit (and fsync).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub requests: u64,
+}
 
 /// The most log lines one execution keeps.
 pub const GUEST_LOG_LINES_MAX: u32 = 10_000;
@@ -285,6 +332,19 @@ pub struct MailboxMessage {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Commits and write requests since the store was opened, if the
+    /// backend counts them.
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
+    }
+
+    /// Claims the database for this process alone, for as long as the
+    /// store lives; `false` if another process holds it. A server drives
+    /// every unfinished execution it finds, so two servers on one database
+    /// would drive the same executions: until execution leases exist, one
+    /// server per database is the rule this enforces.
+    async fn claim_sole_node(&self) -> StoreResult<bool>;
+
     /// Stores component bytes under their digest (a no-op if present).
     async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()>;
 
@@ -424,4 +484,29 @@ pub trait Store: Send + Sync + 'static {
 /// missing).
 pub async fn open(path: &Path) -> StoreResult<Arc<dyn Store>> {
     Ok(Arc::new(SqliteStore::open(path).await?))
+}
+
+/// Opens the store a database URL names: `postgres://…` or
+/// `postgresql://…` (PostgreSQL, migrated on open). Anything else is
+/// refused with an error naming what is accepted; SQLite is opened by path
+/// with [`open`].
+pub async fn open_url(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
+    }
+    // Only the scheme is echoed: the rest of a URL may hold a password.
+    let seen = match url.split_once("://") {
+        Some((scheme, _)) => format!("unsupported database URL scheme `{scheme}`"),
+        None => "not a database URL (no scheme)".to_string(),
+    };
+    Err(StoreError::Database {
+        doing: "choosing a database backend",
+        source: sqlx::Error::Configuration(
+            format!(
+                "{seen}: expected postgres://… or postgresql://… (SQLite is opened by file \
+                 path, not URL)"
+            )
+            .into(),
+        ),
+    })
 }

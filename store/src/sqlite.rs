@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,14 +17,18 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{
-    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
-    MailboxMessage, MessageKind, NewExecution, StartOutcome, StatusCounts, Store, StoreError,
-    StoreResult, TenantModule, TenantRecord,
+use super::writes::{
+    CommitCounters, GROUP_COMMIT_REQUESTS_MAX, WriteOp, WriteQueue, WriteReply, WriteRequest,
+    created_record, now_ms, start_refused_by, terminated_event, terminated_result,
 };
-use reprise_journal::{Event, RecordedEvent};
+use super::{
+    CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
+    GuestLogLine, MailboxMessage, MessageKind, NewExecution, StartOutcome, StatusCounts, Store,
+    StoreError, StoreResult, TenantModule, TenantRecord,
+};
+use reprise_journal::RecordedEvent;
 
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
@@ -34,10 +37,6 @@ macro_rules! execution_columns {
     };
 }
 
-/// The most write requests one commit carries.
-const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
-/// Queued write requests before appenders wait (backpressure).
-const WRITE_QUEUE_LENGTH_MAX: usize = 8192;
 const READ_CONNECTIONS_MAX: u32 = 4;
 /// Rows of one watermark upsert (two variables each, far below SQLite's limit).
 const WATERMARKS_PER_STATEMENT_MAX: usize = 500;
@@ -45,81 +44,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     reads: SqlitePool,
-    writes: mpsc::Sender<WriteRequest>,
+    writes: WriteQueue,
     stats: Arc<CommitCounters>,
-}
-
-#[derive(Default)]
-struct CommitCounters {
-    commits: AtomicU64,
-    requests: AtomicU64,
-}
-
-/// How well group commit is working: requests per commit (and fsync).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommitStats {
-    pub commits: u64,
-    pub requests: u64,
-}
-
-enum WriteOp {
-    PutModule {
-        digest: String,
-        kind: String,
-        bytes: Vec<u8>,
-    },
-    Start(Box<NewExecution>),
-    Append {
-        execution_id: i64,
-        events: Vec<RecordedEvent>,
-        finish: Option<Finish>,
-        /// A mailbox message this append delivers.
-        delivers: Option<i64>,
-    },
-    PostMessage {
-        execution_id: i64,
-        kind: MessageKind,
-        name: String,
-        payload: String,
-        message_id: String,
-    },
-    Terminate {
-        execution_id: i64,
-        reason: String,
-    },
-    PutWorkflowType {
-        tenant: String,
-        name: String,
-        digest: String,
-    },
-    CreateTenant {
-        name: String,
-        key_sha256: String,
-        limits: String,
-    },
-    SetTenantLimits {
-        name: String,
-        limits: String,
-    },
-    PutTenantModule {
-        tenant: String,
-        digest: String,
-        kind: String,
-    },
-    SetSpanWatermarks(Vec<(i64, u64)>),
-    AppendGuestLogs(Vec<GuestLogLine>),
-}
-
-enum WriteReply {
-    Done,
-    Started(StartOutcome),
-    /// Whether the request changed anything (a new message, a termination).
-    Changed(bool),
-}
-
-struct WriteRequest {
-    op: WriteOp,
-    reply: oneshot::Sender<StoreResult<WriteReply>>,
+    /// `<database>.node-lock`, locked while a server holds the database.
+    node_lock_path: std::path::PathBuf,
+    node_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -145,31 +74,23 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::database("opening SQLite read connections"))?;
-        let (writes, queue) = mpsc::channel(WRITE_QUEUE_LENGTH_MAX);
+        let (writes, queue) = WriteQueue::new();
         let stats = Arc::new(CommitCounters::default());
         tokio::spawn(run_writer(writer, queue, stats.clone()));
+        let mut node_lock_path = path.as_os_str().to_owned();
+        node_lock_path.push(".node-lock");
         Ok(SqliteStore {
             reads,
             writes,
             stats,
+            node_lock_path: node_lock_path.into(),
+            node_lock: std::sync::Mutex::new(None),
         })
     }
 
     /// Commits and write requests since the store was opened.
     pub fn commit_stats(&self) -> CommitStats {
-        CommitStats {
-            commits: self.stats.commits.load(Ordering::Relaxed),
-            requests: self.stats.requests.load(Ordering::Relaxed),
-        }
-    }
-
-    async fn write(&self, op: WriteOp) -> StoreResult<WriteReply> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(WriteRequest { op, reply })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        self.stats.snapshot()
     }
 }
 
@@ -183,10 +104,7 @@ async fn run_writer(
     let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
     while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
         let outcomes = commit_batch(&mut connection, &batch).await;
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.record_commit(batch.len());
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have gone away (its task ended); nothing to do.
             let _ = request.reply.send(outcome);
@@ -316,18 +234,9 @@ async fn apply<'op>(
         WriteOp::Start(new) => {
             if let Some(existing) =
                 select_execution(connection, &new.tenant, &new.workflow_id).await?
+                && let Some(outcome) = start_refused_by(existing, new.reuse)
             {
-                let refused = match existing.status {
-                    ExecutionStatus::Running => Some(StartOutcome::Existing(existing)),
-                    finished => match new.reuse.allows_after(finished) {
-                        None => Some(StartOutcome::Existing(existing)),
-                        Some(false) => Some(StartOutcome::ReuseRefused(existing)),
-                        Some(true) => None,
-                    },
-                };
-                if let Some(outcome) = refused {
-                    return Ok(WriteReply::Started(outcome));
-                }
+                return Ok(WriteReply::Started(outcome));
             }
             let running: Option<i64> =
                 sqlx::query_scalar("SELECT running FROM running_executions WHERE tenant = ?")
@@ -356,18 +265,7 @@ async fn apply<'op>(
             .await
             .map_err(StoreError::database("creating an execution"))?;
             events.push((id, &new.started));
-            let record = ExecutionRecord {
-                id,
-                tenant: new.tenant.clone(),
-                workflow_id: new.workflow_id.clone(),
-                run_id: new.run_id.clone(),
-                workflow_type: new.workflow_type.clone(),
-                module_digest: new.module_digest.clone(),
-                status: ExecutionStatus::Running,
-                result: None,
-                created_at_ms: now,
-                updated_at_ms: now,
-            };
+            let record = created_record(new, id, now);
             Ok(WriteReply::Started(StartOutcome::Created(record)))
         }
         WriteOp::Append {
@@ -557,19 +455,13 @@ async fn apply<'op>(
             .fetch_one(&mut *connection)
             .await
             .map_err(StoreError::database("reading a history's length"))?;
-            let terminated = RecordedEvent {
-                position: next as u64,
-                recorded_at_ms: now_ms() as u64,
-                event: Event::WorkflowTerminated {
-                    reason: reason.clone(),
-                },
-            };
+            let terminated = terminated_event(next as u64, reason);
             insert_events(connection, &[(*execution_id, &terminated)]).await?;
             sqlx::query(
                 "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
             )
             .bind(ExecutionStatus::Terminated.as_str())
-            .bind(serde_json::json!({ "terminated": reason }).to_string())
+            .bind(terminated_result(reason))
             .bind(now_ms())
             .bind(*execution_id)
             .execute(&mut *connection)
@@ -707,20 +599,49 @@ fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEve
     })
 }
 
-fn now_ms() -> i64 {
-    reprise_journal::clock::now_ms() as i64
-}
-
 #[async_trait]
 impl Store for SqliteStore {
+    async fn claim_sole_node(&self) -> StoreResult<bool> {
+        let mut held = self
+            .node_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.is_some() {
+            return Ok(true);
+        }
+        let locking = |source: std::io::Error| StoreError::Database {
+            doing: "locking the database for this server",
+            source: sqlx::Error::Io(source),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.node_lock_path)
+            .map_err(locking)?;
+        // An OS lock: released when the process dies, however it dies.
+        match file.try_lock() {
+            Ok(()) => {
+                *held = Some(file);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(source)) => Err(locking(source)),
+        }
+    }
+
+    fn commit_stats(&self) -> Option<CommitStats> {
+        Some(self.stats.snapshot())
+    }
+
     async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()> {
-        self.write(WriteOp::PutModule {
-            digest: digest.to_string(),
-            kind: kind.to_string(),
-            bytes: bytes.to_vec(),
-        })
-        .await
-        .map(|_| ())
+        self.writes
+            .done(WriteOp::PutModule {
+                digest: digest.to_string(),
+                kind: kind.to_string(),
+                bytes: bytes.to_vec(),
+            })
+            .await
     }
 
     async fn module(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -732,12 +653,7 @@ impl Store for SqliteStore {
     }
 
     async fn start_execution(&self, new: NewExecution) -> StoreResult<StartOutcome> {
-        match self.write(WriteOp::Start(Box::new(new))).await? {
-            WriteReply::Started(outcome) => Ok(outcome),
-            WriteReply::Done | WriteReply::Changed(_) => {
-                unreachable!("a start request always answers Started")
-            }
-        }
+        self.writes.start(new).await
     }
 
     async fn execution(
@@ -791,14 +707,14 @@ impl Store for SqliteStore {
         events: Vec<RecordedEvent>,
         finish: Option<Finish>,
     ) -> StoreResult<()> {
-        self.write(WriteOp::Append {
-            execution_id,
-            events,
-            finish,
-            delivers: None,
-        })
-        .await
-        .map(|_| ())
+        self.writes
+            .done(WriteOp::Append {
+                execution_id,
+                events,
+                finish,
+                delivers: None,
+            })
+            .await
     }
 
     async fn append_delivering(
@@ -807,14 +723,14 @@ impl Store for SqliteStore {
         events: Vec<RecordedEvent>,
         delivered: i64,
     ) -> StoreResult<()> {
-        self.write(WriteOp::Append {
-            execution_id,
-            events,
-            finish: None,
-            delivers: Some(delivered),
-        })
-        .await
-        .map(|_| ())
+        self.writes
+            .done(WriteOp::Append {
+                execution_id,
+                events,
+                finish: None,
+                delivers: Some(delivered),
+            })
+            .await
     }
 
     async fn post_message(
@@ -825,16 +741,15 @@ impl Store for SqliteStore {
         payload: &str,
         message_id: &str,
     ) -> StoreResult<bool> {
-        let reply = self
-            .write(WriteOp::PostMessage {
+        self.writes
+            .changed(WriteOp::PostMessage {
                 execution_id,
                 kind,
                 name: name.to_string(),
                 payload: payload.to_string(),
                 message_id: message_id.to_string(),
             })
-            .await?;
-        Ok(matches!(reply, WriteReply::Changed(true)))
+            .await
     }
 
     async fn undelivered_messages(&self, execution_id: i64) -> StoreResult<Vec<MailboxMessage>> {
@@ -885,13 +800,13 @@ impl Store for SqliteStore {
     }
 
     async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()> {
-        self.write(WriteOp::PutWorkflowType {
-            tenant: tenant.to_string(),
-            name: name.to_string(),
-            digest: digest.to_string(),
-        })
-        .await
-        .map(|_| ())
+        self.writes
+            .done(WriteOp::PutWorkflowType {
+                tenant: tenant.to_string(),
+                name: name.to_string(),
+                digest: digest.to_string(),
+            })
+            .await
     }
 
     async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>> {
@@ -989,14 +904,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_tenant(&self, name: &str, key_sha256: &str, limits: &str) -> StoreResult<bool> {
-        let reply = self
-            .write(WriteOp::CreateTenant {
+        self.writes
+            .changed(WriteOp::CreateTenant {
                 name: name.to_string(),
                 key_sha256: key_sha256.to_string(),
                 limits: limits.to_string(),
             })
-            .await?;
-        Ok(matches!(reply, WriteReply::Changed(true)))
+            .await
     }
 
     async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<TenantRecord>> {
@@ -1021,23 +935,22 @@ impl Store for SqliteStore {
     }
 
     async fn set_tenant_limits(&self, name: &str, limits: &str) -> StoreResult<bool> {
-        let reply = self
-            .write(WriteOp::SetTenantLimits {
+        self.writes
+            .changed(WriteOp::SetTenantLimits {
                 name: name.to_string(),
                 limits: limits.to_string(),
             })
-            .await?;
-        Ok(matches!(reply, WriteReply::Changed(true)))
+            .await
     }
 
     async fn put_tenant_module(&self, tenant: &str, digest: &str, kind: &str) -> StoreResult<()> {
-        self.write(WriteOp::PutTenantModule {
-            tenant: tenant.to_string(),
-            digest: digest.to_string(),
-            kind: kind.to_string(),
-        })
-        .await
-        .map(|_| ())
+        self.writes
+            .done(WriteOp::PutTenantModule {
+                tenant: tenant.to_string(),
+                digest: digest.to_string(),
+                kind: kind.to_string(),
+            })
+            .await
     }
 
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>> {
@@ -1064,9 +977,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_guest_logs(&self, lines: Vec<GuestLogLine>) -> StoreResult<()> {
-        self.write(WriteOp::AppendGuestLogs(lines))
-            .await
-            .map(|_| ())
+        self.writes.done(WriteOp::AppendGuestLogs(lines)).await
     }
 
     async fn guest_logs(
@@ -1115,212 +1026,15 @@ impl Store for SqliteStore {
         if marks.is_empty() {
             return Ok(());
         }
-        self.write(WriteOp::SetSpanWatermarks(marks))
-            .await
-            .map(|_| ())
+        self.writes.done(WriteOp::SetSpanWatermarks(marks)).await
     }
 
     async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {
-        let reply = self
-            .write(WriteOp::Terminate {
+        self.writes
+            .changed(WriteOp::Terminate {
                 execution_id,
                 reason: reason.to_string(),
             })
-            .await?;
-        Ok(matches!(reply, WriteReply::Changed(true)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::IdReusePolicy;
-    use reprise_journal::Event;
-
-    fn started() -> RecordedEvent {
-        RecordedEvent {
-            position: 1,
-            recorded_at_ms: 0,
-            event: Event::WorkflowStarted {
-                workflow_type: "t".into(),
-                module_digest: "d".into(),
-                input: "{}".into(),
-                trace: None,
-                host_behaviour: reprise_journal::HOST_BEHAVIOUR,
-            },
-        }
-    }
-
-    fn fired(position: u64, seq: u64) -> RecordedEvent {
-        RecordedEvent {
-            position,
-            recorded_at_ms: 0,
-            event: Event::TimerFired { seq },
-        }
-    }
-
-    async fn store_with_executions(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
             .await
-            .expect("open");
-        store
-            .put_module("d", "workflow", b"bytes")
-            .await
-            .expect("module");
-        let mut ids = Vec::new();
-        for index in 0..count {
-            let outcome = store
-                .start_execution(new_execution(&format!("w{index}"), &format!("r{index}")))
-                .await
-                .expect("start");
-            let StartOutcome::Created(record) = outcome else {
-                panic!("a new id starts: {outcome:?}");
-            };
-            ids.push(record.id);
-        }
-        (dir, store, ids)
-    }
-
-    fn new_execution(workflow_id: &str, run_id: &str) -> NewExecution {
-        NewExecution {
-            tenant: "t".into(),
-            workflow_id: workflow_id.into(),
-            run_id: run_id.into(),
-            workflow_type: "t".into(),
-            module_digest: "d".into(),
-            started: started(),
-            reuse: IdReusePolicy::ReturnExisting,
-            running_max: u64::MAX,
-        }
-    }
-
-    async fn finish(store: &SqliteStore, id: i64, status: ExecutionStatus) {
-        let end = RecordedEvent {
-            position: 2,
-            recorded_at_ms: 2,
-            event: Event::WorkflowCompleted {
-                output: "null".into(),
-            },
-        };
-        let finish = Finish {
-            status,
-            result: "null".into(),
-        };
-        store
-            .append(id, vec![end], Some(finish))
-            .await
-            .expect("finish");
-    }
-
-    #[tokio::test]
-    async fn the_reuse_policy_decides_what_a_finished_id_may_do() {
-        let (_dir, store, ids) = store_with_executions(2).await;
-        finish(&store, ids[0], ExecutionStatus::Completed).await;
-        finish(&store, ids[1], ExecutionStatus::Failed).await;
-        let start = |id: &str, reuse| {
-            let mut new = new_execution(id, &format!("{id}-again"));
-            new.reuse = reuse;
-            store.start_execution(new)
-        };
-        let kind = |outcome: StartOutcome| match outcome {
-            StartOutcome::Created(_) => "created",
-            StartOutcome::Existing(_) => "existing",
-            StartOutcome::ReuseRefused(_) => "refused",
-            StartOutcome::AtCapacity { .. } => "at capacity",
-        };
-        use IdReusePolicy::*;
-        let cases = [
-            ("w0", ReturnExisting, "existing"),
-            ("w0", Reject, "refused"),
-            ("w0", AllowIfFailed, "refused"),
-            ("w1", AllowIfFailed, "created"),
-            ("w0", Allow, "created"),
-            // The new run of w0 is running: it is the answer, whatever the policy.
-            ("w0", Allow, "existing"),
-        ];
-        for (id, reuse, expected) in cases {
-            let outcome = start(id, reuse).await.expect("start");
-            assert_eq!(kind(outcome), expected, "{id} with {reuse:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_start_beyond_the_running_limit_is_refused() {
-        let (_dir, store, _ids) = store_with_executions(2).await;
-        let mut new = new_execution("w-third", "r-third");
-        new.running_max = 2;
-        let outcome = store.start_execution(new.clone()).await.expect("start");
-        assert_eq!(outcome, StartOutcome::AtCapacity { running: 2 });
-        new.running_max = 3;
-        let outcome = store.start_execution(new).await.expect("start");
-        assert!(matches!(outcome, StartOutcome::Created(_)), "{outcome:?}");
-    }
-
-    #[tokio::test]
-    async fn an_event_is_never_overwritten() {
-        let (_dir, store, ids) = store_with_executions(1).await;
-        let error = store
-            .append(ids[0], vec![fired(1, 1)], None)
-            .await
-            .expect_err("position 1 is taken by WorkflowStarted");
-        assert!(
-            matches!(error, StoreError::PositionTaken { position: 1, .. }),
-            "{error}"
-        );
-        let history = store.history(ids[0]).await.expect("history");
-        assert_eq!(history, vec![started()], "the original event is intact");
-    }
-
-    /// A failing request in a batch fails alone; the others commit.
-    #[tokio::test]
-    async fn one_bad_append_does_not_sink_its_batch() {
-        let (_dir, store, ids) = store_with_executions(2).await;
-        let store = Arc::new(store);
-        let (good, bad) = tokio::join!(
-            store.append(ids[0], vec![fired(2, 1)], None),
-            store.append(ids[1], vec![fired(1, 1)], None),
-        );
-        good.expect("the valid append commits");
-        assert!(bad.is_err());
-        assert_eq!(store.history(ids[0]).await.expect("history").len(), 2);
-    }
-
-    #[tokio::test]
-    async fn concurrent_appends_share_commits() {
-        let (_dir, store, ids) = store_with_executions(200).await;
-        let store = Arc::new(store);
-        let before = store.commit_stats();
-        let appends = ids.iter().map(|&id| {
-            let store = store.clone();
-            async move { store.append(id, vec![fired(2, 1)], None).await }
-        });
-        for outcome in spawn_all(appends).await {
-            outcome.expect("append");
-        }
-        let after = store.commit_stats();
-        let requests = after.requests - before.requests;
-        let commits = after.commits - before.commits;
-        assert_eq!(requests, 200);
-        assert!(
-            commits < requests / 4,
-            "{commits} commits for {requests} appends"
-        );
-        for id in ids {
-            assert_eq!(store.history(id).await.expect("history").len(), 2);
-        }
-    }
-
-    async fn spawn_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let handles: Vec<_> = futures.map(tokio::spawn).collect();
-        let mut outputs = Vec::with_capacity(handles.len());
-        for handle in handles {
-            outputs.push(handle.await.expect("task"));
-        }
-        outputs
     }
 }

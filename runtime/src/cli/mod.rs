@@ -111,6 +111,12 @@ enum Command {
         data: PathBuf,
         #[arg(long, env = "REPRISE_LISTEN", default_value = "127.0.0.1:7878")]
         listen: std::net::SocketAddr,
+        /// Keep executions in this PostgreSQL database
+        /// (`postgres://user@host/db`) instead of SQLite under --data
+        /// (which still holds the compiled-component cache). One server per
+        /// database for now: a second is refused.
+        #[arg(long, env = "REPRISE_DATABASE_URL")]
+        database: Option<String>,
         #[command(flatten)]
         activities: ActivityArgs,
         /// A file holding the admin key, which manages tenants over HTTP
@@ -326,6 +332,7 @@ pub fn main() -> ExitCode {
             Command::Serve {
                 data,
                 listen,
+                database,
                 activities,
                 admin_key_file,
                 header_read_timeout_ms,
@@ -343,7 +350,12 @@ pub fn main() -> ExitCode {
                     header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
                     body_read_timeout: std::time::Duration::from_millis(body_read_timeout_ms),
                 };
-                report(serve(data, listen, activities, admin_key_file, connections).await)
+                let place = ServePlace {
+                    data,
+                    database,
+                    listen,
+                };
+                report(serve(place, activities, admin_key_file, connections).await)
             }
             Command::Replay {
                 module,
@@ -1026,9 +1038,21 @@ fn raise_open_files_limit(wanted: u64) -> u64 {
     limit.rlim_cur
 }
 
-async fn serve(
+/// Where a server keeps its data and listens.
+struct ServePlace {
+    /// The compiled-component cache, and the SQLite database unless
+    /// `database` names another.
     data: PathBuf,
+    database: Option<String>,
     listen: std::net::SocketAddr,
+}
+
+async fn serve(
+    ServePlace {
+        data,
+        database,
+        listen,
+    }: ServePlace,
     activities: ActivitySetup,
     admin_key_file: Option<PathBuf>,
     mut connections: crate::api::ConnectionLimits,
@@ -1067,7 +1091,16 @@ async fn serve(
     // Uploads compile in child processes with bounded memory and time.
     let program = std::env::current_exe().context("finding this program to compile uploads")?;
     let engine = open_engine(&db)?.compile_in_child_processes(program);
-    let store = open_store(&db).await?;
+    let store = match &database {
+        Some(url) => store::open_url(url)
+            .await
+            .context("opening the database --database names")?,
+        None => open_store(&db).await?,
+    };
+    anyhow::ensure!(
+        store.claim_sole_node().await?,
+        "another `reprise serve` holds this database; run one server per database (several need execution leases, not built yet)"
+    );
     let queue = WorkerQueue::new();
     let registry = activities
         .registry_with_workers(&engine, Some(queue.clone()))

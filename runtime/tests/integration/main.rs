@@ -3,6 +3,7 @@
 
 mod activities;
 mod attacks;
+mod c_guest;
 mod cli;
 mod conformance;
 mod crash;
@@ -15,6 +16,8 @@ mod observability;
 mod openapi;
 mod outbound;
 mod patterns;
+mod postgres;
+mod python_sdk;
 mod readme;
 mod replay;
 mod saga;
@@ -23,3 +26,9 @@ mod signals;
 mod simulation;
 mod support;
 mod web_view;
+
+// The store suite's PostgreSQL harness (a throwaway cluster, or the server
+// REPRISE_TEST_DATABASE_URL names), shared rather than copied.
+#[allow(dead_code)]
+#[path = "../../../store/tests/suite/harness.rs"]
+mod store_harness;

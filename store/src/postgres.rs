@@ -1,0 +1,1180 @@
+//! The PostgreSQL backend: the same contract as SQLite's, for a database
+//! several processes can share.
+//!
+//! Reads go through a bounded connection pool. Every write goes to one
+//! writer task that owns its own connection: it takes all the write
+//! requests that are waiting and commits them in one transaction, the
+//! events of the whole batch in multi-row inserts (`UNNEST` of arrays: one
+//! prepared statement whatever the row count). If a request fails, the
+//! batch is redone with a savepoint per request, so only that request
+//! fails. `synchronous_commit` is set on for every connection: a commit
+//! returns once it is durable, whatever the server's default.
+//!
+//! Where SQLite relies on its single writer lock (`BEGIN IMMEDIATE`), this
+//! backend takes row locks, so processes sharing the database stay
+//! correct: a start locks its tenant's `running_executions` row before it
+//! looks at the workflow id and the limit; `terminate` locks the execution
+//! row; the events primary key refuses a second write at a position.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgRow,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::mpsc;
+
+use super::writes::{
+    CommitCounters, GROUP_COMMIT_REQUESTS_MAX, WriteOp, WriteQueue, WriteReply, WriteRequest,
+    created_record, now_ms, start_refused_by, terminated_event, terminated_result,
+};
+use super::{
+    CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
+    GuestLogLine, MailboxMessage, MessageKind, NewExecution, StartOutcome, StatusCounts, Store,
+    StoreError, StoreResult, TenantModule, TenantRecord,
+};
+use reprise_journal::RecordedEvent;
+
+/// The columns [`execution_from_row`] reads, in one place for every query.
+macro_rules! execution_columns {
+    () => {
+        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms"
+    };
+}
+
+/// Read connections; the writer has one more of its own.
+const READ_CONNECTIONS_MAX: u32 = 4;
+/// How long a read waits for a pooled connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the writer waits to (re)connect before failing its batch.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server cancels any one statement that runs longer (a stuck lock, a
+/// runaway scan) rather than hold a connection forever.
+const STATEMENT_TIMEOUT_MS: u64 = 60_000;
+/// Rows of one multi-row insert or upsert (events, watermarks, log lines).
+/// Arrays have no parameter limit; this bounds one statement's size.
+const ROWS_PER_STATEMENT_MAX: usize = 5000;
+
+pub struct PostgresStore {
+    reads: PgPool,
+    writes: WriteQueue,
+    stats: Arc<CommitCounters>,
+    options: PgConnectOptions,
+    /// The session holding the sole-node advisory lock, while a server
+    /// holds the database.
+    node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+}
+
+/// The advisory lock key a server holds on its database ("reprise" in
+/// ASCII); a session lock, so a dead server's is released with its session.
+const SOLE_NODE_LOCK: i64 = 0x0072_6570_7269_7365;
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://…` URL names and migrates it.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreError::database("parsing the PostgreSQL URL"))?;
+        PostgresStore::connect_with(options).await
+    }
+
+    /// Connects with explicit options and migrates the database.
+    pub async fn connect_with(options: PgConnectOptions) -> StoreResult<PostgresStore> {
+        let options = options.application_name("reprise").options([
+            // Durable commits are the journal's promise; a server whose
+            // default is `off` must not weaken it silently.
+            ("synchronous_commit", "on".to_string()),
+            ("statement_timeout", STATEMENT_TIMEOUT_MS.to_string()),
+        ]);
+        let mut writer = connect_writer(&options).await?;
+        // sqlx takes an advisory lock while migrating: processes starting
+        // together on one database migrate it once.
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut writer)
+            .await?;
+        let reads = PgPoolOptions::new()
+            .max_connections(READ_CONNECTIONS_MAX)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::database("opening PostgreSQL read connections"))?;
+        let (writes, queue) = WriteQueue::new();
+        let stats = Arc::new(CommitCounters::default());
+        tokio::spawn(run_writer(options.clone(), writer, queue, stats.clone()));
+        Ok(PostgresStore {
+            reads,
+            writes,
+            stats,
+            options,
+            node_lock: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Commits and write requests since the store was opened.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.stats.snapshot()
+    }
+}
+
+async fn connect_writer(options: &PgConnectOptions) -> StoreResult<PgConnection> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(connected) => connected.map_err(StoreError::database("connecting to PostgreSQL")),
+        Err(_) => Err(StoreError::Database {
+            doing: "connecting to PostgreSQL",
+            source: sqlx::Error::PoolTimedOut,
+        }),
+    }
+}
+
+/// The group-commit loop: waits for one request, then takes every request
+/// already queued, and commits them all in one transaction.
+async fn run_writer(
+    options: PgConnectOptions,
+    connection: PgConnection,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    stats: Arc<CommitCounters>,
+) {
+    let mut connection = Some(connection);
+    let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
+    while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
+        let outcomes = commit_reconnecting(&mut connection, &options, &batch).await;
+        stats.record_commit(batch.len());
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            // The requester may have gone away (its task ended); nothing to do.
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+/// Commits a batch on the writer's connection. A connection that failed
+/// is dropped and the next batch opens a new one (the server may have
+/// restarted). When a transaction could not even begin, nothing of the
+/// batch ran: it is tried once more on a fresh connection, so a
+/// connection that died while idle costs no request.
+async fn commit_reconnecting(
+    connection: &mut Option<PgConnection>,
+    options: &PgConnectOptions,
+    batch: &[WriteRequest],
+) -> Vec<StoreResult<WriteReply>> {
+    let fail_all = |text: String| {
+        batch
+            .iter()
+            .map(|_| Err(batch_failed(text.clone())))
+            .collect()
+    };
+    let mut retried = false;
+    loop {
+        let mut open = match connection.take() {
+            Some(open) => open,
+            None => match connect_writer(options).await {
+                Ok(open) => open,
+                Err(error) => return fail_all(error.to_string()),
+            },
+        };
+        match commit_batch(&mut open, batch).await {
+            Ok(outcomes) => {
+                *connection = Some(open);
+                return outcomes;
+            }
+            Err(failure) if !failure.began && !retried => retried = true,
+            Err(failure) => return fail_all(failure.text),
+        }
+    }
+}
+
+/// Why a batch failed as a whole. `began` is false when its transaction
+/// could not begin: nothing of it is in the database.
+struct BatchFailure {
+    began: bool,
+    text: String,
+}
+
+fn batch_failed(text: String) -> StoreError {
+    StoreError::Database {
+        doing: "committing a group of writes",
+        source: sqlx::Error::Io(std::io::Error::other(text)),
+    }
+}
+
+/// Applies a batch in one transaction. The fast path runs every request
+/// straight; if one fails (rare: an invariant violation, a lost race with
+/// another process), the transaction is rolled back and redone with a
+/// savepoint per request, so that only the failing requests fail. `Err`
+/// means the connection or the transaction's outcome is in doubt: every
+/// request fails and the connection is replaced.
+async fn commit_batch(
+    connection: &mut PgConnection,
+    batch: &[WriteRequest],
+) -> Result<Vec<StoreResult<WriteReply>>, BatchFailure> {
+    let outcomes = run_transaction(connection, batch, false).await?;
+    if outcomes.len() == batch.len() && outcomes.iter().all(Result::is_ok) {
+        return Ok(outcomes);
+    }
+    run_transaction(connection, batch, true).await
+}
+
+/// Runs the batch inside `BEGIN … COMMIT`. Without `isolate`, all
+/// requests' events go in together and the first failure rolls everything
+/// back (the outcomes then stop at it). With it, each request gets a
+/// savepoint of its own.
+async fn run_transaction(
+    connection: &mut PgConnection,
+    batch: &[WriteRequest],
+    isolate: bool,
+) -> Result<Vec<StoreResult<WriteReply>>, BatchFailure> {
+    execute(connection, "BEGIN")
+        .await
+        .map_err(|text| BatchFailure { began: false, text })?;
+    let began = |text| BatchFailure { began: true, text };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    for request in batch {
+        let outcome = if isolate {
+            apply_in_savepoint(connection, &request.op)
+                .await
+                .map_err(began)?
+        } else {
+            apply(connection, &request.op, &mut events).await
+        };
+        let failed = outcome.is_err();
+        outcomes.push(outcome);
+        if failed && !isolate {
+            execute(connection, "ROLLBACK").await.map_err(began)?;
+            return Ok(outcomes);
+        }
+    }
+    if let Err(error) = insert_events(connection, &events).await {
+        execute(connection, "ROLLBACK").await.map_err(began)?;
+        outcomes.push(Err(error));
+        return Ok(outcomes);
+    }
+    // PostgreSQL answers COMMIT of an aborted transaction with a rollback,
+    // not an error; every failure above was rolled back (to its savepoint),
+    // so reaching here the transaction is healthy.
+    execute(connection, "COMMIT").await.map_err(began)?;
+    Ok(outcomes)
+}
+
+async fn execute(connection: &mut PgConnection, statement: &str) -> Result<(), String> {
+    sqlx::query(statement)
+        .execute(&mut *connection)
+        .await
+        .map(|_| ())
+        .map_err(|error| format!("{statement} failed: {error}"))
+}
+
+/// One request inside its own savepoint. The outer `Err` means the
+/// savepoint itself could not be closed: the transaction is unusable.
+async fn apply_in_savepoint(
+    connection: &mut PgConnection,
+    op: &WriteOp,
+) -> Result<StoreResult<WriteReply>, String> {
+    execute(connection, "SAVEPOINT request").await?;
+    let mut events = Vec::new();
+    let outcome = match apply(connection, op, &mut events).await {
+        Ok(reply) => insert_events(connection, &events).await.map(|()| reply),
+        Err(error) => Err(error),
+    };
+    if outcome.is_ok() {
+        execute(connection, "RELEASE SAVEPOINT request").await?;
+    } else {
+        execute(connection, "ROLLBACK TO SAVEPOINT request").await?;
+        execute(connection, "RELEASE SAVEPOINT request").await?;
+    }
+    Ok(outcome)
+}
+
+/// Applies one request. Its events are not inserted here but pushed to
+/// `events`, so the caller can insert a whole batch's events together.
+async fn apply<'op>(
+    connection: &mut PgConnection,
+    op: &'op WriteOp,
+    events: &mut Vec<(i64, &'op RecordedEvent)>,
+) -> StoreResult<WriteReply> {
+    match op {
+        WriteOp::PutModule {
+            digest,
+            kind,
+            bytes,
+        } => {
+            sqlx::query(
+                "INSERT INTO modules (digest, kind, bytes, created_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(kind)
+            .bind(bytes)
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("storing a module"))?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::Start(new) => start(connection, new, events).await,
+        WriteOp::Append {
+            execution_id,
+            events: appended,
+            finish,
+            delivers,
+        } => {
+            events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
+            if let Some(message) = delivers {
+                let position = appended.last().map(|recorded| recorded.position as i64);
+                // Under concurrency the second deliverer waits for the first
+                // one's row lock, then finds the row delivered: 0 rows.
+                let marked = sqlx::query(
+                    "UPDATE mailbox SET delivered_position = $1
+                     WHERE id = $2 AND execution_id = $3 AND delivered_position IS NULL",
+                )
+                .bind(position)
+                .bind(*message)
+                .bind(*execution_id)
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("delivering a message"))?;
+                if marked.rows_affected() != 1 {
+                    return Err(StoreError::AlreadyDelivered {
+                        execution_id: *execution_id,
+                        id: *message,
+                    });
+                }
+            }
+            // The row changes only when the execution finishes; the history
+            // says everything else.
+            if let Some(finish) = finish {
+                sqlx::query(
+                    "UPDATE executions SET status = $1, result = $2, updated_at_ms = $3 WHERE id = $4",
+                )
+                .bind(finish.status.as_str())
+                .bind(&finish.result)
+                .bind(now_ms())
+                .bind(*execution_id)
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("finishing an execution"))?;
+            }
+            Ok(WriteReply::Done)
+        }
+        WriteOp::PostMessage {
+            execution_id,
+            kind,
+            name,
+            payload,
+            message_id,
+        } => {
+            let inserted = sqlx::query(
+                "INSERT INTO mailbox (execution_id, kind, name, payload, message_id, received_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (execution_id, message_id) DO NOTHING",
+            )
+            .bind(*execution_id)
+            .bind(kind.as_str())
+            .bind(name.as_str())
+            .bind(payload.as_str())
+            .bind(message_id.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("posting a message"))?;
+            Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::CreateTenant {
+            name,
+            key_sha256,
+            limits,
+        } => {
+            let inserted = sqlx::query(
+                "INSERT INTO tenants (name, key_sha256, limits, created_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name.as_str())
+            .bind(key_sha256.as_str())
+            .bind(limits.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("creating a tenant"))?;
+            Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::SetTenantLimits { name, limits } => {
+            let updated = sqlx::query("UPDATE tenants SET limits = $1 WHERE name = $2")
+                .bind(limits.as_str())
+                .bind(name.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("setting a tenant's limits"))?;
+            Ok(WriteReply::Changed(updated.rows_affected() == 1))
+        }
+        WriteOp::AppendGuestLogs(lines) => {
+            insert_guest_logs(connection, lines).await?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::SetSpanWatermarks(marks) => {
+            raise_span_watermarks(connection, marks).await?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::PutTenantModule {
+            tenant,
+            digest,
+            kind,
+        } => {
+            sqlx::query(
+                "INSERT INTO tenant_modules (tenant, digest, kind, uploaded_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, digest) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(digest.as_str())
+            .bind(kind.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("recording a tenant's module"))?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::PutWorkflowType {
+            tenant,
+            name,
+            digest,
+        } => {
+            sqlx::query(
+                "INSERT INTO workflow_types (tenant, name, digest, updated_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, name) DO UPDATE SET digest = excluded.digest, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(tenant.as_str())
+            .bind(name.as_str())
+            .bind(digest.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("binding a workflow type"))?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::Terminate {
+            execution_id,
+            reason,
+        } => terminate(connection, *execution_id, reason).await,
+    }
+}
+
+async fn start<'op>(
+    connection: &mut PgConnection,
+    new: &'op NewExecution,
+    events: &mut Vec<(i64, &'op RecordedEvent)>,
+) -> StoreResult<WriteReply> {
+    // Lock the tenant's counter row first (creating it at 0 if needed) and
+    // read it: a concurrent start of the same tenant, from this process or
+    // another, waits here until this transaction ends, so the id check and
+    // the limit check below see every start before them.
+    let running: i64 = sqlx::query_scalar(
+        "INSERT INTO running_executions (tenant, running) VALUES ($1, 0)
+         ON CONFLICT (tenant) DO UPDATE SET running = running_executions.running
+         RETURNING running",
+    )
+    .bind(&new.tenant)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(StoreError::database("counting running executions"))?;
+    if let Some(existing) =
+        select_execution(&mut *connection, &new.tenant, &new.workflow_id).await?
+        && let Some(outcome) = start_refused_by(existing, new.reuse)
+    {
+        return Ok(WriteReply::Started(outcome));
+    }
+    let running = running.max(0) as u64;
+    if running >= new.running_max {
+        return Ok(WriteReply::Started(StartOutcome::AtCapacity { running }));
+    }
+    let now = now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO executions
+           (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) RETURNING id",
+    )
+    .bind(&new.tenant)
+    .bind(&new.workflow_id)
+    .bind(&new.run_id)
+    .bind(&new.workflow_type)
+    .bind(&new.module_digest)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(StoreError::database("creating an execution"))?;
+    events.push((id, &new.started));
+    Ok(WriteReply::Started(StartOutcome::Created(created_record(
+        new, id, now,
+    ))))
+}
+
+async fn terminate(
+    connection: &mut PgConnection,
+    execution_id: i64,
+    reason: &str,
+) -> StoreResult<WriteReply> {
+    // The row lock orders this against a concurrent finish or terminate.
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM executions WHERE id = $1 FOR UPDATE")
+            .bind(execution_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::database("reading an execution"))?;
+    if status.as_deref() != Some(ExecutionStatus::Running.as_str()) {
+        return Ok(WriteReply::Changed(false));
+    }
+    let next: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(position), 0) + 1 FROM events WHERE execution_id = $1",
+    )
+    .bind(execution_id)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(StoreError::database("reading a history's length"))?;
+    let terminated = terminated_event(next as u64, reason);
+    insert_events(connection, &[(execution_id, &terminated)]).await?;
+    sqlx::query("UPDATE executions SET status = $1, result = $2, updated_at_ms = $3 WHERE id = $4")
+        .bind(ExecutionStatus::Terminated.as_str())
+        .bind(terminated_result(reason))
+        .bind(now_ms())
+        .bind(execution_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(StoreError::database("terminating an execution"))?;
+    Ok(WriteReply::Changed(true))
+}
+
+/// Inserts events, [`ROWS_PER_STATEMENT_MAX`] per statement, each
+/// statement one `INSERT … SELECT FROM UNNEST(arrays)`.
+async fn insert_events(
+    connection: &mut PgConnection,
+    rows: &[(i64, &RecordedEvent)],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
+        let mut execution_ids = Vec::with_capacity(chunk.len());
+        let mut positions = Vec::with_capacity(chunk.len());
+        let mut kinds = Vec::with_capacity(chunk.len());
+        let mut payloads = Vec::with_capacity(chunk.len());
+        let mut recorded_at = Vec::with_capacity(chunk.len());
+        for (execution_id, recorded) in chunk {
+            let payload = serde_json::to_string(&recorded.event).map_err(|source| {
+                StoreError::CorruptEvent {
+                    execution_id: *execution_id,
+                    position: recorded.position as i64,
+                    source,
+                }
+            })?;
+            execution_ids.push(*execution_id);
+            positions.push(recorded.position as i64);
+            kinds.push(recorded.event.kind());
+            payloads.push(payload);
+            recorded_at.push(recorded.recorded_at_ms as i64);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (execution_id, position, kind, payload, recorded_at_ms)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])",
+        )
+        .bind(&execution_ids)
+        .bind(&positions)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&recorded_at)
+        .execute(&mut *connection)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                let (first_execution, first) = chunk[0];
+                let (execution_id, position) =
+                    taken_position(error.as_ref()).unwrap_or((first_execution, first.position));
+                return Err(StoreError::PositionTaken {
+                    execution_id,
+                    position,
+                });
+            }
+            Err(error) => {
+                return Err(StoreError::Database {
+                    doing: "appending events",
+                    source: error,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The key PostgreSQL names in a primary key violation of `events`:
+/// "Key (execution_id, position)=(12, 3) already exists."
+fn taken_position(error: &dyn sqlx::error::DatabaseError) -> Option<(i64, u64)> {
+    let error = error.try_downcast_ref::<PgDatabaseError>()?;
+    if error.constraint() != Some("events_pkey") {
+        return None;
+    }
+    let values = error.detail()?.split_once(")=(")?.1.split_once(')')?.0;
+    let (execution_id, position) = values.split_once(", ")?;
+    Some((execution_id.parse().ok()?, position.parse().ok()?))
+}
+
+/// Stores log lines, keeping each execution at its first
+/// [`GUEST_LOG_LINES_MAX`]: a line goes in only while its rank among the
+/// execution's new lines plus the lines already stored is within the cap.
+async fn insert_guest_logs(
+    connection: &mut PgConnection,
+    lines: &[GuestLogLine],
+) -> StoreResult<()> {
+    for chunk in lines.chunks(ROWS_PER_STATEMENT_MAX) {
+        let execution_ids: Vec<i64> = chunk.iter().map(|line| line.execution_id).collect();
+        let seqs: Vec<i64> = chunk.iter().map(|line| line.seq as i64).collect();
+        let levels: Vec<String> = chunk.iter().map(|line| line.level.clone()).collect();
+        let sources: Vec<String> = chunk.iter().map(|line| line.source.clone()).collect();
+        // PostgreSQL text cannot hold NUL; guest output can. The line is
+        // kept, the NUL shown as U+FFFD.
+        let messages: Vec<String> = chunk
+            .iter()
+            .map(|line| line.message.replace('\0', "\u{FFFD}"))
+            .collect();
+        let logged_at: Vec<i64> = chunk.iter().map(|line| line.logged_at_ms as i64).collect();
+        sqlx::query(
+            "INSERT INTO guest_logs (execution_id, seq, level, source, message, logged_at_ms)
+             SELECT execution_id, seq, level, source, message, logged_at_ms FROM (
+               SELECT line.*, row_number() OVER (PARTITION BY line.execution_id ORDER BY line.n) AS rank
+               FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[])
+                    WITH ORDINALITY AS line(execution_id, seq, level, source, message, logged_at_ms, n)
+             ) line
+             WHERE line.rank + (SELECT count(*) FROM guest_logs stored
+                                WHERE stored.execution_id = line.execution_id) <= $7
+             ORDER BY line.n",
+        )
+        .bind(&execution_ids)
+        .bind(&seqs)
+        .bind(&levels)
+        .bind(&sources)
+        .bind(&messages)
+        .bind(&logged_at)
+        .bind(i64::from(GUEST_LOG_LINES_MAX))
+        .execute(&mut *connection)
+        .await
+        .map_err(StoreError::database("storing guest log lines"))?;
+    }
+    Ok(())
+}
+
+/// Raises watermarks, never lowering one. One upsert may not touch a row
+/// twice, so each execution's highest mark is taken first.
+async fn raise_span_watermarks(
+    connection: &mut PgConnection,
+    marks: &[(i64, u64)],
+) -> StoreResult<()> {
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    for (execution_id, position) in marks {
+        let position = i64::try_from(*position).unwrap_or(i64::MAX);
+        let entry = highest.entry(*execution_id).or_insert(position);
+        *entry = (*entry).max(position);
+    }
+    let highest: Vec<(i64, i64)> = highest.into_iter().collect();
+    for chunk in highest.chunks(ROWS_PER_STATEMENT_MAX) {
+        let execution_ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        let positions: Vec<i64> = chunk.iter().map(|(_, position)| *position).collect();
+        sqlx::query(
+            "INSERT INTO span_exports (execution_id, position)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[])
+             ON CONFLICT (execution_id)
+             DO UPDATE SET position = GREATEST(span_exports.position, excluded.position)",
+        )
+        .bind(&execution_ids)
+        .bind(&positions)
+        .execute(&mut *connection)
+        .await
+        .map_err(StoreError::database("recording exported spans"))?;
+    }
+    Ok(())
+}
+
+async fn select_execution(
+    connection: &mut PgConnection,
+    tenant: &str,
+    workflow_id: &str,
+) -> StoreResult<Option<ExecutionRecord>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        execution_columns!(),
+        " FROM executions WHERE tenant = $1 AND workflow_id = $2
+         ORDER BY created_at_ms DESC, id DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .bind(workflow_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(StoreError::database("reading an execution"))?;
+    row.map(|row| execution_from_row(&row)).transpose()
+}
+
+fn tenant_from_row(row: &PgRow) -> StoreResult<TenantRecord> {
+    let read = || -> Result<TenantRecord, sqlx::Error> {
+        Ok(TenantRecord {
+            name: row.try_get("name")?,
+            key_sha256: row.try_get("key_sha256")?,
+            limits: row.try_get("limits")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    };
+    read().map_err(StoreError::database("decoding a tenant row"))
+}
+
+fn execution_from_row(row: &PgRow) -> StoreResult<ExecutionRecord> {
+    let read = || -> Result<ExecutionRecord, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        Ok(ExecutionRecord {
+            id: row.try_get("id")?,
+            tenant: row.try_get("tenant")?,
+            workflow_id: row.try_get("workflow_id")?,
+            run_id: row.try_get("run_id")?,
+            workflow_type: row.try_get("workflow_type")?,
+            module_digest: row.try_get("module_digest")?,
+            status: ExecutionStatus::parse(&status),
+            result: row.try_get("result")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            updated_at_ms: row.try_get("updated_at_ms")?,
+        })
+    };
+    read().map_err(StoreError::database("decoding an execution row"))
+}
+
+fn decode_event(
+    execution_id: i64,
+    (position, recorded_at_ms, payload): (i64, i64, String),
+) -> StoreResult<RecordedEvent> {
+    let event = serde_json::from_str(&payload).map_err(|source| StoreError::CorruptEvent {
+        execution_id,
+        position,
+        source,
+    })?;
+    Ok(RecordedEvent {
+        position: position.max(0) as u64,
+        recorded_at_ms: recorded_at_ms.max(0) as u64,
+        event,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn claim_sole_node(&self) -> StoreResult<bool> {
+        let mut held = self.node_lock.lock().await;
+        if held.is_some() {
+            return Ok(true);
+        }
+        let mut session = sqlx::PgConnection::connect_with(&self.options)
+            .await
+            .map_err(StoreError::database(
+                "connecting to lock the database for this server",
+            ))?;
+        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SOLE_NODE_LOCK)
+            .fetch_one(&mut session)
+            .await
+            .map_err(StoreError::database("locking the database for this server"))?;
+        if claimed {
+            *held = Some(session);
+        }
+        Ok(claimed)
+    }
+
+    fn commit_stats(&self) -> Option<CommitStats> {
+        Some(self.stats.snapshot())
+    }
+
+    async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::PutModule {
+                digest: digest.to_string(),
+                kind: kind.to_string(),
+                bytes: bytes.to_vec(),
+            })
+            .await
+    }
+
+    async fn module(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT bytes FROM modules WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::database("reading a module"))
+    }
+
+    async fn start_execution(&self, new: NewExecution) -> StoreResult<StartOutcome> {
+        self.writes.start(new).await
+    }
+
+    async fn execution(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> StoreResult<Option<ExecutionRecord>> {
+        let mut connection = self
+            .reads
+            .acquire()
+            .await
+            .map_err(StoreError::database("acquiring a read connection"))?;
+        select_execution(&mut connection, tenant, workflow_id).await
+    }
+
+    async fn history_page(
+        &self,
+        execution_id: i64,
+        after: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        // Positions are 1, 2, 3, … so a page is a range of them.
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT position, recorded_at_ms, payload FROM events
+             WHERE execution_id = $1 AND position > $2 AND position <= $3 ORDER BY position",
+        )
+        .bind(execution_id)
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading a history"))?;
+        rows.into_iter()
+            .map(|row| decode_event(execution_id, row))
+            .collect()
+    }
+
+    async fn append(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        finish: Option<Finish>,
+    ) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::Append {
+                execution_id,
+                events,
+                finish,
+                delivers: None,
+            })
+            .await
+    }
+
+    async fn append_delivering(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        delivered: i64,
+    ) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::Append {
+                execution_id,
+                events,
+                finish: None,
+                delivers: Some(delivered),
+            })
+            .await
+    }
+
+    async fn post_message(
+        &self,
+        execution_id: i64,
+        kind: MessageKind,
+        name: &str,
+        payload: &str,
+        message_id: &str,
+    ) -> StoreResult<bool> {
+        self.writes
+            .changed(WriteOp::PostMessage {
+                execution_id,
+                kind,
+                name: name.to_string(),
+                payload: payload.to_string(),
+                message_id: message_id.to_string(),
+            })
+            .await
+    }
+
+    async fn undelivered_messages(&self, execution_id: i64) -> StoreResult<Vec<MailboxMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, name, payload, message_id FROM mailbox
+             WHERE execution_id = $1 AND delivered_position IS NULL ORDER BY id",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading a mailbox"))?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(MailboxMessage {
+                    id: row.try_get("id")?,
+                    kind: if kind == MessageKind::Cancel.as_str() {
+                        MessageKind::Cancel
+                    } else {
+                        MessageKind::Signal
+                    },
+                    name: row.try_get("name")?,
+                    payload: row.try_get("payload")?,
+                    message_id: row.try_get("message_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::database("decoding a mailbox row"))
+    }
+
+    async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, execution_id FROM mailbox
+             WHERE id > $1 AND delivered_position IS NULL ORDER BY id",
+        )
+        .bind(after)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("watching mailboxes"))?;
+        let newest = rows.last().map(|(id, _)| *id).unwrap_or(after);
+        Ok((
+            rows.into_iter().map(|(_, execution)| execution).collect(),
+            newest,
+        ))
+    }
+
+    async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::PutWorkflowType {
+                tenant: tenant.to_string(),
+                name: name.to_string(),
+                digest: digest.to_string(),
+            })
+            .await
+    }
+
+    async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query_as("SELECT tenant, name, digest FROM workflow_types ORDER BY tenant, name")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::database("reading workflow types"))
+    }
+
+    async fn list_executions(
+        &self,
+        tenant: &str,
+        filter: &ExecutionFilter,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        let status = filter.status.map(ExecutionStatus::as_str);
+        let before = filter.before.as_ref();
+        // The cursor names the last execution of the previous page; its row
+        // id (found within the tenant) breaks ties between executions
+        // created in the same millisecond. A cursor naming nothing compares
+        // as NULL on ties, as on SQLite.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            execution_columns!(),
+            " FROM executions WHERE tenant = $1
+               AND ($2::TEXT IS NULL OR status = $2)
+               AND ($3::TEXT IS NULL OR workflow_type = $3)
+               AND ($4::BIGINT IS NULL OR created_at_ms >= $4)
+               AND ($5::BIGINT IS NULL OR created_at_ms < $5)
+               AND ($6::TEXT IS NULL OR starts_with(workflow_id, $6))
+               AND ($7::BIGINT IS NULL OR (created_at_ms, id) < ($7,
+                    (SELECT id FROM executions WHERE tenant = $1 AND workflow_id = $8 AND run_id = $9)))
+             ORDER BY created_at_ms DESC, id DESC LIMIT $10"
+        ))
+        .bind(tenant)
+        .bind(status)
+        .bind(filter.workflow_type.as_deref())
+        .bind(filter.created_from_ms)
+        .bind(filter.created_until_ms)
+        .bind(filter.id_prefix.as_deref())
+        .bind(before.map(|cursor| cursor.created_at_ms))
+        .bind(before.map(|cursor| cursor.workflow_id.as_str()))
+        .bind(before.map(|cursor| cursor.run_id.as_str()))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing executions"))?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn count_executions(
+        &self,
+        tenant: &str,
+        filter: &ExecutionFilter,
+    ) -> StoreResult<StatusCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM executions WHERE tenant = $1
+               AND ($2::TEXT IS NULL OR workflow_type = $2)
+               AND ($3::BIGINT IS NULL OR created_at_ms >= $3)
+               AND ($4::BIGINT IS NULL OR created_at_ms < $4)
+               AND ($5::TEXT IS NULL OR starts_with(workflow_id, $5))
+             GROUP BY status",
+        )
+        .bind(tenant)
+        .bind(filter.workflow_type.as_deref())
+        .bind(filter.created_from_ms)
+        .bind(filter.created_until_ms)
+        .bind(filter.id_prefix.as_deref())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("counting executions"))?;
+        let mut counts = StatusCounts::default();
+        for (status, count) in rows {
+            let count = u64::try_from(count).unwrap_or_default();
+            match ExecutionStatus::parse(&status) {
+                ExecutionStatus::Running => counts.running += count,
+                ExecutionStatus::Completed => counts.completed += count,
+                ExecutionStatus::Failed => counts.failed += count,
+                ExecutionStatus::Cancelled => counts.cancelled += count,
+                ExecutionStatus::Terminated => counts.terminated += count,
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            execution_columns!(),
+            " FROM executions WHERE status = 'running' ORDER BY id"
+        ))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing unfinished executions"))?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn create_tenant(&self, name: &str, key_sha256: &str, limits: &str) -> StoreResult<bool> {
+        self.writes
+            .changed(WriteOp::CreateTenant {
+                name: name.to_string(),
+                key_sha256: key_sha256.to_string(),
+                limits: limits.to_string(),
+            })
+            .await
+    }
+
+    async fn tenant_by_key(&self, key_sha256: &str) -> StoreResult<Option<TenantRecord>> {
+        let row = sqlx::query(
+            "SELECT name, key_sha256, limits, created_at_ms FROM tenants WHERE key_sha256 = $1",
+        )
+        .bind(key_sha256)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(StoreError::database("looking up an API key"))?;
+        row.map(|row| tenant_from_row(&row)).transpose()
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, key_sha256, limits, created_at_ms FROM tenants ORDER BY name",
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing tenants"))?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn set_tenant_limits(&self, name: &str, limits: &str) -> StoreResult<bool> {
+        self.writes
+            .changed(WriteOp::SetTenantLimits {
+                name: name.to_string(),
+                limits: limits.to_string(),
+            })
+            .await
+    }
+
+    async fn put_tenant_module(&self, tenant: &str, digest: &str, kind: &str) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::PutTenantModule {
+                tenant: tenant.to_string(),
+                digest: digest.to_string(),
+                kind: kind.to_string(),
+            })
+            .await
+    }
+
+    async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>> {
+        let rows = sqlx::query(
+            "SELECT t.digest, t.kind, octet_length(m.bytes)::BIGINT AS size_bytes, t.uploaded_at_ms
+             FROM tenant_modules t JOIN modules m ON m.digest = t.digest
+             WHERE t.tenant = $1 ORDER BY t.uploaded_at_ms DESC, t.digest",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing a tenant's modules"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantModule {
+                    digest: row.try_get("digest")?,
+                    kind: row.try_get("kind")?,
+                    size_bytes: row.try_get("size_bytes")?,
+                    uploaded_at_ms: row.try_get("uploaded_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::database("decoding a module row"))
+    }
+
+    async fn append_guest_logs(&self, lines: Vec<GuestLogLine>) -> StoreResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.writes.done(WriteOp::AppendGuestLogs(lines)).await
+    }
+
+    async fn guest_logs(
+        &self,
+        execution_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<GuestLogLine>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, level, source, message, logged_at_ms FROM guest_logs
+             WHERE execution_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(execution_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading guest log lines"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(GuestLogLine {
+                    id: row.try_get("id")?,
+                    execution_id,
+                    seq: row.try_get::<i64, _>("seq")?.max(0) as u64,
+                    level: row.try_get("level")?,
+                    source: row.try_get("source")?,
+                    message: row.try_get("message")?,
+                    logged_at_ms: row.try_get::<i64, _>("logged_at_ms")?.max(0) as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::database("decoding a guest log line"))
+    }
+
+    async fn span_watermark(&self, execution_id: i64) -> StoreResult<u64> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM span_exports WHERE execution_id = $1")
+                .bind(execution_id)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(StoreError::database("reading exported spans"))?;
+        Ok(position.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn set_span_watermarks(&self, marks: Vec<(i64, u64)>) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.writes.done(WriteOp::SetSpanWatermarks(marks)).await
+    }
+
+    async fn terminate(&self, execution_id: i64, reason: &str) -> StoreResult<bool> {
+        self.writes
+            .changed(WriteOp::Terminate {
+                execution_id,
+                reason: reason.to_string(),
+            })
+            .await
+    }
+}

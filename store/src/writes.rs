@@ -1,0 +1,193 @@
+//! What both backends' group-commit writers share: the write requests, the
+//! queue they wait in, the commit counters, and the decisions that do not
+//! depend on SQL (may an id start again, what a termination records).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    CommitStats, ExecutionRecord, ExecutionStatus, Finish, GuestLogLine, IdReusePolicy,
+    MessageKind, NewExecution, StartOutcome, StoreError, StoreResult,
+};
+use reprise_journal::{Event, RecordedEvent};
+
+/// The most write requests one commit carries.
+pub(crate) const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
+/// Queued write requests before appenders wait (backpressure).
+const WRITE_QUEUE_LENGTH_MAX: usize = 8192;
+
+pub(crate) enum WriteOp {
+    PutModule {
+        digest: String,
+        kind: String,
+        bytes: Vec<u8>,
+    },
+    Start(Box<NewExecution>),
+    Append {
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        finish: Option<Finish>,
+        /// A mailbox message this append delivers.
+        delivers: Option<i64>,
+    },
+    PostMessage {
+        execution_id: i64,
+        kind: MessageKind,
+        name: String,
+        payload: String,
+        message_id: String,
+    },
+    Terminate {
+        execution_id: i64,
+        reason: String,
+    },
+    PutWorkflowType {
+        tenant: String,
+        name: String,
+        digest: String,
+    },
+    CreateTenant {
+        name: String,
+        key_sha256: String,
+        limits: String,
+    },
+    SetTenantLimits {
+        name: String,
+        limits: String,
+    },
+    PutTenantModule {
+        tenant: String,
+        digest: String,
+        kind: String,
+    },
+    SetSpanWatermarks(Vec<(i64, u64)>),
+    AppendGuestLogs(Vec<GuestLogLine>),
+}
+
+pub(crate) enum WriteReply {
+    Done,
+    Started(StartOutcome),
+    /// Whether the request changed anything (a new message, a termination).
+    Changed(bool),
+}
+
+pub(crate) struct WriteRequest {
+    pub(crate) op: WriteOp,
+    pub(crate) reply: oneshot::Sender<StoreResult<WriteReply>>,
+}
+
+/// Commits and requests since the store was opened.
+#[derive(Default)]
+pub(crate) struct CommitCounters {
+    commits: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl CommitCounters {
+    pub(crate) fn record_commit(&self, requests: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The sending side of a writer task's queue.
+pub(crate) struct WriteQueue {
+    sender: mpsc::Sender<WriteRequest>,
+}
+
+impl WriteQueue {
+    /// A queue and the receiver its writer task takes batches from.
+    pub(crate) fn new() -> (WriteQueue, mpsc::Receiver<WriteRequest>) {
+        let (sender, receiver) = mpsc::channel(WRITE_QUEUE_LENGTH_MAX);
+        (WriteQueue { sender }, receiver)
+    }
+
+    async fn write(&self, op: WriteOp) -> StoreResult<WriteReply> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Writes, and only success matters.
+    pub(crate) async fn done(&self, op: WriteOp) -> StoreResult<()> {
+        self.write(op).await.map(|_| ())
+    }
+
+    /// Writes, and says whether anything changed.
+    pub(crate) async fn changed(&self, op: WriteOp) -> StoreResult<bool> {
+        Ok(matches!(self.write(op).await?, WriteReply::Changed(true)))
+    }
+
+    pub(crate) async fn start(&self, new: NewExecution) -> StoreResult<StartOutcome> {
+        match self.write(WriteOp::Start(Box::new(new))).await? {
+            WriteReply::Started(outcome) => Ok(outcome),
+            WriteReply::Done | WriteReply::Changed(_) => {
+                unreachable!("a start request always answers Started")
+            }
+        }
+    }
+}
+
+/// What a start finds when `workflow_id` already has a run: that run is the
+/// answer (running, or kept by the policy), or `None` when a new run may
+/// follow it.
+pub(crate) fn start_refused_by(
+    existing: ExecutionRecord,
+    reuse: IdReusePolicy,
+) -> Option<StartOutcome> {
+    match existing.status {
+        ExecutionStatus::Running => Some(StartOutcome::Existing(existing)),
+        finished => match reuse.allows_after(finished) {
+            None => Some(StartOutcome::Existing(existing)),
+            Some(false) => Some(StartOutcome::ReuseRefused(existing)),
+            Some(true) => None,
+        },
+    }
+}
+
+/// The event `terminate` appends at `position`.
+pub(crate) fn terminated_event(position: u64, reason: &str) -> RecordedEvent {
+    RecordedEvent {
+        position,
+        recorded_at_ms: reprise_journal::clock::now_ms(),
+        event: Event::WorkflowTerminated {
+            reason: reason.to_string(),
+        },
+    }
+}
+
+/// The `result` a terminated execution's row records.
+pub(crate) fn terminated_result(reason: &str) -> String {
+    serde_json::json!({ "terminated": reason }).to_string()
+}
+
+/// The execution row of a run just created.
+pub(crate) fn created_record(new: &NewExecution, id: i64, now_ms: i64) -> ExecutionRecord {
+    ExecutionRecord {
+        id,
+        tenant: new.tenant.clone(),
+        workflow_id: new.workflow_id.clone(),
+        run_id: new.run_id.clone(),
+        workflow_type: new.workflow_type.clone(),
+        module_digest: new.module_digest.clone(),
+        status: ExecutionStatus::Running,
+        result: None,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    reprise_journal::clock::now_ms() as i64
+}

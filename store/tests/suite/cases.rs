@@ -1,0 +1,1062 @@
+//! The cases: each takes a fresh database and speaks only the `Store`
+//! trait, so both backends answer the same questions.
+
+use std::sync::Arc;
+
+use reprise_journal::{Clock, Event, RecordedEvent};
+use reprise_store::{
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
+    IdReusePolicy, ListCursor, MessageKind, NewExecution, StartOutcome, StatusCounts, Store,
+    StoreError,
+};
+
+use crate::harness::TestDatabase;
+
+const TENANT: &str = "acme";
+const DIGEST: &str = "d";
+
+fn started_with(input: &str) -> RecordedEvent {
+    RecordedEvent {
+        position: 1,
+        recorded_at_ms: 1,
+        event: Event::WorkflowStarted {
+            workflow_type: "t".into(),
+            module_digest: DIGEST.into(),
+            input: input.into(),
+            trace: None,
+            host_behaviour: reprise_journal::HOST_BEHAVIOUR,
+        },
+    }
+}
+
+fn started() -> RecordedEvent {
+    started_with("{}")
+}
+
+fn fired(position: u64, seq: u64) -> RecordedEvent {
+    RecordedEvent {
+        position,
+        recorded_at_ms: 0,
+        event: Event::TimerFired { seq },
+    }
+}
+
+fn signal_received(position: u64, message_id: &str) -> RecordedEvent {
+    RecordedEvent {
+        position,
+        recorded_at_ms: 0,
+        event: Event::SignalReceived {
+            seq: 1,
+            name: "go".into(),
+            payload: "{}".into(),
+            message_id: message_id.into(),
+        },
+    }
+}
+
+fn new_execution(tenant: &str, workflow_id: &str, run_id: &str) -> NewExecution {
+    NewExecution {
+        tenant: tenant.into(),
+        workflow_id: workflow_id.into(),
+        run_id: run_id.into(),
+        workflow_type: "t".into(),
+        module_digest: DIGEST.into(),
+        started: started(),
+        reuse: IdReusePolicy::ReturnExisting,
+        running_max: u64::MAX,
+    }
+}
+
+/// A store on `database` with the module every execution names.
+async fn store_on(database: &TestDatabase) -> Arc<dyn Store> {
+    let store = database.open().await;
+    store
+        .put_module(DIGEST, "workflow", b"bytes")
+        .await
+        .expect("storing the module");
+    store
+}
+
+async fn start(store: &dyn Store, new: NewExecution) -> ExecutionRecord {
+    let workflow_id = new.workflow_id.clone();
+    match store.start_execution(new).await.expect("start") {
+        StartOutcome::Created(record) => record,
+        outcome => panic!("{workflow_id} is new and starts, not {outcome:?}"),
+    }
+}
+
+async fn start_many(store: &dyn Store, count: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(count);
+    for index in 0..count {
+        let new = new_execution(TENANT, &format!("w{index}"), &format!("r{index}"));
+        ids.push(start(store, new).await.id);
+    }
+    ids
+}
+
+async fn finish(store: &dyn Store, id: i64, status: ExecutionStatus) {
+    let next = store.history(id).await.expect("history").len() as u64 + 1;
+    let end = RecordedEvent {
+        position: next,
+        recorded_at_ms: 2,
+        event: Event::WorkflowCompleted {
+            output: "null".into(),
+        },
+    };
+    let finish = Finish {
+        status,
+        result: "null".into(),
+    };
+    store
+        .append(id, vec![end], Some(finish))
+        .await
+        .expect("finish");
+}
+
+/// Spawns every future (on the test's one thread they all queue their
+/// requests before the writer task runs) and collects their outputs.
+async fn spawn_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
+}
+
+fn commits(store: &dyn Store) -> (u64, u64) {
+    let stats = store
+        .commit_stats()
+        .expect("both backends count their group commits");
+    (stats.commits, stats.requests)
+}
+
+pub async fn no_overwrite(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 1).await;
+    let error = store
+        .append(ids[0], vec![fired(1, 1)], None)
+        .await
+        .expect_err("position 1 is taken by WorkflowStarted");
+    assert!(
+        matches!(error, StoreError::PositionTaken { execution_id, position: 1 } if execution_id == ids[0]),
+        "{error}"
+    );
+    // A batch reaching past the end, whose first event collides, is
+    // refused whole.
+    let error = store
+        .append(ids[0], vec![fired(2, 1), fired(1, 2)], None)
+        .await
+        .expect_err("position 1 is taken");
+    assert!(matches!(error, StoreError::PositionTaken { .. }), "{error}");
+    let history = store.history(ids[0]).await.expect("history");
+    assert_eq!(history, vec![started()], "the original event is intact");
+}
+
+/// Requests awaited together on one thread reach the writer together: one
+/// commit carries them, and its failing requests fail alone.
+pub async fn one_bad_request_does_not_sink_its_batch(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 3).await;
+    let before = commits(store.as_ref());
+    let (good, taken, good_too, undeliverable) = tokio::join!(
+        store.append(ids[0], vec![fired(2, 1)], None),
+        store.append(ids[1], vec![fired(1, 1)], None),
+        store.append(ids[2], vec![fired(2, 1), fired(3, 2)], None),
+        store.append_delivering(ids[1], vec![fired(2, 1)], 999_999),
+    );
+    let after = commits(store.as_ref());
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 4),
+        "the four requests shared one commit"
+    );
+    good.expect("the valid append commits");
+    good_too.expect("the other valid append commits");
+    assert!(
+        matches!(taken, Err(StoreError::PositionTaken { position: 1, .. })),
+        "{taken:?}"
+    );
+    assert!(
+        matches!(
+            undeliverable,
+            Err(StoreError::AlreadyDelivered { id: 999_999, .. })
+        ),
+        "{undeliverable:?}"
+    );
+    let lengths = [
+        store.history(ids[0]).await.expect("history").len(),
+        store.history(ids[1]).await.expect("history").len(),
+        store.history(ids[2]).await.expect("history").len(),
+    ];
+    assert_eq!(lengths, [2, 1, 3], "the failed requests wrote nothing");
+}
+
+pub async fn concurrent_appends_share_commits(database: Arc<TestDatabase>) {
+    const EXECUTIONS: usize = 200;
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), EXECUTIONS).await;
+    let before = commits(store.as_ref());
+    let appends = ids.iter().map(|&id| {
+        let store = store.clone();
+        async move { store.append(id, vec![fired(2, 1)], None).await }
+    });
+    for outcome in spawn_all(appends).await {
+        outcome.expect("append");
+    }
+    let after = commits(store.as_ref());
+    let requests = after.1 - before.1;
+    let commits = after.0 - before.0;
+    assert_eq!(requests, EXECUTIONS as u64);
+    assert!(
+        commits < requests / 4,
+        "{commits} commits for {requests} appends"
+    );
+    for id in ids {
+        assert_eq!(store.history(id).await.expect("history").len(), 2);
+    }
+}
+
+pub async fn mailbox_delivers_once(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    let execution = ids[0];
+    let payload = r#"{"z":1,"a":[2.50,18446744073709551615]}"#;
+    let sent = |kind, name: &'static str, message_id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .post_message(execution, kind, name, payload, message_id)
+                .await
+                .expect("post")
+        }
+    };
+    assert!(sent(MessageKind::Signal, "go", "m1").await, "a new message");
+    assert!(
+        !sent(MessageKind::Signal, "go", "m1").await,
+        "a message id is stored once"
+    );
+    assert!(sent(MessageKind::Cancel, "", "m2").await);
+    let waiting = store
+        .undelivered_messages(execution)
+        .await
+        .expect("mailbox");
+    let described: Vec<_> = waiting
+        .iter()
+        .map(|message| {
+            (
+                message.kind,
+                message.name.as_str(),
+                message.message_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (MessageKind::Signal, "go", "m1"),
+            (MessageKind::Cancel, "", "m2")
+        ],
+        "oldest first"
+    );
+    assert_eq!(waiting[0].payload, payload, "the payload text as sent");
+    assert!(
+        store
+            .undelivered_messages(ids[1])
+            .await
+            .expect("mailbox")
+            .is_empty(),
+        "another execution's mailbox is its own"
+    );
+    let (flagged, newest) = store.mailbox_activity(0).await.expect("activity");
+    assert_eq!(flagged, [execution, execution]);
+    assert_eq!(newest, waiting[1].id);
+    let (flagged, unchanged) = store.mailbox_activity(newest).await.expect("activity");
+    assert!(flagged.is_empty());
+    assert_eq!(unchanged, newest);
+
+    // Two deliveries of one message in one batch: one wins, the other
+    // appends nothing.
+    let signal = waiting[0].id;
+    let (first, second) = tokio::join!(
+        store.append_delivering(execution, vec![signal_received(2, "m1")], signal),
+        store.append_delivering(execution, vec![fired(2, 9), fired(3, 9)], signal),
+    );
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        matches!(second, Err(StoreError::AlreadyDelivered { id, .. }) if id == signal),
+        "{second:?}"
+    );
+    // Two stores on one database (two processes): the same holds.
+    let other = database.open().await;
+    let cancel = waiting[1].id;
+    let deliveries = [store.clone(), other.clone()]
+        .into_iter()
+        .map(|store| async move {
+            store
+                .append_delivering(
+                    execution,
+                    vec![RecordedEvent {
+                        position: 3,
+                        recorded_at_ms: 0,
+                        event: Event::CancellationDelivered { wait: 1 },
+                    }],
+                    cancel,
+                )
+                .await
+        });
+    let outcomes = spawn_all(deliveries).await;
+    assert_eq!(
+        outcomes.iter().filter(|outcome| outcome.is_ok()).count(),
+        1,
+        "exactly one delivery: {outcomes:?}"
+    );
+    let history = store.history(execution).await.expect("history");
+    assert_eq!(history.len(), 3, "each message journaled once: {history:?}");
+    assert!(
+        store
+            .undelivered_messages(execution)
+            .await
+            .expect("mailbox")
+            .is_empty()
+    );
+    let (flagged, _) = store.mailbox_activity(0).await.expect("activity");
+    assert!(flagged.is_empty(), "delivered messages flag nothing");
+}
+
+pub async fn tenants_see_only_their_own(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    assert!(
+        store
+            .create_tenant("acme", "key-a", "{}")
+            .await
+            .expect("tenant")
+    );
+    assert!(
+        store
+            .create_tenant("globex", "key-g", r#"{"b":1,"a":2}"#)
+            .await
+            .expect("tenant")
+    );
+    assert!(
+        !store
+            .create_tenant("acme", "key-other", "{}")
+            .await
+            .expect("tenant"),
+        "a name is taken once"
+    );
+    let acme = start(store.as_ref(), new_execution("acme", "order-1", "r1")).await;
+    store
+        .put_tenant_module("acme", DIGEST, "workflow")
+        .await
+        .expect("tenant module");
+
+    assert_eq!(
+        store.execution("globex", "order-1").await.expect("lookup"),
+        None,
+        "another tenant's id does not exist"
+    );
+    let everything = ExecutionFilter {
+        limit: 100,
+        ..ExecutionFilter::default()
+    };
+    assert!(
+        store
+            .list_executions("globex", &everything)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .count_executions("globex", &everything)
+            .await
+            .expect("count"),
+        StatusCounts::default()
+    );
+    assert!(
+        store
+            .tenant_modules("globex")
+            .await
+            .expect("modules")
+            .is_empty()
+    );
+    assert_eq!(
+        store.tenant_modules("acme").await.expect("modules").len(),
+        1
+    );
+
+    // The same workflow id in another tenant is another execution.
+    let globex = start(store.as_ref(), new_execution("globex", "order-1", "r1")).await;
+    assert_ne!(globex.id, acme.id);
+    assert_eq!(
+        store.execution("acme", "order-1").await.expect("lookup"),
+        Some(acme)
+    );
+
+    let found = store
+        .tenant_by_key("key-g")
+        .await
+        .expect("key")
+        .expect("globex's key");
+    assert_eq!(
+        (found.name.as_str(), found.limits.as_str()),
+        ("globex", r#"{"b":1,"a":2}"#)
+    );
+    assert_eq!(store.tenant_by_key("key-nobody").await.expect("key"), None);
+    assert!(
+        store
+            .set_tenant_limits("acme", r#"{"x":1}"#)
+            .await
+            .expect("limits")
+    );
+    assert!(
+        !store
+            .set_tenant_limits("nobody", "{}")
+            .await
+            .expect("limits")
+    );
+    let names: Vec<_> = store
+        .tenants()
+        .await
+        .expect("tenants")
+        .into_iter()
+        .map(|tenant| (tenant.name, tenant.limits))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("acme".to_string(), r#"{"x":1}"#.to_string()),
+            ("globex".to_string(), r#"{"b":1,"a":2}"#.to_string())
+        ]
+    );
+}
+
+/// Starts from two stores on one database (two processes) race for the
+/// last slots: exactly the limit gets in.
+pub async fn running_limit_holds_for_concurrent_starts(database: Arc<TestDatabase>) {
+    const RUNNING_MAX: u64 = 5;
+    const STARTS: usize = 12;
+    let stores = [store_on(&database).await, database.open().await];
+    let starts = (0..STARTS).map(|index| {
+        let store = stores[index % 2].clone();
+        let mut new = new_execution(TENANT, &format!("w{index}"), &format!("r{index}"));
+        new.running_max = RUNNING_MAX;
+        async move { store.start_execution(new).await.expect("start") }
+    });
+    let outcomes = spawn_all(starts).await;
+    let created: Vec<_> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            StartOutcome::Created(record) => Some(record.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len() as u64, RUNNING_MAX, "{outcomes:?}");
+    for outcome in &outcomes {
+        assert!(
+            matches!(
+                outcome,
+                StartOutcome::Created(_)
+                    | StartOutcome::AtCapacity {
+                        running: RUNNING_MAX
+                    }
+            ),
+            "{outcome:?}"
+        );
+    }
+    // Another tenant has its own count.
+    let mut elsewhere = new_execution("globex", "w0", "r0");
+    elsewhere.running_max = 1;
+    start(stores[1].as_ref(), elsewhere).await;
+    // A finish frees a slot.
+    finish(stores[0].as_ref(), created[0], ExecutionStatus::Completed).await;
+    let mut next = new_execution(TENANT, "w-next", "r-next");
+    next.running_max = RUNNING_MAX;
+    start(stores[1].as_ref(), next.clone()).await;
+    next.workflow_id = "w-after".into();
+    let outcome = stores[0].start_execution(next).await.expect("start");
+    assert_eq!(
+        outcome,
+        StartOutcome::AtCapacity {
+            running: RUNNING_MAX
+        }
+    );
+}
+
+pub async fn reuse_policy_decides_what_a_finished_id_may_do(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    finish(store.as_ref(), ids[0], ExecutionStatus::Completed).await;
+    finish(store.as_ref(), ids[1], ExecutionStatus::Failed).await;
+    let kind = |outcome: StartOutcome| match outcome {
+        StartOutcome::Created(_) => "created",
+        StartOutcome::Existing(_) => "existing",
+        StartOutcome::ReuseRefused(_) => "refused",
+        StartOutcome::AtCapacity { .. } => "at capacity",
+    };
+    use IdReusePolicy::*;
+    let cases = [
+        ("w0", ReturnExisting, "existing"),
+        ("w0", Reject, "refused"),
+        ("w0", AllowIfFailed, "refused"),
+        ("w1", AllowIfFailed, "created"),
+        ("w0", Allow, "created"),
+        // The new run of w0 is running: it is the answer, whatever the policy.
+        ("w0", Allow, "existing"),
+    ];
+    for (index, (id, reuse, expected)) in cases.into_iter().enumerate() {
+        let mut new = new_execution(TENANT, id, &format!("{id}-again-{index}"));
+        new.reuse = reuse;
+        let outcome = store.start_execution(new).await.expect("start");
+        assert_eq!(kind(outcome), expected, "{id} with {reuse:?}");
+    }
+    let newest = store
+        .execution(TENANT, "w0")
+        .await
+        .expect("lookup")
+        .expect("w0");
+    assert_eq!(newest.run_id, "w0-again-4", "the newest run answers");
+    assert_eq!(newest.status, ExecutionStatus::Running);
+}
+
+pub async fn list_filters_cursor_pages_and_counts(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let mut records = Vec::new();
+    for (workflow_id, workflow_type) in [
+        ("order-1", "order"),
+        ("order-2", "order"),
+        ("order-3", "order"),
+        ("trip-1", "trip"),
+        ("order-4", "order"),
+        ("100%_x", "order"),
+        ("trip-2", "trip"),
+        ("order-5", "order"),
+    ] {
+        let mut new = new_execution(TENANT, workflow_id, "r");
+        new.workflow_type = workflow_type.into();
+        records.push(start(store.as_ref(), new).await);
+    }
+    start(store.as_ref(), new_execution("globex", "order-9", "r")).await;
+    finish(store.as_ref(), records[0].id, ExecutionStatus::Completed).await;
+    finish(store.as_ref(), records[1].id, ExecutionStatus::Failed).await;
+    finish(store.as_ref(), records[3].id, ExecutionStatus::Cancelled).await;
+    assert!(
+        store
+            .terminate(records[6].id, "stop")
+            .await
+            .expect("terminate")
+    );
+
+    let list = |filter: ExecutionFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_executions(TENANT, &filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|record| record.workflow_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = ExecutionFilter {
+        limit: 100,
+        ..ExecutionFilter::default()
+    };
+    // Newest first: creation time, then row id, descending.
+    let mut expected = records.clone();
+    expected.sort_by_key(|record| std::cmp::Reverse((record.created_at_ms, record.id)));
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|record| record.workflow_id.clone())
+        .collect();
+    assert_eq!(list(all.clone()).await, expected);
+
+    let running = list(ExecutionFilter {
+        status: Some(ExecutionStatus::Running),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(running.len(), 4, "{running:?}");
+    assert!(
+        running
+            .iter()
+            .all(|id| ["order-3", "order-4", "100%_x", "order-5"].contains(&id.as_str()))
+    );
+    let trips = list(ExecutionFilter {
+        workflow_type: Some("trip".into()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(trips.len(), 2);
+    let orders = list(ExecutionFilter {
+        id_prefix: Some("order-".into()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(orders.len(), 5);
+    // The prefix is text, not a pattern: `%` and `_` match themselves.
+    let literal = list(ExecutionFilter {
+        id_prefix: Some("100%_".into()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(literal, ["100%_x"]);
+    assert!(
+        list(ExecutionFilter {
+            id_prefix: Some("%".into()),
+            ..all.clone()
+        })
+        .await
+        .is_empty()
+    );
+    let newest_ms = records
+        .iter()
+        .map(|record| record.created_at_ms)
+        .max()
+        .unwrap_or_default();
+    let from_newest = list(ExecutionFilter {
+        created_from_ms: Some(newest_ms),
+        ..all.clone()
+    })
+    .await;
+    let until_newest = list(ExecutionFilter {
+        created_until_ms: Some(newest_ms),
+        ..all.clone()
+    })
+    .await;
+    assert!(!from_newest.is_empty());
+    assert_eq!(from_newest.len() + until_newest.len(), records.len());
+
+    // Pages of three, each after the last of the previous one.
+    let mut paged = Vec::new();
+    let mut before = None;
+    for _ in 0..records.len() {
+        let page = store
+            .list_executions(
+                TENANT,
+                &ExecutionFilter {
+                    limit: 3,
+                    before: before.clone(),
+                    ..ExecutionFilter::default()
+                },
+            )
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        before = Some(ListCursor {
+            created_at_ms: last.created_at_ms,
+            workflow_id: last.workflow_id.clone(),
+            run_id: last.run_id.clone(),
+        });
+        paged.extend(page.into_iter().map(|record| record.workflow_id));
+    }
+    assert_eq!(paged, expected, "pages neither skip nor repeat");
+
+    let counts = store.count_executions(TENANT, &all).await.expect("count");
+    assert_eq!(
+        counts,
+        StatusCounts {
+            running: 4,
+            completed: 1,
+            failed: 1,
+            cancelled: 1,
+            terminated: 1
+        }
+    );
+    let order_counts = store
+        .count_executions(
+            TENANT,
+            &ExecutionFilter {
+                id_prefix: Some("order-".into()),
+                // Ignored by counts: every state is counted.
+                status: Some(ExecutionStatus::Failed),
+                ..all.clone()
+            },
+        )
+        .await
+        .expect("count");
+    assert_eq!(
+        order_counts,
+        StatusCounts {
+            running: 3,
+            completed: 1,
+            failed: 1,
+            ..StatusCounts::default()
+        }
+    );
+    let unfinished = store.unfinished_executions().await.expect("unfinished");
+    assert_eq!(unfinished.len(), 5, "four of acme's and globex's one");
+    assert!(
+        unfinished
+            .iter()
+            .all(|record| record.status == ExecutionStatus::Running)
+    );
+}
+
+pub async fn terminate_fences_the_driver_and_only_once(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    store
+        .append(ids[0], vec![fired(2, 1)], None)
+        .await
+        .expect("append");
+    assert!(
+        store
+            .terminate(ids[0], "operator said so")
+            .await
+            .expect("terminate")
+    );
+    let history = store.history(ids[0]).await.expect("history");
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2].position, 3);
+    assert_eq!(
+        history[2].event,
+        Event::WorkflowTerminated {
+            reason: "operator said so".into()
+        }
+    );
+    let record = store
+        .execution(TENANT, "w0")
+        .await
+        .expect("lookup")
+        .expect("w0");
+    assert_eq!(record.status, ExecutionStatus::Terminated);
+    assert_eq!(
+        record.result.as_deref(),
+        Some(r#"{"terminated":"operator said so"}"#)
+    );
+    // The driver's next append finds its position taken.
+    let error = store
+        .append(ids[0], vec![fired(3, 2)], None)
+        .await
+        .expect_err("fenced");
+    assert!(
+        matches!(error, StoreError::PositionTaken { position: 3, .. }),
+        "{error}"
+    );
+    assert!(
+        !store.terminate(ids[0], "again").await.expect("terminate"),
+        "already over"
+    );
+    finish(store.as_ref(), ids[1], ExecutionStatus::Completed).await;
+    assert!(
+        !store.terminate(ids[1], "late").await.expect("terminate"),
+        "finished"
+    );
+    assert_eq!(store.history(ids[1]).await.expect("history").len(), 2);
+    assert!(
+        !store.terminate(999_999, "nobody").await.expect("terminate"),
+        "no such execution"
+    );
+    assert!(
+        store
+            .unfinished_executions()
+            .await
+            .expect("unfinished")
+            .is_empty()
+    );
+}
+
+/// What JSONB (or a JSON number type) would change: key order, integers
+/// above 2^53, the digits of a float. Every text comes back as written.
+pub async fn payload_text_round_trips_byte_for_byte(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let document = r#"{"zeta":1, "alpha":18446744073709551615,"float":0.30000000000000004,"big":1.0E+400,"nested":{"b":[1,2.50],"a":"\u00e9\u0000"}}"#;
+    let mut new = new_execution(TENANT, "w", "r");
+    new.started = started_with(document);
+    let id = start(store.as_ref(), new).await.id;
+    let clock = RecordedEvent {
+        position: 2,
+        recorded_at_ms: u64::MAX / 2,
+        event: Event::ClockRead {
+            seq: 1,
+            clock: Clock::Wall,
+            value_ns: u64::MAX,
+        },
+    };
+    let completed = RecordedEvent {
+        position: 3,
+        recorded_at_ms: 3,
+        event: Event::WorkflowCompleted {
+            output: document.into(),
+        },
+    };
+    assert!(
+        store
+            .post_message(id, MessageKind::Signal, "s", document, "m")
+            .await
+            .expect("post")
+    );
+    store
+        .append(
+            id,
+            vec![clock.clone(), completed.clone()],
+            Some(Finish {
+                status: ExecutionStatus::Completed,
+                result: document.into(),
+            }),
+        )
+        .await
+        .expect("append");
+    assert!(
+        store
+            .create_tenant("t", "k", document)
+            .await
+            .expect("tenant")
+    );
+
+    let history = store.history(id).await.expect("history");
+    assert_eq!(history, vec![started_with(document), clock, completed]);
+    let record = store
+        .execution(TENANT, "w")
+        .await
+        .expect("lookup")
+        .expect("w");
+    assert_eq!(record.result.as_deref(), Some(document));
+    let message = &store.undelivered_messages(id).await.expect("mailbox")[0];
+    assert_eq!(message.payload, document);
+    let tenant = store.tenant_by_key("k").await.expect("key").expect("t");
+    assert_eq!(tenant.limits, document);
+}
+
+pub async fn history_pages(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let id = start_many(store.as_ref(), 1).await[0];
+    let events: Vec<_> = (2..=10).map(|position| fired(position, position)).collect();
+    store.append(id, events, None).await.expect("append");
+    let positions = |page: Vec<RecordedEvent>| -> Vec<u64> {
+        page.iter().map(|recorded| recorded.position).collect()
+    };
+    assert_eq!(
+        positions(store.history_page(id, 0, 3).await.expect("page")),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        positions(store.history_page(id, 8, 5).await.expect("page")),
+        [9, 10]
+    );
+    assert!(
+        store
+            .history_page(id, 10, 5)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert_eq!(store.history(id).await.expect("history").len(), 10);
+    assert!(store.history(999_999).await.expect("history").is_empty());
+}
+
+pub async fn span_watermarks_only_rise(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    assert_eq!(store.span_watermark(ids[0]).await.expect("mark"), 0);
+    store
+        .set_span_watermarks(vec![(ids[0], 5), (ids[1], 2)])
+        .await
+        .expect("marks");
+    // Lower, and the same execution twice in one write: the highest stays.
+    store
+        .set_span_watermarks(vec![(ids[0], 3), (ids[1], 7), (ids[1], 6)])
+        .await
+        .expect("marks");
+    assert_eq!(store.span_watermark(ids[0]).await.expect("mark"), 5);
+    assert_eq!(store.span_watermark(ids[1]).await.expect("mark"), 7);
+    store
+        .set_span_watermarks(Vec::new())
+        .await
+        .expect("nothing to do");
+}
+
+pub async fn guest_log_lines_are_capped_per_execution(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    let line = |execution_id: i64, seq: u64| GuestLogLine {
+        id: 0,
+        execution_id,
+        seq,
+        level: "info".into(),
+        source: "log".into(),
+        message: format!("line {seq}"),
+        logged_at_ms: seq,
+    };
+    let cap = u64::from(GUEST_LOG_LINES_MAX);
+    // Nearly full, with the other execution's lines in between.
+    let mut first: Vec<_> = (0..cap - 2).map(|seq| line(ids[0], seq)).collect();
+    first.insert(10, line(ids[1], 0));
+    first.insert(20, line(ids[1], 1));
+    store.append_guest_logs(first).await.expect("lines");
+    // Five more: two fit.
+    store
+        .append_guest_logs((cap - 2..cap + 3).map(|seq| line(ids[0], seq)).collect())
+        .await
+        .expect("lines");
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.guest_logs(ids[0], after, 4000).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        read.extend(page);
+    }
+    assert_eq!(read.len() as u64, cap, "capped at {cap}");
+    assert!(
+        read.iter()
+            .enumerate()
+            .all(|(index, line)| line.seq == index as u64),
+        "the first lines, in order"
+    );
+    assert_eq!(read[5].message, "line 5");
+    let other = store.guest_logs(ids[1], 0, 10).await.expect("lines");
+    assert_eq!(
+        other.iter().map(|line| line.seq).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert_eq!(
+        store
+            .guest_logs(ids[1], other[0].id, 10)
+            .await
+            .expect("lines")
+            .len(),
+        1
+    );
+}
+
+pub async fn modules_and_workflow_types(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    // Content-addressed: a second put of a digest keeps the first bytes.
+    store
+        .put_module(DIGEST, "workflow", b"other")
+        .await
+        .expect("module");
+    assert_eq!(
+        store.module(DIGEST).await.expect("module").as_deref(),
+        Some(&b"bytes"[..])
+    );
+    assert_eq!(store.module("missing").await.expect("module"), None);
+    store
+        .put_module("d2", "activity", &[0, 255, 1])
+        .await
+        .expect("module");
+    store
+        .put_workflow_type("acme", "order", DIGEST)
+        .await
+        .expect("type");
+    store
+        .put_workflow_type("acme", "order", "d2")
+        .await
+        .expect("rebind");
+    store
+        .put_workflow_type("globex", "order", DIGEST)
+        .await
+        .expect("type");
+    assert_eq!(
+        store.workflow_types().await.expect("types"),
+        [
+            ("acme".to_string(), "order".to_string(), "d2".to_string()),
+            (
+                "globex".to_string(),
+                "order".to_string(),
+                DIGEST.to_string()
+            )
+        ]
+    );
+    store
+        .put_tenant_module("acme", "d2", "activity")
+        .await
+        .expect("upload");
+    store
+        .put_tenant_module("acme", "d2", "activity")
+        .await
+        .expect("upload again");
+    let modules = store.tenant_modules("acme").await.expect("modules");
+    assert_eq!(modules.len(), 1);
+    assert_eq!(
+        (modules[0].digest.as_str(), modules[0].size_bytes),
+        ("d2", 3)
+    );
+}
+
+/// A server restart cuts every connection: the writer's next batch finds
+/// its connection dead before anything ran and retries on a fresh one; the
+/// read pool replaces its connections. No request fails.
+pub async fn writes_and_reads_survive_lost_connections(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let id = start_many(store.as_ref(), 1).await[0];
+    assert_eq!(store.history(id).await.expect("history").len(), 1);
+    database.cut_connections().await;
+    store
+        .append(id, vec![fired(2, 1)], None)
+        .await
+        .expect("the append after the cut");
+    assert_eq!(
+        store
+            .history(id)
+            .await
+            .expect("history after the cut")
+            .len(),
+        2
+    );
+}
+
+/// `open_url` opens PostgreSQL by URL and refuses anything else, saying
+/// what it accepts and echoing no more of the URL than its scheme.
+pub async fn open_url_accepts_only_postgres(database: Arc<TestDatabase>) {
+    let url = database.url();
+    let opened = reprise_store::open_url(&url).await;
+    if url.starts_with("postgres://") {
+        let store = opened.expect("a postgres:// URL opens");
+        assert!(store.tenants().await.expect("tenants").is_empty());
+        let other_scheme = url.replacen("postgres://", "postgresql://", 1);
+        reprise_store::open_url(&other_scheme)
+            .await
+            .expect("a postgresql:// URL opens");
+    } else {
+        let error = opened.err().expect("a file path is not a database URL");
+        let text = error.to_string();
+        assert!(text.contains("postgres://"), "{text}");
+        assert!(!text.contains(&url), "{text}");
+    }
+    let error = reprise_store::open_url("mysql://user:secret@host/db")
+        .await
+        .err()
+        .expect("mysql is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("`mysql`") && text.contains("postgresql://"),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+}
+
+/// One server per database: a second one is refused while the first
+/// lives, and gets the database once the first is gone.
+pub async fn one_server_holds_the_database(database: Arc<TestDatabase>) {
+    let first = database.open().await;
+    let second = database.open().await;
+    assert!(first.claim_sole_node().await.expect("claim"));
+    assert!(
+        first.claim_sole_node().await.expect("claim again"),
+        "the holder keeps it"
+    );
+    assert!(
+        !second.claim_sole_node().await.expect("claim"),
+        "a second server is refused"
+    );
+    drop(first);
+    // The lock goes with its holder's session or file, which closes
+    // shortly after.
+    let started = std::time::Instant::now();
+    while !second.claim_sole_node().await.expect("claim") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the first server's lock outlived it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

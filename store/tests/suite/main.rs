@@ -1,0 +1,53 @@
+//! One store test suite, both backends: every case in `cases` runs against
+//! SQLite (a temporary file) and PostgreSQL (a fresh database per test),
+//! as `sqlite::<case>` and `postgres::<case>`.
+//!
+//! PostgreSQL is the server `REPRISE_TEST_DATABASE_URL` names, or else a
+//! throwaway cluster this test binary starts from the installed server
+//! binaries (see `harness`). A PostgreSQL test is never skipped: without a
+//! server it fails and says why.
+
+mod cases;
+mod harness;
+
+/// Instantiates each case once per backend.
+macro_rules! for_each_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    crate::harness::run(crate::harness::Backend::Sqlite, crate::cases::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    crate::harness::run(crate::harness::Backend::Postgres, crate::cases::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_backend!(
+    no_overwrite,
+    one_bad_request_does_not_sink_its_batch,
+    concurrent_appends_share_commits,
+    mailbox_delivers_once,
+    tenants_see_only_their_own,
+    running_limit_holds_for_concurrent_starts,
+    reuse_policy_decides_what_a_finished_id_may_do,
+    list_filters_cursor_pages_and_counts,
+    terminate_fences_the_driver_and_only_once,
+    payload_text_round_trips_byte_for_byte,
+    history_pages,
+    span_watermarks_only_rise,
+    guest_log_lines_are_capped_per_execution,
+    modules_and_workflow_types,
+    writes_and_reads_survive_lost_connections,
+    open_url_accepts_only_postgres,
+    one_server_holds_the_database,
+);
