@@ -172,6 +172,10 @@ pub struct Execution {
     pub lines: Arc<GuestLines>,
     /// Raised when signals or a cancellation may have arrived.
     mailbox: Arc<MailboxFlag>,
+    /// A wait read the mailbox and left messages that were not for it (a
+    /// signal a later wait names, a cancellation during a plain sleep): the
+    /// next wait looks again, though nothing new arrived to raise the flag.
+    mail_left_for_later: bool,
     /// The runtime, to start and drive child workflows.
     runtime: Weak<Runtime>,
     telemetry: Arc<Telemetry>,
@@ -229,6 +233,7 @@ impl Execution {
             instances: surroundings.instances,
             stderr_tail: Arc::new(Mutex::new(Vec::new())),
             mailbox: surroundings.mailbox,
+            mail_left_for_later: false,
             runtime: surroundings.runtime,
             shutdown: surroundings.shutdown,
         }
@@ -557,6 +562,9 @@ impl Execution {
         may_evict: bool,
     ) -> Result<Woken, Interrupt> {
         self.report_activation();
+        if std::mem::take(&mut self.mail_left_for_later) {
+            self.mailbox.raise_again();
+        }
         let evict_at = tokio::time::Instant::now() + self.hot_window;
         let contention = self
             .instances
@@ -660,11 +668,14 @@ impl Execution {
             Wait::Signal(seq) => self.signal_name(*seq),
             _ => None,
         };
+        let any_mail = !messages.is_empty();
         let chosen = messages.into_iter().find(|message| match message.kind {
             MessageKind::Cancel => !matches!(wait, Wait::Sleep(_)),
             MessageKind::Signal => Some(&message.name) == signal_name.as_ref(),
         });
         let Some(message) = chosen else {
+            // Not raised now (this wait would spin on it), but at the next.
+            self.mail_left_for_later = any_mail;
             return Ok(false);
         };
         let event = match (message.kind, wait) {

@@ -90,13 +90,8 @@ fn kinds(events: &[Event]) -> Vec<&'static str> {
 }
 
 /// Starts an order and drives it to the end; if `approved_by` is given,
-/// sends the `approve` signal once the workflow waits for it.
-///
-/// Sent during the wait, not before the start: today a signal posted
-/// before an earlier blocking call (here the activity waits) is not
-/// delivered to a later wait — that call takes the mailbox flag, finds
-/// nothing for itself, and does not raise it again (`read_mailbox` in
-/// runtime/src/execution.rs), so the wait times out.
+/// sends the `approve` signal once the workflow waits for it (a signal sent
+/// earlier is kept: `a_signal_sent_before_the_activities_waits_for_the_wait`).
 async fn run_order(
     harness: &Harness,
     id: &str,
@@ -129,6 +124,54 @@ async fn run_order(
     let (outcome, ()) =
         bounded(async { tokio::join!(harness.runtime.drive(record.clone()), approver) }).await;
     (record, outcome.expect("drive"))
+}
+
+/// A signal posted before the workflow's activities (whose waits read the
+/// mailbox and find nothing for themselves) is still there for the later
+/// `signal_timeout`: kept until waited for, delivered once.
+#[tokio::test]
+async fn a_signal_sent_before_the_activities_waits_for_the_wait() {
+    let harness = Harness::default().await;
+    // Without the signal, the wait would time out after 5 s.
+    let order =
+        json!({ "order_id": "o-early", "charge_failures": 1, "approval_timeout_ms": 5_000 });
+    let record = harness
+        .start(ORDER, "order-py-early-signal", &order.to_string())
+        .await;
+    let posted = harness
+        .store
+        .post_message(
+            record.id,
+            MessageKind::Signal,
+            "approve",
+            r#"{"by": "early"}"#,
+            "approve-early",
+        )
+        .await
+        .expect("post the signal");
+    assert!(posted);
+    // Long enough for the mailbox watcher to see the message before the
+    // drive starts: it will not flag it again, so only the drive itself
+    // can keep it for the signal wait.
+    tokio::time::sleep(reprise::mailbox::POLL_INTERVAL * 3).await;
+    let outcome = bounded(harness.runtime.drive(record.clone()))
+        .await
+        .expect("drive");
+    assert_eq!(completed_output(&outcome)["approved_by"], "early");
+    let events = harness.events(&record).await;
+    let awaited = events
+        .iter()
+        .position(|event| matches!(event, Event::SignalAwaited { .. }))
+        .expect("the workflow waited for the signal");
+    let failed_attempt = events
+        .iter()
+        .position(|event| matches!(event, Event::ActivityAttemptFailed { .. }))
+        .expect("the charge failed once first");
+    assert!(
+        failed_attempt < awaited,
+        "activity waits came between the signal and its wait: {:?}",
+        kinds(&events)
+    );
 }
 
 #[tokio::test]
