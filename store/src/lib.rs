@@ -301,6 +301,24 @@ pub struct StatusCounts {
     pub terminated: u64,
 }
 
+impl StatusCounts {
+    /// From `(status, count)` rows, as a `GROUP BY status` gives them.
+    fn from_rows(rows: Vec<(String, i64)>) -> StatusCounts {
+        let mut counts = StatusCounts::default();
+        for (status, count) in rows {
+            let count = u64::try_from(count).unwrap_or_default();
+            match ExecutionStatus::parse(&status) {
+                ExecutionStatus::Running => counts.running += count,
+                ExecutionStatus::Completed => counts.completed += count,
+                ExecutionStatus::Failed => counts.failed += count,
+                ExecutionStatus::Cancelled => counts.cancelled += count,
+                ExecutionStatus::Terminated => counts.terminated += count,
+            }
+        }
+        counts
+    }
+}
+
 /// What kind of message an execution's mailbox holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

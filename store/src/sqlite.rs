@@ -877,18 +877,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("counting executions"))?;
-        let mut counts = StatusCounts::default();
-        for (status, count) in rows {
-            let count = u64::try_from(count).unwrap_or_default();
-            match ExecutionStatus::parse(&status) {
-                ExecutionStatus::Running => counts.running += count,
-                ExecutionStatus::Completed => counts.completed += count,
-                ExecutionStatus::Failed => counts.failed += count,
-                ExecutionStatus::Cancelled => counts.cancelled += count,
-                ExecutionStatus::Terminated => counts.terminated += count,
-            }
-        }
-        Ok(counts)
+        Ok(StatusCounts::from_rows(rows))
     }
 
     async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRecord>> {
