@@ -40,7 +40,7 @@ use crate::store::{ExecutionRecord, Store};
 use crate::tenant::RateLimiter;
 
 pub use connections::{ConnectionLimits, serve, serve_until};
-pub use executions::RESULT_WAIT_MAX_MS;
+pub use executions::{NEXT_PAGE_HEADER, RESULT_WAIT_MAX_MS};
 pub use workers::worker_routes;
 
 /// The most bytes of a non-JSON error body (axum's own rejections) quoted

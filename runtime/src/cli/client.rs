@@ -18,7 +18,7 @@ use super::output::{Format, pretty_json};
 use super::timeline::{print_history, print_status, utc_time};
 use super::{Delivered, EXIT_BAD_INPUT, EXIT_HOST_ERROR, exit_for_status};
 use crate::activity::outbound::{self, OutboundClient};
-use crate::api::RESULT_WAIT_MAX_MS;
+use crate::api::{NEXT_PAGE_HEADER, RESULT_WAIT_MAX_MS};
 use crate::journal::RecordedEvent;
 use crate::store::{ExecutionRecord, ExecutionStatus, HistoryExport};
 
@@ -68,6 +68,8 @@ pub struct Answer {
     status: u16,
     text: String,
     body: Value,
+    /// A list's cursor of the next page, when there is one.
+    next_page: Option<String>,
 }
 
 impl Answer {
@@ -122,12 +124,18 @@ async fn call(
         .await
         .with_context(|| format!("is `reprise serve` running at {}?", server.server))?;
     let status = response.status().as_u16();
+    let next_page = response
+        .headers()
+        .get(NEXT_PAGE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
     let bytes = response.into_body().collect().await?.to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok(Answer {
         status,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
+        next_page,
     })
 }
 
@@ -448,9 +456,15 @@ pub struct ListFilters {
     /// Only executions of this workflow type.
     #[arg(long = "type")]
     pub workflow_type: Option<String>,
+    /// Only executions whose workflow id starts with this.
+    #[arg(long)]
+    pub id_prefix: Option<String>,
     /// At most this many (the newest).
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// The page after the one that printed this cursor.
+    #[arg(long)]
+    pub before: Option<String>,
 }
 
 pub async fn list(filters: &ListFilters, format: Format, server: &ServerArgs) -> ExitCode {
@@ -461,6 +475,12 @@ pub async fn list(filters: &ListFilters, format: Format, server: &ServerArgs) ->
         }
         if let Some(workflow_type) = &filters.workflow_type {
             query.push_str(&format!("&workflow_type={}", segment(workflow_type)));
+        }
+        if let Some(prefix) = &filters.id_prefix {
+            query.push_str(&format!("&id_prefix={}", segment(prefix)));
+        }
+        if let Some(before) = &filters.before {
+            query.push_str(&format!("&before={}", segment(before)));
         }
         let answer = call(server, "GET", &format!("/v1/executions{query}"), Vec::new()).await?;
         if !answer.is_success() {
@@ -494,6 +514,9 @@ pub async fn list(filters: &ListFilters, format: Format, server: &ServerArgs) ->
             ],
             &rows,
         );
+        if let Some(cursor) = &answer.next_page {
+            println!("more: the same command with --before {cursor}");
+        }
         Ok(ExitCode::SUCCESS)
     })
     .await

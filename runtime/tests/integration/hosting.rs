@@ -934,6 +934,48 @@ async fn an_upgrade_pins_running_executions_and_replay_names_the_incompatible() 
             .any(|line| line.starts_with("old-2 ") && line.contains("completed")),
         "{table}"
     );
+    // Paging: one row a page, following the printed cursor, gives the
+    // same rows as one page of all.
+    let rows = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| !line.starts_with("more: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let (code, everything) = cli(&["list", "--id-prefix", "old-"]);
+    assert_eq!(code, Some(0));
+    let all_rows = rows(&everything);
+    assert!(all_rows.len() >= 2, "{everything}");
+    assert!(
+        all_rows.iter().all(|row| row.starts_with("old-")),
+        "{everything}"
+    );
+    let mut paged = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut args = vec!["list", "--id-prefix", "old-", "--limit", "1"];
+        if let Some(cursor) = &before {
+            args.extend(["--before", cursor.as_str()]);
+        }
+        let (code, page) = cli(&args);
+        assert_eq!(code, Some(0), "{page}");
+        assert_eq!(rows(&page).len(), 1, "{page}");
+        paged.extend(rows(&page));
+        before = page
+            .lines()
+            .find_map(|line| line.strip_prefix("more: the same command with --before "))
+            .map(str::to_string);
+        if before.is_none() {
+            break;
+        }
+        assert!(
+            paged.len() <= all_rows.len(),
+            "paging does not end: {paged:?}"
+        );
+    }
+    assert_eq!(paged, all_rows);
     let (code, timeline) = cli(&["history", "old-2"]);
     assert_eq!(code, Some(0));
     assert!(
