@@ -263,18 +263,9 @@ async fn post_json(authority: &str, path: &str, body: String) -> anyhow::Result<
         .map(|(_, answer)| answer)
 }
 
-/// The bench's API client: pooled, keep-alive connections, as the peers'
-/// benchmark clients have.
-fn api_client() -> anyhow::Result<&'static OutboundClient> {
-    static CLIENT: std::sync::OnceLock<OutboundClient> = std::sync::OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client);
-    }
-    let client = OutboundClient::new(None)?;
-    Ok(CLIENT.get_or_init(|| client))
-}
-
-/// One request to the API over real HTTP: the status and the JSON answer.
+/// One request to the API over real HTTP, on a pooled keep-alive
+/// connection as the peers' benchmark clients have: the status and the JSON
+/// answer.
 async fn api_call(
     authority: &str,
     key: &str,
@@ -291,7 +282,7 @@ async fn api_call(
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
     }
     let request = request.body(outbound::full_body(body))?;
-    let response = api_client()?.send(request).await?;
+    let response = OutboundClient::for_this_process()?.send(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
     Ok((

@@ -150,6 +150,20 @@ impl OutboundClient {
         Ok(OutboundClient { client })
     }
 
+    /// The one client of a process with one async runtime and no CA file of
+    /// its own (the CLI's commands, `reprise bench`'s API client): built
+    /// once, so the system roots are read once and connections are reused
+    /// across requests. (Its connections belong to the runtime that opened
+    /// them: a process with several runtimes, like the tests, makes its own.)
+    pub fn for_this_process() -> Result<&'static OutboundClient, TlsSetupError> {
+        static CLIENT: std::sync::OnceLock<OutboundClient> = std::sync::OnceLock::new();
+        if let Some(client) = CLIENT.get() {
+            return Ok(client);
+        }
+        let client = OutboundClient::new(None)?;
+        Ok(CLIENT.get_or_init(|| client))
+    }
+
     /// Sends `request` (an absolute URI) on a pooled connection. The
     /// response body streams; the connection goes back to the pool once it
     /// is read.

@@ -119,7 +119,7 @@ async fn call(
         )
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(outbound::full_body(body))?;
-    let response = OutboundClient::new(None)?
+    let response = OutboundClient::for_this_process()?
         .send(request)
         .await
         .with_context(|| format!("is `reprise serve` running at {}?", server.server))?;
