@@ -287,6 +287,44 @@ impl Context {
         }
     }
 
+    /// Versioning: whether this execution takes the code path added by
+    /// change `change_id`. New executions (and old ones that reach this
+    /// point only now) get `true`; an execution whose history was recorded
+    /// by the code before the change replays with `false`. The first answer
+    /// for a change id holds for the rest of the run.
+    ///
+    /// ```ignore
+    /// if ctx.patched("send-receipt") {
+    ///     ctx.activity("receipt").input(&order).call::<()>()?;
+    /// }
+    /// ```
+    ///
+    /// Once no execution that could take the old path is left, replace the
+    /// call with [`Context::deprecate_patch`]; later, remove that too.
+    pub fn patched(&self, change_id: &str) -> bool {
+        durable::patched(change_id)
+    }
+
+    /// The step after [`Context::patched`] once every execution that could
+    /// take the old path has finished: only the new path is left in the
+    /// code, and executions started now still replay under code that asks
+    /// `patched(change_id)`.
+    pub fn deprecate_patch(&self, change_id: &str) {
+        durable::deprecate_patch(change_id)
+    }
+
+    /// Ends this run and starts a fresh one of the same workflow id with
+    /// `input` and an empty history: how a workflow that runs for months
+    /// keeps its history small. Never returns. Signals not yet received
+    /// move to the next run; activities and children still running are
+    /// abandoned.
+    pub fn continue_as_new<T: Serialize + ?Sized>(&self, input: &T) -> ! {
+        let input = serde_json::to_string(input)
+            .unwrap_or_else(|error| panic!("could not encode the continue-as-new input: {error}"));
+        durable::continue_as_new(&input);
+        unreachable!("the host stops the workflow at continue-as-new")
+    }
+
     /// Starts building a call of activity `name`.
     pub fn activity(&self, name: &str) -> ActivityCall {
         ActivityCall {

@@ -15,7 +15,7 @@
 
 pub mod clock;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -210,6 +210,9 @@ pub enum Event {
         /// [`HOST_BEHAVIOUR`]); histories from before it was recorded are 0.
         #[serde(default, skip_serializing_if = "is_zero")]
         host_behaviour: u32,
+        /// The run this one continues (by `continue-as-new`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        continued_from: Option<String>,
     },
     ClockRead {
         seq: Seq,
@@ -301,6 +304,12 @@ pub enum Event {
     CancellationDelivered {
         wait: u64,
     },
+    /// The code asked `patched(change_id)` (or `deprecate-patch`) while
+    /// live: this execution takes the changed path. Not a command: it has
+    /// no `seq`, so histories with or without it replay under the same code.
+    PatchMarked {
+        change_id: String,
+    },
     WorkflowCompleted {
         output: String,
     },
@@ -314,6 +323,14 @@ pub enum Event {
     /// An operator ended the execution; nothing more runs.
     WorkflowTerminated {
         reason: String,
+    },
+    /// The workflow ended this run and started run `next_run_id` of the
+    /// same workflow id, with `input`, on module `module_digest`, in the
+    /// same transaction.
+    WorkflowContinuedAsNew {
+        input: String,
+        next_run_id: String,
+        module_digest: String,
     },
 }
 
@@ -335,6 +352,7 @@ impl Event {
             Event::SignalReceived { .. } => "SignalReceived",
             Event::SignalTimedOut { .. } => "SignalTimedOut",
             Event::CancellationDelivered { .. } => "CancellationDelivered",
+            Event::PatchMarked { .. } => "PatchMarked",
             Event::ChildStarted { .. } => "ChildStarted",
             Event::ChildCompleted { .. } => "ChildCompleted",
             Event::ChildFailed { .. } => "ChildFailed",
@@ -342,6 +360,7 @@ impl Event {
             Event::WorkflowFailed { .. } => "WorkflowFailed",
             Event::WorkflowCancelled { .. } => "WorkflowCancelled",
             Event::WorkflowTerminated { .. } => "WorkflowTerminated",
+            Event::WorkflowContinuedAsNew { .. } => "WorkflowContinuedAsNew",
         }
     }
 
@@ -380,6 +399,7 @@ impl Event {
                 | Event::WorkflowFailed { .. }
                 | Event::WorkflowCancelled { .. }
                 | Event::WorkflowTerminated { .. }
+                | Event::WorkflowContinuedAsNew { .. }
         )
     }
 }
@@ -579,6 +599,8 @@ pub struct History {
     last_seq: Seq,
     /// Blocking-call ordinal → index of the `CancellationDelivered` there.
     cancellations: HashMap<u64, usize>,
+    /// Change ids of the `PatchMarked` events.
+    patches: HashSet<String>,
 }
 
 impl History {
@@ -634,6 +656,14 @@ impl History {
         {
             return Err(format!(
                 "history delivers a cancellation twice (second at position {})",
+                recorded.position
+            ));
+        }
+        if let Event::PatchMarked { change_id } = &recorded.event
+            && !self.patches.insert(change_id.clone())
+        {
+            return Err(format!(
+                "history marks patch `{change_id}` twice (second at position {})",
                 recorded.position
             ));
         }
@@ -824,6 +854,9 @@ pub struct Recorder {
     /// The most events the history may hold (the tenant's
     /// `history_events_max`); one place is always kept for the end.
     history_events_max: usize,
+    /// What `patched` answered for each change id in this activation: the
+    /// first answer holds, even where a later call would decide otherwise.
+    patch_answers: HashMap<String, bool>,
 }
 
 impl Recorder {
@@ -835,6 +868,7 @@ impl Recorder {
             halted: None,
             replay_only,
             history_events_max: HISTORY_EVENTS_MAX,
+            patch_answers: HashMap::new(),
         }
     }
 
@@ -865,6 +899,7 @@ impl Recorder {
         self.next_seq = 1;
         self.waits = 0;
         self.halted = None;
+        self.patch_answers.clear();
     }
 
     /// True while the guest re-makes commands the history already holds.
@@ -1009,6 +1044,47 @@ impl Recorder {
         }
     }
 
+    /// Whether the code takes the path of change `change_id` (see the WIT's
+    /// `patched`). Live (past the last recorded command, or recording with
+    /// no history left to match), the answer is yes and a marker is
+    /// recorded (buffered): a replay then finds it. Replaying a history
+    /// that goes on past this point, the marker decides: a history
+    /// recorded before the change has none, so the old path replays. A
+    /// finished history is all replay.
+    pub fn patched(&mut self, change_id: &str, now_ms: u64) -> Result<bool, Halt> {
+        if let Some(halt) = &self.halted {
+            return Err(halt.clone());
+        }
+        if let Some(&answer) = self.patch_answers.get(change_id) {
+            return Ok(answer);
+        }
+        let marked = self.history.patches.contains(change_id);
+        let replaying = self.is_replaying() || self.history.terminal().is_some();
+        let answer = marked || !replaying;
+        if answer && !marked && !self.replay_only {
+            self.check_room(1)
+                .map_err(|full| self.halt(Halt::Limit(full)))?;
+            self.history.record(
+                Event::PatchMarked {
+                    change_id: change_id.to_string(),
+                },
+                now_ms,
+            );
+        }
+        self.patch_answers.insert(change_id.to_string(), answer);
+        Ok(answer)
+    }
+
+    /// `deprecate-patch`: the changed path is the only one left, but the
+    /// marker is still recorded live so that code which still asks
+    /// `patched(change_id)` replays this execution on the changed path.
+    pub fn deprecate_patch(&mut self, change_id: &str, now_ms: u64) -> Result<(), Halt> {
+        if self.is_replaying() || self.history.terminal().is_some() {
+            return Ok(());
+        }
+        self.patched(change_id, now_ms).map(|_| ())
+    }
+
     /// A random draw: the recorded bytes, or `live` recorded (buffered) now.
     /// On a halt it returns zeros and parks the halt for the next host call.
     pub fn draw_random(&mut self, live: Vec<u8>, now_ms: u64) -> Vec<u8> {
@@ -1058,6 +1134,7 @@ mod tests {
             input: "{}".into(),
             trace: None,
             host_behaviour: HOST_BEHAVIOUR,
+            continued_from: None,
         }
     }
 
@@ -1167,6 +1244,114 @@ mod tests {
         assert_eq!(history.first_completed(&[1, 2]), Some(2));
         assert_eq!(history.first_completed(&[1]), Some(1));
         assert_eq!(history.first_completed(&[3]), None);
+    }
+
+    /// Replays `history` as a fresh activation that asks `patched("fix")`
+    /// after its first command, and returns the answer.
+    fn patched_after_first_command(history: History) -> (bool, Recorder) {
+        let mut recorder = Recorder::new(history, false);
+        recorder.begin_activation();
+        let command = Command::ScheduleActivity {
+            name: "a".into(),
+            input: "{}".into(),
+        };
+        recorder.next_command(&command).expect("seq 1 matches");
+        let answer = recorder.patched("fix", 0).expect("no halt");
+        (answer, recorder)
+    }
+
+    #[test]
+    fn patched_is_false_for_histories_recorded_before_the_change() {
+        let mut old_code = History::default();
+        old_code.record(started(), 0);
+        old_code.record(scheduled(1, "a", "{}"), 0);
+        old_code.record(scheduled(2, "old-path", "{}"), 0);
+        old_code.mark_durable();
+        let (answer, recorder) = patched_after_first_command(old_code);
+        assert!(
+            !answer,
+            "the history went on past this point without the marker"
+        );
+        assert!(recorder.history.unflushed().is_empty(), "nothing recorded");
+    }
+
+    #[test]
+    fn patched_is_true_live_records_one_marker_and_replays_true() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "a", "{}"), 0);
+        history.mark_durable();
+        let (answer, mut recorder) = patched_after_first_command(history);
+        assert!(answer, "past the history's last command the new path runs");
+        // Asked again later in the same activation: the same answer, no
+        // second marker.
+        assert_eq!(recorder.patched("fix", 0), Ok(true));
+        let markers: Vec<&Event> = recorder
+            .history
+            .unflushed()
+            .iter()
+            .map(|recorded| &recorded.event)
+            .collect();
+        assert_eq!(
+            markers,
+            vec![&Event::PatchMarked {
+                change_id: "fix".into()
+            }]
+        );
+        // The next activation replays the marker: still the new path, even
+        // with more commands recorded after it.
+        recorder.history.record(scheduled(2, "new-path", "{}"), 0);
+        recorder.history.mark_durable();
+        let history = History::from_recorded(recorder.history.events().to_vec())
+            .expect("a marked history loads");
+        let (answer, recorder) = patched_after_first_command(history);
+        assert!(answer);
+        assert!(recorder.history.unflushed().is_empty());
+    }
+
+    #[test]
+    fn the_first_patched_answer_holds_for_the_activation() {
+        // Replaying: false. Later in the same activation the code is live,
+        // but the answer must stay false, or a replay of what it records
+        // would take the other branch at the first call.
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "a", "{}"), 0);
+        history.record(scheduled(2, "old-path", "{}"), 0);
+        history.mark_durable();
+        let (answer, mut recorder) = patched_after_first_command(history);
+        assert!(!answer);
+        let old_path = Command::ScheduleActivity {
+            name: "old-path".into(),
+            input: "{}".into(),
+        };
+        recorder.next_command(&old_path).expect("seq 2 matches");
+        assert!(!recorder.is_replaying());
+        assert_eq!(recorder.patched("fix", 0), Ok(false));
+        assert!(recorder.history.unflushed().is_empty());
+    }
+
+    #[test]
+    fn deprecate_patch_marks_live_only_and_unasked_markers_are_ignored() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "a", "{}"), 0);
+        history.mark_durable();
+        let mut recorder = Recorder::new(history, false);
+        recorder.begin_activation();
+        let first = Command::ScheduleActivity {
+            name: "a".into(),
+            input: "{}".into(),
+        };
+        recorder.next_command(&first).expect("seq 1 matches");
+        recorder.deprecate_patch("fix", 0).expect("no halt");
+        assert_eq!(recorder.history.unflushed().len(), 1);
+        // Code that no longer asks about the change replays the marked
+        // history and finishes cleanly: the marker is not a command.
+        recorder.history.mark_durable();
+        let history = History::from_recorded(recorder.history.events().to_vec())
+            .expect("a marked history loads");
+        assert_eq!(history.check_finished(1), Ok(()));
     }
 
     #[test]

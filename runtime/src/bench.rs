@@ -856,6 +856,7 @@ fn synthetic_chain_history(
         input: format!(r#"{{"steps":{steps}}}"#),
         trace: None,
         host_behaviour: crate::journal::HOST_BEHAVIOUR,
+        continued_from: None,
     }];
     let options = ActivityOptions::default();
     for seq in 1..=steps {

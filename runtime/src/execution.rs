@@ -74,6 +74,10 @@ pub enum Interrupt {
     /// An operator terminated the execution: its drive ends at this wait.
     #[error("the execution was terminated")]
     Terminated,
+    /// The workflow called `continue-as-new`: this run ends and the next
+    /// one starts with `input`.
+    #[error("the workflow continues as new")]
+    ContinueAsNew { input: String },
 }
 
 impl From<StoreError> for Interrupt {

@@ -27,8 +27,8 @@ use crate::journal::{
 use crate::mailbox::Mailboxes;
 use crate::quota::{InstanceSlot, Instances};
 use crate::store::{
-    ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution, StartOutcome, Store,
-    StoreError,
+    ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution, NextRun, StartOutcome,
+    Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 use crate::tenant::{LimitExceeded, TenantLimits};
@@ -51,6 +51,13 @@ pub const CANCELLED_ERROR_TYPE: &str = "Cancelled";
 
 /// The tenant of everything started without a server (`reprise run`).
 pub const DEFAULT_TENANT: &str = "default";
+
+/// How one run's drive ended.
+enum RunEnd {
+    Finished(Outcome),
+    /// The run continued as new: the next run to drive.
+    ContinuedAs(ExecutionRecord),
+}
 
 /// How an execution ended.
 #[derive(Clone, Debug, Serialize)]
@@ -503,6 +510,7 @@ impl Runtime {
                 input: input.to_string(),
                 trace: Some(trace.unwrap_or_else(crate::telemetry::spans::new_root_trace)),
                 host_behaviour: self.options.host_behaviour,
+                continued_from: None,
             },
         };
         let outcome = self
@@ -548,23 +556,33 @@ impl Runtime {
     }
 
     /// Runs an execution until it finishes, replaying what its history
-    /// holds first. A finished execution returns its recorded outcome and
-    /// runs nothing.
-    pub async fn drive(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
-        let span = tracing::info_span!(
-            "execution",
-            tenant = %record.tenant,
-            workflow_id = %record.workflow_id,
-            run_id = %record.run_id,
-            workflow_type = %record.workflow_type,
-        );
-        self.drive_in_span(record).instrument(span).await
+    /// holds first, and then every run it continues as. A finished
+    /// execution returns its recorded outcome and runs nothing.
+    pub async fn drive(&self, mut record: ExecutionRecord) -> Result<Outcome, RunError> {
+        loop {
+            let span = tracing::info_span!(
+                "execution",
+                tenant = %record.tenant,
+                workflow_id = %record.workflow_id,
+                run_id = %record.run_id,
+                workflow_type = %record.workflow_type,
+            );
+            match self.drive_run(record).instrument(span).await? {
+                RunEnd::Finished(outcome) => return Ok(outcome),
+                RunEnd::ContinuedAs(next) => record = next,
+            }
+        }
     }
 
-    async fn drive_in_span(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
+    /// Drives one run of an execution.
+    async fn drive_run(&self, record: ExecutionRecord) -> Result<RunEnd, RunError> {
         let history = self.load_history(&record).await?;
-        if let Some(terminal) = history.terminal() {
-            return Ok(outcome_of(terminal));
+        match history.terminal() {
+            Some(Event::WorkflowContinuedAsNew { .. }) => {
+                return self.next_run_of(&record).await.map(RunEnd::ContinuedAs);
+            }
+            Some(terminal) => return Ok(RunEnd::Finished(outcome_of(terminal))),
+            None => {}
         }
         let (_, digest, input) = started_parts(&history, &record)?;
         let pre = self.prepared_by_digest(&digest).await?;
@@ -595,9 +613,20 @@ impl Runtime {
             }
             let mut interrupt = match result {
                 Ok(guest_result) => match self.complete(&mut execution, guest_result).await {
-                    Ok(outcome) => return Ok(outcome),
+                    Ok(outcome) => return Ok(RunEnd::Finished(outcome)),
                     Err(interrupt) => interrupt,
                 },
+                Err(Interrupt::ContinueAsNew { input }) => {
+                    match self.continue_as_new(&mut execution, input).await {
+                        Ok(()) => {
+                            return self
+                                .next_run_of(&execution.record)
+                                .await
+                                .map(RunEnd::ContinuedAs);
+                        }
+                        Err(interrupt) => interrupt,
+                    }
+                }
                 Err(interrupt) => interrupt,
             };
             if let Interrupt::Suspend { wait, ordinal } = &interrupt {
@@ -609,8 +638,89 @@ impl Runtime {
                     Err(failed) => interrupt = failed,
                 }
             }
-            return self.settle(&mut execution, interrupt).await;
+            return self
+                .settle(&mut execution, interrupt)
+                .await
+                .map(RunEnd::Finished);
         }
+    }
+
+    /// The run that followed `ended` (a run that continued as new).
+    async fn next_run_of(&self, ended: &ExecutionRecord) -> Result<ExecutionRecord, RunError> {
+        match self
+            .store
+            .execution(&ended.tenant, &ended.workflow_id)
+            .await?
+        {
+            Some(next) if next.id != ended.id => Ok(next),
+            _ => Err(RunError::CorruptHistory {
+                workflow_id: ended.workflow_id.clone(),
+                problem: format!(
+                    "run {} continued as new, but no later run of the id exists",
+                    ended.run_id
+                ),
+            }),
+        }
+    }
+
+    /// Ends the run with `WorkflowContinuedAsNew` and starts the next run
+    /// with `input` in the same transaction, on the module the workflow
+    /// type is bound to now (the run's own module if the type is unbound).
+    async fn continue_as_new(
+        &self,
+        execution: &mut Execution,
+        input: String,
+    ) -> Result<(), Interrupt> {
+        execution.check_halted()?;
+        {
+            // Continuing where the history recorded more commands is
+            // code that changed under the execution.
+            let recorder = execution.recorder();
+            recorder
+                .history
+                .check_finished(recorder.last_seq_made())
+                .map_err(|mismatch| Interrupt::Halt(Halt::Nondeterminism(mismatch)))?;
+        }
+        let record = &execution.record;
+        let module_digest = self
+            .type_digest_for(&record.tenant, &record.workflow_type)
+            .unwrap_or_else(|| record.module_digest.clone());
+        let next_run_id = new_run_id();
+        let started = RecordedEvent {
+            position: 1,
+            recorded_at_ms: clock::now_ms(),
+            event: Event::WorkflowStarted {
+                workflow_type: record.workflow_type.clone(),
+                module_digest: module_digest.clone(),
+                input: input.clone(),
+                trace: Some(crate::telemetry::spans::new_root_trace()),
+                host_behaviour: self.options.host_behaviour,
+                continued_from: Some(record.run_id.clone()),
+            },
+        };
+        let result = serde_json::json!({ "continued_as_new": { "next_run_id": next_run_id } });
+        let (tenant, workflow_type) = (record.tenant.clone(), record.workflow_type.clone());
+        execution
+            .finish(
+                Event::WorkflowContinuedAsNew {
+                    input,
+                    next_run_id: next_run_id.clone(),
+                    module_digest: module_digest.clone(),
+                },
+                Finish {
+                    next_run: Some(Box::new(NextRun {
+                        run_id: next_run_id,
+                        module_digest,
+                        started,
+                    })),
+                    ..Finish::new(ExecutionStatus::ContinuedAsNew, result.to_string())
+                },
+            )
+            .await?;
+        self.telemetry
+            .metrics
+            .execution_started(&tenant, &workflow_type);
+        Ok(())
     }
 
     /// Waits for an instance of the execution's tenant (its own queue), or
@@ -660,10 +770,7 @@ impl Runtime {
                         Event::WorkflowFailed {
                             error: error.clone(),
                         },
-                        Finish {
-                            status: ExecutionStatus::Failed,
-                            result,
-                        },
+                        Finish::new(ExecutionStatus::Failed, result),
                     )
                     .await
                     .map_err(|interrupt| host_error(&execution.record, interrupt))?;
@@ -712,10 +819,7 @@ impl Runtime {
                     Event::WorkflowCompleted {
                         output: output.clone(),
                     },
-                    Finish {
-                        status: ExecutionStatus::Completed,
-                        result: output,
-                    },
+                    Finish::new(ExecutionStatus::Completed, output),
                     Outcome::Completed { output: value },
                 )
             }
@@ -728,7 +832,11 @@ impl Runtime {
                 let result = serde_json::to_string(&error).unwrap_or_default();
                 let was_cancelled = execution.recorder().history.was_cancelled();
                 let (event, status) = ending_of(error.clone(), was_cancelled);
-                (event, Finish { status, result }, Outcome::Failed { error })
+                (
+                    event,
+                    Finish::new(status, result),
+                    Outcome::Failed { error },
+                )
             }
         };
         execution.finish(event, finish).await?;
@@ -848,17 +956,21 @@ impl Runtime {
             run_id: execution.record.run_id.clone(),
             source,
         };
+        // The code ended its run: it must have made every recorded command.
+        let check_all_made = || {
+            if let Err(Interrupt::Halt(Halt::Nondeterminism(source))) = execution.check_halted() {
+                return Err(nondeterminism(source));
+            }
+            let recorder = execution.recorder();
+            recorder
+                .history
+                .check_finished(recorder.last_seq_made())
+                .map_err(nondeterminism)
+        };
         let replayed = match result {
             Ok(guest_result) => {
-                if let Err(Interrupt::Halt(Halt::Nondeterminism(source))) = execution.check_halted()
-                {
-                    return Err(nondeterminism(source));
-                }
+                check_all_made()?;
                 let recorder = execution.recorder();
-                recorder
-                    .history
-                    .check_finished(recorder.last_seq_made())
-                    .map_err(nondeterminism)?;
                 match guest_result {
                     Ok(output) => Event::WorkflowCompleted { output },
                     Err(error) => {
@@ -879,6 +991,24 @@ impl Runtime {
                 return Err(nondeterminism(source));
             }
             Err(Interrupt::FailWorkflow(error)) => Event::WorkflowFailed { error },
+            Err(Interrupt::ContinueAsNew { input }) => {
+                check_all_made()?;
+                // The input is the code's; the next run's id and module
+                // were the host's choice, so they are taken as recorded.
+                let (next_run_id, module_digest) = match &recorded_terminal {
+                    Some(Event::WorkflowContinuedAsNew {
+                        next_run_id,
+                        module_digest,
+                        ..
+                    }) => (next_run_id.clone(), module_digest.clone()),
+                    _ => (String::new(), String::new()),
+                };
+                Event::WorkflowContinuedAsNew {
+                    input,
+                    next_run_id,
+                    module_digest,
+                }
+            }
             Err(other) => return Err(host_error(&execution.record, other)),
         };
         match recorded_terminal {
@@ -915,6 +1045,9 @@ fn describe_terminal(event: &Event) -> String {
         Event::WorkflowCompleted { output } => format!("output {output}"),
         Event::WorkflowFailed { error } | Event::WorkflowCancelled { error } => {
             format!("failure {error}")
+        }
+        Event::WorkflowContinuedAsNew { input, .. } => {
+            format!("a continue-as-new with input {input}")
         }
         other => other.kind().to_string(),
     }

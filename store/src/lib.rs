@@ -115,6 +115,8 @@ pub enum ExecutionStatus {
     Cancelled,
     /// An operator stopped it; no compensation ran.
     Terminated,
+    /// The workflow ended this run and started the next run of its id.
+    ContinuedAsNew,
 }
 
 impl ExecutionStatus {
@@ -125,6 +127,7 @@ impl ExecutionStatus {
             ExecutionStatus::Failed => "failed",
             ExecutionStatus::Cancelled => "cancelled",
             ExecutionStatus::Terminated => "terminated",
+            ExecutionStatus::ContinuedAsNew => "continued_as_new",
         }
     }
 
@@ -134,6 +137,7 @@ impl ExecutionStatus {
             "failed" => ExecutionStatus::Failed,
             "cancelled" => ExecutionStatus::Cancelled,
             "terminated" => ExecutionStatus::Terminated,
+            "continued_as_new" => ExecutionStatus::ContinuedAsNew,
             _ => ExecutionStatus::Running,
         }
     }
@@ -246,6 +250,31 @@ pub struct TenantModule {
 pub struct Finish {
     pub status: ExecutionStatus,
     pub result: String,
+    /// The run a continue-as-new starts in the same transaction.
+    pub next_run: Option<Box<NextRun>>,
+}
+
+impl Finish {
+    /// The end of a run that starts no other.
+    pub fn new(status: ExecutionStatus, result: String) -> Finish {
+        Finish {
+            status,
+            result,
+            next_run: None,
+        }
+    }
+}
+
+/// The next run of a workflow id, started by a continue-as-new: the same
+/// tenant, workflow id and type as the run that ends, a new run id, a
+/// fresh history beginning with `started`. The ending run's undelivered
+/// messages move to it, and it takes the ending run's place in the
+/// tenant's running count (no capacity check: nothing new runs).
+#[derive(Clone, Debug)]
+pub struct NextRun {
+    pub run_id: String,
+    pub module_digest: String,
+    pub started: RecordedEvent,
 }
 
 /// A line a workflow logged.
@@ -299,6 +328,7 @@ pub struct StatusCounts {
     pub failed: u64,
     pub cancelled: u64,
     pub terminated: u64,
+    pub continued_as_new: u64,
 }
 
 impl StatusCounts {
@@ -313,6 +343,7 @@ impl StatusCounts {
                 ExecutionStatus::Failed => counts.failed += count,
                 ExecutionStatus::Cancelled => counts.cancelled += count,
                 ExecutionStatus::Terminated => counts.terminated += count,
+                ExecutionStatus::ContinuedAsNew => counts.continued_as_new += count,
             }
         }
         counts

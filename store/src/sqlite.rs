@@ -307,6 +307,30 @@ async fn apply<'op>(
                 .execute(&mut *connection)
                 .await
                 .map_err(StoreError::database("finishing an execution"))?;
+                if let Some(next) = &finish.next_run {
+                    let now = now_ms();
+                    let next_id: i64 = sqlx::query_scalar(
+                        "INSERT INTO executions
+                       (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
+                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ? FROM executions WHERE id = ?
+                     RETURNING id",
+                    )
+                    .bind(&next.run_id)
+                    .bind(&next.module_digest)
+                    .bind(now)
+                    .bind(now)
+                    .bind(*execution_id)
+                    .fetch_one(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("starting the next run"))?;
+                    events.push((next_id, &next.started));
+                    sqlx::query("UPDATE mailbox SET execution_id = ? WHERE execution_id = ? AND delivered_position IS NULL")
+                        .bind(next_id)
+                        .bind(*execution_id)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(StoreError::database("moving messages to the next run"))?;
+                }
             }
             Ok(WriteReply::Done)
         }
@@ -317,9 +341,16 @@ async fn apply<'op>(
             payload,
             message_id,
         } => {
+            // A message that raced a continue-as-new (posted to the run
+            // that just ended) goes to the run that replaced it.
             let inserted = sqlx::query(
                 "INSERT INTO mailbox (execution_id, kind, name, payload, message_id, received_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, message_id) DO NOTHING",
+                 VALUES (COALESCE((SELECT newest.id FROM executions AS ended
+                                   JOIN executions AS newest
+                                     ON newest.tenant = ended.tenant AND newest.workflow_id = ended.workflow_id
+                                   WHERE ended.id = ?1 AND ended.status = 'continued_as_new'
+                                   ORDER BY newest.id DESC LIMIT 1), ?1),
+                         ?2, ?3, ?4, ?5, ?6) ON CONFLICT (execution_id, message_id) DO NOTHING",
             )
             .bind(*execution_id)
             .bind(kind.as_str())

@@ -468,6 +468,39 @@ class Context:
             call = call.workflow_id(workflow_id)
         return call.call()
 
+    # --- versioning and long life -------------------------------------------
+
+    def patched(self, change_id):
+        """Versioning: whether this execution takes the code path added by
+        change `change_id`. New executions (and old ones that reach this
+        point only now) get True; an execution recorded by the code before
+        the change replays with False. The first answer holds for the run::
+
+            if ctx.patched("send-receipt"):
+                ctx.call_activity("receipt", order)
+
+        Once no execution that could take the old path is left, replace the
+        call with `deprecate_patch`; later, remove that too."""
+        _require_name(change_id, "a change id")
+        durable, _, _, _ = _host.bindings()
+        return durable.patched(change_id)
+
+    def deprecate_patch(self, change_id):
+        """The step after `patched` once every execution that could take the
+        old path has finished: only the new path is left in the code."""
+        _require_name(change_id, "a change id")
+        durable, _, _, _ = _host.bindings()
+        durable.deprecate_patch(change_id)
+
+    def continue_as_new(self, input):
+        """Ends this run and starts a fresh one of the same workflow id with
+        `input` (JSON-able) and an empty history: how a workflow that runs
+        for months keeps its history small. Never returns. Signals not yet
+        received move to the next run."""
+        durable, _, _, _ = _host.bindings()
+        durable.continue_as_new(encode(input, "the continue-as-new input"))
+        raise AssertionError("the host stops the workflow at continue_as_new")
+
     # --- identity and logs --------------------------------------------------
 
     @property

@@ -225,12 +225,13 @@ struct ListQuery {
 fn filter_from(query: ListQuery) -> Result<ExecutionFilter, String> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some(text @ ("running" | "completed" | "failed" | "cancelled" | "terminated")) => {
-            Some(ExecutionStatus::parse(text))
-        }
+        Some(
+            text @ ("running" | "completed" | "failed" | "cancelled" | "terminated"
+            | "continued_as_new"),
+        ) => Some(ExecutionStatus::parse(text)),
         Some(other) => {
             return Err(format!(
-                "unknown status `{other}`; use running, completed, failed, cancelled or terminated"
+                "unknown status `{other}`; use running, completed, failed, cancelled, terminated or continued_as_new"
             ));
         }
     };

@@ -759,7 +759,9 @@ async fn status(id: &str, format: Format, db: &DbArgs) -> ExitCode {
 /// 1 for an execution that ended without success, else 0.
 fn exit_for_status(status: ExecutionStatus) -> ExitCode {
     match status {
-        ExecutionStatus::Running | ExecutionStatus::Completed => ExitCode::SUCCESS,
+        ExecutionStatus::Running | ExecutionStatus::Completed | ExecutionStatus::ContinuedAsNew => {
+            ExitCode::SUCCESS
+        }
         ExecutionStatus::Failed | ExecutionStatus::Cancelled | ExecutionStatus::Terminated => {
             ExitCode::from(EXIT_WORKFLOW_FAILED)
         }

@@ -44,7 +44,14 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
             _ => None,
         };
         let detail = match &recorded.event {
-            Event::WorkflowStarted { input, .. } => format!("input {input}"),
+            Event::WorkflowStarted {
+                input,
+                continued_from,
+                ..
+            } => match continued_from {
+                Some(run_id) => format!("input {input}, continuing run {run_id}"),
+                None => format!("input {input}"),
+            },
             Event::ClockRead {
                 clock, value_ns, ..
             } => format!("{clock:?} clock = {value_ns} ns"),
@@ -122,6 +129,10 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 error.to_string()
             }
             Event::WorkflowTerminated { reason } => reason.clone(),
+            Event::PatchMarked { change_id } => format!("patch `{change_id}`: new path"),
+            Event::WorkflowContinuedAsNew {
+                input, next_run_id, ..
+            } => format!("next run {next_run_id} with input {input}"),
         };
         let detail = match compensation {
             Some(step) => format!("↺ `{step}`: {detail}"),

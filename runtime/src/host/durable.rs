@@ -477,6 +477,40 @@ impl Host for WorkflowHost {
         )
     }
 
+    async fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+        self.check_halted()?;
+        check_name("change id", &change_id)?;
+        let answer = self
+            .execution
+            .recorder()
+            .patched(&change_id, clock::now_ms())
+            .map_err(|halt| interrupt(halt.into()))?;
+        self.flush_if_piled_up().await?;
+        Ok(answer)
+    }
+
+    async fn deprecate_patch(&mut self, change_id: String) -> wasmtime::Result<()> {
+        self.check_halted()?;
+        check_name("change id", &change_id)?;
+        self.execution
+            .recorder()
+            .deprecate_patch(&change_id, clock::now_ms())
+            .map_err(|halt| interrupt(halt.into()))?;
+        self.flush_if_piled_up().await
+    }
+
+    async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
+        self.check_halted()?;
+        let payload_bytes_max = self.execution.limits.payload_bytes_max;
+        if let Err(problem) =
+            crate::runtime::check_json_payload("continue-as-new input", &input, payload_bytes_max)
+        {
+            return Err(fail("InvalidContinueAsNewInput", problem.to_string()));
+        }
+        // Unwinds the guest: the driver ends the run and starts the next.
+        Err(interrupt(Interrupt::ContinueAsNew { input }))
+    }
+
     async fn info(&mut self) -> wasmtime::Result<WorkflowInfo> {
         let record = &self.execution.record;
         Ok(WorkflowInfo {

@@ -143,6 +143,7 @@ fn finished_status(event: &Event) -> &'static str {
         Event::WorkflowCompleted { .. } => "completed",
         Event::WorkflowCancelled { .. } => "cancelled",
         Event::WorkflowTerminated { .. } => "terminated",
+        Event::WorkflowContinuedAsNew { .. } => "continued_as_new",
         _ => "failed",
     }
 }

@@ -520,7 +520,7 @@ async fn the_web_view_charts_attempts_lists_with_counts_and_pages_and_acts() {
     let globex_counts = get(&hosted, &other, "/v1/execution-counts?id_prefix=list-").await;
     assert_eq!(
         globex_counts,
-        json!({"running": 1, "completed": 0, "failed": 0, "cancelled": 0, "terminated": 0})
+        json!({"running": 1, "completed": 0, "failed": 0, "cancelled": 0, "terminated": 0, "continued_as_new": 0})
     );
     for (path, complaint) in [
         ("/v1/executions?before=nonsense", "is not a list cursor"),

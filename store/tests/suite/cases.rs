@@ -6,8 +6,8 @@ use std::sync::Arc;
 use reprise_journal::{Clock, Event, RecordedEvent};
 use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
-    IdReusePolicy, ListCursor, MessageKind, NewExecution, StartOutcome, StatusCounts, Store,
-    StoreError,
+    IdReusePolicy, ListCursor, MessageKind, NewExecution, NextRun, StartOutcome, StatusCounts,
+    Store, StoreError,
 };
 
 use crate::harness::TestDatabase;
@@ -25,6 +25,7 @@ fn started_with(input: &str) -> RecordedEvent {
             input: input.into(),
             trace: None,
             host_behaviour: reprise_journal::HOST_BEHAVIOUR,
+            continued_from: None,
         },
     }
 }
@@ -103,10 +104,7 @@ async fn finish(store: &dyn Store, id: i64, status: ExecutionStatus) {
             output: "null".into(),
         },
     };
-    let finish = Finish {
-        status,
-        result: "null".into(),
-    };
+    let finish = Finish::new(status, "null".into());
     store
         .append(id, vec![end], Some(finish))
         .await
@@ -666,7 +664,8 @@ pub async fn list_filters_cursor_pages_and_counts(database: Arc<TestDatabase>) {
             completed: 1,
             failed: 1,
             cancelled: 1,
-            terminated: 1
+            terminated: 1,
+            continued_as_new: 0,
         }
     );
     let order_counts = store
@@ -797,10 +796,7 @@ pub async fn payload_text_round_trips_byte_for_byte(database: Arc<TestDatabase>)
         .append(
             id,
             vec![clock.clone(), completed.clone()],
-            Some(Finish {
-                status: ExecutionStatus::Completed,
-                result: document.into(),
-            }),
+            Some(Finish::new(ExecutionStatus::Completed, document.into())),
         )
         .await
         .expect("append");
@@ -1059,4 +1055,112 @@ pub async fn one_server_holds_the_database(database: Arc<TestDatabase>) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+pub async fn continue_as_new_swaps_runs_in_one_transaction(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let first = start(store.as_ref(), new_execution(TENANT, "eternal", "r1")).await;
+    assert!(
+        store
+            .post_message(first.id, MessageKind::Signal, "go", "1", "m1")
+            .await
+            .expect("post")
+    );
+    let next_started = started_with(r#"{"n":2}"#);
+    let end = RecordedEvent {
+        position: 2,
+        recorded_at_ms: 2,
+        event: Event::WorkflowContinuedAsNew {
+            input: r#"{"n":2}"#.into(),
+            next_run_id: "r2".into(),
+            module_digest: DIGEST.into(),
+        },
+    };
+    let finish = Finish {
+        next_run: Some(Box::new(NextRun {
+            run_id: "r2".into(),
+            module_digest: DIGEST.into(),
+            started: next_started.clone(),
+        })),
+        ..Finish::new(
+            ExecutionStatus::ContinuedAsNew,
+            r#"{"next_run_id":"r2"}"#.into(),
+        )
+    };
+    store
+        .append(first.id, vec![end], Some(finish))
+        .await
+        .expect("continue as new");
+
+    let next = store
+        .execution(TENANT, "eternal")
+        .await
+        .expect("read")
+        .expect("the id has a newest run");
+    assert_eq!(
+        (
+            next.run_id.as_str(),
+            next.status,
+            next.workflow_type.as_str()
+        ),
+        ("r2", ExecutionStatus::Running, "t")
+    );
+    assert_ne!(next.id, first.id);
+    assert_eq!(
+        store.history(next.id).await.expect("history"),
+        [next_started],
+        "the next run starts with an empty history but its start"
+    );
+    let unfinished: Vec<String> = store
+        .unfinished_executions()
+        .await
+        .expect("unfinished")
+        .into_iter()
+        .map(|record| record.run_id)
+        .collect();
+    assert_eq!(unfinished, ["r2"], "only the next run is left to drive");
+    let counts = store
+        .count_executions(TENANT, &ExecutionFilter::default())
+        .await
+        .expect("counts");
+    assert_eq!((counts.running, counts.continued_as_new), (1, 1));
+
+    // The undelivered signal moved; one posted to the ended run (a race
+    // with the continue) lands on the next run too.
+    assert!(
+        store
+            .post_message(first.id, MessageKind::Signal, "go", "2", "m2")
+            .await
+            .expect("post")
+    );
+    let moved: Vec<String> = store
+        .undelivered_messages(next.id)
+        .await
+        .expect("mailbox")
+        .into_iter()
+        .map(|message| message.message_id)
+        .collect();
+    assert_eq!(moved, ["m1", "m2"]);
+    assert!(
+        store
+            .undelivered_messages(first.id)
+            .await
+            .expect("mailbox")
+            .is_empty()
+    );
+
+    // The next run took the ended run's place in the running count: with
+    // a limit of 2, one more start fits and the one after is refused.
+    let limited = |workflow_id: &str| NewExecution {
+        running_max: 2,
+        ..new_execution(TENANT, workflow_id, workflow_id)
+    };
+    start(store.as_ref(), limited("other")).await;
+    assert_eq!(
+        store
+            .start_execution(limited("third"))
+            .await
+            .expect("start"),
+        StartOutcome::AtCapacity { running: 2 }
+    );
 }

@@ -50,4 +50,5 @@ for_each_backend!(
     writes_and_reads_survive_lost_connections,
     open_url_accepts_only_postgres,
     one_server_holds_the_database,
+    continue_as_new_swaps_runs_in_one_transaction,
 );

@@ -1,0 +1,369 @@
+//! Long-lived workflows: versioning inside the code (`patched`) and
+//! continue-as-new (`examples/versioned`, `examples/counter`).
+
+use std::time::Duration;
+
+use reprise::journal::Event;
+use reprise::store::{ExecutionFilter, ExecutionRecord, ExecutionStatus, MessageKind};
+use reprise::{Limits, ReplayVerdict, RunError};
+use serde_json::json;
+
+use crate::support::{Harness, completed_output, guest};
+
+/// Fails the test instead of hanging it.
+async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), work)
+        .await
+        .expect("the scenario finished within 120 s")
+}
+
+/// Replays `record`'s history with build `workflow` of the code.
+async fn replay_with(
+    harness: &Harness,
+    workflow: &str,
+    record: &ExecutionRecord,
+) -> Result<ReplayVerdict, RunError> {
+    let component = harness.engine.load_file(&guest(workflow)).expect("load");
+    harness
+        .runtime
+        .verify_replay(&component, record.clone(), harness.history(record).await)
+        .await
+}
+
+/// Waits until the history of `record` holds an event `kind`.
+async fn wait_for_event(harness: &Harness, record: &ExecutionRecord, kind: &str) {
+    bounded(async {
+        loop {
+            let events = harness.events(record).await;
+            if events.iter().any(|event| event.kind() == kind) {
+                return;
+            }
+            if let Some(end) = events.iter().find(|event| event.is_terminal()) {
+                panic!("the execution ended ({end:?}) before {kind}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+async fn signal(harness: &Harness, record: &ExecutionRecord, name: &str, payload: &str, id: &str) {
+    assert!(
+        harness
+            .store
+            .post_message(record.id, MessageKind::Signal, name, payload, id)
+            .await
+            .expect("post a signal")
+    );
+}
+
+/// Runs `versioned` build `workflow` under `id` to its end, the `go`
+/// signal sent once it waits.
+async fn run_versioned(
+    harness: &Harness,
+    workflow: &str,
+    id: &str,
+) -> (ExecutionRecord, serde_json::Value) {
+    let record = harness.start(workflow, id, r#"{"n":1}"#).await;
+    let drive = tokio::spawn({
+        let runtime = harness.runtime.clone();
+        let record = record.clone();
+        async move { runtime.drive(record).await }
+    });
+    wait_for_event(harness, &record, "SignalAwaited").await;
+    signal(harness, &record, "go", "{}", "go-1").await;
+    let outcome = bounded(drive).await.expect("join").expect("drive");
+    (record, completed_output(&outcome))
+}
+
+#[tokio::test]
+async fn patched_keeps_old_histories_replaying_on_the_old_path() {
+    let harness = Harness::default().await;
+    // Recorded by the first build: one add_one, the signal, the old end.
+    let (old, output) = run_versioned(&harness, "versioned", "recorded-before").await;
+    assert_eq!(output, json!({ "n": 2, "path": "old" }));
+
+    // The changed build guarded by `patched` replays it on the old path…
+    assert_eq!(
+        replay_with(&harness, "versioned-patched", &old)
+            .await
+            .expect("replays"),
+        ReplayVerdict::Reproduced
+    );
+    // …the same change unguarded does not.
+    let unguarded = replay_with(&harness, "versioned-unguarded", &old).await;
+    assert!(
+        matches!(unguarded, Err(RunError::Nondeterminism { .. })),
+        "{unguarded:?}"
+    );
+
+    // A new execution of the changed build takes the new path and records
+    // the marker once; it replays under the same build, not the old one.
+    let (new, output) = run_versioned(&harness, "versioned-patched", "recorded-after").await;
+    assert_eq!(output, json!({ "n": 3, "path": "new" }));
+    let markers: Vec<Event> = harness
+        .events(&new)
+        .await
+        .into_iter()
+        .filter(|event| event.kind() == "PatchMarked")
+        .collect();
+    assert_eq!(
+        markers,
+        [Event::PatchMarked {
+            change_id: "add-one-more".into()
+        }]
+    );
+    assert_eq!(
+        replay_with(&harness, "versioned-patched", &new)
+            .await
+            .expect("replays"),
+        ReplayVerdict::Reproduced
+    );
+    let old_code = replay_with(&harness, "versioned", &new).await;
+    assert!(
+        matches!(old_code, Err(RunError::Nondeterminism { .. })),
+        "{old_code:?}"
+    );
+}
+
+/// Every run of `workflow_id`, oldest first.
+async fn runs_of(harness: &Harness, workflow_id: &str) -> Vec<ExecutionRecord> {
+    let mut runs = harness
+        .store
+        .list_executions(
+            reprise::runtime::DEFAULT_TENANT,
+            &ExecutionFilter {
+                id_prefix: Some(workflow_id.to_string()),
+                limit: 10_000,
+                ..ExecutionFilter::default()
+            },
+        )
+        .await
+        .expect("list");
+    runs.retain(|run| run.workflow_id == workflow_id);
+    runs.sort_by_key(|run| run.id);
+    runs
+}
+
+/// Checks the chain of runs: each ended run names the next, each next run
+/// names the one it continues, every history stays `events_max` long.
+async fn assert_linked_chain(harness: &Harness, runs: &[ExecutionRecord], events_max: usize) {
+    for (index, run) in runs.iter().enumerate() {
+        let events = harness.events(run).await;
+        assert!(
+            events.len() <= events_max,
+            "run {index} holds {} events: {events:?}",
+            events.len()
+        );
+        let continued_from = match &events[0] {
+            Event::WorkflowStarted { continued_from, .. } => continued_from.clone(),
+            other => panic!("run {index} starts with {other:?}"),
+        };
+        let previous = index
+            .checked_sub(1)
+            .map(|previous| runs[previous].run_id.clone());
+        assert_eq!(
+            continued_from, previous,
+            "run {index} names the run it continues"
+        );
+        if let Some(next) = runs.get(index + 1) {
+            assert_eq!(run.status, ExecutionStatus::ContinuedAsNew);
+            match events.last() {
+                Some(Event::WorkflowContinuedAsNew { next_run_id, .. }) => {
+                    assert_eq!(next_run_id, &next.run_id, "run {index} names its successor")
+                }
+                other => panic!("run {index} ends with {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_eternal_counter_runs_a_thousand_runs_with_bounded_histories() {
+    let harness = Harness::new(Limits::default(), true).await;
+    let (first, outcome) =
+        bounded(harness.run("counter", "eternal", r#"{"count":0,"until":1000}"#)).await;
+    let output = completed_output(&outcome);
+    assert_eq!(output["count"], 1000);
+    let runs = runs_of(&harness, "eternal").await;
+    assert_eq!(runs.len(), 1001, "one run per count");
+    assert_eq!(runs[0].id, first.id);
+    let last = runs.last().expect("runs");
+    assert_eq!(last.status, ExecutionStatus::Completed);
+    assert_eq!(
+        output["run_id"],
+        last.run_id.as_str(),
+        "the last run returned"
+    );
+    // Started, a clock read, the end: three events per run, whatever the count.
+    assert_linked_chain(&harness, &runs, 3).await;
+    let newest = harness
+        .store
+        .execution(reprise::runtime::DEFAULT_TENANT, "eternal")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(newest.run_id, last.run_id, "the id names its newest run");
+    // A finished run's continue-as-new replays: the input is the code's.
+    let component = harness.engine.load_file(&guest("counter")).expect("load");
+    let verdict = harness
+        .runtime
+        .verify_replay(
+            &component,
+            runs[500].clone(),
+            harness.history(&runs[500]).await,
+        )
+        .await
+        .expect("a continued run replays");
+    assert_eq!(verdict, ReplayVerdict::Reproduced);
+}
+
+#[tokio::test]
+async fn the_next_run_takes_the_newest_binding_and_the_pending_signals() {
+    let harness = Harness::default().await;
+    let first = harness
+        .start("counter", "paused", r#"{"count":0,"until":3,"pause":true}"#)
+        .await;
+    let drive = tokio::spawn({
+        let runtime = harness.runtime.clone();
+        let record = first.clone();
+        async move { runtime.drive(record).await }
+    });
+    wait_for_event(&harness, &first, "SignalAwaited").await;
+    // A newer build is bound to the type while run 0 waits.
+    let v2 = std::fs::read(guest("counter-v2")).expect("read");
+    let v2 = harness.runtime.deploy_workflow(&v2).await.expect("deploy");
+    harness.runtime.register_type("counter", &v2.digest);
+    signal(&harness, &first, "next", "1", "n1").await;
+
+    let second = bounded(async {
+        loop {
+            let runs = runs_of(&harness, "paused").await;
+            if runs.len() == 2 {
+                return runs[1].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        second.module_digest, v2.digest,
+        "run 1 runs the newest build"
+    );
+    assert_ne!(first.module_digest, v2.digest);
+    // Two signals at once: run 1 takes the first; the second moves to run 2.
+    signal(&harness, &second, "next", "2", "n2").await;
+    signal(&harness, &second, "next", "3", "n3").await;
+    let outcome = bounded(drive).await.expect("join").expect("drive");
+    let output = completed_output(&outcome);
+    assert_eq!(
+        output["received"],
+        json!([1, 2, 3]),
+        "each signal once, in order"
+    );
+    assert_eq!(output["version"], 2);
+    let runs = runs_of(&harness, "paused").await;
+    assert_eq!(runs.len(), 4);
+    assert_linked_chain(&harness, &runs, 6).await;
+}
+
+/// Runs of `workflow_id` in the SQLite database `db`, read by another
+/// process (0 before the database exists).
+async fn run_count(db: &std::path::Path, workflow_id: &str) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let Ok(pool) = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+    else {
+        return 0;
+    };
+    let count = sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE workflow_id = ?")
+        .bind(workflow_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+    pool.close().await;
+    count
+}
+
+#[tokio::test]
+async fn sigkill_between_and_inside_runs_loses_and_repeats_no_run() {
+    const UNTIL: u64 = 400;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("reprise.db");
+    let input = format!(r#"{{"count":0,"until":{UNTIL}}}"#);
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .arg("run")
+            .arg(guest("counter"))
+            .args(["--input", &input, "--id", "crashy", "--json"])
+            .arg("--db")
+            .arg(&db)
+            .arg("--cache-dir")
+            .arg(crate::support::cache_dir())
+            .env("REPRISE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn reprise")
+    };
+    for kill_after_runs in [1, 60, 150, 290] {
+        let mut child = spawn();
+        bounded(async {
+            while run_count(&db, "crashy").await < kill_after_runs {
+                if let Some(status) = child.try_wait().expect("poll child") {
+                    panic!("reprise exited ({status}) before run {kill_after_runs}");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    let output = spawn().wait_with_output().expect("wait for reprise");
+    assert!(output.status.success(), "{:?}", output.status);
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
+    assert_eq!(printed["count"], UNTIL, "{printed}");
+
+    let store = reprise::store::open(&db).await.expect("open store");
+    let mut runs = store
+        .list_executions(
+            reprise::runtime::DEFAULT_TENANT,
+            &ExecutionFilter {
+                limit: 10_000,
+                ..ExecutionFilter::default()
+            },
+        )
+        .await
+        .expect("list");
+    runs.sort_by_key(|run| run.id);
+    assert_eq!(
+        runs.len() as u64,
+        UNTIL + 1,
+        "one run per count, none twice"
+    );
+    for (index, run) in runs.iter().enumerate() {
+        let history = store.history(run.id).await.expect("history");
+        let (input, continued_from) = match &history[0].event {
+            Event::WorkflowStarted {
+                input,
+                continued_from,
+                ..
+            } => (input.clone(), continued_from.clone()),
+            other => panic!("run {index} starts with {other:?}"),
+        };
+        let input: serde_json::Value = serde_json::from_str(&input).expect("input");
+        assert_eq!(input["count"], index as u64, "run {index} counts on");
+        let previous = index
+            .checked_sub(1)
+            .map(|previous| runs[previous].run_id.clone());
+        assert_eq!(continued_from, previous);
+        assert!(history.len() <= 3, "run {index}: {history:?}");
+    }
+}
