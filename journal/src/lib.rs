@@ -213,6 +213,9 @@ pub enum Event {
         /// The run this one continues (by `continue-as-new`), if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         continued_from: Option<String>,
+        /// When the execution (every run) and this run must have ended.
+        #[serde(default, skip_serializing_if = "WorkflowTimeouts::is_unset")]
+        timeouts: WorkflowTimeouts,
     },
     ClockRead {
         seq: Seq,
@@ -401,6 +404,58 @@ impl Event {
                 | Event::WorkflowTerminated { .. }
                 | Event::WorkflowContinuedAsNew { .. }
         )
+    }
+}
+
+/// The deadlines of a workflow, fixed when a run starts: past the earlier
+/// one the host fails the run with [`WORKFLOW_TIMED_OUT`] at its next wait
+/// (the wall-clock backstop bounds computing between waits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowTimeouts {
+    /// The end of the whole execution, every continued run included (ms
+    /// since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_deadline_ms: Option<u64>,
+    /// The limit on one run; each run continued as new gets it afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_timeout_ms: Option<u64>,
+    /// The end of this run (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_deadline_ms: Option<u64>,
+}
+
+/// The error type of a run that passed its execution or run deadline.
+pub const WORKFLOW_TIMED_OUT: &str = "WorkflowTimedOut";
+
+impl WorkflowTimeouts {
+    /// Timeouts for a run starting at `now_ms`: the execution's deadline
+    /// as given, a run deadline `run_timeout_ms` from now.
+    pub fn starting_at(
+        now_ms: u64,
+        execution_deadline_ms: Option<u64>,
+        run_timeout_ms: Option<u64>,
+    ) -> WorkflowTimeouts {
+        WorkflowTimeouts {
+            execution_deadline_ms,
+            run_timeout_ms,
+            run_deadline_ms: run_timeout_ms.map(|timeout| now_ms.saturating_add(timeout)),
+        }
+    }
+
+    fn is_unset(&self) -> bool {
+        *self == WorkflowTimeouts::default()
+    }
+
+    /// The earlier deadline, and which one it is.
+    pub fn first_deadline(&self) -> Option<(u64, &'static str)> {
+        let execution = self
+            .execution_deadline_ms
+            .map(|at| (at, "execution timeout"));
+        let run = self.run_deadline_ms.map(|at| (at, "run timeout"));
+        match (execution, run) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (one, None) | (None, one) => one,
+        }
     }
 }
 
@@ -773,6 +828,14 @@ impl History {
         }
     }
 
+    /// The deadlines recorded when the run started.
+    pub fn timeouts(&self) -> WorkflowTimeouts {
+        match self.events.first().map(|recorded| &recorded.event) {
+            Some(Event::WorkflowStarted { timeouts, .. }) => *timeouts,
+            _ => WorkflowTimeouts::default(),
+        }
+    }
+
     /// The trace recorded when the execution started.
     pub fn trace(&self) -> Option<&TraceContext> {
         match self.events.first().map(|recorded| &recorded.event) {
@@ -1135,6 +1198,7 @@ mod tests {
             trace: None,
             host_behaviour: HOST_BEHAVIOUR,
             continued_from: None,
+            timeouts: WorkflowTimeouts::default(),
         }
     }
 

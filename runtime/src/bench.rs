@@ -857,6 +857,7 @@ fn synthetic_chain_history(
         trace: None,
         host_behaviour: crate::journal::HOST_BEHAVIOUR,
         continued_from: None,
+        timeouts: crate::journal::WorkflowTimeouts::default(),
     }];
     let options = ActivityOptions::default();
     for seq in 1..=steps {

@@ -14,7 +14,9 @@ use tokio::task::AbortHandle;
 
 use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
-use crate::journal::{Event, Halt, RecordedEvent, Recorder, Seq, WorkflowError};
+use crate::journal::{
+    Event, Halt, RecordedEvent, Recorder, Seq, WORKFLOW_TIMED_OUT, WorkflowError,
+};
 use crate::mailbox::MailboxFlag;
 use crate::quota::{ComputeTurn, Instances};
 use crate::runtime::{Outcome, RunError, Runtime, StartOptions};
@@ -570,6 +572,7 @@ impl Execution {
             self.mailbox.raise_again();
         }
         let evict_at = tokio::time::Instant::now() + self.hot_window;
+        let workflow_deadline = self.recorder().history.timeouts().first_deadline();
         let contention = self
             .instances
             .contention(&self.record.tenant)
@@ -597,6 +600,14 @@ impl Execution {
             }
             if self.recorder().is_replay_only() {
                 return Err(Interrupt::Halt(Halt::HistoryEnd));
+            }
+            if let Some((at, which)) = workflow_deadline
+                && clock::now_ms() >= at
+            {
+                return Err(Interrupt::FailWorkflow(runtime_error(
+                    WORKFLOW_TIMED_OUT,
+                    format!("the workflow passed its {which} while it waited"),
+                )));
             }
             if self.mailbox.take() && self.read_mailbox(wait, ordinal).await? {
                 continue;
@@ -626,7 +637,14 @@ impl Execution {
                     .map(|at| (Event::SignalTimedOut { seq: *seq }, at)),
                 _ => None,
             };
-            let fire_at = deadline.as_ref().map(|(_, at)| *at);
+            // Woken by the earlier of the wait's own deadline and the
+            // workflow's; the loop then decides which passed.
+            let fire_at = deadline
+                .as_ref()
+                .map(|(_, at)| *at)
+                .into_iter()
+                .chain(workflow_deadline.map(|(at, _)| at))
+                .min();
             let sleep = async {
                 match fire_at {
                     Some(fire_at_ms) => {
@@ -646,7 +664,9 @@ impl Execution {
                     }
                 }
                 () = sleep => {
-                    if let Some((event, _)) = deadline {
+                    if let Some((event, at)) = deadline
+                        && clock::now_ms() >= at
+                    {
                         self.append(event).await?;
                     }
                 }

@@ -22,7 +22,7 @@ use crate::host::workflow_bindings::{Workflow, WorkflowPre};
 use crate::host::{WorkflowHost, wit_types};
 use crate::journal::{
     Event, HOST_BEHAVIOUR, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext,
-    WorkflowError,
+    WorkflowError, WorkflowTimeouts,
 };
 use crate::mailbox::Mailboxes;
 use crate::quota::{InstanceSlot, Instances};
@@ -157,7 +157,15 @@ pub struct StartOptions {
     pub reuse: IdReusePolicy,
     /// The caller's trace (from a `traceparent`); default: a new trace.
     pub trace: Option<TraceContext>,
+    /// Limit on the whole execution, every continued run included.
+    pub execution_timeout: Option<Duration>,
+    /// Limit on each run.
+    pub run_timeout: Option<Duration>,
 }
+
+/// The longest execution or run timeout a start may ask for (ten years):
+/// a deadline is a number of milliseconds that must not overflow.
+pub const WORKFLOW_TIMEOUT_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A tokio runtime of its own for guest code. Guest code yields only every
 /// epoch tick; on the threads that also serve the API and the store's
@@ -487,9 +495,34 @@ impl Runtime {
         input: &str,
         options: StartOptions,
     ) -> Result<(ExecutionRecord, bool), RunError> {
-        let StartOptions { reuse, trace } = options;
+        let StartOptions {
+            reuse,
+            trace,
+            execution_timeout,
+            run_timeout,
+        } = options;
         let limits = self.limits_for(tenant);
         check_json_payload("workflow input", input, limits.payload_bytes_max)?;
+        for (name, timeout) in [
+            ("execution timeout", execution_timeout),
+            ("run timeout", run_timeout),
+        ] {
+            if let Some(timeout) = timeout
+                && (timeout.is_zero() || timeout > WORKFLOW_TIMEOUT_MAX)
+            {
+                return Err(RunError::InvalidInput(format!(
+                    "the {name} is {} ms; it must be at least 1 ms and at most {} ms (ten years)",
+                    timeout.as_millis(),
+                    WORKFLOW_TIMEOUT_MAX.as_millis()
+                )));
+            }
+        }
+        let now_ms = clock::now_ms();
+        let timeouts = WorkflowTimeouts::starting_at(
+            now_ms,
+            execution_timeout.map(|timeout| now_ms + timeout.as_millis() as u64),
+            run_timeout.map(|timeout| timeout.as_millis() as u64),
+        );
         if let Some(id) = &workflow_id
             && (id.is_empty()
                 || id.chars().count() > WORKFLOW_ID_CHARS_MAX
@@ -511,6 +544,7 @@ impl Runtime {
                 trace: Some(trace.unwrap_or_else(crate::telemetry::spans::new_root_trace)),
                 host_behaviour: self.options.host_behaviour,
                 continued_from: None,
+                timeouts,
             },
         };
         let outcome = self
@@ -596,6 +630,21 @@ impl Runtime {
             Recorder::new(history, false),
             self.surroundings(record_id),
         );
+        // A run resumed past its deadline (the process was down) runs no
+        // more code: waits fail it too, but only once the code reaches one.
+        let timeouts = execution.recorder().history.timeouts();
+        if let Some((at, which)) = timeouts.first_deadline()
+            && clock::now_ms() >= at
+        {
+            let timed_out = Interrupt::FailWorkflow(runtime_error(
+                crate::journal::WORKFLOW_TIMED_OUT,
+                format!("the workflow passed its {which} before it resumed"),
+            ));
+            return self
+                .settle(&mut execution, timed_out)
+                .await
+                .map(RunEnd::Finished);
+        }
         loop {
             let slot = self
                 .enter_instance(&execution.record, instances_max)
@@ -681,6 +730,13 @@ impl Runtime {
                 .check_finished(recorder.last_seq_made())
                 .map_err(|mismatch| Interrupt::Halt(Halt::Nondeterminism(mismatch)))?;
         }
+        let now_ms = clock::now_ms();
+        let ending = execution.recorder().history.timeouts();
+        let timeouts = WorkflowTimeouts::starting_at(
+            now_ms,
+            ending.execution_deadline_ms,
+            ending.run_timeout_ms,
+        );
         let record = &execution.record;
         let module_digest = self
             .type_digest_for(&record.tenant, &record.workflow_type)
@@ -688,7 +744,7 @@ impl Runtime {
         let next_run_id = new_run_id();
         let started = RecordedEvent {
             position: 1,
-            recorded_at_ms: clock::now_ms(),
+            recorded_at_ms: now_ms,
             event: Event::WorkflowStarted {
                 workflow_type: record.workflow_type.clone(),
                 module_digest: module_digest.clone(),
@@ -696,6 +752,7 @@ impl Runtime {
                 trace: Some(crate::telemetry::spans::new_root_trace()),
                 host_behaviour: self.options.host_behaviour,
                 continued_from: Some(record.run_id.clone()),
+                timeouts,
             },
         };
         let result = serde_json::json!({ "continued_as_new": { "next_run_id": next_run_id } });

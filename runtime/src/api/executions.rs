@@ -107,6 +107,12 @@ struct StartRequest {
     /// (start-and-wait in one request).
     #[serde(default)]
     wait_ms: u64,
+    /// Limit on the whole execution, continued runs included.
+    #[serde(default)]
+    execution_timeout_ms: Option<u64>,
+    /// Limit on each run.
+    #[serde(default)]
+    run_timeout_ms: Option<u64>,
 }
 
 async fn start(
@@ -145,6 +151,8 @@ async fn start(
             StartOptions {
                 reuse: request.id_reuse_policy,
                 trace,
+                execution_timeout: request.execution_timeout_ms.map(Duration::from_millis),
+                run_timeout: request.run_timeout_ms.map(Duration::from_millis),
             },
         )
         .await;

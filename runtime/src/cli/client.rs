@@ -302,11 +302,24 @@ fn print_execution(answer: &Answer, format: Format) -> anyhow::Result<ExitCode> 
     Ok(exit_for_status(ExecutionStatus::parse(&view.status)))
 }
 
+/// The timeouts `reprise start` asks for, in ms (see `StartOptions`).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StartTimeouts {
+    #[serde(
+        rename = "execution_timeout_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub execution_ms: Option<u64>,
+    #[serde(rename = "run_timeout_ms", skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
+}
+
 pub async fn start(
     name: &str,
     input: &str,
     id: Option<String>,
     wait: bool,
+    timeouts: StartTimeouts,
     format: Format,
     server: &ServerArgs,
 ) -> ExitCode {
@@ -325,6 +338,8 @@ pub async fn start(
             workflow_id: Option<String>,
             input: Box<RawValue>,
             wait_ms: u64,
+            #[serde(flatten)]
+            timeouts: StartTimeouts,
         }
         // With --wait, one request starts the execution and answers once it
         // has finished.
@@ -333,6 +348,7 @@ pub async fn start(
             workflow_id: id,
             input,
             wait_ms: if wait { RESULT_WAIT_MAX_MS } else { 0 },
+            timeouts,
         })?;
         let started = call(server, "POST", "/v1/executions", body).await?;
         if !started.is_success() {

@@ -241,6 +241,13 @@ enum Command {
         id: Option<String>,
         #[arg(long)]
         wait: bool,
+        /// Fail the execution (every continued run included) if it has not
+        /// ended after this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        execution_timeout_ms: Option<u64>,
+        /// Fail a run that has not ended after this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        run_timeout_ms: Option<u64>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -426,8 +433,16 @@ pub fn main() -> ExitCode {
                 input,
                 id,
                 wait,
+                execution_timeout_ms,
+                run_timeout_ms,
                 server,
-            } => client::start(&name, &input, id, wait, format, &server).await,
+            } => {
+                let timeouts = client::StartTimeouts {
+                    execution_ms: execution_timeout_ms,
+                    run_ms: run_timeout_ms,
+                };
+                client::start(&name, &input, id, wait, timeouts, format, &server).await
+            }
             Command::Result { id, wait, server } => {
                 client::result(&id, wait, format, &server).await
             }

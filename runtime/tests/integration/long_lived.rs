@@ -367,3 +367,169 @@ async fn sigkill_between_and_inside_runs_loses_and_repeats_no_run() {
         assert!(history.len() <= 3, "run {index}: {history:?}");
     }
 }
+
+/// Starts `workflow` under `id` with timeouts, without driving it.
+async fn start_with_timeouts(
+    harness: &Harness,
+    workflow: &str,
+    id: &str,
+    input: &str,
+    execution_timeout: Option<Duration>,
+    run_timeout: Option<Duration>,
+) -> Result<ExecutionRecord, RunError> {
+    let bytes = std::fs::read(guest(workflow)).expect("read guest");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    harness.runtime.register_type(workflow, &module.digest);
+    harness
+        .runtime
+        .start_for(
+            reprise::runtime::DEFAULT_TENANT,
+            workflow,
+            &module.digest,
+            Some(id.to_string()),
+            input,
+            reprise::runtime::StartOptions {
+                execution_timeout,
+                run_timeout,
+                ..reprise::runtime::StartOptions::default()
+            },
+        )
+        .await
+        .map(|(record, _)| record)
+}
+
+fn timed_out(outcome: reprise::Outcome) -> reprise::journal::WorkflowError {
+    match outcome {
+        reprise::Outcome::Failed { error } => {
+            assert_eq!(
+                error.error_type,
+                reprise::journal::WORKFLOW_TIMED_OUT,
+                "{error}"
+            );
+            error
+        }
+        reprise::Outcome::Completed { output } => {
+            panic!("it must time out; it completed: {output}")
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_execution_timeout_fails_a_waiting_workflow_and_one_resumed_too_late() {
+    let harness = Harness::new(Limits::default(), true).await;
+    let sleeper = r#"{"name":"Ada","sleep_ms":60000}"#;
+    let record = start_with_timeouts(
+        &harness,
+        "hello",
+        "slow",
+        sleeper,
+        Some(Duration::from_millis(300)),
+        None,
+    )
+    .await
+    .expect("start");
+    let outcome = bounded(harness.runtime.drive(record.clone()))
+        .await
+        .expect("drive");
+    let error = timed_out(outcome);
+    assert!(error.message.contains("execution timeout"), "{error}");
+    let events = harness.events(&record).await;
+    assert!(
+        events.iter().any(|event| event.kind() == "TimerStarted")
+            && !events.iter().any(|event| event.kind() == "TimerFired"),
+        "it failed during the sleep: {events:?}"
+    );
+    let row = harness
+        .store
+        .execution(reprise::runtime::DEFAULT_TENANT, "slow")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(row.status, ExecutionStatus::Failed);
+
+    // Not driven until after its deadline (a node that was down): it runs
+    // no code at all and fails at once.
+    let late = start_with_timeouts(
+        &harness,
+        "hello",
+        "late",
+        sleeper,
+        Some(Duration::from_millis(50)),
+        None,
+    )
+    .await
+    .expect("start");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let error = timed_out(
+        bounded(harness.runtime.drive(late.clone()))
+            .await
+            .expect("drive"),
+    );
+    assert!(error.message.contains("before it resumed"), "{error}");
+    let kinds: Vec<&str> = harness
+        .history(&late)
+        .await
+        .iter()
+        .map(|recorded| recorded.event.kind())
+        .collect();
+    assert_eq!(kinds, ["WorkflowStarted", "WorkflowFailed"]);
+
+    for bad in [
+        Duration::ZERO,
+        reprise::runtime::WORKFLOW_TIMEOUT_MAX + Duration::from_secs(1),
+    ] {
+        let refused = start_with_timeouts(&harness, "hello", "bad", sleeper, None, Some(bad)).await;
+        assert!(
+            matches!(&refused, Err(RunError::InvalidInput(message)) if message.contains("run timeout")),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_run_timeout_starts_afresh_in_each_continued_run() {
+    let harness = Harness::default().await;
+    let run_timeout = Duration::from_millis(400);
+    let first = start_with_timeouts(
+        &harness,
+        "counter",
+        "patient",
+        r#"{"count":0,"until":5,"pause":true}"#,
+        None,
+        Some(run_timeout),
+    )
+    .await
+    .expect("start");
+    let drive = tokio::spawn({
+        let runtime = harness.runtime.clone();
+        let record = first.clone();
+        async move { runtime.drive(record).await }
+    });
+    // Run 0 gets its signal in time; run 1 never does.
+    wait_for_event(&harness, &first, "SignalAwaited").await;
+    signal(&harness, &first, "next", "1", "n1").await;
+    let error = timed_out(bounded(drive).await.expect("join").expect("drive"));
+    assert!(error.message.contains("run timeout"), "{error}");
+    let runs = runs_of(&harness, "patient").await;
+    assert_eq!(
+        runs.iter().map(|run| run.status).collect::<Vec<_>>(),
+        [ExecutionStatus::ContinuedAsNew, ExecutionStatus::Failed]
+    );
+    let deadline_of = |events: &[Event]| match &events[0] {
+        Event::WorkflowStarted { timeouts, .. } => {
+            assert_eq!(timeouts.run_timeout_ms, Some(400));
+            timeouts.run_deadline_ms.expect("a run deadline")
+        }
+        other => panic!("{other:?}"),
+    };
+    let first_deadline = deadline_of(&harness.events(&runs[0]).await);
+    let second_deadline = deadline_of(&harness.events(&runs[1]).await);
+    assert!(
+        second_deadline > first_deadline,
+        "run 1 got its own deadline"
+    );
+}

@@ -26,6 +26,7 @@ fn started_with(input: &str) -> RecordedEvent {
             trace: None,
             host_behaviour: reprise_journal::HOST_BEHAVIOUR,
             continued_from: None,
+            timeouts: reprise_journal::WorkflowTimeouts::default(),
         },
     }
 }
