@@ -325,6 +325,23 @@ impl Context {
         unreachable!("the host stops the workflow at continue-as-new")
     }
 
+    /// Sets search attributes of this run — names to strings, numbers or
+    /// booleans, `null` to remove one — that lists filter on
+    /// (`reprise list --search-attribute status=shipped`). Journaled.
+    pub fn upsert_search_attributes<T: Serialize + ?Sized>(
+        &self,
+        attributes: &T,
+    ) -> Result<(), WorkflowError> {
+        let attributes = serde_json::to_string(attributes).map_err(|error| {
+            WorkflowError::new(
+                "SerializationError",
+                format!("could not encode the search attributes: {error}"),
+            )
+        })?;
+        durable::upsert_search_attributes(&attributes);
+        Ok(())
+    }
+
     /// Starts building a call of activity `name`.
     pub fn activity(&self, name: &str) -> ActivityCall {
         ActivityCall {

@@ -307,6 +307,12 @@ pub enum Event {
     CancellationDelivered {
         wait: u64,
     },
+    /// The workflow changed its search attributes: `attributes` is the
+    /// upsert as the code sent it (`null` removes a name).
+    SearchAttributesUpserted {
+        seq: Seq,
+        attributes: String,
+    },
     /// The code asked `patched(change_id)` (or `deprecate-patch`) while
     /// live: this execution takes the changed path. Not a command: it has
     /// no `seq`, so histories with or without it replay under the same code.
@@ -356,6 +362,7 @@ impl Event {
             Event::SignalTimedOut { .. } => "SignalTimedOut",
             Event::CancellationDelivered { .. } => "CancellationDelivered",
             Event::PatchMarked { .. } => "PatchMarked",
+            Event::SearchAttributesUpserted { .. } => "SearchAttributesUpserted",
             Event::ChildStarted { .. } => "ChildStarted",
             Event::ChildCompleted { .. } => "ChildCompleted",
             Event::ChildFailed { .. } => "ChildFailed",
@@ -376,7 +383,8 @@ impl Event {
             | Event::TimerStarted { seq, .. }
             | Event::TimersPolled { seq, .. }
             | Event::SignalAwaited { seq, .. }
-            | Event::ChildStarted { seq, .. } => Some(*seq),
+            | Event::ChildStarted { seq, .. }
+            | Event::SearchAttributesUpserted { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -492,6 +500,9 @@ pub enum Command {
         workflow_type: String,
         input: String,
     },
+    UpsertSearchAttributes {
+        attributes: String,
+    },
 }
 
 impl Command {
@@ -507,6 +518,9 @@ impl Command {
                 workflow_type,
                 input,
             } => describe_child(workflow_type, input),
+            Command::UpsertSearchAttributes { attributes } => {
+                format!("a search attribute upsert {attributes}")
+            }
         }
     }
 
@@ -552,6 +566,13 @@ impl Command {
                     ..
                 },
             ) => workflow_type == recorded_type && input == recorded_input,
+            (
+                Command::UpsertSearchAttributes { attributes },
+                Event::SearchAttributesUpserted {
+                    attributes: recorded,
+                    ..
+                },
+            ) => attributes == recorded,
             _ => false,
         }
     }
@@ -577,6 +598,9 @@ fn describe_recorded(event: &Event) -> String {
             input,
             ..
         } => describe_child(workflow_type, input),
+        Event::SearchAttributesUpserted { attributes, .. } => {
+            format!("a search attribute upsert {attributes}")
+        }
         other => other.kind().to_string(),
     }
 }

@@ -141,6 +141,8 @@ enum Write {
     Plain,
     Finishing(Finish),
     Delivering(i64),
+    /// Sets the row's search attributes (the whole object).
+    SettingAttributes(String),
 }
 
 /// A workflow failure with a runtime-chosen type.
@@ -328,6 +330,17 @@ impl Execution {
         self.append_all(vec![event], Some(finish)).await
     }
 
+    /// Appends `event` and sets the run's search attributes to
+    /// `attributes` (the whole object) in the same commit.
+    pub async fn append_setting_attributes(
+        &mut self,
+        event: Event,
+        attributes: String,
+    ) -> Result<(), Interrupt> {
+        self.write(vec![event], Write::SettingAttributes(attributes))
+            .await
+    }
+
     /// Appends `event`, marking mailbox message `message` delivered with it.
     async fn append_delivering(&mut self, event: Event, message: i64) -> Result<(), Interrupt> {
         self.write(vec![event], Write::Delivering(message)).await
@@ -379,6 +392,12 @@ impl Execution {
                 self.store
                     .append_delivering(self.record.id, unflushed, message)
                     .await?
+            }
+            Write::SettingAttributes(attributes) => {
+                self.store
+                    .append_setting_attributes(self.record.id, unflushed, attributes.clone())
+                    .await?;
+                self.record.search_attributes = Some(attributes);
             }
         }
         self.telemetry.metrics.observe_append(appending.elapsed());

@@ -24,6 +24,7 @@
 
 pub mod activity;
 pub mod api;
+pub mod attributes;
 pub mod bench;
 pub mod cli;
 pub mod engine;

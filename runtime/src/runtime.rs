@@ -161,6 +161,8 @@ pub struct StartOptions {
     pub execution_timeout: Option<Duration>,
     /// Limit on each run.
     pub run_timeout: Option<Duration>,
+    /// The search attributes the execution starts with (a JSON object).
+    pub search_attributes: Option<String>,
 }
 
 /// The longest execution or run timeout a start may ask for (ten years):
@@ -500,6 +502,7 @@ impl Runtime {
             trace,
             execution_timeout,
             run_timeout,
+            search_attributes,
         } = options;
         let limits = self.limits_for(tenant);
         check_json_payload("workflow input", input, limits.payload_bytes_max)?;
@@ -517,6 +520,13 @@ impl Runtime {
                 )));
             }
         }
+        let search_attributes = search_attributes
+            .map(|text| {
+                crate::attributes::parse(&text)
+                    .and_then(|attributes| crate::attributes::merge(None, attributes))
+            })
+            .transpose()
+            .map_err(|problem| RunError::InvalidInput(problem.to_string()))?;
         let now_ms = clock::now_ms();
         let timeouts = WorkflowTimeouts::starting_at(
             now_ms,
@@ -558,6 +568,7 @@ impl Runtime {
                 started,
                 reuse,
                 running_max: limits.running_executions_max,
+                search_attributes,
             })
             .await?;
         match outcome {
@@ -950,6 +961,7 @@ impl Runtime {
             result: None,
             created_at_ms: 0,
             updated_at_ms: 0,
+            search_attributes: None,
         };
         let execution = Execution::new(
             record,

@@ -166,6 +166,9 @@ pub struct ExecutionRecord {
     pub result: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The run's search attributes: a JSON object, as the last write left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_attributes: Option<String>,
 }
 
 /// What `start_execution` needs; the first event (`WorkflowStarted`) is
@@ -182,6 +185,8 @@ pub struct NewExecution {
     pub reuse: IdReusePolicy,
     /// Refuse the start when the tenant already runs this many executions.
     pub running_max: u64,
+    /// The search attributes the run starts with (a JSON object).
+    pub search_attributes: Option<String>,
 }
 
 /// Whether a workflow id whose newest run has finished may start again. A
@@ -304,6 +309,9 @@ pub struct ExecutionFilter {
     pub created_until_ms: Option<i64>,
     /// Only workflow ids that start with this text.
     pub id_prefix: Option<String>,
+    /// Only runs whose search attribute `.0` equals the JSON value `.1`
+    /// (a key of letters, digits, `_` and `-`; see the runtime's check).
+    pub search_attribute: Option<(String, String)>,
     /// Only executions listed after this one (the next page).
     pub before: Option<ListCursor>,
     /// At most this many (the newest).
@@ -432,6 +440,15 @@ pub trait Store: Send + Sync + 'static {
         execution_id: i64,
         events: Vec<RecordedEvent>,
         finish: Option<Finish>,
+    ) -> StoreResult<()>;
+
+    /// Appends events and sets the run's search attributes (the whole JSON
+    /// object) in one transaction.
+    async fn append_setting_attributes(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        search_attributes: String,
     ) -> StoreResult<()>;
 
     /// Appends events and marks mailbox message `delivered` as delivered at

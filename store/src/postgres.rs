@@ -42,7 +42,7 @@ use reprise_journal::RecordedEvent;
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
     () => {
-        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms"
+        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes"
     };
 }
 
@@ -319,8 +319,17 @@ async fn apply<'op>(
             events: appended,
             finish,
             delivers,
+            search_attributes,
         } => {
             events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
+            if let Some(attributes) = search_attributes {
+                sqlx::query("UPDATE executions SET search_attributes = $1 WHERE id = $2")
+                    .bind(attributes)
+                    .bind(*execution_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("setting search attributes"))?;
+            }
             if let Some(message) = delivers {
                 let position = appended.last().map(|recorded| recorded.position as i64);
                 // Under concurrency the second deliverer waits for the first
@@ -359,8 +368,10 @@ async fn apply<'op>(
                     let now = now_ms();
                     let next_id: i64 = sqlx::query_scalar(
                         "INSERT INTO executions
-                       (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
-                     SELECT tenant, workflow_id, $1, workflow_type, $2, 'running', $3, $4 FROM executions WHERE id = $5
+                       (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
+                        search_attributes)
+                     SELECT tenant, workflow_id, $1, workflow_type, $2, 'running', $3, $4, search_attributes
+                     FROM executions WHERE id = $5
                      RETURNING id",
                     )
                     .bind(&next.run_id)
@@ -511,17 +522,20 @@ async fn start<'op>(
         select_execution(&mut *connection, &new.tenant, &new.workflow_id).await?
         && let Some(outcome) = start_refused_by(existing, new.reuse)
     {
-        return Ok(WriteReply::Started(outcome));
+        return Ok(WriteReply::Started(Box::new(outcome)));
     }
     let running = running.max(0) as u64;
     if running >= new.running_max {
-        return Ok(WriteReply::Started(StartOutcome::AtCapacity { running }));
+        return Ok(WriteReply::Started(Box::new(StartOutcome::AtCapacity {
+            running,
+        })));
     }
     let now = now_ms();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO executions
-           (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) RETURNING id",
+           (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
+            search_attributes)
+         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) RETURNING id",
     )
     .bind(&new.tenant)
     .bind(&new.workflow_id)
@@ -530,12 +544,13 @@ async fn start<'op>(
     .bind(&new.module_digest)
     .bind(now)
     .bind(now)
+    .bind(new.search_attributes.as_deref())
     .fetch_one(&mut *connection)
     .await
     .map_err(StoreError::database("creating an execution"))?;
     events.push((id, &new.started));
-    Ok(WriteReply::Started(StartOutcome::Created(created_record(
-        new, id, now,
+    Ok(WriteReply::Started(Box::new(StartOutcome::Created(
+        created_record(new, id, now),
     ))))
 }
 
@@ -765,6 +780,7 @@ fn execution_from_row(row: &PgRow) -> StoreResult<ExecutionRecord> {
             result: row.try_get("result")?,
             created_at_ms: row.try_get("created_at_ms")?,
             updated_at_ms: row.try_get("updated_at_ms")?,
+            search_attributes: row.try_get("search_attributes")?,
         })
     };
     read().map_err(StoreError::database("decoding an execution row"))
@@ -884,6 +900,7 @@ impl Store for PostgresStore {
                 events,
                 finish,
                 delivers: None,
+                search_attributes: None,
             })
             .await
     }
@@ -900,6 +917,24 @@ impl Store for PostgresStore {
                 events,
                 finish: None,
                 delivers: Some(delivered),
+                search_attributes: None,
+            })
+            .await
+    }
+
+    async fn append_setting_attributes(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        search_attributes: String,
+    ) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::Append {
+                execution_id,
+                events,
+                finish: None,
+                delivers: None,
+                search_attributes: Some(search_attributes),
             })
             .await
     }
@@ -1006,6 +1041,7 @@ impl Store for PostgresStore {
                AND ($6::TEXT IS NULL OR starts_with(workflow_id, $6))
                AND ($7::BIGINT IS NULL OR (created_at_ms, id) < ($7,
                     (SELECT id FROM executions WHERE tenant = $1 AND workflow_id = $8 AND run_id = $9)))
+               AND ($11::TEXT IS NULL OR search_attributes::jsonb -> $11 = $12::jsonb)
              ORDER BY created_at_ms DESC, id DESC LIMIT $10"
         ))
         .bind(tenant)
@@ -1018,6 +1054,8 @@ impl Store for PostgresStore {
         .bind(before.map(|cursor| cursor.workflow_id.as_str()))
         .bind(before.map(|cursor| cursor.run_id.as_str()))
         .bind(i64::from(filter.limit))
+        .bind(filter.search_attribute.as_ref().map(|(key, _)| key.as_str()))
+        .bind(filter.search_attribute.as_ref().map(|(_, value)| value.as_str()))
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("listing executions"))?;
@@ -1035,6 +1073,7 @@ impl Store for PostgresStore {
                AND ($3::BIGINT IS NULL OR created_at_ms >= $3)
                AND ($4::BIGINT IS NULL OR created_at_ms < $4)
                AND ($5::TEXT IS NULL OR starts_with(workflow_id, $5))
+               AND ($6::TEXT IS NULL OR search_attributes::jsonb -> $6 = $7::jsonb)
              GROUP BY status",
         )
         .bind(tenant)
@@ -1042,6 +1081,18 @@ impl Store for PostgresStore {
         .bind(filter.created_from_ms)
         .bind(filter.created_until_ms)
         .bind(filter.id_prefix.as_deref())
+        .bind(
+            filter
+                .search_attribute
+                .as_ref()
+                .map(|(key, _)| key.as_str()),
+        )
+        .bind(
+            filter
+                .search_attribute
+                .as_ref()
+                .map(|(_, value)| value.as_str()),
+        )
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("counting executions"))?;

@@ -33,7 +33,7 @@ use reprise_journal::RecordedEvent;
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
     () => {
-        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms"
+        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes"
     };
 }
 
@@ -236,7 +236,7 @@ async fn apply<'op>(
                 select_execution(connection, &new.tenant, &new.workflow_id).await?
                 && let Some(outcome) = start_refused_by(existing, new.reuse)
             {
-                return Ok(WriteReply::Started(outcome));
+                return Ok(WriteReply::Started(Box::new(outcome)));
             }
             let running: Option<i64> =
                 sqlx::query_scalar("SELECT running FROM running_executions WHERE tenant = ?")
@@ -246,13 +246,16 @@ async fn apply<'op>(
                     .map_err(StoreError::database("counting running executions"))?;
             let running = running.unwrap_or(0).max(0) as u64;
             if running >= new.running_max {
-                return Ok(WriteReply::Started(StartOutcome::AtCapacity { running }));
+                return Ok(WriteReply::Started(Box::new(StartOutcome::AtCapacity {
+                    running,
+                })));
             }
             let now = now_ms();
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO executions
-                   (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
-                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
+                   (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
+                    search_attributes)
+                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
             )
             .bind(&new.tenant)
             .bind(&new.workflow_id)
@@ -261,20 +264,30 @@ async fn apply<'op>(
             .bind(&new.module_digest)
             .bind(now)
             .bind(now)
+            .bind(new.search_attributes.as_deref())
             .fetch_one(&mut *connection)
             .await
             .map_err(StoreError::database("creating an execution"))?;
             events.push((id, &new.started));
             let record = created_record(new, id, now);
-            Ok(WriteReply::Started(StartOutcome::Created(record)))
+            Ok(WriteReply::Started(Box::new(StartOutcome::Created(record))))
         }
         WriteOp::Append {
             execution_id,
             events: appended,
             finish,
             delivers,
+            search_attributes,
         } => {
             events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
+            if let Some(attributes) = search_attributes {
+                sqlx::query("UPDATE executions SET search_attributes = ? WHERE id = ?")
+                    .bind(attributes)
+                    .bind(*execution_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("setting search attributes"))?;
+            }
             if let Some(message) = delivers {
                 let position = appended.last().map(|recorded| recorded.position as i64);
                 let marked = sqlx::query(
@@ -311,8 +324,10 @@ async fn apply<'op>(
                     let now = now_ms();
                     let next_id: i64 = sqlx::query_scalar(
                         "INSERT INTO executions
-                       (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms)
-                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ? FROM executions WHERE id = ?
+                       (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
+                        search_attributes)
+                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ?, search_attributes
+                     FROM executions WHERE id = ?
                      RETURNING id",
                     )
                     .bind(&next.run_id)
@@ -589,6 +604,22 @@ fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TenantRecord> {
     read().map_err(StoreError::database("decoding a tenant row"))
 }
 
+/// The JSON path of the filter's search attribute (`$."key"`; keys hold
+/// no quotes), compared as minified JSON text with `->`.
+fn attribute_path(filter: &ExecutionFilter) -> Option<String> {
+    filter
+        .search_attribute
+        .as_ref()
+        .map(|(key, _)| format!("$.\"{key}\""))
+}
+
+fn attribute_value(filter: &ExecutionFilter) -> Option<&str> {
+    filter
+        .search_attribute
+        .as_ref()
+        .map(|(_, value)| value.as_str())
+}
+
 fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRecord> {
     let decode = |error| StoreError::Database {
         doing: "decoding an execution row",
@@ -606,6 +637,7 @@ fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRec
         result: row.try_get("result").map_err(decode)?,
         created_at_ms: row.try_get("created_at_ms").map_err(decode)?,
         updated_at_ms: row.try_get("updated_at_ms").map_err(decode)?,
+        search_attributes: row.try_get("search_attributes").map_err(decode)?,
     })
 }
 
@@ -744,6 +776,7 @@ impl Store for SqliteStore {
                 events,
                 finish,
                 delivers: None,
+                search_attributes: None,
             })
             .await
     }
@@ -760,6 +793,24 @@ impl Store for SqliteStore {
                 events,
                 finish: None,
                 delivers: Some(delivered),
+                search_attributes: None,
+            })
+            .await
+    }
+
+    async fn append_setting_attributes(
+        &self,
+        execution_id: i64,
+        events: Vec<RecordedEvent>,
+        search_attributes: String,
+    ) -> StoreResult<()> {
+        self.writes
+            .done(WriteOp::Append {
+                execution_id,
+                events,
+                finish: None,
+                delivers: None,
+                search_attributes: Some(search_attributes),
             })
             .await
     }
@@ -869,6 +920,7 @@ impl Store for SqliteStore {
                AND (?6 IS NULL OR substr(workflow_id, 1, length(?6)) = ?6)
                AND (?7 IS NULL OR (created_at_ms, id) < (?7,
                     (SELECT id FROM executions WHERE tenant = ?1 AND workflow_id = ?8 AND run_id = ?9)))
+               AND (?11 IS NULL OR search_attributes -> ?11 = json(?12))
              ORDER BY created_at_ms DESC, id DESC LIMIT ?10"
         ))
         .bind(tenant)
@@ -881,6 +933,8 @@ impl Store for SqliteStore {
         .bind(before.map(|cursor| cursor.workflow_id.as_str()))
         .bind(before.map(|cursor| cursor.run_id.as_str()))
         .bind(filter.limit)
+        .bind(attribute_path(filter))
+        .bind(attribute_value(filter))
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("listing executions"))?;
@@ -898,6 +952,7 @@ impl Store for SqliteStore {
                AND (?3 IS NULL OR created_at_ms >= ?3)
                AND (?4 IS NULL OR created_at_ms < ?4)
                AND (?5 IS NULL OR substr(workflow_id, 1, length(?5)) = ?5)
+               AND (?6 IS NULL OR search_attributes -> ?6 = json(?7))
              GROUP BY status",
         )
         .bind(tenant)
@@ -905,6 +960,8 @@ impl Store for SqliteStore {
         .bind(filter.created_from_ms)
         .bind(filter.created_until_ms)
         .bind(filter.id_prefix.as_deref())
+        .bind(attribute_path(filter))
+        .bind(attribute_value(filter))
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("counting executions"))?;

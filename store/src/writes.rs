@@ -30,6 +30,8 @@ pub(crate) enum WriteOp {
         finish: Option<Finish>,
         /// A mailbox message this append delivers.
         delivers: Option<i64>,
+        /// The run's new search attributes (the whole JSON object).
+        search_attributes: Option<String>,
     },
     PostMessage {
         execution_id: i64,
@@ -67,7 +69,7 @@ pub(crate) enum WriteOp {
 
 pub(crate) enum WriteReply {
     Done,
-    Started(StartOutcome),
+    Started(Box<StartOutcome>),
     /// Whether the request changed anything (a new message, a termination).
     Changed(bool),
 }
@@ -131,7 +133,7 @@ impl WriteQueue {
 
     pub(crate) async fn start(&self, new: NewExecution) -> StoreResult<StartOutcome> {
         match self.write(WriteOp::Start(Box::new(new))).await? {
-            WriteReply::Started(outcome) => Ok(outcome),
+            WriteReply::Started(outcome) => Ok(*outcome),
             WriteReply::Done | WriteReply::Changed(_) => {
                 unreachable!("a start request always answers Started")
             }
@@ -185,6 +187,7 @@ pub(crate) fn created_record(new: &NewExecution, id: i64, now_ms: i64) -> Execut
         result: None,
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
+        search_attributes: new.search_attributes.clone(),
     }
 }
 

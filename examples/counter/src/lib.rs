@@ -1,7 +1,8 @@
 //! An "eternal" counter: each run counts one and continues as new, so the
 //! history of any run stays a few events long however long the count.
 //! With `pause`, every run first waits for a `next` signal, so a test can
-//! act between runs (rebind the type, send several signals at once).
+//! act between runs (rebind the type, send several signals at once). Each
+//! run sets the search attribute `count`.
 
 use reprise_sdk::{Context, Workflow, WorkflowError};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,8 @@ impl Workflow for Counter {
     fn run(ctx: &Context, mut input: Input) -> Result<Output, WorkflowError> {
         // One journaled read per run: a run's history is never just its start.
         let _ = ctx.now();
+        // Lists find the chain by how far it counted.
+        ctx.upsert_search_attributes(&serde_json::json!({ "count": input.count }))?;
         if input.count >= input.until {
             return Ok(Output {
                 count: input.count,

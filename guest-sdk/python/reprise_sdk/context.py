@@ -501,6 +501,15 @@ class Context:
         durable.continue_as_new(encode(input, "the continue-as-new input"))
         raise AssertionError("the host stops the workflow at continue_as_new")
 
+    def upsert_search_attributes(self, attributes):
+        """Sets search attributes of this run — a dict of names to str, int,
+        float or bool, None to remove one — that lists filter on
+        (`reprise list --search-attribute status=shipped`). Journaled."""
+        if not isinstance(attributes, dict):
+            raise TypeError(f"search attributes are a dict; got {type(attributes).__name__}")
+        durable, _, _, _ = _host.bindings()
+        durable.upsert_search_attributes(encode(attributes, "the search attributes"))
+
     # --- identity and logs --------------------------------------------------
 
     @property

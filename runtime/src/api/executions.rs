@@ -113,6 +113,9 @@ struct StartRequest {
     /// Limit on each run.
     #[serde(default)]
     run_timeout_ms: Option<u64>,
+    /// The search attributes the execution starts with (a JSON object).
+    #[serde(default)]
+    search_attributes: Option<Box<RawValue>>,
 }
 
 async fn start(
@@ -153,6 +156,9 @@ async fn start(
                 trace,
                 execution_timeout: request.execution_timeout_ms.map(Duration::from_millis),
                 run_timeout: request.run_timeout_ms.map(Duration::from_millis),
+                search_attributes: request
+                    .search_attributes
+                    .map(|attributes| attributes.get().to_string()),
             },
         )
         .await;
@@ -193,6 +199,8 @@ struct ExecutionView<'a> {
     result: Option<Box<RawValue>>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_attributes: Option<Box<RawValue>>,
 }
 
 fn describe(record: &ExecutionRecord) -> ExecutionView<'_> {
@@ -205,6 +213,7 @@ fn describe(record: &ExecutionRecord) -> ExecutionView<'_> {
         result: record.result.as_deref().map(raw_json),
         created_at_ms: record.created_at_ms,
         updated_at_ms: record.updated_at_ms,
+        search_attributes: record.search_attributes.as_deref().map(raw_json),
     }
 }
 
@@ -224,6 +233,8 @@ struct ListQuery {
     created_from_ms: Option<i64>,
     created_until_ms: Option<i64>,
     id_prefix: Option<String>,
+    /// `name=value`: only runs whose search attribute `name` is `value`.
+    search_attribute: Option<String>,
     /// The `Reprise-Next-Before` header of the previous page.
     before: Option<String>,
     limit: Option<u32>,
@@ -264,6 +275,13 @@ fn filter_from(query: ListQuery) -> Result<ExecutionFilter, String> {
         created_from_ms: query.created_from_ms,
         created_until_ms: query.created_until_ms,
         id_prefix,
+        search_attribute: match query.search_attribute.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                crate::attributes::filter(text)
+                    .map_err(|problem| format!("search_attribute: {problem}"))?,
+            ),
+        },
         before,
         limit: query.limit.unwrap_or(100).min(LIST_LIMIT_MAX),
     })
@@ -341,6 +359,7 @@ struct CountsQuery {
     created_from_ms: Option<i64>,
     created_until_ms: Option<i64>,
     id_prefix: Option<String>,
+    search_attribute: Option<String>,
 }
 
 async fn counts(
@@ -354,6 +373,7 @@ async fn counts(
         created_from_ms: query.created_from_ms,
         created_until_ms: query.created_until_ms,
         id_prefix: query.id_prefix,
+        search_attribute: query.search_attribute,
         before: None,
         limit: None,
     }) {

@@ -259,6 +259,8 @@ struct ExecutionView {
     result: Option<Box<RawValue>>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    #[serde(default)]
+    search_attributes: Option<Box<RawValue>>,
 }
 
 impl ExecutionView {
@@ -275,6 +277,9 @@ impl ExecutionView {
             result: self.result.map(|result| result.get().to_string()),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            search_attributes: self
+                .search_attributes
+                .map(|attributes| attributes.get().to_string()),
         }
     }
 
@@ -314,12 +319,22 @@ pub struct StartTimeouts {
     pub run_ms: Option<u64>,
 }
 
+/// What `reprise start` sends besides the type, id and input.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StartExtras {
+    #[serde(flatten)]
+    pub timeouts: StartTimeouts,
+    /// A JSON object, sent as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_attributes: Option<Box<RawValue>>,
+}
+
 pub async fn start(
     name: &str,
     input: &str,
     id: Option<String>,
     wait: bool,
-    timeouts: StartTimeouts,
+    extras: StartExtras,
     format: Format,
     server: &ServerArgs,
 ) -> ExitCode {
@@ -339,7 +354,7 @@ pub async fn start(
             input: Box<RawValue>,
             wait_ms: u64,
             #[serde(flatten)]
-            timeouts: StartTimeouts,
+            extras: StartExtras,
         }
         // With --wait, one request starts the execution and answers once it
         // has finished.
@@ -348,7 +363,7 @@ pub async fn start(
             workflow_id: id,
             input,
             wait_ms: if wait { RESULT_WAIT_MAX_MS } else { 0 },
-            timeouts,
+            extras,
         })?;
         let started = call(server, "POST", "/v1/executions", body).await?;
         if !started.is_success() {
@@ -475,6 +490,10 @@ pub struct ListFilters {
     /// Only executions whose workflow id starts with this.
     #[arg(long)]
     pub id_prefix: Option<String>,
+    /// Only runs whose search attribute NAME is VALUE (VALUE is read as
+    /// JSON if it parses: `priority=2`, `vip=true`; else as text).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub search_attribute: Option<String>,
     /// At most this many (the newest).
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
@@ -494,6 +513,9 @@ pub async fn list(filters: &ListFilters, format: Format, server: &ServerArgs) ->
         }
         if let Some(prefix) = &filters.id_prefix {
             query.push_str(&format!("&id_prefix={}", segment(prefix)));
+        }
+        if let Some(attribute) = &filters.search_attribute {
+            query.push_str(&format!("&search_attribute={}", segment(attribute)));
         }
         if let Some(before) = &filters.before {
             query.push_str(&format!("&before={}", segment(before)));

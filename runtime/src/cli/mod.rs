@@ -248,6 +248,10 @@ enum Command {
         /// Fail a run that has not ended after this many milliseconds.
         #[arg(long, value_name = "MS")]
         run_timeout_ms: Option<u64>,
+        /// Search attributes to start with: a JSON object, like
+        /// '{"customer": "acme", "priority": 2}'.
+        #[arg(long, value_name = "JSON")]
+        search_attributes: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -435,13 +439,29 @@ pub fn main() -> ExitCode {
                 wait,
                 execution_timeout_ms,
                 run_timeout_ms,
+                search_attributes,
                 server,
             } => {
-                let timeouts = client::StartTimeouts {
-                    execution_ms: execution_timeout_ms,
-                    run_ms: run_timeout_ms,
+                let search_attributes = match search_attributes
+                    .map(serde_json::value::RawValue::from_string)
+                    .transpose()
+                {
+                    Ok(attributes) => attributes,
+                    Err(error) => {
+                        eprintln!(
+                            "error: --search-attributes is not valid JSON ({error}); pass an object like '{{\"customer\": \"acme\"}}'"
+                        );
+                        return ExitCode::from(EXIT_BAD_INPUT);
+                    }
                 };
-                client::start(&name, &input, id, wait, timeouts, format, &server).await
+                let extras = client::StartExtras {
+                    timeouts: client::StartTimeouts {
+                        execution_ms: execution_timeout_ms,
+                        run_ms: run_timeout_ms,
+                    },
+                    search_attributes,
+                };
+                client::start(&name, &input, id, wait, extras, format, &server).await
             }
             Command::Result { id, wait, server } => {
                 client::result(&id, wait, format, &server).await

@@ -129,6 +129,9 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 error.to_string()
             }
             Event::WorkflowTerminated { reason } => reason.clone(),
+            Event::SearchAttributesUpserted { attributes, .. } => {
+                format!("search attributes {attributes}")
+            }
             Event::PatchMarked { change_id } => format!("patch `{change_id}`: new path"),
             Event::WorkflowContinuedAsNew {
                 input, next_run_id, ..

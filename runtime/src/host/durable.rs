@@ -511,6 +511,39 @@ impl Host for WorkflowHost {
         Err(interrupt(Interrupt::ContinueAsNew { input }))
     }
 
+    async fn upsert_search_attributes(&mut self, attributes: String) -> wasmtime::Result<()> {
+        self.check_halted()?;
+        let invalid = |problem: crate::attributes::AttributeProblem| {
+            fail("InvalidSearchAttributes", problem.to_string())
+        };
+        let changes = crate::attributes::parse(&attributes).map_err(invalid)?;
+        let command = Command::UpsertSearchAttributes {
+            attributes: attributes.clone(),
+        };
+        let (seq, recorded) = self
+            .execution
+            .recorder()
+            .next_command(&command)
+            .map_err(|halt| interrupt(halt.into()))?;
+        if recorded.is_none() {
+            let merged = crate::attributes::merge(
+                self.execution.record.search_attributes.as_deref(),
+                changes,
+            )
+            .map_err(invalid)?;
+            let event = Event::SearchAttributesUpserted { seq, attributes };
+            let turn = self.turn.clone();
+            off_turn(
+                &turn,
+                self.execution.append_setting_attributes(event, merged),
+            )
+            .await
+            .map_err(interrupt)?;
+        }
+        self.resume_guest();
+        Ok(())
+    }
+
     async fn info(&mut self) -> wasmtime::Result<WorkflowInfo> {
         let record = &self.execution.record;
         Ok(WorkflowInfo {

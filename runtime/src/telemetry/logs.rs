@@ -305,6 +305,7 @@ mod tests {
             result: None,
             created_at_ms: 0,
             updated_at_ms: 0,
+            search_attributes: None,
         };
         let lines = GuestLines::new(writer.sink(&record, 1_000_000));
         let mut recorder = Recorder::new(History::default(), false);

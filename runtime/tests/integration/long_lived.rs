@@ -195,8 +195,9 @@ async fn an_eternal_counter_runs_a_thousand_runs_with_bounded_histories() {
         last.run_id.as_str(),
         "the last run returned"
     );
-    // Started, a clock read, the end: three events per run, whatever the count.
-    assert_linked_chain(&harness, &runs, 3).await;
+    // Started, a clock read, the attribute upsert, the end: four events
+    // per run, whatever the count.
+    assert_linked_chain(&harness, &runs, 4).await;
     let newest = harness
         .store
         .execution(reprise::runtime::DEFAULT_TENANT, "eternal")
@@ -264,7 +265,7 @@ async fn the_next_run_takes_the_newest_binding_and_the_pending_signals() {
     assert_eq!(output["version"], 2);
     let runs = runs_of(&harness, "paused").await;
     assert_eq!(runs.len(), 4);
-    assert_linked_chain(&harness, &runs, 6).await;
+    assert_linked_chain(&harness, &runs, 7).await;
 }
 
 /// Runs of `workflow_id` in the SQLite database `db`, read by another
@@ -364,7 +365,7 @@ async fn sigkill_between_and_inside_runs_loses_and_repeats_no_run() {
             .checked_sub(1)
             .map(|previous| runs[previous].run_id.clone());
         assert_eq!(continued_from, previous);
-        assert!(history.len() <= 3, "run {index}: {history:?}");
+        assert!(history.len() <= 4, "run {index}: {history:?}");
     }
 }
 
@@ -531,5 +532,247 @@ async fn a_run_timeout_starts_afresh_in_each_continued_run() {
     assert!(
         second_deadline > first_deadline,
         "run 1 got its own deadline"
+    );
+}
+
+#[tokio::test]
+async fn search_attributes_set_at_start_and_by_the_workflow_filter_lists() {
+    let harness = Harness::default().await;
+    let bytes = std::fs::read(guest("counter")).expect("read guest");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    harness.runtime.register_type("counter", &module.digest);
+    let start = |id: &'static str, tier: &'static str| {
+        let runtime = harness.runtime.clone();
+        let digest = module.digest.clone();
+        async move {
+            runtime
+                .start_for(
+                    reprise::runtime::DEFAULT_TENANT,
+                    "counter",
+                    &digest,
+                    Some(id.to_string()),
+                    r#"{"count":0,"until":3}"#,
+                    reprise::runtime::StartOptions {
+                        search_attributes: Some(format!(r#"{{"tier":"{tier}"}}"#)),
+                        ..reprise::runtime::StartOptions::default()
+                    },
+                )
+                .await
+                .map(|(record, _)| record)
+        }
+    };
+    for (id, tier) in [("gold-1", "gold"), ("silver-1", "silver")] {
+        let record = start(id, tier).await.expect("start");
+        bounded(harness.runtime.drive(record)).await.expect("drive");
+    }
+    let listed = |filter: &str| {
+        let filter = ExecutionFilter {
+            search_attribute: Some(reprise::attributes::filter(filter).expect("filter")),
+            limit: 100,
+            ..ExecutionFilter::default()
+        };
+        let store = harness.store.clone();
+        async move {
+            let mut runs: Vec<(String, String)> = store
+                .list_executions(reprise::runtime::DEFAULT_TENANT, &filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|run| (run.workflow_id, run.search_attributes.unwrap_or_default()))
+                .collect();
+            runs.sort();
+            runs
+        }
+    };
+    // The start's attribute stays on every run of the chain; the
+    // workflow's `count` changes per run.
+    assert_eq!(listed("tier=gold").await.len(), 4, "every run of gold-1");
+    assert_eq!(
+        listed("count=3").await,
+        [
+            (
+                "gold-1".to_string(),
+                r#"{"count":3,"tier":"gold"}"#.to_string()
+            ),
+            (
+                "silver-1".to_string(),
+                r#"{"count":3,"tier":"silver"}"#.to_string()
+            ),
+        ]
+    );
+    // Replay checks the upsert like any command.
+    let runs = runs_of(&harness, "gold-1").await;
+    assert_eq!(
+        replay_with(&harness, "counter", &runs[1])
+            .await
+            .expect("replays"),
+        ReplayVerdict::Reproduced
+    );
+
+    let refused = start("bad", "x\"y").await;
+    assert!(
+        matches!(refused, Err(RunError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    let too_deep = harness
+        .runtime
+        .start_for(
+            reprise::runtime::DEFAULT_TENANT,
+            "counter",
+            &module.digest,
+            Some("nested".into()),
+            r#"{"count":0,"until":0}"#,
+            reprise::runtime::StartOptions {
+                search_attributes: Some(r#"{"tier":{"nested":1}}"#.into()),
+                ..reprise::runtime::StartOptions::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(&too_deep, Err(RunError::InvalidInput(message)) if message.contains("a list or an object")),
+        "{too_deep:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_python_sdk_continues_as_new_patches_and_sets_attributes() {
+    let harness = Harness::new(Limits::default(), true).await;
+    let (_, outcome) =
+        bounded(harness.run("counter-py", "py-counter", r#"{"count":0,"until":20}"#)).await;
+    let output = completed_output(&outcome);
+    assert_eq!(output["count"], 20);
+    let runs = runs_of(&harness, "py-counter").await;
+    assert_eq!(runs.len(), 21);
+    // CPython's start-up draws (10 journaled random reads: hash secret,
+    // `random`'s seed…), then the clock, two upserts, the marker, the end:
+    // 16 events in every run, however long the chain.
+    assert_linked_chain(&harness, &runs, 16).await;
+    let last = runs.last().expect("runs");
+    assert_eq!(output["run_id"], last.run_id.as_str());
+    assert_eq!(
+        last.search_attributes.as_deref(),
+        Some(r#"{"count":20,"language":"python"}"#)
+    );
+    for run in &runs {
+        let markers: Vec<Event> = harness
+            .events(run)
+            .await
+            .into_iter()
+            .filter(|event| event.kind() == "PatchMarked")
+            .collect();
+        assert_eq!(
+            markers,
+            [Event::PatchMarked {
+                change_id: "report-language".into()
+            }],
+            "every new run takes the patched path once"
+        );
+    }
+    assert_eq!(
+        replay_with(&harness, "counter-py", &runs[7])
+            .await
+            .expect("replays"),
+        ReplayVerdict::Reproduced
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_api_a_chain_is_one_id_with_filterable_runs() {
+    use crate::server::{ServerProcess, call, create_tenant, free_port, json_call};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(data.path().join("activity")).expect("activity dir");
+    let key = create_tenant(data.path(), "acme");
+    let server = ServerProcess::start(data.path(), free_port()).await;
+    let address = server.address.clone();
+    let bytes = std::fs::read(guest("counter")).expect("read");
+    let (status, module) = call(&address, &key, "POST", "/v1/modules", bytes.into()).await;
+    assert_eq!(status, 201, "{module}");
+    let bind = json!({ "digest": module["digest"] });
+    let (status, _) = json_call(&address, &key, "PUT", "/v1/workflow-types/counter", bind).await;
+    assert_eq!(status, 200);
+
+    // Start-and-wait follows the chain to its last run.
+    let start = json!({
+        "workflow_type": "counter",
+        "workflow_id": "api-chain",
+        "input": { "count": 0, "until": 3 },
+        "search_attributes": { "tier": "gold" },
+        "execution_timeout_ms": 600_000,
+        "wait_ms": 30_000,
+    });
+    let (status, finished) = json_call(&address, &key, "POST", "/v1/executions", start).await;
+    assert_eq!(status, 201, "{finished}");
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["result"]["count"], 3);
+    assert_eq!(
+        finished["search_attributes"],
+        json!({ "count": 3, "tier": "gold" })
+    );
+
+    let list = |query: &'static str| {
+        let (address, key) = (address.clone(), key.clone());
+        async move {
+            call(
+                &address,
+                &key,
+                "GET",
+                &format!("/v1/executions?{query}"),
+                Default::default(),
+            )
+            .await
+        }
+    };
+    let (status, gold) = list("search_attribute=tier%3Dgold").await;
+    assert_eq!(status, 200, "{gold}");
+    assert_eq!(gold.as_array().map(Vec::len), Some(4), "every run: {gold}");
+    let (_, last) = list("search_attribute=count%3D3").await;
+    assert_eq!(last.as_array().map(Vec::len), Some(1), "{last}");
+    assert_eq!(last[0]["status"], "completed");
+    let (_, continued) = list("status=continued_as_new&search_attribute=tier%3Dgold").await;
+    assert_eq!(continued.as_array().map(Vec::len), Some(3), "{continued}");
+    let (status, counts) = call(
+        &address,
+        &key,
+        "GET",
+        "/v1/execution-counts?search_attribute=tier%3Dgold",
+        Default::default(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            counts["completed"].as_u64(),
+            counts["continued_as_new"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+
+    let (status, refused) = list("search_attribute=no-equals-sign").await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("NAME=VALUE"),
+        "{refused}"
+    );
+    let nested = json!({
+        "workflow_type": "counter",
+        "input": { "count": 0, "until": 0 },
+        "search_attributes": { "tier": ["gold"] },
+    });
+    let (status, refused) = json_call(&address, &key, "POST", "/v1/executions", nested).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("a list or an object"),
+        "{refused}"
     );
 }

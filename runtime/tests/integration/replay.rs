@@ -151,6 +151,7 @@ async fn nondeterminism_while_driving_leaves_the_execution_intact() {
             started,
             reuse: IdReusePolicy::ReturnExisting,
             running_max: u64::MAX,
+            search_attributes: None,
         })
         .await
         .expect("start");

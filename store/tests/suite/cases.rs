@@ -66,6 +66,7 @@ fn new_execution(tenant: &str, workflow_id: &str, run_id: &str) -> NewExecution 
         started: started(),
         reuse: IdReusePolicy::ReturnExisting,
         running_max: u64::MAX,
+        search_attributes: None,
     }
 }
 
@@ -1163,5 +1164,102 @@ pub async fn continue_as_new_swaps_runs_in_one_transaction(database: Arc<TestDat
             .await
             .expect("start"),
         StartOutcome::AtCapacity { running: 2 }
+    );
+}
+
+pub async fn search_attributes_are_stored_filtered_and_carried_on(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let with = |workflow_id: &str, attributes: Option<&str>| NewExecution {
+        search_attributes: attributes.map(str::to_string),
+        ..new_execution(TENANT, workflow_id, workflow_id)
+    };
+    let gold = start(
+        store.as_ref(),
+        with("gold", Some(r#"{"tier":"gold","n":5}"#)),
+    )
+    .await;
+    assert_eq!(
+        gold.search_attributes.as_deref(),
+        Some(r#"{"tier":"gold","n":5}"#)
+    );
+    start(store.as_ref(), with("silver", Some(r#"{"tier":"silver"}"#))).await;
+    start(store.as_ref(), with("plain", None)).await;
+    let clock = RecordedEvent {
+        position: 2,
+        recorded_at_ms: 2,
+        event: Event::ClockRead {
+            seq: 1,
+            clock: Clock::Wall,
+            value_ns: 1,
+        },
+    };
+    store
+        .append_setting_attributes(gold.id, vec![clock], r#"{"tier":"gold","n":6}"#.into())
+        .await
+        .expect("upsert");
+
+    let matching = |key: &str, value: &str| {
+        let store = store.clone();
+        let filter = ExecutionFilter {
+            search_attribute: Some((key.to_string(), value.to_string())),
+            limit: 100,
+            ..ExecutionFilter::default()
+        };
+        async move {
+            let listed: Vec<String> = store
+                .list_executions(TENANT, &filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|record| record.workflow_id)
+                .collect();
+            let counts = store
+                .count_executions(TENANT, &filter)
+                .await
+                .expect("count");
+            assert_eq!(listed.len() as u64, counts.running, "list and count agree");
+            listed
+        }
+    };
+    assert_eq!(matching("tier", r#""gold""#).await, ["gold"]);
+    assert_eq!(matching("tier", r#""silver""#).await, ["silver"]);
+    assert_eq!(matching("n", "6").await, ["gold"], "the upserted value");
+    assert!(matching("n", "5").await.is_empty(), "the old value is gone");
+    assert!(matching("tier", r#""bronze""#).await.is_empty());
+    assert!(matching("absent", r#""gold""#).await.is_empty());
+    let history = store.history(gold.id).await.expect("history");
+    assert_eq!(history.len(), 2, "the upsert's event was appended with it");
+
+    // A continue-as-new carries them to the next run.
+    let end = RecordedEvent {
+        position: 3,
+        recorded_at_ms: 3,
+        event: Event::WorkflowContinuedAsNew {
+            input: "{}".into(),
+            next_run_id: "gold-2".into(),
+            module_digest: DIGEST.into(),
+        },
+    };
+    let finish = Finish {
+        next_run: Some(Box::new(NextRun {
+            run_id: "gold-2".into(),
+            module_digest: DIGEST.into(),
+            started: started(),
+        })),
+        ..Finish::new(ExecutionStatus::ContinuedAsNew, "null".into())
+    };
+    store
+        .append(gold.id, vec![end], Some(finish))
+        .await
+        .expect("continue as new");
+    let next = store
+        .execution(TENANT, "gold")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(next.run_id, "gold-2");
+    assert_eq!(
+        next.search_attributes.as_deref(),
+        Some(r#"{"tier":"gold","n":6}"#)
     );
 }
