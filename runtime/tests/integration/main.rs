@@ -28,6 +28,7 @@ mod signals;
 mod simulation;
 mod support;
 mod web_view;
+mod workers;
 
 // The store suite's PostgreSQL harness (a throwaway cluster, or the server
 // REPRISE_TEST_DATABASE_URL names), shared rather than copied.
