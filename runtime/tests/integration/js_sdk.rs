@@ -47,7 +47,7 @@ fn kinds(events: &[Event]) -> Vec<&'static str> {
 
 /// What the workflow asked the host for, in order, without the clock reads
 /// and random draws (compared by `assert_same_history`).
-fn commands_and_outcomes(events: &[Event]) -> Vec<&'static str> {
+pub(crate) fn commands_and_outcomes(events: &[Event]) -> Vec<&'static str> {
     events
         .iter()
         .filter(|event| !matches!(event, Event::ClockRead { .. } | Event::RandomDrawn { .. }))
@@ -130,7 +130,7 @@ fn scheduled_calls(events: &[Event]) -> Vec<(String, String, String, String)> {
 /// `scheduled_calls` comparable across two executions: a key the runtime
 /// derived (from workflow id, run id and sequence number) reads
 /// `<derived>`, and each of `urls` (a provider's address) its placeholder.
-fn comparable_calls(
+pub(crate) fn comparable_calls(
     events: &[Event],
     urls: &[(String, &str)],
 ) -> Vec<(String, String, String, String)> {
@@ -448,16 +448,18 @@ async fn order_js_retries_transient_failures_and_stops_at_a_declined_card() {
     assert_eq!(js_error, failure(rust));
 }
 
-/// Runs the trip in Rust and in TypeScript, each against providers of its
-/// own; returns (error, events, providers) for each.
-async fn both_trips(
+/// Runs the trip in Rust and as `workflow` (another language's build),
+/// each against providers of its own; returns (error, events, providers)
+/// for each.
+pub(crate) async fn both_trips(
     harness: &Harness,
+    workflow: &str,
     trip_id: &str,
     legs: &[&str],
     extra: Value,
 ) -> [(WorkflowError, Vec<Event>, Providers); 2] {
     let mut runs = Vec::new();
-    for workflow in ["trip", "trip-js"] {
+    for workflow in ["trip", workflow] {
         let providers = Providers::start().await;
         let input = providers.trip(trip_id, legs, extra.clone());
         let (record, outcome) =
@@ -475,7 +477,7 @@ async fn trip_js_compensates_in_reverse_once_each_like_the_rust_saga() {
     let [
         (rust_error, rust_events, rust_providers),
         (error, events, providers),
-    ] = both_trips(&harness, "t1", &["flight", "hotel"], json!({})).await;
+    ] = both_trips(&harness, "trip-js", "t1", &["flight", "hotel"], json!({})).await;
     assert_eq!(error.error_type, "ProvisioningFailed", "the original error");
     assert!(
         error
@@ -522,6 +524,7 @@ async fn trip_js_does_not_compensate_a_step_that_never_succeeded() {
     let harness = Harness::default().await;
     let [(rust_error, rust_events, _), (error, events, providers)] = both_trips(
         &harness,
+        "trip-js",
         "t2",
         &["flight", "hotel"],
         json!({ "card": "declined" }),

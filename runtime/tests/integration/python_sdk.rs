@@ -589,3 +589,61 @@ fn the_sdk_bundles_the_contract_wit() {
         "guest-sdk/python/reprise_sdk/wit/reprise.wit differs from wit/reprise.wit: copy it over"
     );
 }
+
+/// The Python trip next to the Rust one: the same calls (bytes, keys,
+/// options), the same outcomes and compensations, the same error. Only
+/// CPython's start-up random draws are extra in its history.
+#[tokio::test]
+async fn trip_py_compensates_in_reverse_once_each_like_the_rust_saga() {
+    use crate::js_sdk::{both_trips, commands_and_outcomes, comparable_calls};
+    use reprise_providers::{REFUND, RELEASE, RESERVATION};
+
+    let harness = Harness::default().await;
+    let [
+        (rust_error, rust_events, rust_providers),
+        (error, events, providers),
+    ] = both_trips(&harness, "trip-py", "t1", &["flight", "hotel"], json!({})).await;
+    assert_eq!(error.error_type, "ProvisioningFailed", "the original error");
+    assert_eq!(error, rust_error, "the same error, message and report");
+    assert_eq!(providers.effects(REFUND), vec!["ch_1"]);
+    assert_eq!(
+        providers.effects(RESERVATION),
+        vec!["t1/flight", "t1/hotel"]
+    );
+    assert_eq!(providers.effects(RELEASE), vec!["rs_2", "rs_1"]);
+    assert_eq!(
+        compensation_chain(&events),
+        vec!["charge", "reserve hotel", "reserve flight"]
+    );
+    assert_eq!(
+        commands_and_outcomes(&events),
+        commands_and_outcomes(&rust_events)
+    );
+    let placeholders = |providers: &crate::saga::Providers| {
+        vec![
+            (providers.inventory.url(), "<inventory>"),
+            (providers.payments.url(), "<payments>"),
+        ]
+    };
+    assert_eq!(
+        comparable_calls(&events, &placeholders(&providers)),
+        comparable_calls(&rust_events, &placeholders(&rust_providers))
+    );
+
+    // A declined card: the charge never took effect and is not refunded.
+    let [(rust_error, _, _), (error, events, providers)] = both_trips(
+        &harness,
+        "trip-py",
+        "t2",
+        &["flight", "hotel"],
+        json!({ "card": "declined" }),
+    )
+    .await;
+    assert!(providers.effects(REFUND).is_empty(), "no charge, no refund");
+    assert_eq!(providers.effects(RELEASE), vec!["rs_2", "rs_1"]);
+    assert_eq!(
+        compensation_chain(&events),
+        vec!["reserve hotel", "reserve flight"]
+    );
+    assert_eq!(error, rust_error);
+}
