@@ -313,6 +313,13 @@ pub enum Event {
         seq: Seq,
         attributes: String,
     },
+    /// The execution moved to module `module_digest` (an upgrade of
+    /// running executions, after its history replayed cleanly against it):
+    /// activations from here on, and every replay, run that module.
+    ModuleUpgraded {
+        from_digest: String,
+        module_digest: String,
+    },
     /// The code asked `patched(change_id)` (or `deprecate-patch`) while
     /// live: this execution takes the changed path. Not a command: it has
     /// no `seq`, so histories with or without it replay under the same code.
@@ -362,6 +369,7 @@ impl Event {
             Event::SignalTimedOut { .. } => "SignalTimedOut",
             Event::CancellationDelivered { .. } => "CancellationDelivered",
             Event::PatchMarked { .. } => "PatchMarked",
+            Event::ModuleUpgraded { .. } => "ModuleUpgraded",
             Event::SearchAttributesUpserted { .. } => "SearchAttributesUpserted",
             Event::ChildStarted { .. } => "ChildStarted",
             Event::ChildCompleted { .. } => "ChildCompleted",
@@ -827,6 +835,19 @@ impl History {
                 } if *failed_seq == seq => {
                     Some((*attempt, *retry_at_ms, heartbeat_details.clone()))
                 }
+                _ => None,
+            })
+    }
+
+    /// The module the execution runs now: the last upgrade's, else the
+    /// one it started on.
+    pub fn module_digest(&self) -> Option<&str> {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|recorded| match &recorded.event {
+                Event::ModuleUpgraded { module_digest, .. }
+                | Event::WorkflowStarted { module_digest, .. } => Some(module_digest.as_str()),
                 _ => None,
             })
     }

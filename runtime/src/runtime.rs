@@ -27,8 +27,8 @@ use crate::journal::{
 use crate::mailbox::Mailboxes;
 use crate::quota::{InstanceSlot, Instances};
 use crate::store::{
-    ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution, NextRun, StartOutcome,
-    Store, StoreError,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution,
+    NextRun, StartOutcome, Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 use crate::tenant::{LimitExceeded, TenantLimits};
@@ -51,6 +51,25 @@ pub const CANCELLED_ERROR_TYPE: &str = "Cancelled";
 
 /// The tenant of everything started without a server (`reprise run`).
 pub const DEFAULT_TENANT: &str = "default";
+
+/// The most running executions one upgrade looks at.
+pub const UPGRADE_EXECUTIONS_MAX: u32 = 10_000;
+
+/// What an upgrade of running executions did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UpgradeReport {
+    /// Replayed cleanly: they move at their next activation.
+    pub upgraded: Vec<String>,
+    /// Did not replay: they stay on their module.
+    pub kept: Vec<KeptExecution>,
+}
+
+/// A running execution an upgrade left on its module, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeptExecution {
+    pub workflow_id: String,
+    pub reason: String,
+}
 
 /// How one run's drive ended.
 enum RunEnd {
@@ -251,6 +270,9 @@ pub struct Runtime {
     mailboxes: Arc<Mailboxes>,
     /// (tenant, workflow type) → module digest.
     types: Mutex<HashMap<(String, String), String>>,
+    /// Execution id → the module it moves to at its next activation (an
+    /// upgrade of running executions whose history replayed cleanly).
+    pending_upgrades: Mutex<HashMap<i64, String>>,
     /// Limits of tenants that have their own; others get [`Runtime::default_limits`].
     tenant_limits: Mutex<HashMap<String, Arc<TenantLimits>>>,
     default_limits: Arc<TenantLimits>,
@@ -315,6 +337,7 @@ impl Runtime {
             linker,
             prepared: Mutex::new(HashMap::new()),
             types: Mutex::new(HashMap::new()),
+            pending_upgrades: Mutex::new(HashMap::new()),
             options,
         }))
     }
@@ -629,8 +652,12 @@ impl Runtime {
             Some(terminal) => return Ok(RunEnd::Finished(outcome_of(terminal))),
             None => {}
         }
-        let (_, digest, input) = started_parts(&history, &record)?;
-        let pre = self.prepared_by_digest(&digest).await?;
+        let (_, started_digest, input) = started_parts(&history, &record)?;
+        let digest = history
+            .module_digest()
+            .unwrap_or(&started_digest)
+            .to_string();
+        let mut pre = self.prepared_by_digest(&digest).await?;
         self.telemetry.resume(&record, &history).await;
         let record_id = record.id;
         let limits = self.limits_for(&record.tenant);
@@ -657,6 +684,16 @@ impl Runtime {
                 .map(RunEnd::Finished);
         }
         loop {
+            let upgrade = self
+                .pending_upgrades
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&record_id);
+            if let Some(to) = upgrade
+                && let Some(upgraded) = self.apply_upgrade(&mut execution, &to).await?
+            {
+                pre = upgraded;
+            }
             let slot = self
                 .enter_instance(&execution.record, instances_max)
                 .await?;
@@ -703,6 +740,104 @@ impl Runtime {
                 .await
                 .map(RunEnd::Finished);
         }
+    }
+
+    /// Moves the running executions of `tenant`'s `workflow_type` to module
+    /// `digest` where their histories replay cleanly against it (checked
+    /// now, and again at each one's next activation, where the move is
+    /// journaled as `ModuleUpgraded`); the others stay on their module and
+    /// are listed with the reason. At most [`UPGRADE_EXECUTIONS_MAX`].
+    pub async fn upgrade_running(
+        &self,
+        tenant: &str,
+        workflow_type: &str,
+        digest: &str,
+    ) -> Result<UpgradeReport, RunError> {
+        let bytes = self
+            .store
+            .module(digest)
+            .await?
+            .ok_or_else(|| RunError::UnknownModule {
+                digest: digest.to_string(),
+            })?;
+        let component = self.engine.load(&bytes)?;
+        let filter = ExecutionFilter {
+            status: Some(ExecutionStatus::Running),
+            workflow_type: Some(workflow_type.to_string()),
+            limit: UPGRADE_EXECUTIONS_MAX,
+            ..ExecutionFilter::default()
+        };
+        let mut report = UpgradeReport::default();
+        for record in self.store.list_executions(tenant, &filter).await? {
+            let events = self.store.history(record.id).await?;
+            let on = History::from_recorded(events.clone())
+                .ok()
+                .and_then(|history| history.module_digest().map(str::to_string));
+            if on.as_deref() == Some(digest) {
+                continue;
+            }
+            let workflow_id = record.workflow_id.clone();
+            match self.verify_replay(&component, record.clone(), events).await {
+                Ok(_) => {
+                    self.pending_upgrades
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(record.id, digest.to_string());
+                    report.upgraded.push(workflow_id);
+                }
+                Err(error) => report.kept.push(KeptExecution {
+                    workflow_id,
+                    reason: error.to_string(),
+                }),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Moves `execution` to module `to` if its history (as it is now)
+    /// replays cleanly against it: journals `ModuleUpgraded` and returns
+    /// the module to activate; `None` keeps it where it is.
+    async fn apply_upgrade(
+        &self,
+        execution: &mut Execution,
+        to: &str,
+    ) -> Result<Option<WorkflowPre<WorkflowHost>>, RunError> {
+        let (from, events) = {
+            let recorder = execution.recorder();
+            let from = recorder
+                .history
+                .module_digest()
+                .unwrap_or_default()
+                .to_string();
+            (from, recorder.history.events().to_vec())
+        };
+        if from == to {
+            return Ok(None);
+        }
+        let bytes = self
+            .store
+            .module(to)
+            .await?
+            .ok_or_else(|| RunError::UnknownModule {
+                digest: to.to_string(),
+            })?;
+        let component = self.engine.load(&bytes)?;
+        if let Err(error) = self
+            .verify_replay(&component, execution.record.clone(), events)
+            .await
+        {
+            tracing::warn!(workflow_id = %execution.record.workflow_id, %error, "the upgrade no longer replays; the execution stays on its module");
+            return Ok(None);
+        }
+        execution
+            .append(Event::ModuleUpgraded {
+                from_digest: from,
+                module_digest: to.to_string(),
+            })
+            .await
+            .map_err(|interrupt| host_error(&execution.record, interrupt))?;
+        tracing::info!(workflow_id = %execution.record.workflow_id, module = %to, "upgraded to a new module");
+        Ok(Some(self.prepare(&component)?))
     }
 
     /// The run that followed `ended` (a run that continued as new).

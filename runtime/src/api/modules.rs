@@ -186,6 +186,10 @@ async fn download_module(
 #[serde(deny_unknown_fields)]
 struct BindType {
     digest: String,
+    /// Also move the type's running executions to the module, those whose
+    /// histories replay cleanly against it.
+    #[serde(default)]
+    upgrade_running: bool,
 }
 
 async fn bind_type(
@@ -217,7 +221,24 @@ async fn bind_type(
     server
         .runtime()
         .register_type_for(&tenant.name, &name, &request.digest);
-    Json(json!({ "name": name, "digest": request.digest })).into_response()
+    if !request.upgrade_running {
+        return Json(json!({ "name": name, "digest": request.digest })).into_response();
+    }
+    match server
+        .runtime()
+        .upgrade_running(&tenant.name, &name, &request.digest)
+        .await
+    {
+        Ok(report) => Json(json!({
+            "name": name,
+            "digest": request.digest,
+            "upgraded": report.upgraded.len(),
+            "kept": report.kept.len(),
+            "upgrade": report,
+        }))
+        .into_response(),
+        Err(problem) => crate::api::executions::run_error(problem),
+    }
 }
 
 async fn list_types(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {

@@ -179,6 +179,7 @@ const TREATMENTS: [&str; 9] = [
 pub async fn deploy(
     file: &std::path::Path,
     name: Option<String>,
+    upgrade_running: bool,
     format: Format,
     server: &ServerArgs,
 ) -> ExitCode {
@@ -192,13 +193,15 @@ pub async fn deploy(
         }
         let workflow_type = if module.body["kind"] == "workflow" {
             let name = name.unwrap_or_else(|| super::type_name(file));
-            let bind = json!({ "digest": module.body["digest"] }).to_string();
+            let bind =
+                json!({ "digest": module.body["digest"], "upgrade_running": upgrade_running })
+                    .to_string();
             let path = format!("/v1/workflow-types/{}", segment(&name));
             let bound = call(server, "PUT", &path, bind.into_bytes()).await?;
             if !bound.is_success() {
                 return Ok(bound.refused());
             }
-            Some(name)
+            Some((name, bound.body))
         } else {
             None
         };
@@ -209,10 +212,25 @@ pub async fn deploy(
         let digest = module.body["digest"].as_str().unwrap_or_default();
         let kind = module.body["kind"].as_str().unwrap_or_default();
         match &workflow_type {
-            Some(name) => println!(
-                "deployed {kind} module {digest} ({} KiB) as type `{name}`",
-                size.div_ceil(1024)
-            ),
+            Some((name, bound)) => {
+                println!(
+                    "deployed {kind} module {digest} ({} KiB) as type `{name}`",
+                    size.div_ceil(1024)
+                );
+                if upgrade_running {
+                    println!(
+                        "  running executions: {} upgraded, {} kept on their module",
+                        bound["upgraded"], bound["kept"]
+                    );
+                    for kept in bound["upgrade"]["kept"].as_array().into_iter().flatten() {
+                        println!(
+                            "    {} kept: {}",
+                            kept["workflow_id"].as_str().unwrap_or_default(),
+                            kept["reason"].as_str().unwrap_or_default()
+                        );
+                    }
+                }
+            }
             None => println!(
                 "deployed {kind} module {digest} ({} KiB)",
                 size.div_ceil(1024)

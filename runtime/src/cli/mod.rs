@@ -228,6 +228,10 @@ enum Command {
         /// The workflow type name (default: the file name).
         #[arg(long)]
         name: Option<String>,
+        /// Also move the type's running executions to this module, those
+        /// whose histories replay cleanly against it.
+        #[arg(long)]
+        upgrade_running: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -429,9 +433,12 @@ pub fn main() -> ExitCode {
                 Ok(None) => terminate(&id, &reason, format, &db).await,
                 Err(error) => usage_error(error),
             },
-            Command::Deploy { file, name, server } => {
-                client::deploy(&file, name, format, &server).await
-            }
+            Command::Deploy {
+                file,
+                name,
+                upgrade_running,
+                server,
+            } => client::deploy(&file, name, upgrade_running, format, &server).await,
             Command::Start {
                 name,
                 input,

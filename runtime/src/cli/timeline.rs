@@ -132,6 +132,10 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
             Event::SearchAttributesUpserted { attributes, .. } => {
                 format!("search attributes {attributes}")
             }
+            Event::ModuleUpgraded {
+                from_digest,
+                module_digest,
+            } => format!("module {:.12}… → {:.12}…", from_digest, module_digest),
             Event::PatchMarked { change_id } => format!("patch `{change_id}`: new path"),
             Event::WorkflowContinuedAsNew {
                 input, next_run_id, ..

@@ -776,3 +776,99 @@ async fn through_the_api_a_chain_is_one_id_with_filterable_runs() {
         "{refused}"
     );
 }
+
+/// Starts `workflow` under `id` and drives it in the background.
+async fn start_in_background(
+    harness: &Harness,
+    workflow: &str,
+    id: &str,
+    input: &str,
+) -> (
+    ExecutionRecord,
+    tokio::task::JoinHandle<Result<reprise::Outcome, RunError>>,
+) {
+    let record = harness.start(workflow, id, input).await;
+    let drive = tokio::spawn({
+        let runtime = harness.runtime.clone();
+        let record = record.clone();
+        async move { runtime.drive(record).await }
+    });
+    (record, drive)
+}
+
+#[tokio::test]
+async fn upgrading_running_executions_moves_those_that_replay_and_keeps_the_others() {
+    let harness = Harness::new(Limits::default(), true).await;
+    // Waiting for its signal, before the change point: it can move.
+    let (waiting, drive) =
+        start_in_background(&harness, "versioned", "upgradable", r#"{"n":1}"#).await;
+    wait_for_event(&harness, &waiting, "SignalAwaited").await;
+    let deploy = |workflow: &'static str| {
+        let runtime = harness.runtime.clone();
+        async move {
+            let bytes = std::fs::read(guest(workflow)).expect("read guest");
+            runtime
+                .deploy_workflow(&bytes)
+                .await
+                .expect("deploy")
+                .digest
+        }
+    };
+    let patched = deploy("versioned-patched").await;
+    let report = harness
+        .runtime
+        .upgrade_running(reprise::runtime::DEFAULT_TENANT, "versioned", &patched)
+        .await
+        .expect("upgrade");
+    assert_eq!(report.upgraded, ["upgradable"]);
+    assert!(report.kept.is_empty(), "{report:?}");
+
+    // Past its first activity under `hello`: `hello-v2` calls another one
+    // first, so it stays where it is, with the reason.
+    let (sleeping, _sleeper) = start_in_background(
+        &harness,
+        "hello",
+        "pinned",
+        r#"{"name":"Ada","sleep_ms":60000}"#,
+    )
+    .await;
+    wait_for_event(&harness, &sleeping, "TimerStarted").await;
+    let v2 = deploy("hello-v2").await;
+    let report = harness
+        .runtime
+        .upgrade_running(reprise::runtime::DEFAULT_TENANT, "hello", &v2)
+        .await
+        .expect("upgrade");
+    assert!(report.upgraded.is_empty(), "{report:?}");
+    assert_eq!(report.kept.len(), 1);
+    assert_eq!(report.kept[0].workflow_id, "pinned");
+    assert!(
+        report.kept[0].reason.contains("nondeterminism"),
+        "{report:?}"
+    );
+
+    // The moved execution resumes on the new module: past the history,
+    // `patched` is live, so it takes the new path.
+    signal(&harness, &waiting, "go", "{}", "go-1").await;
+    let outcome = bounded(drive).await.expect("join").expect("drive");
+    assert_eq!(completed_output(&outcome), json!({ "n": 3, "path": "new" }));
+    let events = harness.events(&waiting).await;
+    let upgrades: Vec<&Event> = events
+        .iter()
+        .filter(|event| event.kind() == "ModuleUpgraded")
+        .collect();
+    assert_eq!(
+        upgrades,
+        [&Event::ModuleUpgraded {
+            from_digest: waiting.module_digest.clone(),
+            module_digest: patched.clone(),
+        }]
+    );
+    assert!(events.iter().any(|event| event.kind() == "PatchMarked"));
+    assert_eq!(
+        replay_with(&harness, "versioned-patched", &waiting)
+            .await
+            .expect("replays"),
+        ReplayVerdict::Reproduced
+    );
+}
