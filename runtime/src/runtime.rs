@@ -866,16 +866,9 @@ impl Runtime {
         execution: &mut Execution,
         input: String,
     ) -> Result<(), Interrupt> {
-        execution.check_halted()?;
-        {
-            // Continuing where the history recorded more commands is
-            // code that changed under the execution.
-            let recorder = execution.recorder();
-            recorder
-                .history
-                .check_finished(recorder.last_seq_made())
-                .map_err(|mismatch| Interrupt::Halt(Halt::Nondeterminism(mismatch)))?;
-        }
+        // Continuing where the history recorded more commands is code that
+        // changed under the execution.
+        check_run_ended_cleanly(execution)?;
         let now_ms = clock::now_ms();
         let ending = execution.recorder().history.timeouts();
         let timeouts = WorkflowTimeouts::starting_at(
@@ -1007,14 +1000,7 @@ impl Runtime {
         execution: &mut Execution,
         guest_result: Result<String, wit_types::WorkflowError>,
     ) -> Result<Outcome, Interrupt> {
-        execution.check_halted()?;
-        {
-            let recorder = execution.recorder();
-            recorder
-                .history
-                .check_finished(recorder.last_seq_made())
-                .map_err(|mismatch| Interrupt::Halt(Halt::Nondeterminism(mismatch)))?;
-        }
+        check_run_ended_cleanly(execution)?;
         let (event, finish, outcome) = match guest_result {
             Ok(output) => {
                 let value = parse_output(&output, execution.limits.payload_bytes_max)?;
@@ -1228,6 +1214,17 @@ impl Runtime {
             }),
         }
     }
+}
+
+/// Checks, when the code ends its run (returns, or continues as new), that
+/// nothing was left halted and it made every command the history holds.
+fn check_run_ended_cleanly(execution: &Execution) -> Result<(), Interrupt> {
+    execution.check_halted()?;
+    let recorder = execution.recorder();
+    recorder
+        .history
+        .check_finished(recorder.last_seq_made())
+        .map_err(|mismatch| Interrupt::Halt(Halt::Nondeterminism(mismatch)))
 }
 
 /// The terminal event and status for a workflow that returned `error`:
