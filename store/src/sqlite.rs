@@ -37,6 +37,31 @@ macro_rules! execution_columns {
     };
 }
 
+/// The filter "search attribute at JSON path `$path` equals the JSON text
+/// `$value`" (or no filter when the path is NULL), with PostgreSQL's
+/// `jsonb` equality: numbers compare by value (`5` = `5.0`), and a value
+/// matches only one of the same JSON type (`true` ≠ `1`, `"5"` ≠ `5`).
+macro_rules! attribute_matches {
+    ($path:literal, $value:literal) => {
+        concat!(
+            "(",
+            $path,
+            " IS NULL OR (",
+            "json_extract(search_attributes, ",
+            $path,
+            ") = json_extract(",
+            $value,
+            ", '$') AND ",
+            "replace(json_type(search_attributes, ",
+            $path,
+            "), 'real', 'integer') = ",
+            "replace(json_type(",
+            $value,
+            "), 'real', 'integer')))"
+        )
+    };
+}
+
 const READ_CONNECTIONS_MAX: u32 = 4;
 /// Rows of one watermark upsert (two variables each, far below SQLite's limit).
 const WATERMARKS_PER_STATEMENT_MAX: usize = 500;
@@ -605,7 +630,7 @@ fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TenantRecord> {
 }
 
 /// The JSON path of the filter's search attribute (`$."key"`; keys hold
-/// no quotes), compared as minified JSON text with `->`.
+/// no quotes).
 fn attribute_path(filter: &ExecutionFilter) -> Option<String> {
     filter
         .search_attribute
@@ -920,8 +945,9 @@ impl Store for SqliteStore {
                AND (?6 IS NULL OR substr(workflow_id, 1, length(?6)) = ?6)
                AND (?7 IS NULL OR (created_at_ms, id) < (?7,
                     (SELECT id FROM executions WHERE tenant = ?1 AND workflow_id = ?8 AND run_id = ?9)))
-               AND (?11 IS NULL OR search_attributes -> ?11 = json(?12))
-             ORDER BY created_at_ms DESC, id DESC LIMIT ?10"
+             AND ",
+            attribute_matches!("?11", "?12"),
+            " ORDER BY created_at_ms DESC, id DESC LIMIT ?10"
         ))
         .bind(tenant)
         .bind(status)
@@ -946,15 +972,16 @@ impl Store for SqliteStore {
         tenant: &str,
         filter: &ExecutionFilter,
     ) -> StoreResult<StatusCounts> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64)> = sqlx::query_as(concat!(
             "SELECT status, count(*) FROM executions WHERE tenant = ?1
                AND (?2 IS NULL OR workflow_type = ?2)
                AND (?3 IS NULL OR created_at_ms >= ?3)
                AND (?4 IS NULL OR created_at_ms < ?4)
                AND (?5 IS NULL OR substr(workflow_id, 1, length(?5)) = ?5)
-               AND (?6 IS NULL OR search_attributes -> ?6 = json(?7))
-             GROUP BY status",
-        )
+               AND ",
+            attribute_matches!("?6", "?7"),
+            " GROUP BY status"
+        ))
         .bind(tenant)
         .bind(filter.workflow_type.as_deref())
         .bind(filter.created_from_ms)

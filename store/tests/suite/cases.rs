@@ -1224,6 +1224,15 @@ pub async fn search_attributes_are_stored_filtered_and_carried_on(database: Arc<
     assert_eq!(matching("tier", r#""gold""#).await, ["gold"]);
     assert_eq!(matching("tier", r#""silver""#).await, ["silver"]);
     assert_eq!(matching("n", "6").await, ["gold"], "the upserted value");
+    assert_eq!(
+        matching("n", "6.0").await,
+        ["gold"],
+        "numbers compare by value"
+    );
+    assert!(
+        matching("n", r#""6""#).await.is_empty(),
+        "a string is not a number"
+    );
     assert!(matching("n", "5").await.is_empty(), "the old value is gone");
     assert!(matching("tier", r#""bronze""#).await.is_empty());
     assert!(matching("absent", r#""gold""#).await.is_empty());
