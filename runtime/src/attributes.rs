@@ -11,6 +11,9 @@ pub const SEARCH_ATTRIBUTES_MAX: usize = 32;
 pub const KEY_BYTES_MAX: usize = 64;
 /// The longest string value.
 pub const STRING_VALUE_BYTES_MAX: usize = 256;
+/// The longest attributes document (a start's, or one upsert's, which is
+/// journaled as sent): room for every attribute at its largest.
+pub const DOCUMENT_BYTES_MAX: usize = 16 * 1024;
 
 /// Why attributes were refused; the message says what to send instead.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,12 @@ fn problem(message: String) -> AttributeProblem {
 /// and `-`; values strings, numbers, booleans, or `null` (which removes the
 /// attribute in an upsert).
 pub fn parse(text: &str) -> Result<Map<String, Value>, AttributeProblem> {
+    if text.len() > DOCUMENT_BYTES_MAX {
+        return Err(problem(format!(
+            "search attributes are {} bytes of JSON; at most {DOCUMENT_BYTES_MAX}",
+            text.len()
+        )));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|error| problem(format!("search attributes are not JSON ({error})")))?;
     let Value::Object(object) = value else {
@@ -139,6 +148,16 @@ mod tests {
         }
         let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(STRING_VALUE_BYTES_MAX + 1));
         assert!(parse(&long).is_err());
+        let removals: Vec<String> = (0..2000)
+            .map(|index| format!(r#""k{index}":null"#))
+            .collect();
+        let huge = format!("{{{}}}", removals.join(","));
+        assert!(
+            parse(&huge)
+                .expect_err("too big")
+                .to_string()
+                .contains("at most 16384")
+        );
         let many: Map<String, Value> = (0..=SEARCH_ATTRIBUTES_MAX)
             .map(|index| (format!("k{index}"), Value::from(index)))
             .collect();
