@@ -478,6 +478,12 @@ impl Runtime {
         {
             return Ok(pre.clone());
         }
+        let loaded = self.load_stored_module(digest).await?;
+        self.prepare(&loaded)
+    }
+
+    /// The stored module `digest`, compiled (or from the engine's cache).
+    async fn load_stored_module(&self, digest: &str) -> Result<LoadedComponent, RunError> {
         let bytes = self
             .store
             .module(digest)
@@ -485,8 +491,7 @@ impl Runtime {
             .ok_or_else(|| RunError::UnknownModule {
                 digest: digest.to_string(),
             })?;
-        let loaded = self.engine.load(&bytes)?;
-        self.prepare(&loaded)
+        Ok(self.engine.load(&bytes)?)
     }
 
     /// Starts `workflow_id` on a deployed module, or returns its existing
@@ -753,14 +758,7 @@ impl Runtime {
         workflow_type: &str,
         digest: &str,
     ) -> Result<UpgradeReport, RunError> {
-        let bytes = self
-            .store
-            .module(digest)
-            .await?
-            .ok_or_else(|| RunError::UnknownModule {
-                digest: digest.to_string(),
-            })?;
-        let component = self.engine.load(&bytes)?;
+        let component = self.load_stored_module(digest).await?;
         let filter = ExecutionFilter {
             status: Some(ExecutionStatus::Running),
             workflow_type: Some(workflow_type.to_string()),
@@ -814,14 +812,7 @@ impl Runtime {
         if from == to {
             return Ok(None);
         }
-        let bytes = self
-            .store
-            .module(to)
-            .await?
-            .ok_or_else(|| RunError::UnknownModule {
-                digest: to.to_string(),
-            })?;
-        let component = self.engine.load(&bytes)?;
+        let component = self.load_stored_module(to).await?;
         if let Err(error) = self
             .verify_replay(&component, execution.record.clone(), events)
             .await
