@@ -66,10 +66,126 @@ pub mod bindings {
     }
 }
 
-use bindings::workflow::reprise::workflow::durable;
 use bindings::workflow::reprise::workflow::types as wit;
 
-pub use durable::WorkflowInfo;
+pub use bindings::workflow::reprise::workflow::durable::WorkflowInfo;
+
+/// The durable imports as the rest of the SDK calls them: each one first
+/// gives a waiting query its answer (see [`queries`]), so no call site can
+/// forget to.
+mod durable {
+    use super::bindings::workflow::reprise::workflow::durable as raw;
+    use super::queries::answer_waiting_query;
+    use super::wit;
+
+    pub use raw::{UpdateRequest, info, log};
+
+    macro_rules! answering_queries_first {
+        ($(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+            pub fn $name($($arg: $ty),*) $(-> $ret)? {
+                answer_waiting_query();
+                raw::$name($($arg),*)
+            }
+        )*};
+    }
+
+    answering_queries_first! {
+        fn now_ms() -> u64;
+        fn random_bytes(len: u32) -> Vec<u8>;
+        fn sleep_ms(duration_ms: u64) -> Result<(), wit::Cancelled>;
+        fn await_signal(name: &str, timeout_ms: Option<u64>) -> Result<Option<String>, wit::Cancelled>;
+        fn start_activity(name: &str, input: &str, options: &wit::ActivityOptions) -> u64;
+        fn await_activity(handle: u64) -> Result<String, wit::ActivityFailure>;
+        fn await_any(handles: &[u64]) -> (u64, Result<String, wit::ActivityFailure>);
+        fn start_child(workflow_type: &str, input: &str, workflow_id: Option<&str>) -> u64;
+        fn await_child(handle: u64) -> Result<String, wit::WorkflowError>;
+        fn patched(change_id: &str) -> bool;
+        fn deprecate_patch(change_id: &str);
+        fn continue_as_new(input: &str);
+        fn upsert_search_attributes(attributes: &str);
+        fn await_update(names: &[String], timeout_ms: Option<u64>) -> Result<Option<UpdateRequest>, wit::Cancelled>;
+        fn complete_update(update_id: &str, outcome: Result<&str, &wit::WorkflowError>);
+    }
+}
+
+/// Query handlers and update validators: what the host's query replays
+/// ask for (see `next-query` in the WIT). They live in the guest's memory
+/// only; nothing about them is journaled.
+mod queries {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use super::WorkflowError;
+    use super::bindings::workflow::reprise::workflow::durable::{
+        QueryKind, QueryRequest, answer_query, next_query,
+    };
+    use super::wit;
+
+    /// A handler on raw JSON args, answering raw JSON.
+    pub type Handler = Rc<dyn Fn(&str) -> Result<String, WorkflowError>>;
+
+    #[derive(Default)]
+    struct Handlers {
+        queries: BTreeMap<String, Handler>,
+        validators: BTreeMap<String, Handler>,
+    }
+
+    thread_local! {
+        static HANDLERS: RefCell<Handlers> = RefCell::default();
+    }
+
+    pub fn add_query(name: &str, handler: Handler) {
+        HANDLERS.with_borrow_mut(|handlers| handlers.queries.insert(name.to_string(), handler));
+    }
+
+    pub fn add_validator(name: &str, handler: Handler) {
+        HANDLERS.with_borrow_mut(|handlers| handlers.validators.insert(name.to_string(), handler));
+    }
+
+    /// Asks the host once whether a query waits and answers it. Without
+    /// handlers there is nothing to answer, so the host is not asked.
+    pub fn answer_waiting_query() {
+        let nothing_registered = HANDLERS.with_borrow(|handlers| {
+            handlers.queries.is_empty() && handlers.validators.is_empty()
+        });
+        if nothing_registered {
+            return;
+        }
+        if let Some(request) = next_query() {
+            let answer = dispatch(&request).map_err(|error| wit::WorkflowError {
+                error_type: error.error_type,
+                message: error.message,
+                details: error.details,
+            });
+            answer_query(answer.as_deref());
+        }
+    }
+
+    fn dispatch(request: &QueryRequest) -> Result<String, WorkflowError> {
+        // Cloned out of the registry, so a handler may register others.
+        let (handler, known) = HANDLERS.with_borrow(|handlers| match request.kind {
+            QueryKind::Query => (
+                handlers.queries.get(&request.name).cloned(),
+                handlers.queries.keys().cloned().collect::<Vec<_>>(),
+            ),
+            QueryKind::ValidateUpdate => (handlers.validators.get(&request.name).cloned(), Vec::new()),
+        });
+        match (handler, request.kind) {
+            (Some(handler), _) => handler(&request.args),
+            // No validator: every update of that name is accepted.
+            (None, QueryKind::ValidateUpdate) => Ok("null".to_string()),
+            (None, QueryKind::Query) => Err(WorkflowError::new(
+                "UnknownQuery",
+                format!(
+                    "this workflow has no handler for query `{}`; it answers: {}",
+                    request.name,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )),
+        }
+    }
+}
 pub use wit::{ActivityError, ActivityFailure, Cancelled, FailureReason, LogLevel, RetryPolicy};
 
 /// A workflow: implement it and export it with [`export_workflow!`].
@@ -342,6 +458,117 @@ impl Context {
         Ok(())
     }
 
+    /// Answers query `name` with `handler` from now on: a reader calls
+    /// `POST /v1/executions/{id}/queries/{name}` (`reprise query`) and gets
+    /// what it returns for the JSON args, computed from the state the
+    /// durable history leads to. Nothing is journaled; the handler must
+    /// not make durable calls (the query fails if it does). Registering a
+    /// name again replaces its handler.
+    ///
+    /// ```ignore
+    /// let count = Rc::new(Cell::new(0));
+    /// let read = count.clone();
+    /// ctx.on_query("count", move |(): ()| Ok(read.get()));
+    /// ```
+    pub fn on_query<A, R, F>(&self, name: &str, handler: F)
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> Result<R, WorkflowError> + 'static,
+    {
+        let query = name.to_string();
+        queries::add_query(
+            name,
+            std::rc::Rc::new(move |args: &str| {
+                let args = serde_json::from_str(args).map_err(|error| {
+                    WorkflowError::new(
+                        "InvalidQueryArgs",
+                        format!("the args of query `{query}` ({args}) do not fit: {error}"),
+                    )
+                })?;
+                encode_json(&handler(args)?, &format!("the answer to query `{query}`"))
+            }),
+        );
+    }
+
+    /// Checks updates named `name` before they are accepted: an error from
+    /// `validator` rejects the update (its caller gets the error) without
+    /// touching the history; `Ok` accepts it. It sees the state the
+    /// durable history leads to, like a query. Updates without a
+    /// validator are accepted.
+    pub fn on_update_validator<A, F>(&self, name: &str, validator: F)
+    where
+        A: DeserializeOwned,
+        F: Fn(A) -> Result<(), WorkflowError> + 'static,
+    {
+        let update = name.to_string();
+        queries::add_validator(
+            name,
+            std::rc::Rc::new(move |args: &str| {
+                let args = serde_json::from_str(args).map_err(|error| {
+                    WorkflowError::new(
+                        "InvalidUpdateArgs",
+                        format!("the args of update `{update}` ({args}) do not fit: {error}"),
+                    )
+                })?;
+                validator(args).map(|()| "null".to_string())
+            }),
+        );
+    }
+
+    /// Waits for the next update named one of `names` (oldest first, each
+    /// delivered once), or `Ok(None)` when `timeout` (a durable deadline)
+    /// passes. Answer it with [`Context::complete_update`]: its caller
+    /// waits for that answer.
+    pub fn await_update(
+        &self,
+        names: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<Option<Update>, Cancelled> {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let timeout_ms = timeout.map(|timeout| timeout.as_millis() as u64);
+        Ok(durable::await_update(&names, timeout_ms)?.map(|request| Update { request }))
+    }
+
+    /// Answers `update` (once): its caller gets the JSON of the output or
+    /// the error, once the answer is durable.
+    pub fn complete_update<R: Serialize>(&self, update: &Update, result: Result<R, WorkflowError>) {
+        let result = result.and_then(|output| {
+            encode_json(
+                &output,
+                &format!("the answer to update `{}`", update.request.name),
+            )
+        });
+        let result = result.map_err(|error| wit::WorkflowError {
+            error_type: error.error_type,
+            message: error.message,
+            details: error.details,
+        });
+        durable::complete_update(&update.request.update_id, result.as_deref());
+    }
+
+    /// Waits for one update named `name`, runs `handler` on its args and
+    /// answers it with what the handler returns. `Ok(false)` if `timeout`
+    /// passed first.
+    pub fn handle_update<A, R, F>(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        handler: F,
+    ) -> Result<bool, Cancelled>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: FnOnce(A) -> Result<R, WorkflowError>,
+    {
+        let Some(update) = self.await_update(&[name], timeout)? else {
+            return Ok(false);
+        };
+        let result = update.args().and_then(handler);
+        self.complete_update(&update, result);
+        Ok(true)
+    }
+
     /// Starts building a call of activity `name`.
     pub fn activity(&self, name: &str) -> ActivityCall {
         ActivityCall {
@@ -421,6 +648,49 @@ impl Default for Context {
     fn default() -> Self {
         Context::new()
     }
+}
+
+/// An update delivered by [`Context::await_update`].
+pub struct Update {
+    request: durable::UpdateRequest,
+}
+
+impl Update {
+    /// Unique within the execution: the caller's, or the server's choice.
+    pub fn id(&self) -> &str {
+        &self.request.update_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.request.name
+    }
+
+    /// The args, decoded from JSON.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, WorkflowError> {
+        serde_json::from_str(&self.request.args).map_err(|error| {
+            WorkflowError::new(
+                "InvalidUpdateArgs",
+                format!(
+                    "the args of update `{}` ({}) do not fit: {error}",
+                    self.request.name, self.request.args
+                ),
+            )
+        })
+    }
+
+    /// The args as the caller sent them (JSON).
+    pub fn raw_args(&self) -> &str {
+        &self.request.args
+    }
+}
+
+fn encode_json<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<String, WorkflowError> {
+    serde_json::to_string(value).map_err(|error| {
+        WorkflowError::new(
+            "SerializationError",
+            format!("could not encode {what}: {error}"),
+        )
+    })
 }
 
 /// Values [`Context::random`] can produce.
@@ -637,7 +907,10 @@ pub fn __run_workflow<W: Workflow>(input: String) -> Result<String, wit::Workflo
             format!("the workflow input does not match the expected type: {error}"),
         ))
     })?;
-    let output = W::run(&Context::new(), input).map_err(to_wit)?;
+    let output = W::run(&Context::new(), input);
+    // A query of a finished execution is answered from its final state.
+    queries::answer_waiting_query();
+    let output = output.map_err(to_wit)?;
     serde_json::to_string(&output).map_err(|error| {
         to_wit(WorkflowError::new(
             "SerializationError",

@@ -288,6 +288,38 @@ pub enum Event {
     SignalTimedOut {
         seq: Seq,
     },
+    /// The workflow waits for an update named one of `names` (until
+    /// `deadline_ms`, if set).
+    UpdateAwaited {
+        seq: Seq,
+        names: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    /// Update `update_id` reached the wait at `seq`.
+    UpdateReceived {
+        seq: Seq,
+        update_id: String,
+        name: String,
+        /// JSON.
+        args: String,
+    },
+    UpdateTimedOut {
+        seq: Seq,
+    },
+    /// The workflow answered update `update_id` with `output` (JSON); its
+    /// caller gets it from here.
+    UpdateCompleted {
+        seq: Seq,
+        update_id: String,
+        output: String,
+    },
+    /// The workflow answered update `update_id` with an error.
+    UpdateFailed {
+        seq: Seq,
+        update_id: String,
+        error: WorkflowError,
+    },
     ChildStarted {
         seq: Seq,
         workflow_type: String,
@@ -367,6 +399,11 @@ impl Event {
             Event::SignalAwaited { .. } => "SignalAwaited",
             Event::SignalReceived { .. } => "SignalReceived",
             Event::SignalTimedOut { .. } => "SignalTimedOut",
+            Event::UpdateAwaited { .. } => "UpdateAwaited",
+            Event::UpdateReceived { .. } => "UpdateReceived",
+            Event::UpdateTimedOut { .. } => "UpdateTimedOut",
+            Event::UpdateCompleted { .. } => "UpdateCompleted",
+            Event::UpdateFailed { .. } => "UpdateFailed",
             Event::CancellationDelivered { .. } => "CancellationDelivered",
             Event::PatchMarked { .. } => "PatchMarked",
             Event::ModuleUpgraded { .. } => "ModuleUpgraded",
@@ -391,6 +428,9 @@ impl Event {
             | Event::TimerStarted { seq, .. }
             | Event::TimersPolled { seq, .. }
             | Event::SignalAwaited { seq, .. }
+            | Event::UpdateAwaited { seq, .. }
+            | Event::UpdateCompleted { seq, .. }
+            | Event::UpdateFailed { seq, .. }
             | Event::ChildStarted { seq, .. }
             | Event::SearchAttributesUpserted { seq, .. } => Some(*seq),
             _ => None,
@@ -405,6 +445,8 @@ impl Event {
             | Event::TimerFired { seq }
             | Event::SignalReceived { seq, .. }
             | Event::SignalTimedOut { seq }
+            | Event::UpdateReceived { seq, .. }
+            | Event::UpdateTimedOut { seq }
             | Event::ChildCompleted { seq, .. }
             | Event::ChildFailed { seq, .. } => Some(*seq),
             _ => None,
@@ -504,6 +546,14 @@ pub enum Command {
     AwaitSignal {
         name: String,
     },
+    AwaitUpdate {
+        names: Vec<String>,
+    },
+    /// The answer to an update: its output, or its error.
+    CompleteUpdate {
+        update_id: String,
+        outcome: Result<String, WorkflowError>,
+    },
     StartChild {
         workflow_type: String,
         input: String,
@@ -522,6 +572,10 @@ impl Command {
             Command::StartTimer { duration_ms } => format!("a timer of {duration_ms} ms"),
             Command::PollTimers { timers } => format!("a look at timers {timers:?}"),
             Command::AwaitSignal { name } => format!("a wait for signal `{name}`"),
+            Command::AwaitUpdate { names } => describe_update_wait(names),
+            Command::CompleteUpdate { update_id, outcome } => {
+                describe_update_answer(update_id, outcome.as_ref())
+            }
             Command::StartChild {
                 workflow_type,
                 input,
@@ -563,6 +617,31 @@ impl Command {
             (Command::AwaitSignal { name }, Event::SignalAwaited { name: recorded, .. }) => {
                 name == recorded
             }
+            (Command::AwaitUpdate { names }, Event::UpdateAwaited { names: recorded, .. }) => {
+                names == recorded
+            }
+            (
+                Command::CompleteUpdate {
+                    update_id,
+                    outcome: Ok(output),
+                },
+                Event::UpdateCompleted {
+                    update_id: recorded_id,
+                    output: recorded,
+                    ..
+                },
+            ) => update_id == recorded_id && output == recorded,
+            (
+                Command::CompleteUpdate {
+                    update_id,
+                    outcome: Err(error),
+                },
+                Event::UpdateFailed {
+                    update_id: recorded_id,
+                    error: recorded,
+                    ..
+                },
+            ) => update_id == recorded_id && error == recorded,
             (
                 Command::StartChild {
                     workflow_type,
@@ -601,6 +680,13 @@ fn describe_recorded(event: &Event) -> String {
         Event::TimerStarted { duration_ms, .. } => format!("a timer of {duration_ms} ms"),
         Event::TimersPolled { timers, .. } => format!("a look at timers {timers:?}"),
         Event::SignalAwaited { name, .. } => format!("a wait for signal `{name}`"),
+        Event::UpdateAwaited { names, .. } => describe_update_wait(names),
+        Event::UpdateCompleted {
+            update_id, output, ..
+        } => describe_update_answer(update_id, Ok(output)),
+        Event::UpdateFailed {
+            update_id, error, ..
+        } => describe_update_answer(update_id, Err(error)),
         Event::ChildStarted {
             workflow_type,
             input,
@@ -627,6 +713,20 @@ fn describe_activity(name: &str, input: &str) -> String {
         "activity `{name}` with input {quoted}{ellipsis} (sha256 {})",
         short_hash(input)
     )
+}
+
+fn describe_update_wait(names: &[String]) -> String {
+    format!("a wait for an update ({})", names.join(", "))
+}
+
+fn describe_update_answer(update_id: &str, outcome: Result<&String, &WorkflowError>) -> String {
+    match outcome {
+        Ok(output) => format!(
+            "the answer to update `{update_id}` (output sha256 {})",
+            short_hash(output)
+        ),
+        Err(error) => format!("the answer to update `{update_id}` (error {error})"),
+    }
 }
 
 fn describe_child(workflow_type: &str, input: &str) -> String {
@@ -897,6 +997,24 @@ impl History {
             .filter(|event| event.is_terminal())
     }
 
+    /// The workflow's answer to update `update_id` (`UpdateCompleted` or
+    /// `UpdateFailed`), if it gave one.
+    pub fn update_answer(&self, update_id: &str) -> Option<&Event> {
+        self.events.iter().map(|recorded| &recorded.event).find(|event| {
+            matches!(event,
+                Event::UpdateCompleted { update_id: answered, .. }
+                | Event::UpdateFailed { update_id: answered, .. } if answered == update_id)
+        })
+    }
+
+    /// Whether update `update_id` reached the workflow.
+    pub fn update_delivered(&self, update_id: &str) -> bool {
+        self.events.iter().any(|recorded| {
+            matches!(&recorded.event,
+                Event::UpdateReceived { update_id: delivered, .. } if delivered == update_id)
+        })
+    }
+
     /// Of the activities in `seqs`, the one whose outcome comes first in the history.
     pub fn first_completed(&self, seqs: &[Seq]) -> Option<Seq> {
         seqs.iter()
@@ -965,6 +1083,9 @@ pub struct Recorder {
     /// What `patched` answered for each change id in this activation: the
     /// first answer holds, even where a later call would decide otherwise.
     patch_answers: HashMap<String, bool>,
+    /// A query handler runs: clock reads and random draws (a language
+    /// runtime's own) get live values, neither recorded nor replayed.
+    answering_query: bool,
 }
 
 impl Recorder {
@@ -977,7 +1098,19 @@ impl Recorder {
             replay_only,
             history_events_max: HISTORY_EVENTS_MAX,
             patch_answers: HashMap::new(),
+            answering_query: false,
         }
+    }
+
+    /// Marks the stretch in which a query handler runs (see
+    /// `answering_query`); only replay-only recorders answer queries.
+    pub fn set_answering_query(&mut self, answering: bool) {
+        debug_assert!(self.replay_only || !answering);
+        self.answering_query = answering;
+    }
+
+    pub fn is_answering_query(&self) -> bool {
+        self.answering_query
     }
 
     /// Sets the history limit every recorded event counts against.
@@ -1008,11 +1141,33 @@ impl Recorder {
         self.waits = 0;
         self.halted = None;
         self.patch_answers.clear();
+        self.answering_query = false;
     }
 
     /// True while the guest re-makes commands the history already holds.
     pub fn is_replaying(&self) -> bool {
         self.next_seq <= self.history.last_seq()
+    }
+
+    /// Whether the guest's state is the one its whole history leads to:
+    /// it has made every recorded command, or all but the last, when that
+    /// is a wait the history holds no outcome for (making it again only
+    /// starts the wait). Where a query is answered.
+    pub fn reached_history_end(&self) -> bool {
+        let last = self.history.last_seq();
+        if self.next_seq > last {
+            return true;
+        }
+        self.next_seq == last
+            && self.history.outcome(last).is_none()
+            && matches!(
+                self.history.command(last).map(|recorded| &recorded.event),
+                Some(
+                    Event::TimerStarted { .. }
+                        | Event::SignalAwaited { .. }
+                        | Event::UpdateAwaited { .. }
+                )
+            )
     }
 
     pub fn is_replay_only(&self) -> bool {
@@ -1075,6 +1230,9 @@ impl Recorder {
     /// A clock read: the recorded value, or `live` recorded (buffered) now.
     /// On a halt it returns 0 and parks the halt for the next host call.
     pub fn read_clock(&mut self, clock: Clock, live: u64, now_ms: u64) -> u64 {
+        if self.answering_query {
+            return live;
+        }
         match self.next_command(&Command::ReadClock(clock)) {
             Ok((_, Some(recorded))) => match recorded.event {
                 Event::ClockRead { value_ns, .. } => value_ns,
@@ -1196,6 +1354,9 @@ impl Recorder {
     /// A random draw: the recorded bytes, or `live` recorded (buffered) now.
     /// On a halt it returns zeros and parks the halt for the next host call.
     pub fn draw_random(&mut self, live: Vec<u8>, now_ms: u64) -> Vec<u8> {
+        if self.answering_query {
+            return live;
+        }
         let len = live.len();
         match self.next_command(&Command::DrawRandom { len }) {
             Ok((_, Some(recorded))) => match recorded.event {
@@ -1461,6 +1622,103 @@ mod tests {
         let history = History::from_recorded(recorder.history.events().to_vec())
             .expect("a marked history loads");
         assert_eq!(history.check_finished(1), Ok(()));
+    }
+
+    #[test]
+    fn a_query_is_answered_where_the_history_ends_not_before() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "a", "1"), 0);
+        history.record(
+            Event::ActivityCompleted {
+                seq: 1,
+                attempt: 1,
+                output: "2".into(),
+            },
+            0,
+        );
+        history.record(
+            Event::UpdateAwaited {
+                seq: 2,
+                names: vec!["deposit".into()],
+                deadline_ms: None,
+            },
+            0,
+        );
+        let mut recorder = Recorder::new(history, true);
+        assert!(!recorder.reached_history_end(), "seq 1 is still to replay");
+        recorder
+            .next_command(&Command::ScheduleActivity {
+                name: "a".into(),
+                input: "1".into(),
+            })
+            .expect("replays");
+        assert!(
+            recorder.reached_history_end(),
+            "what is left is a wait with no outcome"
+        );
+        // With the update delivered, the state is past the wait.
+        let mut history = recorder.history;
+        history.record(
+            Event::UpdateReceived {
+                seq: 2,
+                update_id: "u".into(),
+                name: "deposit".into(),
+                args: "{}".into(),
+            },
+            0,
+        );
+        let mut recorder = Recorder::new(history, true);
+        recorder
+            .next_command(&Command::ScheduleActivity {
+                name: "a".into(),
+                input: "1".into(),
+            })
+            .expect("replays");
+        assert!(!recorder.reached_history_end());
+        recorder
+            .next_command(&Command::AwaitUpdate {
+                names: vec!["deposit".into()],
+            })
+            .expect("replays");
+        assert!(recorder.reached_history_end());
+        // Clock reads in a handler neither record nor move the cursor.
+        recorder.set_answering_query(true);
+        assert_eq!(recorder.read_clock(Clock::Wall, 42, 0), 42);
+        recorder.set_answering_query(false);
+        assert_eq!(recorder.history.len(), 5);
+    }
+
+    #[test]
+    fn an_update_answer_replays_only_as_recorded() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(
+            Event::UpdateCompleted {
+                seq: 1,
+                update_id: "u".into(),
+                output: "1".into(),
+            },
+            0,
+        );
+        let answer = |output: Result<&str, &str>| Command::CompleteUpdate {
+            update_id: "u".into(),
+            outcome: output.map(str::to_string).map_err(|error_type| WorkflowError {
+                error_type: error_type.into(),
+                message: String::new(),
+                details: None,
+            }),
+        };
+        assert!(history.check_command(1, &answer(Ok("1"))).is_ok());
+        for different in [answer(Ok("2")), answer(Err("Failed"))] {
+            let mismatch = history.check_command(1, &different).unwrap_err();
+            assert!(
+                mismatch.to_string().contains("the answer to update `u`"),
+                "{mismatch}"
+            );
+        }
+        assert_eq!(history.update_answer("u").map(Event::kind), Some("UpdateCompleted"));
+        assert!(history.update_answer("v").is_none());
     }
 
     #[test]

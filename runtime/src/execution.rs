@@ -36,7 +36,27 @@ pub enum Wait {
     Activity(Seq),
     AnyActivity(Vec<Seq>),
     Signal(Seq),
+    Update(Seq),
     Child(Seq),
+}
+
+/// What a query replay asks the guest (see [`QueryState`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryAsk {
+    Query,
+    ValidateUpdate,
+}
+
+/// The query a replay-only execution answers: the guest is asked (by
+/// `next-query`) once it has made every command its history holds, and
+/// the last answer it gives before the replay stops is the answer.
+#[derive(Debug)]
+pub struct QueryState {
+    pub ask: QueryAsk,
+    pub name: String,
+    /// JSON.
+    pub args: String,
+    pub answer: Option<Result<String, WorkflowError>>,
 }
 
 /// How a blocking call ended.
@@ -191,6 +211,8 @@ pub struct Execution {
     /// (ms) and how many recorded commands it had to replay.
     activation: Option<(u64, u64)>,
     shutdown: watch::Receiver<bool>,
+    /// Set on the replay-only executions that answer a query.
+    pub query: Option<QueryState>,
 }
 
 /// What an execution talks to besides its history.
@@ -244,6 +266,7 @@ impl Execution {
             mail_left_for_later: false,
             runtime: surroundings.runtime,
             shutdown: surroundings.shutdown,
+            query: None,
         }
     }
 
@@ -568,6 +591,7 @@ impl Execution {
             | Wait::Sleep(seq)
             | Wait::Activity(seq)
             | Wait::Signal(seq)
+            | Wait::Update(seq)
             | Wait::Child(seq) => history.outcome(*seq).is_some(),
             Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
         }
@@ -652,8 +676,11 @@ impl Execution {
                     .timer_fire_at(*seq)
                     .map(|at| (Event::TimerFired { seq: *seq }, at)),
                 Wait::Signal(seq) => self
-                    .signal_deadline(*seq)
+                    .message_deadline(*seq)
                     .map(|at| (Event::SignalTimedOut { seq: *seq }, at)),
+                Wait::Update(seq) => self
+                    .message_deadline(*seq)
+                    .map(|at| (Event::UpdateTimedOut { seq: *seq }, at)),
                 _ => None,
             };
             // Woken by the earlier of the wait's own deadline and the
@@ -707,14 +734,17 @@ impl Execution {
     /// delivered anything.
     async fn read_mailbox(&mut self, wait: &Wait, ordinal: u64) -> Result<bool, Interrupt> {
         let messages = self.store.undelivered_messages(self.record.id).await?;
-        let signal_name = match wait {
-            Wait::Signal(seq) => self.signal_name(*seq),
-            _ => None,
+        let awaited_names = match wait {
+            Wait::Signal(seq) | Wait::Update(seq) => self.awaited_names(*seq),
+            _ => Vec::new(),
         };
         let any_mail = !messages.is_empty();
-        let chosen = messages.into_iter().find(|message| match message.kind {
-            MessageKind::Cancel => !matches!(wait, Wait::Sleep(_)),
-            MessageKind::Signal => Some(&message.name) == signal_name.as_ref(),
+        let chosen = messages.into_iter().find(|message| match (message.kind, wait) {
+            (MessageKind::Cancel, _) => !matches!(wait, Wait::Sleep(_)),
+            (MessageKind::Signal, Wait::Signal(_)) | (MessageKind::Update, Wait::Update(_)) => {
+                awaited_names.contains(&message.name)
+            }
+            _ => false,
         });
         let Some(message) = chosen else {
             // Not raised now (this wait would spin on it), but at the next.
@@ -729,7 +759,13 @@ impl Execution {
                 payload: message.payload,
                 message_id: message.message_id,
             },
-            (MessageKind::Signal, _) => return Ok(false),
+            (MessageKind::Update, Wait::Update(seq)) => Event::UpdateReceived {
+                seq: *seq,
+                update_id: message.update_id().to_string(),
+                name: message.name,
+                args: message.payload,
+            },
+            (MessageKind::Signal | MessageKind::Update, _) => return Ok(false),
         };
         // Other messages may wait for a later call: look again next time.
         self.mailbox.raise_again();
@@ -737,27 +773,39 @@ impl Execution {
         Ok(true)
     }
 
-    fn signal_name(&self, seq: Seq) -> Option<String> {
+    /// The names the signal or update wait at `seq` takes.
+    fn awaited_names(&self, seq: Seq) -> Vec<String> {
         match self
             .recorder()
             .history
             .command(seq)
             .map(|recorded| &recorded.event)
         {
-            Some(Event::SignalAwaited { name, .. }) => Some(name.clone()),
+            Some(Event::SignalAwaited { name, .. }) => vec![name.clone()],
+            Some(Event::UpdateAwaited { names, .. }) => names.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// When the signal or update wait at `seq` gives up, if it does.
+    fn message_deadline(&self, seq: Seq) -> Option<u64> {
+        match self
+            .recorder()
+            .history
+            .command(seq)
+            .map(|recorded| &recorded.event)
+        {
+            Some(
+                Event::SignalAwaited { deadline_ms, .. } | Event::UpdateAwaited { deadline_ms, .. },
+            ) => *deadline_ms,
             _ => None,
         }
     }
 
-    fn signal_deadline(&self, seq: Seq) -> Option<u64> {
-        match self
-            .recorder()
-            .history
-            .command(seq)
-            .map(|recorded| &recorded.event)
-        {
-            Some(Event::SignalAwaited { deadline_ms, .. }) => *deadline_ms,
-            _ => None,
+    /// Wakes the callers waiting for update answers (they look again).
+    pub fn note_update_answered(&self) {
+        if let Some(runtime) = self.runtime.upgrade() {
+            runtime.note_update_answered();
         }
     }
 

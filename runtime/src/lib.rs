@@ -43,4 +43,5 @@ pub use reprise_store as store;
 
 pub use activity::{ActivityConfig, ActivityRegistry};
 pub use engine::{Engine, Limits};
+pub use execution::QueryAsk;
 pub use runtime::{Outcome, ReplayVerdict, RunError, Runtime, RuntimeOptions};

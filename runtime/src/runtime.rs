@@ -1,6 +1,8 @@
 //! [`Runtime`]: deploys workflow components, starts executions and drives
 //! them to the end, live or by replay.
 
+mod query;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -273,6 +275,9 @@ pub struct Runtime {
     /// Execution id → the module it moves to at its next activation (an
     /// upgrade of running executions whose history replayed cleanly).
     pending_upgrades: Mutex<HashMap<i64, String>>,
+    /// Counts update answers journaled by this process: callers waiting
+    /// for one look again when it moves.
+    update_answers: watch::Sender<u64>,
     /// Limits of tenants that have their own; others get [`Runtime::default_limits`].
     tenant_limits: Mutex<HashMap<String, Arc<TenantLimits>>>,
     default_limits: Arc<TenantLimits>,
@@ -338,8 +343,21 @@ impl Runtime {
             prepared: Mutex::new(HashMap::new()),
             types: Mutex::new(HashMap::new()),
             pending_upgrades: Mutex::new(HashMap::new()),
+            update_answers: watch::Sender::new(0),
             options,
         }))
+    }
+
+    /// Wakes the callers waiting for update answers (see
+    /// [`Runtime::update_answers`]).
+    pub(crate) fn note_update_answered(&self) {
+        self.update_answers.send_modify(|answers| *answers += 1);
+    }
+
+    /// Changes whenever an execution this process drives answers an
+    /// update: a waiter looks in the history again.
+    pub fn update_answers(&self) -> watch::Receiver<u64> {
+        self.update_answers.subscribe()
     }
 
     /// Binds workflow type `name` of the default tenant to a deployed module.

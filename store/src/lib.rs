@@ -364,6 +364,8 @@ impl StatusCounts {
 pub enum MessageKind {
     Signal,
     Cancel,
+    /// An update: `message_id` is its update id, `payload` its args.
+    Update,
 }
 
 impl MessageKind {
@@ -371,9 +373,29 @@ impl MessageKind {
         match self {
             MessageKind::Signal => "signal",
             MessageKind::Cancel => "cancel",
+            MessageKind::Update => "update",
+        }
+    }
+
+    /// The kind stored as `text` (rows written before updates existed
+    /// hold only `signal` and `cancel`).
+    fn parse(text: &str) -> MessageKind {
+        match text {
+            "cancel" => MessageKind::Cancel,
+            "update" => MessageKind::Update,
+            _ => MessageKind::Signal,
         }
     }
 }
+
+/// The mailbox id of update `update_id`. Updates and signals share the
+/// mailbox's ids (one `UNIQUE` per execution), so update ids carry a
+/// prefix that signal ids from callers cannot collide with.
+pub fn update_message_id(update_id: &str) -> String {
+    format!("{UPDATE_MESSAGE_PREFIX}{update_id}")
+}
+
+const UPDATE_MESSAGE_PREFIX: &str = "update:";
 
 /// A message sent to an execution, not yet delivered.
 #[derive(Clone, Debug, PartialEq)]
@@ -385,6 +407,15 @@ pub struct MailboxMessage {
     /// JSON.
     pub payload: String,
     pub message_id: String,
+}
+
+impl MailboxMessage {
+    /// The update id of an update message (see [`update_message_id`]).
+    pub fn update_id(&self) -> &str {
+        self.message_id
+            .strip_prefix(UPDATE_MESSAGE_PREFIX)
+            .unwrap_or(&self.message_id)
+    }
 }
 
 #[async_trait]

@@ -972,11 +972,7 @@ impl Store for PostgresStore {
                 let kind: String = row.try_get("kind")?;
                 Ok(MailboxMessage {
                     id: row.try_get("id")?,
-                    kind: if kind == MessageKind::Cancel.as_str() {
-                        MessageKind::Cancel
-                    } else {
-                        MessageKind::Signal
-                    },
+                    kind: MessageKind::parse(&kind),
                     name: row.try_get("name")?,
                     payload: row.try_get("payload")?,
                     message_id: row.try_get("message_id")?,

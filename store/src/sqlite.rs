@@ -877,11 +877,7 @@ impl Store for SqliteStore {
                 let kind: String = row.try_get("kind").map_err(decode)?;
                 Ok(MailboxMessage {
                     id: row.try_get("id").map_err(decode)?,
-                    kind: if kind == MessageKind::Cancel.as_str() {
-                        MessageKind::Cancel
-                    } else {
-                        MessageKind::Signal
-                    },
+                    kind: MessageKind::parse(&kind),
                     name: row.try_get("name").map_err(decode)?,
                     payload: row.try_get("payload").map_err(decode)?,
                     message_id: row.try_get("message_id").map_err(decode)?,

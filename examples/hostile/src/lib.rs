@@ -47,6 +47,25 @@ impl Workflow for Hostile {
                 }
             }
             "recursion" => Ok(serde_json::json!(recurse(0))),
+            // Query handlers that break the rules: one makes a durable
+            // call, one never returns. Queries fail; the execution lives.
+            "queries" => {
+                ctx.on_query("clock", |(): ()| {
+                    Ok(Context::new()
+                        .now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| since.as_millis() as u64))
+                });
+                ctx.on_query("spin", |(): ()| -> Result<u64, WorkflowError> {
+                    let mut counter = 0u64;
+                    loop {
+                        counter = std::hint::black_box(counter.wrapping_add(1));
+                    }
+                });
+                ctx.on_query("fine", |(): ()| Ok("still here"));
+                let _: serde_json::Value = ctx.signal("end")?;
+                Ok(serde_json::json!("ended"))
+            }
             "panic" => panic!("the hostile workflow panicked on purpose"),
             // 8 MiB of output: over any payload limit.
             "output" => Ok(serde_json::json!("x".repeat(8 * 1024 * 1024))),

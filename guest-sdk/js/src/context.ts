@@ -15,20 +15,32 @@
 // either. The host call blocks the whole workflow while it waits (a
 // workflow is one thread), so `Promise.race` waits in argument order; use
 // `ctx.awaitAny` for "the first to finish".
+//
+// Queries and updates: query handlers and update validators are
+// registered in memory (`onQuery`, `onUpdateValidator`) and answered
+// before each durable call (see `pollQueries` in host.ts); an update is
+// received with `awaitUpdate`, which takes a sequence number like a signal
+// wait, and answered once with `completeUpdate` or `failUpdate`.
 
-import * as durable from "reprise:workflow/durable@0.1.0";
-import type { WireActivityFailure, WireActivityOptions, WireWorkflowError } from "reprise:workflow/durable@0.1.0";
+import type {
+  WireActivityFailure,
+  WireActivityOptions,
+  WireResult,
+  WireWorkflowError,
+} from "reprise:workflow/durable@0.1.0";
 import {
   ActivityFailure,
   Cancelled,
   WorkflowError,
   activityFailureFromWire,
   serializationFailure,
+  workflowErrorToWire,
 } from "./errors.js";
-import { errorPayload, hasStringFields } from "./host.js";
+import { durable, errorPayload, hasStringFields } from "./host.js";
 import { encodeJson, tryDecodeJson } from "./json.js";
 import { describe, durationMs, retryPolicyToWire, type RetryPolicy } from "./options.js";
 import { logLine, type LogLevel } from "./logging.js";
+import { QueryHandlers, encodeAnswer, updateArgsMismatch, type QueryHandler, type UpdateValidator } from "./queries.js";
 
 /** The host's limit on one `random-bytes` call (see wit/reprise.wit). */
 export const RANDOM_BYTES_MAX = 4096;
@@ -335,6 +347,84 @@ export interface SignalOptions {
   readonly timeoutMs?: number;
 }
 
+/** Options of `ctx.awaitUpdate` and `ctx.handleUpdate`. */
+export interface UpdateOptions {
+  /** Give up after this many ms (a durable deadline): `awaitUpdate`
+   * resolves to undefined, `handleUpdate` to false. */
+  readonly timeoutMs?: number;
+}
+
+function requireFunction(value: unknown, what: string): void {
+  if (typeof value !== "function") throw new TypeError(`${what} is a function; got ${describe(value)}`);
+}
+
+function requireUpdateNames(names: unknown, what: string): string[] {
+  const list = typeof names === "string" ? [names] : names;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new TypeError(`${what} takes an update name or a non-empty array of them, e.g. ["deposit", "withdraw"]; got ${describe(names)}`);
+  }
+  return list.map((name) => requireName(name, `an update name (${what})`));
+}
+
+function isCancellation(error: unknown): boolean {
+  return error instanceof Cancelled || (error instanceof ActivityFailure && error.isCancelled);
+}
+
+/**
+ * An update received by `ctx.awaitUpdate`. Its caller waits until the
+ * workflow answers it, once: `ctx.completeUpdate(update, value)` or
+ * `ctx.failUpdate(update, error)`.
+ */
+export class Update<A = unknown> {
+  /** Unique per execution: the caller's update id, or one the server chose. */
+  readonly id: string;
+  readonly name: string;
+  /** The arguments as the caller sent them: JSON text, byte for byte. */
+  readonly argsJson: string;
+  #args: { value: A } | undefined;
+  #completed = false;
+
+  /** @internal Made by `ctx.awaitUpdate`. */
+  constructor(id: string, name: string, argsJson: string) {
+    this.id = id;
+    this.name = name;
+    this.argsJson = argsJson;
+  }
+
+  /** The arguments, decoded. Throws a `WorkflowError` ("InvalidUpdateArgs")
+   * if they are not JSON: answer the update with it. */
+  get args(): A {
+    if (this.#args === undefined) {
+      const decoded = tryDecodeJson(this.argsJson);
+      if (decoded === undefined) {
+        throw new WorkflowError("InvalidUpdateArgs", updateArgsMismatch(this.name, this.argsJson, "they are not JSON"));
+      }
+      this.#args = { value: decoded.value as A };
+    }
+    return this.#args.value;
+  }
+
+  /** True once the update has been answered. */
+  get completed(): boolean {
+    return this.#completed;
+  }
+
+  /** @internal Marks it answered; throws if it was answered before. */
+  markCompleted(what: string): void {
+    if (this.#completed) {
+      throw new Error(`${what}: update \`${this.name}\` (${this.id}) was answered before; each update is answered once`);
+    }
+    this.#completed = true;
+  }
+}
+
+function requireUpdate(update: unknown, what: string): Update<unknown> {
+  if (!(update instanceof Update)) {
+    throw new TypeError(`${what} takes the Update that ctx.awaitUpdate resolved to; got ${describe(update)}`);
+  }
+  return update;
+}
+
 /**
  * The workflow's handle on the durable host; `workflow()` passes it as the
  * first argument. Every method is journaled.
@@ -349,6 +439,12 @@ export interface SignalOptions {
  */
 export class Context {
   #info: WorkflowInfo | undefined;
+  readonly #queries: QueryHandlers;
+
+  /** @internal `workflow()` makes the context, with the handlers it answers queries from. */
+  constructor(queries: QueryHandlers = new QueryHandlers()) {
+    this.#queries = queries;
+  }
 
   // --- time and randomness ------------------------------------------------
 
@@ -428,6 +524,140 @@ export class Context {
       return Promise.reject(new WorkflowError("SerializationError", `could not decode signal \`${name}\` (${payload}): it is not JSON`));
     }
     return Promise.resolve(decoded.value as T);
+  }
+
+  // --- queries and updates ---------------------------------------------------
+
+  /**
+   * Answers query `name` with `handler(args)`: args are the query's JSON
+   * arguments, decoded; the returned value (any JSON-able value) is the
+   * answer. A handler only reads the workflow's state: it is synchronous
+   * and makes no durable call, not even `now` (the host fails the query
+   * if it does). Throw a `WorkflowError` to
+   * answer with that error; anything else thrown is answered as
+   * `QueryFailed`. Registering `name` again replaces its handler. Not
+   * journaled: register handlers on every run of the code, before the
+   * first durable call they should answer at.
+   *
+   * ```ts
+   * ctx.onQuery("balance", () => ({ owner: state.owner, balance: state.balance }));
+   * ```
+   */
+  onQuery<A = unknown>(name: string, handler: QueryHandler<A>): void {
+    requireName(name, "a query name");
+    requireFunction(handler, `the handler of query \`${name}\``);
+    this.#queries.onQuery(name, handler as QueryHandler<never>);
+  }
+
+  /**
+   * Checks update `name` before it is accepted: `validator(args)` returns
+   * to accept it and throws a `WorkflowError` to reject it (the caller
+   * gets the error; the history is not touched). Like a query handler it
+   * is synchronous and makes no durable call. An update with no validator
+   * is accepted. Registering `name` again replaces its validator.
+   *
+   * ```ts
+   * ctx.onUpdateValidator("deposit", (args: { amount: number }) => {
+   *   if (args.amount <= 0) throw new WorkflowError("InvalidAmount", `amounts are positive; got ${args.amount}`);
+   * });
+   * ```
+   */
+  onUpdateValidator<A = unknown>(name: string, validator: UpdateValidator<A>): void {
+    requireName(name, "an update name");
+    requireFunction(validator, `the validator of update \`${name}\``);
+    this.#queries.onUpdateValidator(name, validator as UpdateValidator<never>);
+  }
+
+  /**
+   * Waits for the next update named `names` (one name or several), oldest
+   * first, each delivered once. With `timeoutMs`, gives up after that long
+   * (a durable deadline) and resolves to undefined. Rejects with
+   * `Cancelled` if the workflow is cancelled meanwhile. The caller of the
+   * update waits until the workflow answers it with `completeUpdate` or
+   * `failUpdate`.
+   *
+   * ```ts
+   * const update = await ctx.awaitUpdate<{ amount: number }>(["deposit", "withdraw"]);
+   * ```
+   */
+  awaitUpdate<A = unknown>(names: string | readonly string[], options: UpdateOptions = {}): Promise<Update<A> | undefined> {
+    const wanted = requireUpdateNames(names, "awaitUpdate");
+    const timeout = options.timeoutMs === undefined ? undefined : durationMs(options.timeoutMs, "awaitUpdate's timeoutMs");
+    let request: { updateId: string; name: string; args: string } | undefined;
+    try {
+      request = durable.awaitUpdate(wanted, timeout);
+    } catch (thrown) {
+      const cancelled = errorPayload(thrown, isCancelled);
+      if (cancelled === undefined) throw thrown;
+      return Promise.reject(new Cancelled(cancelled.message));
+    }
+    if (request === undefined) return Promise.resolve(undefined);
+    return Promise.resolve(new Update<A>(request.updateId, request.name, request.args));
+  }
+
+  /** Answers `update` with `value` (any JSON-able value; undefined is
+   * `null`): its caller gets it once it is durable. A value JSON cannot
+   * carry (NaN, …) answers a `SerializationError` instead. Each update is
+   * answered once. */
+  completeUpdate(update: Update<unknown>, value: unknown): void {
+    const target = requireUpdate(update, "completeUpdate");
+    if (value instanceof WorkflowError) {
+      throw new TypeError(`completeUpdate got a WorkflowError for update \`${target.name}\`: answer with an error by ctx.failUpdate(update, error)`);
+    }
+    this.#complete(target, encodeAnswer(value, `the answer to update \`${target.name}\``), "completeUpdate");
+  }
+
+  /** Answers `update` with `error`: its caller gets the error (type,
+   * message, details). Each update is answered once. */
+  failUpdate(update: Update<unknown>, error: WorkflowError): void {
+    const target = requireUpdate(update, "failUpdate");
+    if (!(error instanceof WorkflowError)) {
+      throw new TypeError(`failUpdate takes a WorkflowError, e.g. new WorkflowError("InvalidAmount", "..."); got ${describe(error)}`);
+    }
+    this.#complete(target, { tag: "err", val: workflowErrorToWire(error) }, "failUpdate");
+  }
+
+  #complete(update: Update<unknown>, result: WireResult<string, WireWorkflowError>, what: string): void {
+    update.markCompleted(what);
+    durable.completeUpdate(update.id, result);
+  }
+
+  /**
+   * Receives one update named `names` (as `awaitUpdate`), runs
+   * `handler(args, update)` (synchronous or async; it may make durable
+   * calls) and answers the update with what it returns, or with the
+   * `WorkflowError` it throws; anything else thrown is answered as
+   * `UpdateFailed`, and the workflow goes on. Resolves to true once the
+   * update is answered, false on timeout. A cancellation the handler lets
+   * through (`Cancelled`, a cancelled `ActivityFailure`) answers the
+   * update with it and is then rethrown, so the workflow sees it. If the
+   * handler answered the update itself, it is left as it is.
+   *
+   * ```ts
+   * while (await ctx.handleUpdate("rename", (args: { name: string }) => { state.name = args.name; return state; })) {}
+   * ```
+   */
+  async handleUpdate<A = unknown, R = unknown>(
+    names: string | readonly string[],
+    handler: (args: A, update: Update<A>) => R | Promise<R>,
+    options: UpdateOptions = {},
+  ): Promise<boolean> {
+    requireFunction(handler, "handleUpdate's handler");
+    const update = await this.awaitUpdate<A>(names, options);
+    if (update === undefined) return false;
+    let value: unknown;
+    try {
+      value = await handler(update.args, update);
+      if (value instanceof WorkflowError) throw value;
+    } catch (error) {
+      if (update.completed) throw error;
+      const answer = error instanceof WorkflowError ? error : new WorkflowError("UpdateFailed", error instanceof Error ? error.message : String(error));
+      this.failUpdate(update, answer);
+      if (isCancellation(error)) throw error;
+      return true;
+    }
+    if (!update.completed) this.#complete(update, encodeAnswer(value, `the answer to update \`${update.name}\``), "handleUpdate");
+    return true;
   }
 
   // --- activities ---------------------------------------------------------

@@ -2,8 +2,9 @@
 // componentize-js presents it to JavaScript: u64 as bigint, `option<T>` as
 // `T | undefined`, records with camelCase fields, enums as their WIT names,
 // a `result` return as the value (its `err` thrown: see `errorPayload` in
-// host.ts), a `result` inside a tuple as `{ tag, val }`.
-// Only the SDK imports it; the public types are the SDK's own.
+// host.ts), a `result` anywhere else (inside a tuple, or a parameter) as
+// `{ tag: "ok", val } | { tag: "err", val }`.
+// Only src/host.ts imports it; the public types are the SDK's own.
 declare module "reprise:workflow/durable@0.1.0" {
   export type WireFailureReason =
     | "non-retryable"
@@ -53,6 +54,17 @@ declare module "reprise:workflow/durable@0.1.0" {
     tenant: string;
   }
   export type WireResult<T, E> = { tag: "ok"; val: T } | { tag: "err"; val: E };
+  export type WireQueryKind = "query" | "validate-update";
+  export interface WireQueryRequest {
+    kind: WireQueryKind;
+    name: string;
+    args: string;
+  }
+  export interface WireUpdateRequest {
+    updateId: string;
+    name: string;
+    args: string;
+  }
 
   export function nowMs(): bigint;
   export function randomBytes(len: number): Uint8Array;
@@ -74,6 +86,10 @@ declare module "reprise:workflow/durable@0.1.0" {
   export function deprecatePatch(changeId: string): void;
   export function continueAsNew(input: string): void;
   export function upsertSearchAttributes(attributes: string): void;
+  export function nextQuery(): WireQueryRequest | undefined;
+  export function answerQuery(answer: WireResult<string, WireWorkflowError>): void;
+  export function awaitUpdate(names: string[], timeoutMs: bigint | undefined): WireUpdateRequest | undefined;
+  export function completeUpdate(updateId: string, result: WireResult<string, WireWorkflowError>): void;
   export function info(): WireWorkflowInfo;
   export function log(level: WireLogLevel, message: string): void;
 }

@@ -6,7 +6,7 @@
 // a blocking call throws `Cancelled`, which, let through, ends the
 // execution as cancelled.
 
-import type { WireActivityFailure } from "reprise:workflow/durable@0.1.0";
+import type { WireActivityFailure, WireWorkflowError } from "reprise:workflow/durable@0.1.0";
 import { decodeDetails, encodeJson } from "./json.js";
 
 /** Why an activity call failed for good (the WIT's `failure-reason`). */
@@ -157,6 +157,11 @@ export function activityFailureFromWire(failure: WireActivityFailure): ActivityF
     ...(error.details === undefined ? {} : { detailsJson: error.details }),
   });
   return new ActivityFailure(failure.reason, failure.attempts, lastError);
+}
+
+/** @internal The error as the host takes it (the WIT's `workflow-error`). */
+export function workflowErrorToWire(error: WorkflowError): WireWorkflowError {
+  return { errorType: error.errorType, message: error.message, details: error.detailsJson() };
 }
 
 /** @internal Mirrors the Rust SDK: an output that does not decode fails the call for good, without retry. */

@@ -34,12 +34,15 @@ export {
   ChildHandle,
   Context,
   RANDOM_BYTES_MAX,
+  Update,
   type SignalOptions,
+  type UpdateOptions,
   type WorkflowInfo,
 } from "./context.js";
 export { ActivityError, ActivityFailure, Cancelled, WorkflowError, describeReason, type FailureReason } from "./errors.js";
 export { encodeJson, type Json } from "./json.js";
 export type { LogLevel } from "./logging.js";
+export type { QueryHandler, UpdateValidator } from "./queries.js";
 export type { RetryPolicy } from "./options.js";
 export { COMPENSATION_RETRY, CompensationReport, Saga, type SagaOptions } from "./saga.js";
 export { workflow, type WorkflowExport } from "./workflow.js";

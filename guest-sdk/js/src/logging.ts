@@ -3,7 +3,7 @@
 // a replay does not repeat its logs. `workflow()` routes `console.*` here
 // too, each method at its level.
 
-import * as durable from "reprise:workflow/durable@0.1.0";
+import { durable } from "./host.js";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error";
 

@@ -2,9 +2,11 @@
 
 import type { WireWorkflowError } from "reprise:workflow/durable@0.1.0";
 import { Context } from "./context.js";
-import { WorkflowError } from "./errors.js";
+import { WorkflowError, workflowErrorToWire } from "./errors.js";
+import { answerQueriesWith, pollQueries } from "./host.js";
 import { encodeJson, tryDecodeJson } from "./json.js";
 import { logLine, routeConsole, writeStderr } from "./logging.js";
+import { QueryHandlers } from "./queries.js";
 
 /** The export a workflow component must have: `export const run = workflow(...)`. */
 export type WorkflowExport = (input: string) => Promise<string>;
@@ -18,10 +20,6 @@ class ExportError extends Error {
     super(`${payload.errorType}: ${payload.message}`);
     this.payload = payload;
   }
-}
-
-function toWire(error: WorkflowError): WireWorkflowError {
-  return { errorType: error.errorType, message: error.message, details: error.detailsJson() };
 }
 
 /**
@@ -39,6 +37,11 @@ function toWire(error: WorkflowError): WireWorkflowError {
  * `WorkflowError` to fail it; an `ActivityFailure` or `Cancelled` let
  * through fails (or cancels) it the same way. Any other error is a bug: it
  * is logged and traps, like a panic in Rust.
+ *
+ * While the workflow has query handlers or update validators registered
+ * (`ctx.onQuery`, `ctx.onUpdateValidator`), a query the host is waiting
+ * to have answered is answered before every durable call and once more
+ * when `body` has settled.
  */
 export function workflow<Input = unknown, Output = unknown>(
   body: (ctx: Context, input: Input) => Output | Promise<Output>,
@@ -48,17 +51,26 @@ export function workflow<Input = unknown, Output = unknown>(
   }
   return async (inputJson: string): Promise<string> => {
     routeConsole();
+    const queries = new QueryHandlers();
+    answerQueriesWith(queries);
     try {
       const decoded = tryDecodeJson(inputJson);
       if (decoded === undefined) throw new WorkflowError("InvalidInput", `the workflow input is not JSON: ${inputJson}`);
-      const output = await body(new Context(), decoded.value as Input);
+      let output: Output;
+      try {
+        output = await body(new Context(queries), decoded.value as Input);
+      } finally {
+        // A query waiting at the end of the history is answered from the
+        // state the workflow ended with (returned or thrown alike).
+        pollQueries();
+      }
       try {
         return output === undefined ? "null" : encodeJson(output, "the workflow's result");
       } catch (error) {
         throw new WorkflowError("SerializationError", `could not encode the workflow output: ${(error as Error).message}`);
       }
     } catch (error) {
-      if (error instanceof WorkflowError) throw new ExportError(toWire(error));
+      if (error instanceof WorkflowError) throw new ExportError(workflowErrorToWire(error));
       // A bug, not a workflow failure: said in the durable log and on
       // stderr, which the host quotes when it reports the trap that follows.
       const description = describeBug(error);

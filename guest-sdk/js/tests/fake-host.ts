@@ -7,9 +7,15 @@ import type {
   WireActivityFailure,
   WireActivityOptions,
   WireLogLevel,
+  WireQueryRequest,
   WireResult,
+  WireUpdateRequest,
+  WireWorkflowError,
   WireWorkflowInfo,
 } from "reprise:workflow/durable@0.1.0";
+
+/** What `awaitUpdate` answers, in order: an update, a timeout, or a cancellation. */
+export type UpdateOutcome = WireUpdateRequest | "timeout" | { cancelled: string };
 
 export type Call = [string, ...unknown[]];
 
@@ -21,6 +27,14 @@ export const host = {
   awaitAnyPicks: [] as bigint[],
   cancelSleep: false,
   nextSeq: 1n,
+  /** Queries waiting: `nextQuery` hands out the first until it is answered. */
+  queries: [] as WireQueryRequest[],
+  /** Answers `answerQuery` got, in order. */
+  answers: [] as WireResult<string, WireWorkflowError>[],
+  /** What `awaitUpdate` answers, in order; a timeout once they are used up. */
+  updates: [] as UpdateOutcome[],
+  /** How `option::none` arrives: undefined (componentize-js), or null. */
+  none: undefined as undefined | null,
   reset(): void {
     this.calls = [];
     this.activityOutcomes = new Map();
@@ -28,6 +42,10 @@ export const host = {
     this.cancelSleep = false;
     this.nextSeq = 1n;
     this.names = new Map();
+    this.queries = [];
+    this.answers = [];
+    this.updates = [];
+    this.none = undefined;
   },
   names: new Map<bigint, string>(),
 };
@@ -98,6 +116,25 @@ export function continueAsNew(input: string): void {
 }
 export function upsertSearchAttributes(attributes: string): void {
   host.calls.push(["upsertSearchAttributes", attributes]);
+}
+export function nextQuery(): WireQueryRequest | undefined {
+  host.calls.push(["nextQuery"]);
+  return host.queries[0] ?? (host.none as undefined);
+}
+export function answerQuery(answer: WireResult<string, WireWorkflowError>): void {
+  host.calls.push(["answerQuery", answer]);
+  if (host.queries.shift() === undefined) throw new Error("answerQuery without a query waiting");
+  host.answers.push(answer);
+}
+export function awaitUpdate(names: string[], timeoutMs: bigint | undefined): WireUpdateRequest | undefined {
+  host.calls.push(["awaitUpdate", names, timeoutMs]);
+  const outcome = host.updates.shift() ?? "timeout";
+  if (outcome === "timeout") return host.none as undefined;
+  if ("cancelled" in outcome) throw componentError({ message: outcome.cancelled });
+  return outcome;
+}
+export function completeUpdate(updateId: string, result: WireResult<string, WireWorkflowError>): void {
+  host.calls.push(["completeUpdate", updateId, result]);
 }
 export function info(): WireWorkflowInfo {
   host.calls.push(["info"]);

@@ -22,7 +22,7 @@ denied — do I/O in activities.
 Build it into a component with `python3 -m reprise_sdk.build app.py -o app.wasm`.
 """
 
-from .context import ActivityCall, ActivityHandle, ChildCall, ChildHandle, Context, WorkflowInfo
+from .context import ActivityCall, ActivityHandle, ChildCall, ChildHandle, Context, Update, WorkflowInfo
 from .errors import ActivityError, ActivityFailure, Cancelled, FailureReason, WorkflowError
 from .options import RetryPolicy
 from .saga import CompensationReport, Saga
@@ -41,6 +41,7 @@ __all__ = [
     "FailureReason",
     "RetryPolicy",
     "Saga",
+    "Update",
     "WorkflowError",
     "WorkflowInfo",
     "workflow",

@@ -23,10 +23,4 @@ class WitWorld(wit_world.WitWorld):
         try:
             return run_registered(input)
         except WorkflowError as error:
-            raise Err(
-                types.WorkflowError(
-                    error_type=error.error_type,
-                    message=error.message,
-                    details=error.details_json(),
-                )
-            ) from None
+            raise Err(error._to_wit(types)) from None

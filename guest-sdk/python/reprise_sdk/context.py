@@ -11,7 +11,7 @@ files, sockets and HTTP are denied — do I/O in activities.
 import datetime
 import json
 
-from . import _host
+from . import _host, _queries
 from ._json import encode
 from .errors import (
     CANCELLED_ERROR_TYPE,
@@ -277,6 +277,47 @@ class ChildHandle:
             ) from None
 
 
+class Update:
+    """An update received by `Context.await_update`: `id`, `name`, `args`
+    (decoded from JSON) and `args_json` (as the caller sent it). Its caller
+    waits until the workflow answers it, once, with `Context.complete_update`."""
+
+    __slots__ = ("id", "name", "args_json", "_completed")
+
+    def __init__(self, id, name, args_json):
+        self.id = id
+        self.name = name
+        self.args_json = args_json
+        self._completed = False
+
+    def __repr__(self):
+        return f"Update(id={self.id!r}, name={self.name!r}, args_json={self.args_json!r})"
+
+    @property
+    def args(self):
+        """The args, decoded from JSON; a `WorkflowError` of type
+        `InvalidUpdateArgs` if they are not JSON."""
+        return _queries.decode_args(self.args_json, f"update `{self.name}`", "InvalidUpdateArgs")
+
+    @property
+    def completed(self):
+        """True once `Context.complete_update` answered it."""
+        return self._completed
+
+
+def _update_names(names):
+    listed = [names] if isinstance(names, str) else list(names)
+    if not listed:
+        raise ValueError("await_update needs at least one update name")
+    for name in listed:
+        _require_name(name, "an update name")
+    return listed
+
+
+def _is_cancellation(error):
+    return isinstance(error, Cancelled) or (isinstance(error, ActivityFailure) and error.is_cancelled)
+
+
 def _activity_call(name, input, retry, start_to_close, schedule_to_close, heartbeat_timeout, idempotency_key):
     call = ActivityCall(name).input(input)
     if retry is not None:
@@ -378,6 +419,127 @@ class Context:
             raise WorkflowError(
                 "SerializationError", f"could not decode signal `{name}` ({payload}): {error}"
             ) from None
+
+    # --- queries and updates --------------------------------------------
+
+    def on_query(self, name, handler=None):
+        """Answers query `name` with `handler` from now on: a reader calls
+        `POST /v1/executions/{id}/queries/{name}` (`reprise query`) and gets
+        what `handler(args)` returns (JSON-able) for the decoded JSON args,
+        computed from the state the durable history leads to. A handler
+        without parameters takes `null` args. Nothing is journaled; the
+        handler only reads state and must not make durable calls (the query
+        fails if it does). Raise a `WorkflowError` to answer with an error.
+        Registering a name again replaces its handler. Returns `handler`,
+        or, without one, a decorator::
+
+            ctx.on_query("balance", lambda: {"balance": state["balance"]})
+
+            @ctx.on_query("item")
+            def item(args):
+                return state["items"][args["index"]]
+        """
+        _require_name(name, "a query name")
+        if handler is None:
+            return lambda handler: self.on_query(name, handler)
+        _queries.add_query(name, handler)
+        return handler
+
+    def on_update_validator(self, name, validator=None):
+        """Checks updates named `name` before they are accepted:
+        `validator(args)` raising (or returning) a `WorkflowError` rejects
+        the update — its caller gets the error — without touching the
+        history; returning anything else accepts it. It sees the state the
+        durable history leads to, like a query, and must not make durable
+        calls. Updates without a validator are accepted. Returns
+        `validator`, or, without one, a decorator."""
+        _require_name(name, "an update name")
+        if validator is None:
+            return lambda validator: self.on_update_validator(name, validator)
+        _queries.add_validator(name, validator)
+        return validator
+
+    def await_update(self, names, timeout=None):
+        """Waits for the next update named `names` (a str, or a list of
+        them; oldest first, each delivered once) and returns it as an
+        `Update`, or None when `timeout` (a durable deadline) passes first.
+        Answer it with `complete_update`: its caller waits for that answer.
+        Raises `Cancelled` if the workflow is cancelled meanwhile."""
+        names = _update_names(names)
+        timeout_ms = None if timeout is None else duration_ms(timeout, "await_update's timeout")
+        durable, _, _, Err = _host.bindings()
+        try:
+            request = durable.await_update(names, timeout_ms)
+        except Err as error:
+            raise Cancelled(error.value.message) from None
+        if request is None:
+            return None
+        return Update(request.update_id, request.name, request.args)
+
+    def complete_update(self, update, result=None, error=None):
+        """Answers `update`, once: its caller gets `result` as JSON, or
+        `error` (a `WorkflowError`), once the answer is durable. A result
+        that is not JSON-able answers with a `SerializationError`."""
+        if not isinstance(update, Update):
+            raise TypeError(
+                f"complete_update takes the Update that ctx.await_update returned; "
+                f"got {type(update).__name__} {update!r}"
+            )
+        if update._completed:
+            raise ValueError(f"update `{update.name}` ({update.id}) was completed already: each update is answered once")
+        durable, types, Ok, Err = _host.bindings()
+        if error is not None:
+            if not isinstance(error, WorkflowError):
+                raise TypeError(
+                    f"complete_update's error is a WorkflowError, e.g. WorkflowError(\"Rejected\", \"…\"); "
+                    f"got {type(error).__name__} {error!r}"
+                )
+            if result is not None:
+                raise ValueError("complete_update takes a result or an error, not both")
+            outcome = Err(error._to_wit(types))
+        else:
+            try:
+                outcome = Ok(encode(result, f"the answer to update `{update.name}`"))
+            except (TypeError, ValueError) as failure:
+                serialization = WorkflowError(
+                    "SerializationError", f"could not encode the answer to update `{update.name}`: {failure}"
+                )
+                outcome = Err(serialization._to_wit(types))
+        durable.complete_update(update.id, outcome)
+        update._completed = True
+
+    def handle_update(self, name, handler, timeout=None):
+        """Waits for one update named `name`, runs `handler(args)` on its
+        decoded args and answers it with what the handler returns, or with
+        the `WorkflowError` it raises (any other exception answers with an
+        `UpdateFailed` error). Unlike a validator, the handler is workflow
+        code: it may call activities, sleep, wait for signals. Returns True,
+        or False if `timeout` passed first; raises `Cancelled` if the
+        workflow is cancelled while it waits — or while the handler runs,
+        after answering the update with that error::
+
+            while ctx.handle_update("deposit", deposit):
+                pass
+        """
+        _require_name(name, "an update name")
+        handler = _queries.Handler(handler, f"the handler of update `{name}`")
+        update = self.await_update(name, timeout)
+        if update is None:
+            return False
+        what = f"update `{name}`"
+        try:
+            result = handler(update.args, update.args_json, what, "InvalidUpdateArgs")
+        except WorkflowError as error:
+            self.complete_update(update, error=error)
+            if _is_cancellation(error):
+                # Answered, and still the workflow's cancellation.
+                raise
+            return True
+        except Exception as error:
+            self.complete_update(update, error=_queries.failure("UpdateFailed", what, error))
+            return True
+        self.complete_update(update, result)
+        return True
 
     # --- activities -----------------------------------------------------
 
@@ -528,4 +690,4 @@ class Context:
         emit(level, message)
 
 
-__all__ = ["ActivityCall", "ActivityHandle", "ChildCall", "ChildHandle", "Context", "WorkflowInfo"]
+__all__ = ["ActivityCall", "ActivityHandle", "ChildCall", "ChildHandle", "Context", "Update", "WorkflowInfo"]

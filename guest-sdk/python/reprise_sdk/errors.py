@@ -73,6 +73,14 @@ class WorkflowError(Exception):
             return None
         return encode_details(self.details, f"the details of WorkflowError {self.error_type}")
 
+    def _to_wit(self, types):
+        """The WIT's `workflow-error` record, for the host."""
+        return types.WorkflowError(
+            error_type=self.error_type,
+            message=self.message,
+            details=self.details_json(),
+        )
+
     @classmethod
     def _from_wire(cls, error_type, message, details_json):
         """As the host sent it, unchecked (a child's error is valid by

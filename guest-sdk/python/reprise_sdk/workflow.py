@@ -3,7 +3,7 @@
 import inspect
 import json
 
-from . import logs
+from . import _host, _queries, logs
 from ._json import encode
 from .context import Context
 from .errors import WorkflowError
@@ -57,11 +57,16 @@ def run_registered(input_json):
             "this component's module defines no @workflow function (decorate `def run(ctx, input)`)",
         )
     logs.install()
+    _queries.reset()
     try:
         workflow_input = json.loads(input_json)
     except ValueError as error:
         raise WorkflowError("InvalidInput", f"the workflow input is not JSON: {error}") from None
-    output = _registered(Context(), workflow_input)
+    try:
+        output = _registered(Context(), workflow_input)
+    finally:
+        # A query of a finished execution is answered from its final state.
+        _host.answer_waiting_query()
     try:
         return encode(output, "the workflow's result")
     except (TypeError, ValueError) as error:

@@ -14,6 +14,8 @@
 //! POST /v1/executions/{id}/terminate      {"reason"?} → 200
 //! ```
 //!
+//! Queries and updates of an execution are in `api/queries` and `api/updates`.
+//!
 //! Every route needs an API key and acts for its tenant only: another
 //! tenant's executions do not exist (404).
 
@@ -183,7 +185,7 @@ async fn start(
 }
 
 /// A JSON value from a request as its text, byte for byte (`null` if absent).
-fn raw_text(value: Option<Box<RawValue>>) -> String {
+pub(super) fn raw_text(value: Option<Box<RawValue>>) -> String {
     value.map_or_else(|| "null".to_string(), |raw| raw.get().to_string())
 }
 
@@ -386,7 +388,7 @@ async fn counts(
     }
 }
 
-async fn find(server: &Server, tenant: &str, id: &str) -> Result<ExecutionRecord, Response> {
+pub(super) async fn find(server: &Server, tenant: &str, id: &str) -> Result<ExecutionRecord, Response> {
     match server.store().execution(tenant, id).await {
         Ok(Some(record)) => Ok(record),
         Ok(None) => Err(error(

@@ -18,6 +18,8 @@ mod admin;
 pub mod auth;
 mod connections;
 mod executions;
+mod queries;
+mod updates;
 mod modules;
 mod workers;
 
@@ -166,6 +168,8 @@ pub fn router(
     let router = Router::new()
         .merge(modules::routes())
         .merge(executions::routes())
+        .merge(queries::routes())
+        .merge(updates::routes())
         .merge(admin::routes())
         .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
         .route("/readyz", get(ready))

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::output::{Format, pretty_json};
 use super::timeline::{print_history, print_status, utc_time};
-use super::{Delivered, EXIT_BAD_INPUT, EXIT_HOST_ERROR, exit_for_status};
+use super::{Delivered, EXIT_BAD_INPUT, EXIT_HOST_ERROR, EXIT_WORKFLOW_FAILED, exit_for_status};
 use crate::activity::outbound::{self, OutboundClient};
 use crate::api::{NEXT_PAGE_HEADER, RESULT_WAIT_MAX_MS};
 use crate::journal::RecordedEvent;
@@ -404,6 +404,131 @@ pub async fn start(
             ),
         }
         Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// `args` as raw JSON, or the exit code of a usage error.
+fn json_args(args: &str) -> Result<Box<RawValue>, ExitCode> {
+    RawValue::from_string(args.to_string()).map_err(|error| {
+        eprintln!("error: --args is not valid JSON ({error}); pass a JSON value like '{{\"amount\": 5}}'");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+/// `reprise query`: prints the answer of the execution's query handler.
+pub async fn query(id: &str, name: &str, args: &str, format: Format, server: &ServerArgs) -> ExitCode {
+    let args = match json_args(args) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    #[derive(serde::Serialize)]
+    struct QueryBody {
+        args: Box<RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct QueryAnswer {
+        result: Box<RawValue>,
+    }
+    let body = serde_json::to_vec(&QueryBody { args }).expect("raw JSON always serializes");
+    run_command(async {
+        let path = format!("/v1/executions/{}/queries/{}", segment(id), segment(name));
+        let answer = call(server, "POST", &path, body).await?;
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        match format {
+            Format::Json => println!("{}", answer.text),
+            Format::Human => println!("{}", pretty_json(answer.parse::<QueryAnswer>()?.result.get())),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// What `reprise update` sends besides its name and args.
+pub struct UpdateOptions<'a> {
+    pub update_id: Option<&'a str>,
+    pub wait_ms: Option<u64>,
+}
+
+/// `reprise update`: sends an update and prints the workflow's answer:
+/// exit 0 with its output, 1 with its error, 2 if rejected; an update not
+/// answered in time prints its id (send it again to wait more).
+pub async fn update(
+    id: &str,
+    name: &str,
+    args: &str,
+    options: UpdateOptions<'_>,
+    format: Format,
+    server: &ServerArgs,
+) -> ExitCode {
+    let args = match json_args(args) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    #[derive(serde::Serialize)]
+    struct UpdateBody<'a> {
+        args: Box<RawValue>,
+        update_id: Option<&'a str>,
+        wait_ms: Option<u64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct UpdateAnswer {
+        update_id: String,
+        status: String,
+        #[serde(default)]
+        result: Option<Box<RawValue>>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+    let body = serde_json::to_vec(&UpdateBody {
+        args,
+        update_id: options.update_id,
+        wait_ms: options.wait_ms,
+    })
+    .expect("strings and raw JSON always serialize");
+    run_command(async {
+        let path = format!("/v1/executions/{}/updates/{}", segment(id), segment(name));
+        let answer = call(server, "POST", &path, body).await?;
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        let update: UpdateAnswer = answer.parse()?;
+        if format == Format::Json {
+            println!("{}", answer.text);
+        }
+        let code = match update.status.as_str() {
+            "completed" => {
+                if format == Format::Human
+                    && let Some(result) = &update.result
+                {
+                    println!("{}", pretty_json(result.get()));
+                }
+                ExitCode::SUCCESS
+            }
+            "failed" => {
+                if format == Format::Human {
+                    let error = update.error.unwrap_or(Value::Null);
+                    eprintln!(
+                        "error: the workflow answered update `{name}` with {}: {}",
+                        error["error_type"].as_str().unwrap_or("an error"),
+                        error["message"].as_str().unwrap_or("")
+                    );
+                }
+                ExitCode::from(EXIT_WORKFLOW_FAILED)
+            }
+            _ => {
+                if format == Format::Human {
+                    println!(
+                        "update {} accepted; not answered yet (run the same command with --update-id {} to wait again)",
+                        update.update_id, update.update_id
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+        };
+        Ok(code)
     })
     .await
 }

@@ -202,6 +202,40 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Ask a server's execution a query: its handler answers from the
+    /// state the durable history leads to; nothing is recorded.
+    Query {
+        /// The workflow id.
+        id: String,
+        /// The query name.
+        name: String,
+        /// The query's args (JSON).
+        #[arg(long, default_value = "null")]
+        args: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Send an update to a server's execution and print the workflow's
+    /// answer. The workflow's validator may reject it first (exit 2; the
+    /// history is untouched); a failed answer exits 1.
+    Update {
+        /// The workflow id.
+        id: String,
+        /// The update name.
+        name: String,
+        /// The update's args (JSON).
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// Makes the update idempotent: sent again, it is not delivered
+        /// twice, and the answer comes back.
+        #[arg(long)]
+        update_id: Option<String>,
+        /// How long to wait for the answer (at most 60000).
+        #[arg(long, value_name = "MS")]
+        wait_ms: Option<u64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Ask an execution to cancel: its next blocking call returns
     /// "cancelled", and its compensations still run.
     Cancel {
@@ -413,6 +447,26 @@ pub fn main() -> ExitCode {
                 }
                 Err(error) => usage_error(error),
             },
+            Command::Query {
+                id,
+                name,
+                args,
+                server,
+            } => client::query(&id, &name, &args, format, &server).await,
+            Command::Update {
+                id,
+                name,
+                args,
+                update_id,
+                wait_ms,
+                server,
+            } => {
+                let options = client::UpdateOptions {
+                    update_id: update_id.as_deref(),
+                    wait_ms,
+                };
+                client::update(&id, &name, &args, options, format, &server).await
+            }
             Command::Cancel { id, db, remote } => match remote.server() {
                 Ok(Some(server)) => {
                     client::send(&id, client::Message::Cancel, format, &server).await
@@ -961,6 +1015,8 @@ async fn post(
                 accepted,
             },
             MessageKind::Cancel => Delivered::Cancel { accepted },
+            // Validation and the answer need a server; nothing here posts one.
+            MessageKind::Update => anyhow::bail!("updates are sent to a server: pass --server"),
         };
         delivered.print(id, format);
         Ok(())

@@ -114,7 +114,31 @@ fn print_timeline(record: &ExecutionRecord, events: &[RecordedEvent]) {
                 message_id,
                 ..
             } => format!("`{name}` {payload} (id {message_id})"),
-            Event::SignalTimedOut { .. } => String::new(),
+            Event::SignalTimedOut { .. } | Event::UpdateTimedOut { .. } => String::new(),
+            Event::UpdateAwaited {
+                names, deadline_ms, ..
+            } => {
+                let names = names.join("`, `");
+                match deadline_ms {
+                    Some(deadline) => format!(
+                        "waits for an update `{names}` until {}",
+                        utc_time(*deadline as i64)
+                    ),
+                    None => format!("waits for an update `{names}`"),
+                }
+            }
+            Event::UpdateReceived {
+                update_id,
+                name,
+                args,
+                ..
+            } => format!("`{name}` {args} (id {update_id})"),
+            Event::UpdateCompleted {
+                update_id, output, ..
+            } => format!("update {update_id} → {output}"),
+            Event::UpdateFailed {
+                update_id, error, ..
+            } => format!("update {update_id} failed: {error}"),
             Event::CancellationDelivered { wait } => format!("delivered to blocking call #{wait}"),
             Event::ChildStarted {
                 workflow_type,
@@ -307,6 +331,8 @@ pub fn summarize(events: &[RecordedEvent]) -> Summary {
             | Event::TimerFired { seq }
             | Event::SignalReceived { seq, .. }
             | Event::SignalTimedOut { seq }
+            | Event::UpdateReceived { seq, .. }
+            | Event::UpdateTimedOut { seq }
             | Event::ChildCompleted { seq, .. }
             | Event::ChildFailed { seq, .. } => {
                 open.remove(seq);
@@ -324,6 +350,9 @@ pub fn summarize(events: &[RecordedEvent]) -> Summary {
             }
             Event::SignalAwaited { seq, name, .. } => {
                 open.insert(*seq, format!("signal `{name}` (seq {seq})"));
+            }
+            Event::UpdateAwaited { seq, names, .. } => {
+                open.insert(*seq, format!("update `{}` (seq {seq})", names.join("`, `")));
             }
             Event::ChildStarted {
                 seq, workflow_id, ..

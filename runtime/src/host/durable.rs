@@ -5,9 +5,11 @@
 
 use super::WorkflowHost;
 use super::wit_types;
-use super::workflow_bindings::reprise::workflow::durable::{Host, WorkflowInfo};
+use super::workflow_bindings::reprise::workflow::durable::{
+    Host, QueryKind, QueryRequest, UpdateRequest, WorkflowInfo,
+};
 use crate::clock;
-use crate::execution::{Interrupt, Wait, Woken, runtime_error};
+use crate::execution::{Interrupt, QueryAsk, Wait, Woken, runtime_error};
 use crate::journal::{
     ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, RANDOM_BYTES_MAX,
     RetryPolicy, Seq, idempotency_key,
@@ -18,6 +20,9 @@ use crate::quota::ComputeTurn;
 /// pile up: a flood of them then costs many small commits instead of one
 /// giant one that holds up every other execution's appends.
 const BUFFERED_EVENTS_MAX: usize = 1024;
+
+/// The most update names one `await-update` may wait for.
+const UPDATE_NAMES_MAX: usize = 32;
 
 /// Longest log line a workflow may write; the rest is cut.
 const LOG_MESSAGE_BYTES_MAX: usize = 4096;
@@ -83,7 +88,16 @@ impl WorkflowHost {
         self.turn.reset_clock();
     }
 
+    /// Called first by every durable call: fails if a WASI callback
+    /// parked a halt, and refuses the call inside a query handler (a query
+    /// reads state; it journals nothing).
     fn check_halted(&self) -> wasmtime::Result<()> {
+        if self.execution.recorder().is_answering_query() {
+            return Err(fail(
+                "DurableCallInQuery",
+                "a query handler or update validator made a durable call; handlers only read the workflow's state (do durable work in the workflow itself)".to_string(),
+            ));
+        }
         self.execution.check_halted().map_err(interrupt)
     }
 
@@ -544,6 +558,143 @@ impl Host for WorkflowHost {
         Ok(())
     }
 
+    async fn next_query(&mut self) -> wasmtime::Result<Option<QueryRequest>> {
+        let Some(query) = &self.execution.query else {
+            return Ok(None);
+        };
+        let mut recorder = self.execution.recorder();
+        // Asked before each durable call: the answer given last before the
+        // replay stops (at the history's end) is the one that counts.
+        if !recorder.reached_history_end() || recorder.is_answering_query() {
+            return Ok(None);
+        }
+        recorder.set_answering_query(true);
+        Ok(Some(QueryRequest {
+            kind: match query.ask {
+                QueryAsk::Query => QueryKind::Query,
+                QueryAsk::ValidateUpdate => QueryKind::ValidateUpdate,
+            },
+            name: query.name.clone(),
+            args: query.args.clone(),
+        }))
+    }
+
+    async fn answer_query(
+        &mut self,
+        answer: Result<String, wit_types::WorkflowError>,
+    ) -> wasmtime::Result<()> {
+        if !self.execution.recorder().is_answering_query() {
+            return Err(fail(
+                "UnexpectedQueryAnswer",
+                "answer-query was called without a request from next-query".to_string(),
+            ));
+        }
+        self.execution.recorder().set_answering_query(false);
+        let payload_bytes_max = self.execution.limits.payload_bytes_max;
+        let answer = match answer {
+            Ok(output) => crate::runtime::check_json_payload(
+                "a query answer",
+                &output,
+                payload_bytes_max,
+            )
+            .map(|()| output)
+            .map_err(|problem| runtime_error("InvalidQueryAnswer", problem.to_string())),
+            Err(error) => Err(journal_error(error)),
+        };
+        if let Some(query) = &mut self.execution.query {
+            // The last answer before the replay stops is the one given.
+            query.answer = Some(answer);
+        }
+        Ok(())
+    }
+
+    async fn await_update(
+        &mut self,
+        names: Vec<String>,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Option<UpdateRequest>, wit_types::Cancelled>> {
+        self.check_halted()?;
+        if names.is_empty() || names.len() > UPDATE_NAMES_MAX {
+            return Err(fail(
+                "InvalidName",
+                format!(
+                    "await-update waits for 1 to {UPDATE_NAMES_MAX} update names; got {}",
+                    names.len()
+                ),
+            ));
+        }
+        for name in &names {
+            check_name("update", name)?;
+        }
+        let command = Command::AwaitUpdate {
+            names: names.clone(),
+        };
+        let seq = self
+            .command(&command, |seq, _| {
+                let deadline_ms = timeout_ms.map(|timeout| clock::now_ms().saturating_add(timeout));
+                Event::UpdateAwaited {
+                    seq,
+                    names,
+                    deadline_ms,
+                }
+            })
+            .await?;
+        if self.block(Wait::Update(seq)).await? == Woken::Cancelled {
+            return Ok(Err(cancelled()));
+        }
+        let recorder = self.execution.recorder();
+        Ok(Ok(
+            match recorder
+                .history
+                .outcome(seq)
+                .map(|recorded| &recorded.event)
+            {
+                Some(Event::UpdateReceived {
+                    update_id,
+                    name,
+                    args,
+                    ..
+                }) => Some(UpdateRequest {
+                    update_id: update_id.clone(),
+                    name: name.clone(),
+                    args: args.clone(),
+                }),
+                _ => None,
+            },
+        ))
+    }
+
+    async fn complete_update(
+        &mut self,
+        update_id: String,
+        outcome: Result<String, wit_types::WorkflowError>,
+    ) -> wasmtime::Result<()> {
+        self.check_halted()?;
+        let outcome = outcome.map_err(journal_error);
+        if !self.execution.recorder().is_replaying() {
+            self.check_update_answer(&update_id, &outcome)?;
+        }
+        let command = Command::CompleteUpdate {
+            update_id: update_id.clone(),
+            outcome: outcome.clone(),
+        };
+        self.command(&command, |seq, _| match outcome {
+            Ok(output) => Event::UpdateCompleted {
+                seq,
+                update_id,
+                output,
+            },
+            Err(error) => Event::UpdateFailed {
+                seq,
+                update_id,
+                error,
+            },
+        })
+        .await?;
+        self.execution.note_update_answered();
+        Ok(())
+    }
+
     async fn info(&mut self) -> wasmtime::Result<WorkflowInfo> {
         let record = &self.execution.record;
         Ok(WorkflowInfo {
@@ -578,6 +729,57 @@ impl Host for WorkflowHost {
             .lines
             .write(&recorder, level_name, "log", message);
         Ok(())
+    }
+}
+
+impl WorkflowHost {
+    /// A new answer must be to an update this execution received and has
+    /// not answered yet, and be JSON within the payload limit.
+    fn check_update_answer(
+        &self,
+        update_id: &str,
+        outcome: &Result<String, crate::journal::WorkflowError>,
+    ) -> wasmtime::Result<()> {
+        let recorder = self.execution.recorder();
+        if !recorder.history.update_delivered(update_id) {
+            return Err(fail(
+                "InvalidUpdateId",
+                format!("complete-update names update `{update_id}`, which this execution never received"),
+            ));
+        }
+        if recorder.history.update_answer(update_id).is_some() {
+            return Err(fail(
+                "InvalidUpdateId",
+                format!("update `{update_id}` was answered already; each update is answered once"),
+            ));
+        }
+        let payload_bytes_max = self.execution.limits.payload_bytes_max;
+        match outcome {
+            Ok(output) => {
+                crate::runtime::check_json_payload("an update's answer", output, payload_bytes_max)
+                    .map_err(|problem| fail("InvalidUpdateAnswer", problem.to_string()))
+            }
+            Err(error) => {
+                let size = error.error_type.len()
+                    + error.message.len()
+                    + error.details.as_ref().map_or(0, String::len);
+                if size > payload_bytes_max {
+                    return Err(fail(
+                        "InvalidUpdateAnswer",
+                        format!("an update's error is {size} bytes; the limit is payload_bytes_max = {payload_bytes_max}"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn journal_error(error: wit_types::WorkflowError) -> crate::journal::WorkflowError {
+    crate::journal::WorkflowError {
+        error_type: error.error_type,
+        message: error.message,
+        details: error.details,
     }
 }
 

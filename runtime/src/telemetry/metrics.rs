@@ -54,6 +54,16 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Compensating activities scheduled by sagas, by tenant and workflow type.",
     ),
     (
+        "reprise_queries_total",
+        "counter",
+        "Query replays (queries and update validations), by tenant, kind and outcome (answered, error).",
+    ),
+    (
+        "reprise_updates_total",
+        "counter",
+        "Updates delivered to workflows and answered, by tenant, workflow type and outcome (received, completed, failed).",
+    ),
+    (
         "reprise_activity_attempt_duration_seconds",
         "histogram",
         "Duration of activity attempts, by tenant and activity.",
@@ -183,6 +193,19 @@ impl Metrics {
         );
     }
 
+    pub fn query_answered(&self, tenant: &str, ask: crate::execution::QueryAsk, answered: bool) {
+        let kind = match ask {
+            crate::execution::QueryAsk::Query => "query",
+            crate::execution::QueryAsk::ValidateUpdate => "validate_update",
+        };
+        let outcome = if answered { "answered" } else { "error" };
+        self.add(
+            "reprise_queries_total",
+            labels(&[("tenant", tenant), ("kind", kind), ("outcome", outcome)]),
+            1,
+        );
+    }
+
     pub fn eviction(&self, tenant: &str) {
         self.add("reprise_evictions_total", labels(&[("tenant", tenant)]), 1);
     }
@@ -274,6 +297,24 @@ impl Metrics {
                         "reprise_activity_attempt_duration_seconds",
                         labels(&pair),
                         attempt_took(*seq, *attempt),
+                    );
+                }
+                Event::UpdateReceived { .. }
+                | Event::UpdateCompleted { .. }
+                | Event::UpdateFailed { .. } => {
+                    let outcome = match &recorded.event {
+                        Event::UpdateReceived { .. } => "received",
+                        Event::UpdateCompleted { .. } => "completed",
+                        _ => "failed",
+                    };
+                    self.add(
+                        "reprise_updates_total",
+                        labels(&[
+                            ("tenant", tenant),
+                            ("workflow_type", &record.workflow_type),
+                            ("outcome", outcome),
+                        ]),
+                        1,
                     );
                 }
                 event if event.is_terminal() => {

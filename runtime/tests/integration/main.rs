@@ -20,6 +20,7 @@ mod outbound;
 mod patterns;
 mod postgres;
 mod python_sdk;
+mod queries;
 mod readme;
 mod replay;
 mod saga;
