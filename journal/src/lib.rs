@@ -1150,24 +1150,25 @@ impl Recorder {
     }
 
     /// Whether the guest's state is the one its whole history leads to:
-    /// it has made every recorded command, or all but the last, when that
-    /// is a wait the history holds no outcome for (making it again only
-    /// starts the wait). Where a query is answered.
+    /// every recorded command left is a clock read or a random draw (a
+    /// language runtime makes those between its own steps, where the
+    /// workflow's state does not change), but for a last wait the history
+    /// holds no outcome for (making it again only starts the wait). Where
+    /// a query is answered; an answer given early is given again at the
+    /// next call, so the last one reflects the end.
     pub fn reached_history_end(&self) -> bool {
         let last = self.history.last_seq();
-        if self.next_seq > last {
-            return true;
-        }
-        self.next_seq == last
-            && self.history.outcome(last).is_none()
-            && matches!(
-                self.history.command(last).map(|recorded| &recorded.event),
+        (self.next_seq..=last).all(|seq| {
+            match self.history.command(seq).map(|recorded| &recorded.event) {
+                Some(Event::ClockRead { .. } | Event::RandomDrawn { .. }) => true,
                 Some(
                     Event::TimerStarted { .. }
-                        | Event::SignalAwaited { .. }
-                        | Event::UpdateAwaited { .. }
-                )
-            )
+                    | Event::SignalAwaited { .. }
+                    | Event::UpdateAwaited { .. },
+                ) => seq == last && self.history.outcome(seq).is_none(),
+                _ => false,
+            }
+        })
     }
 
     pub fn is_replay_only(&self) -> bool {
@@ -1687,6 +1688,36 @@ mod tests {
         assert_eq!(recorder.read_clock(Clock::Wall, 42, 0), 42);
         recorder.set_answering_query(false);
         assert_eq!(recorder.history.len(), 5);
+
+        // Clock reads left before the last wait do not hold the answer back.
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "a", "1"), 0);
+        history.record(
+            Event::ClockRead {
+                seq: 2,
+                clock: Clock::Monotonic,
+                value_ns: 7,
+            },
+            0,
+        );
+        history.record(
+            Event::SignalAwaited {
+                seq: 3,
+                name: "go".into(),
+                deadline_ms: None,
+            },
+            0,
+        );
+        let mut recorder = Recorder::new(history, true);
+        assert!(!recorder.reached_history_end());
+        recorder
+            .next_command(&Command::ScheduleActivity {
+                name: "a".into(),
+                input: "1".into(),
+            })
+            .expect("replays");
+        assert!(recorder.reached_history_end());
     }
 
     #[test]
