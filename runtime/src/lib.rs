@@ -33,6 +33,7 @@ pub mod host;
 pub mod mailbox;
 pub mod quota;
 pub mod runtime;
+pub mod schedule;
 pub mod telemetry;
 pub mod tenant;
 

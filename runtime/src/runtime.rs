@@ -434,6 +434,12 @@ impl Runtime {
         self.shutdown.send_replace(true);
     }
 
+    /// Turns true when [`Runtime::shut_down`] is called: background tasks
+    /// (the scheduler) stop with the drives.
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Ends this process's drive of execution `execution_id` (terminated
     /// in the store by an operator) at its wait: its instance, activity
     /// tasks and timers are released now, not when it next wakes.

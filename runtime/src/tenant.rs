@@ -103,6 +103,8 @@ pub struct TenantLimits {
     /// stored and written to the server's log per second; past it lines
     /// are counted and summarised, not kept.
     pub log_lines_per_second: u32,
+    /// Schedules the tenant may have; creating one more gets 429.
+    pub schedules_max: u32,
 }
 
 impl Default for TenantLimits {
@@ -125,6 +127,7 @@ impl Default for TenantLimits {
             guest_threads_max: 1,
             compilations_max: 1,
             log_lines_per_second: 1_000,
+            schedules_max: 100,
         }
     }
 }
@@ -147,7 +150,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 15] = [
+        let checks: [(&str, u64, u64); 16] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -219,6 +222,7 @@ impl TenantLimits {
                 u64::from(self.log_lines_per_second),
                 1_000_000,
             ),
+            ("schedules_max", u64::from(self.schedules_max), 10_000),
         ];
         for (name, value, ceiling) in checks {
             if value == 0 {

@@ -231,6 +231,27 @@ pub enum StartOutcome {
     AtCapacity { running: u64 },
 }
 
+/// A schedule as stored: the runtime's document (JSON), and the version a
+/// write must name to replace it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSchedule {
+    pub tenant: String,
+    pub schedule_id: String,
+    pub document: String,
+    pub version: i64,
+}
+
+/// What a schedule write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleWrite {
+    Written,
+    /// Created: the id exists already. Replaced or deleted: the schedule
+    /// is gone, or another write changed it first (read it again).
+    Conflict,
+    /// Created: the tenant has `schedules_max` schedules already.
+    LimitReached,
+}
+
 /// A tenant row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TenantRecord {
@@ -508,6 +529,32 @@ pub trait Store: Send + Sync + 'static {
     /// Executions with undelivered messages newer than mailbox row
     /// `after`, and the newest row id seen (for watchers).
     async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)>;
+
+    /// Creates schedule `schedule_id` of `tenant` with `document`
+    /// (version 1), unless it exists or the tenant has `schedules_max`
+    /// schedules already (counted in the same transaction).
+    async fn create_schedule(
+        &self,
+        tenant: &str,
+        schedule_id: &str,
+        document: &str,
+        schedules_max: u32,
+    ) -> StoreResult<ScheduleWrite>;
+
+    /// Replaces the document of a schedule still at `version` (compare and
+    /// swap: the scheduler and the API both write schedules); the version
+    /// moves on by one.
+    async fn replace_schedule(
+        &self,
+        schedule: &StoredSchedule,
+        document: &str,
+    ) -> StoreResult<ScheduleWrite>;
+
+    /// Deletes a schedule; `Conflict` if there is none.
+    async fn delete_schedule(&self, tenant: &str, schedule_id: &str) -> StoreResult<ScheduleWrite>;
+
+    /// The schedules of `tenant`, or of every tenant, by tenant and id.
+    async fn schedules(&self, tenant: Option<&str>) -> StoreResult<Vec<StoredSchedule>>;
 
     /// Binds workflow type `name` to module `digest` for `tenant`.
     async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()>;

@@ -21,11 +21,11 @@ use tokio::sync::mpsc;
 
 use super::writes::{
     CommitCounters, GROUP_COMMIT_REQUESTS_MAX, WriteOp, WriteQueue, WriteReply, WriteRequest,
-    created_record, now_ms, start_refused_by, terminated_event, terminated_result,
+    created_record, now_ms, start_refused_by, terminated_event, terminated_result, schedule_write,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
-    GuestLogLine, MailboxMessage, MessageKind, NewExecution, StartOutcome, StatusCounts, Store,
+    GuestLogLine, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store, StoredSchedule,
     StoreError, StoreResult, TenantModule, TenantRecord,
 };
 use reprise_journal::RecordedEvent;
@@ -420,6 +420,68 @@ async fn apply<'op>(
             .await
             .map_err(StoreError::database("creating a tenant"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
+        }
+        WriteOp::PutSchedule {
+            tenant,
+            schedule_id,
+            document,
+            version: None,
+            schedules_max,
+        } => {
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE tenant = ?")
+                    .bind(tenant.as_str())
+                    .fetch_one(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("counting schedules"))?;
+            if count >= i64::from(*schedules_max) {
+                return Ok(WriteReply::Schedule(ScheduleWrite::LimitReached));
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO schedules (tenant, schedule_id, document, version, updated_at_ms)
+                 VALUES (?, ?, ?, 1, ?) ON CONFLICT (tenant, schedule_id) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(schedule_id.as_str())
+            .bind(document.as_str())
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("creating a schedule"))?;
+            Ok(WriteReply::Schedule(schedule_write(inserted.rows_affected())))
+        }
+        WriteOp::PutSchedule {
+            tenant,
+            schedule_id,
+            document,
+            version: Some(version),
+            ..
+        } => {
+            let replaced = sqlx::query(
+                "UPDATE schedules SET document = ?, version = version + 1, updated_at_ms = ?
+                 WHERE tenant = ? AND schedule_id = ? AND version = ?",
+            )
+            .bind(document.as_str())
+            .bind(now_ms())
+            .bind(tenant.as_str())
+            .bind(schedule_id.as_str())
+            .bind(*version)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("replacing a schedule"))?;
+            Ok(WriteReply::Schedule(schedule_write(replaced.rows_affected())))
+        }
+        WriteOp::DeleteSchedule {
+            tenant,
+            schedule_id,
+        } => {
+            let deleted = sqlx::query("DELETE FROM schedules WHERE tenant = ? AND schedule_id = ?")
+                .bind(tenant.as_str())
+                .bind(schedule_id.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("deleting a schedule"))?;
+            Ok(WriteReply::Schedule(schedule_write(deleted.rows_affected())))
         }
         WriteOp::SetTenantLimits { name, limits } => {
             let updated = sqlx::query("UPDATE tenants SET limits = ? WHERE name = ?")
@@ -900,6 +962,69 @@ impl Store for SqliteStore {
             rows.into_iter().map(|(_, execution)| execution).collect(),
             newest,
         ))
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant: &str,
+        schedule_id: &str,
+        document: &str,
+        schedules_max: u32,
+    ) -> StoreResult<ScheduleWrite> {
+        self.writes
+            .schedule(WriteOp::PutSchedule {
+                tenant: tenant.to_string(),
+                schedule_id: schedule_id.to_string(),
+                document: document.to_string(),
+                version: None,
+                schedules_max,
+            })
+            .await
+    }
+
+    async fn replace_schedule(
+        &self,
+        schedule: &StoredSchedule,
+        document: &str,
+    ) -> StoreResult<ScheduleWrite> {
+        self.writes
+            .schedule(WriteOp::PutSchedule {
+                tenant: schedule.tenant.clone(),
+                schedule_id: schedule.schedule_id.clone(),
+                document: document.to_string(),
+                version: Some(schedule.version),
+                schedules_max: 0,
+            })
+            .await
+    }
+
+    async fn delete_schedule(&self, tenant: &str, schedule_id: &str) -> StoreResult<ScheduleWrite> {
+        self.writes
+            .schedule(WriteOp::DeleteSchedule {
+                tenant: tenant.to_string(),
+                schedule_id: schedule_id.to_string(),
+            })
+            .await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> StoreResult<Vec<StoredSchedule>> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT tenant, schedule_id, document, version FROM schedules
+             WHERE ? IS NULL OR tenant = ? ORDER BY tenant, schedule_id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading schedules"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, schedule_id, document, version)| StoredSchedule {
+                tenant,
+                schedule_id,
+                document,
+                version,
+            })
+            .collect())
     }
 
     async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()> {

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CommitStats, ExecutionRecord, ExecutionStatus, Finish, GuestLogLine, IdReusePolicy,
-    MessageKind, NewExecution, StartOutcome, StoreError, StoreResult,
+    MessageKind, NewExecution, ScheduleWrite, StartOutcome, StoreError, StoreResult,
 };
 use reprise_journal::{Event, RecordedEvent};
 
@@ -63,6 +63,18 @@ pub(crate) enum WriteOp {
         digest: String,
         kind: String,
     },
+    /// Creates (`version` none) or replaces (at `version`) a schedule.
+    PutSchedule {
+        tenant: String,
+        schedule_id: String,
+        document: String,
+        version: Option<i64>,
+        schedules_max: u32,
+    },
+    DeleteSchedule {
+        tenant: String,
+        schedule_id: String,
+    },
     SetSpanWatermarks(Vec<(i64, u64)>),
     AppendGuestLogs(Vec<GuestLogLine>),
 }
@@ -72,6 +84,7 @@ pub(crate) enum WriteReply {
     Started(Box<StartOutcome>),
     /// Whether the request changed anything (a new message, a termination).
     Changed(bool),
+    Schedule(ScheduleWrite),
 }
 
 pub(crate) struct WriteRequest {
@@ -134,9 +147,15 @@ impl WriteQueue {
     pub(crate) async fn start(&self, new: NewExecution) -> StoreResult<StartOutcome> {
         match self.write(WriteOp::Start(Box::new(new))).await? {
             WriteReply::Started(outcome) => Ok(*outcome),
-            WriteReply::Done | WriteReply::Changed(_) => {
-                unreachable!("a start request always answers Started")
-            }
+            _ => unreachable!("a start request always answers Started"),
+        }
+    }
+
+    /// Writes a schedule request and says what it did.
+    pub(crate) async fn schedule(&self, op: WriteOp) -> StoreResult<ScheduleWrite> {
+        match self.write(op).await? {
+            WriteReply::Schedule(outcome) => Ok(outcome),
+            _ => unreachable!("a schedule request always answers Schedule"),
         }
     }
 }
@@ -188,6 +207,15 @@ pub(crate) fn created_record(new: &NewExecution, id: i64, now_ms: i64) -> Execut
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
         search_attributes: new.search_attributes.clone(),
+    }
+}
+
+/// What a schedule write that touched `rows` rows did.
+pub(crate) fn schedule_write(rows: u64) -> ScheduleWrite {
+    if rows == 1 {
+        ScheduleWrite::Written
+    } else {
+        ScheduleWrite::Conflict
     }
 }
 

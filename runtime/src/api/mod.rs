@@ -19,7 +19,10 @@ pub mod auth;
 mod connections;
 mod executions;
 mod queries;
+mod schedules;
 mod updates;
+
+pub use schedules::spawn_scheduler;
 mod modules;
 mod workers;
 
@@ -170,6 +173,7 @@ pub fn router(
         .merge(executions::routes())
         .merge(queries::routes())
         .merge(updates::routes())
+        .merge(schedules::routes())
         .merge(admin::routes())
         .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
         .route("/readyz", get(ready))

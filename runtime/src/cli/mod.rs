@@ -1217,6 +1217,7 @@ async fn serve(
     for record in resumed {
         server.spawn_drive(record);
     }
+    crate::api::spawn_scheduler(server.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -64,6 +64,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Updates delivered to workflows and answered, by tenant, workflow type and outcome (received, completed, failed).",
     ),
     (
+        "reprise_schedule_actions_total",
+        "counter",
+        "What schedules did with their due starts, by tenant and outcome (started, skipped, buffered, failed).",
+    ),
+    (
         "reprise_activity_attempt_duration_seconds",
         "histogram",
         "Duration of activity attempts, by tenant and activity.",
@@ -202,6 +207,14 @@ impl Metrics {
         self.add(
             "reprise_queries_total",
             labels(&[("tenant", tenant), ("kind", kind), ("outcome", outcome)]),
+            1,
+        );
+    }
+
+    pub fn schedule_action(&self, tenant: &str, outcome: &str) {
+        self.add(
+            "reprise_schedule_actions_total",
+            labels(&[("tenant", tenant), ("outcome", outcome)]),
             1,
         );
     }
