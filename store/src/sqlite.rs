@@ -1010,7 +1010,7 @@ impl Store for SqliteStore {
     async fn schedules(&self, tenant: Option<&str>) -> StoreResult<Vec<StoredSchedule>> {
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT tenant, schedule_id, document, version FROM schedules
-             WHERE ? IS NULL OR tenant = ? ORDER BY tenant, schedule_id",
+             WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, schedule_id",
         )
         .bind(tenant)
         .fetch_all(&self.reads)

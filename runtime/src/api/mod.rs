@@ -18,13 +18,13 @@ mod admin;
 pub mod auth;
 mod connections;
 mod executions;
+mod modules;
 mod queries;
 mod schedules;
 mod updates;
+mod workers;
 
 pub use schedules::spawn_scheduler;
-mod modules;
-mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -24,6 +24,7 @@ mod queries;
 mod readme;
 mod replay;
 mod saga;
+mod schedules;
 mod server;
 mod signals;
 mod simulation;
