@@ -7,7 +7,7 @@ use reprise_journal::{Clock, Event, RecordedEvent};
 use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
     IdReusePolicy, ListCursor, MessageKind, NewExecution, NextRun, StartOutcome, StatusCounts,
-    Store, StoreError,
+    ScheduleWrite, Store, StoreError,
 };
 
 use crate::harness::TestDatabase;
@@ -1271,4 +1271,71 @@ pub async fn search_attributes_are_stored_filtered_and_carried_on(database: Arc<
         next.search_attributes.as_deref(),
         Some(r#"{"tier":"gold","n":6}"#)
     );
+}
+
+/// Schedules: created within the tenant's limit, replaced only at the
+/// version read (the scheduler and the API both write them), scoped to
+/// their tenant, deleted once.
+pub async fn schedules_are_limited_versioned_and_scoped(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let created = store
+        .create_schedule(TENANT, "nightly", r#"{"n":1}"#, 2)
+        .await
+        .expect("create");
+    assert_eq!(created, ScheduleWrite::Written);
+    let again = store
+        .create_schedule(TENANT, "nightly", r#"{"n":9}"#, 2)
+        .await
+        .expect("create again");
+    assert_eq!(again, ScheduleWrite::Conflict, "the id exists");
+    store
+        .create_schedule(TENANT, "hourly", "{}", 2)
+        .await
+        .expect("create");
+    let over = store
+        .create_schedule(TENANT, "third", "{}", 2)
+        .await
+        .expect("create");
+    assert_eq!(over, ScheduleWrite::LimitReached);
+    store
+        .create_schedule("globex", "nightly", "{}", 2)
+        .await
+        .expect("another tenant's");
+
+    let ours = store.schedules(Some(TENANT)).await.expect("list");
+    let ids: Vec<&str> = ours.iter().map(|s| s.schedule_id.as_str()).collect();
+    assert_eq!(ids, ["hourly", "nightly"], "by id, this tenant's only");
+    assert_eq!(store.schedules(None).await.expect("all").len(), 3);
+
+    let nightly = ours
+        .into_iter()
+        .find(|s| s.schedule_id == "nightly")
+        .expect("nightly");
+    assert_eq!((nightly.document.as_str(), nightly.version), (r#"{"n":1}"#, 1));
+    let replaced = store
+        .replace_schedule(&nightly, r#"{"n":2}"#)
+        .await
+        .expect("replace");
+    assert_eq!(replaced, ScheduleWrite::Written);
+    let stale = store
+        .replace_schedule(&nightly, r#"{"n":3}"#)
+        .await
+        .expect("replace a stale read");
+    assert_eq!(stale, ScheduleWrite::Conflict, "version 1 is gone");
+    let now = store.schedules(Some(TENANT)).await.expect("list");
+    let nightly = now
+        .iter()
+        .find(|s| s.schedule_id == "nightly")
+        .expect("nightly");
+    assert_eq!((nightly.document.as_str(), nightly.version), (r#"{"n":2}"#, 2));
+
+    assert_eq!(
+        store.delete_schedule(TENANT, "nightly").await.expect("delete"),
+        ScheduleWrite::Written
+    );
+    assert_eq!(
+        store.delete_schedule(TENANT, "nightly").await.expect("delete"),
+        ScheduleWrite::Conflict
+    );
+    assert_eq!(store.schedules(Some("globex")).await.expect("list").len(), 1);
 }

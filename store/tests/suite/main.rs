@@ -52,4 +52,5 @@ for_each_backend!(
     one_server_holds_the_database,
     continue_as_new_swaps_runs_in_one_transaction,
     search_attributes_are_stored_filtered_and_carried_on,
+    schedules_are_limited_versioned_and_scoped,
 );
