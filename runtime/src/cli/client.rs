@@ -66,26 +66,26 @@ impl RemoteArgs {
 /// fields that are not payloads).
 pub struct Answer {
     status: u16,
-    text: String,
+    pub(super) text: String,
     body: Value,
     /// A list's cursor of the next page, when there is one.
     next_page: Option<String>,
 }
 
 impl Answer {
-    fn is_success(&self) -> bool {
+    pub(super) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// The body as `T`, payloads kept as sent when `T` holds them as
     /// [`RawValue`]s.
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+    pub(super) fn parse<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
         serde_json::from_str(&self.text)
             .context("the server sent an answer this client cannot read")
     }
 
     /// The exit code for a refusal, after printing the server's reason.
-    fn refused(&self) -> ExitCode {
+    pub(super) fn refused(&self) -> ExitCode {
         eprintln!("error: {self}");
         ExitCode::from(if self.status >= 500 {
             EXIT_HOST_ERROR
@@ -96,7 +96,7 @@ impl Answer {
 }
 
 /// One request to a server.
-async fn call(
+pub(super) async fn call(
     server: &ServerArgs,
     method: &str,
     path: &str,
@@ -140,7 +140,7 @@ async fn call(
 }
 
 /// Runs a client command: a failure to reach the server is a host error.
-async fn run_command(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+pub(super) async fn run_command(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     match command.await {
         Ok(code) => code,
         Err(error) => {
@@ -151,7 +151,7 @@ async fn run_command(command: impl Future<Output = anyhow::Result<ExitCode>>) ->
 }
 
 /// Percent-encodes a path segment (workflow ids may hold `/`).
-fn segment(text: &str) -> String {
+pub(super) fn segment(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
@@ -704,7 +704,7 @@ pub async fn list(filters: &ListFilters, format: Format, server: &ServerArgs) ->
 }
 
 /// Columns padded to their widest cell.
-fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
+pub(super) fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
     let mut widths = headers.map(|header| header.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

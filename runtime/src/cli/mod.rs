@@ -5,6 +5,7 @@
 
 mod client;
 mod output;
+mod schedule;
 mod timeline;
 
 use std::path::{Path, PathBuf};
@@ -201,6 +202,15 @@ enum Command {
         db: DbArgs,
         #[command(flatten)]
         remote: RemoteArgs,
+    },
+    /// Manage a server's schedules: start a workflow type every interval
+    /// or by cron (`reprise schedule create nightly --type report --cron
+    /// "0 2 * * *" --time-zone Europe/Berlin`).
+    Schedule {
+        #[command(subcommand)]
+        action: schedule::ScheduleAction,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Ask a server's execution a query: its handler answers from the
     /// state the durable history leads to; nothing is recorded.
@@ -447,6 +457,7 @@ pub fn main() -> ExitCode {
                 }
                 Err(error) => usage_error(error),
             },
+            Command::Schedule { action, server } => schedule::run(action, format, &server).await,
             Command::Query {
                 id,
                 name,
