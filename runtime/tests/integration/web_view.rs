@@ -450,8 +450,31 @@ async fn the_web_view_charts_attempts_lists_with_counts_and_pages_and_acts() {
             "the fixture has a {status} execution: {expected_counts:?}"
         );
     }
+    let nightly = json!({
+        "schedule_id": "web-nightly",
+        "workflow_type": "patterns",
+        "spec": { "cron": "30 2 * * *", "time_zone": "Europe/Berlin" },
+        "paused": true,
+    });
+    let (status, created) =
+        crate::server::json_call(hosted.address(), &key, "POST", "/v1/schedules", nightly).await;
+    assert_eq!(status, 201, "{created}");
     let api_counts = get(&hosted, &key, "/v1/execution-counts").await;
     let listed = drive(&hosted, &key, &["list", "2", "list-", "-"]).await;
+    assert_eq!(
+        listed["unfiltered"]["schedules"],
+        json!([[
+            "web-nightly",
+            "patterns",
+            "cron 30 2 * * * (Europe/Berlin)",
+            "skip",
+            "paused",
+            "0",
+            "0",
+            ""
+        ]]),
+        "the schedule list: {listed:#}"
+    );
     for (status, count) in &expected_counts {
         assert_eq!(api_counts[status].as_u64(), Some(*count), "{api_counts}");
         assert_eq!(

@@ -179,6 +179,8 @@ function listFacts(page) {
     newerEnabled: !document.querySelector("#newer").disabled,
     autoRefresh: document.querySelector("#auto-refresh")?.checked ?? null,
     renders: Number(document.body.dataset.listRenders),
+    schedules: [...document.querySelectorAll("#schedules tr.schedule")]
+      .map(row => [...row.cells].map(cell => cell.textContent)),
   }));
 }
 
