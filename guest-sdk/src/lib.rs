@@ -146,9 +146,8 @@ mod queries {
     /// Asks the host once whether a query waits and answers it. Without
     /// handlers there is nothing to answer, so the host is not asked.
     pub fn answer_waiting_query() {
-        let nothing_registered = HANDLERS.with_borrow(|handlers| {
-            handlers.queries.is_empty() && handlers.validators.is_empty()
-        });
+        let nothing_registered = HANDLERS
+            .with_borrow(|handlers| handlers.queries.is_empty() && handlers.validators.is_empty());
         if nothing_registered {
             return;
         }
@@ -169,7 +168,9 @@ mod queries {
                 handlers.queries.get(&request.name).cloned(),
                 handlers.queries.keys().cloned().collect::<Vec<_>>(),
             ),
-            QueryKind::ValidateUpdate => (handlers.validators.get(&request.name).cloned(), Vec::new()),
+            QueryKind::ValidateUpdate => {
+                (handlers.validators.get(&request.name).cloned(), Vec::new())
+            }
         });
         match (handler, request.kind) {
             (Some(handler), _) => handler(&request.args),
@@ -180,7 +181,11 @@ mod queries {
                 format!(
                     "this workflow has no handler for query `{}`; it answers: {}",
                     request.name,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             )),
         }

@@ -617,9 +617,12 @@ impl Command {
             (Command::AwaitSignal { name }, Event::SignalAwaited { name: recorded, .. }) => {
                 name == recorded
             }
-            (Command::AwaitUpdate { names }, Event::UpdateAwaited { names: recorded, .. }) => {
-                names == recorded
-            }
+            (
+                Command::AwaitUpdate { names },
+                Event::UpdateAwaited {
+                    names: recorded, ..
+                },
+            ) => names == recorded,
             (
                 Command::CompleteUpdate {
                     update_id,
@@ -1000,11 +1003,14 @@ impl History {
     /// The workflow's answer to update `update_id` (`UpdateCompleted` or
     /// `UpdateFailed`), if it gave one.
     pub fn update_answer(&self, update_id: &str) -> Option<&Event> {
-        self.events.iter().map(|recorded| &recorded.event).find(|event| {
-            matches!(event,
+        self.events
+            .iter()
+            .map(|recorded| &recorded.event)
+            .find(|event| {
+                matches!(event,
                 Event::UpdateCompleted { update_id: answered, .. }
                 | Event::UpdateFailed { update_id: answered, .. } if answered == update_id)
-        })
+            })
     }
 
     /// Whether update `update_id` reached the workflow.
@@ -1734,11 +1740,13 @@ mod tests {
         );
         let answer = |output: Result<&str, &str>| Command::CompleteUpdate {
             update_id: "u".into(),
-            outcome: output.map(str::to_string).map_err(|error_type| WorkflowError {
-                error_type: error_type.into(),
-                message: String::new(),
-                details: None,
-            }),
+            outcome: output
+                .map(str::to_string)
+                .map_err(|error_type| WorkflowError {
+                    error_type: error_type.into(),
+                    message: String::new(),
+                    details: None,
+                }),
         };
         assert!(history.check_command(1, &answer(Ok("1"))).is_ok());
         for different in [answer(Ok("2")), answer(Err("Failed"))] {
@@ -1748,7 +1756,10 @@ mod tests {
                 "{mismatch}"
             );
         }
-        assert_eq!(history.update_answer("u").map(Event::kind), Some("UpdateCompleted"));
+        assert_eq!(
+            history.update_answer("u").map(Event::kind),
+            Some("UpdateCompleted")
+        );
         assert!(history.update_answer("v").is_none());
     }
 

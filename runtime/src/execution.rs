@@ -739,13 +739,15 @@ impl Execution {
             _ => Vec::new(),
         };
         let any_mail = !messages.is_empty();
-        let chosen = messages.into_iter().find(|message| match (message.kind, wait) {
-            (MessageKind::Cancel, _) => !matches!(wait, Wait::Sleep(_)),
-            (MessageKind::Signal, Wait::Signal(_)) | (MessageKind::Update, Wait::Update(_)) => {
-                awaited_names.contains(&message.name)
-            }
-            _ => false,
-        });
+        let chosen = messages
+            .into_iter()
+            .find(|message| match (message.kind, wait) {
+                (MessageKind::Cancel, _) => !matches!(wait, Wait::Sleep(_)),
+                (MessageKind::Signal, Wait::Signal(_)) | (MessageKind::Update, Wait::Update(_)) => {
+                    awaited_names.contains(&message.name)
+                }
+                _ => false,
+            });
         let Some(message) = chosen else {
             // Not raised now (this wait would spin on it), but at the next.
             self.mail_left_for_later = any_mail;

@@ -21,12 +21,12 @@ use tokio::sync::mpsc;
 
 use super::writes::{
     CommitCounters, GROUP_COMMIT_REQUESTS_MAX, WriteOp, WriteQueue, WriteReply, WriteRequest,
-    created_record, now_ms, start_refused_by, terminated_event, terminated_result, schedule_write,
+    created_record, now_ms, schedule_write, start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
-    GuestLogLine, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store, StoredSchedule,
-    StoreError, StoreResult, TenantModule, TenantRecord,
+    GuestLogLine, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
+    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
 };
 use reprise_journal::RecordedEvent;
 
@@ -428,12 +428,11 @@ async fn apply<'op>(
             version: None,
             schedules_max,
         } => {
-            let count: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE tenant = ?")
-                    .bind(tenant.as_str())
-                    .fetch_one(&mut *connection)
-                    .await
-                    .map_err(StoreError::database("counting schedules"))?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE tenant = ?")
+                .bind(tenant.as_str())
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(StoreError::database("counting schedules"))?;
             if count >= i64::from(*schedules_max) {
                 return Ok(WriteReply::Schedule(ScheduleWrite::LimitReached));
             }
@@ -448,7 +447,9 @@ async fn apply<'op>(
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("creating a schedule"))?;
-            Ok(WriteReply::Schedule(schedule_write(inserted.rows_affected())))
+            Ok(WriteReply::Schedule(schedule_write(
+                inserted.rows_affected(),
+            )))
         }
         WriteOp::PutSchedule {
             tenant,
@@ -469,7 +470,9 @@ async fn apply<'op>(
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("replacing a schedule"))?;
-            Ok(WriteReply::Schedule(schedule_write(replaced.rows_affected())))
+            Ok(WriteReply::Schedule(schedule_write(
+                replaced.rows_affected(),
+            )))
         }
         WriteOp::DeleteSchedule {
             tenant,
@@ -481,7 +484,9 @@ async fn apply<'op>(
                 .execute(&mut *connection)
                 .await
                 .map_err(StoreError::database("deleting a schedule"))?;
-            Ok(WriteReply::Schedule(schedule_write(deleted.rows_affected())))
+            Ok(WriteReply::Schedule(schedule_write(
+                deleted.rows_affected(),
+            )))
         }
         WriteOp::SetTenantLimits { name, limits } => {
             let updated = sqlx::query("UPDATE tenants SET limits = ? WHERE name = ?")

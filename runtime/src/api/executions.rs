@@ -388,7 +388,11 @@ async fn counts(
     }
 }
 
-pub(super) async fn find(server: &Server, tenant: &str, id: &str) -> Result<ExecutionRecord, Response> {
+pub(super) async fn find(
+    server: &Server,
+    tenant: &str,
+    id: &str,
+) -> Result<ExecutionRecord, Response> {
     match server.store().execution(tenant, id).await {
         Ok(Some(record)) => Ok(record),
         Ok(None) => Err(error(

@@ -36,16 +36,17 @@ struct QueryRequest {
     args: Option<Box<RawValue>>,
 }
 
-/// Checks a query or update name and its JSON args against the limits.
-pub(super) fn check_call(
+/// The refusal of a query or update whose name or JSON args break the
+/// limits, if they do.
+pub(super) fn refuse_call(
     what: &str,
     name: &str,
     args: &str,
     payload_bytes_max: usize,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let name_bytes_max = crate::host::durable::NAME_BYTES_MAX;
     if name.is_empty() || name.len() > name_bytes_max || name.chars().any(char::is_control) {
-        return Err(error(
+        return Some(error(
             StatusCode::BAD_REQUEST,
             format!(
                 "{what} names are 1 to {name_bytes_max} bytes without control characters; got {} bytes",
@@ -53,7 +54,9 @@ pub(super) fn check_call(
             ),
         ));
     }
-    check_json_payload("args", args, payload_bytes_max).map_err(|problem| run_error(problem.into()))
+    check_json_payload("args", args, payload_bytes_max)
+        .err()
+        .map(|problem| run_error(problem.into()))
 }
 
 /// A workflow's error as an answer's body: a summary and its parts.
@@ -83,8 +86,8 @@ async fn query(
     Json(request): Json<QueryRequest>,
 ) -> Response {
     let args = raw_text(request.args);
-    if let Err(response) = check_call("query", &name, &args, tenant.limits.payload_bytes_max) {
-        return response;
+    if let Some(refusal) = refuse_call("query", &name, &args, tenant.limits.payload_bytes_max) {
+        return refusal;
     }
     let record = match find(&server, &tenant.name, &id).await {
         Ok(record) => record,

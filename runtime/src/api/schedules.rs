@@ -102,16 +102,15 @@ fn view<'a>(schedule_id: &'a str, schedule: &'a Schedule) -> ScheduleView<'a> {
     }
 }
 
-fn decode(stored: &StoredSchedule) -> Result<Schedule, Response> {
-    serde_json::from_str(&stored.document).map_err(|problem| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "schedule `{}` is stored in a form this server cannot read: {problem}",
-                stored.schedule_id
-            ),
-        )
-    })
+/// The 500 for a stored schedule this server cannot read.
+fn unreadable(stored: &StoredSchedule, problem: serde_json::Error) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "schedule `{}` is stored in a form this server cannot read: {problem}",
+            stored.schedule_id
+        ),
+    )
 }
 
 fn encode(schedule: &Schedule) -> String {
@@ -139,10 +138,7 @@ async fn create(
     let spec = match ScheduleSpec::parse(request.spec.get()) {
         Ok(spec) => spec,
         Err(problem) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid spec: {problem}"),
-            );
+            return error(StatusCode::BAD_REQUEST, format!("invalid spec: {problem}"));
         }
     };
     let input = raw_text(request.input);
@@ -177,10 +173,17 @@ async fn create(
     };
     let written = server
         .store()
-        .create_schedule(&tenant.name, id, &encode(&schedule), tenant.limits.schedules_max)
+        .create_schedule(
+            &tenant.name,
+            id,
+            &encode(&schedule),
+            tenant.limits.schedules_max,
+        )
         .await;
     match written {
-        Ok(ScheduleWrite::Written) => (StatusCode::CREATED, Json(view(id, &schedule))).into_response(),
+        Ok(ScheduleWrite::Written) => {
+            (StatusCode::CREATED, Json(view(id, &schedule))).into_response()
+        }
         Ok(ScheduleWrite::Conflict) => error(
             StatusCode::CONFLICT,
             format!("schedule `{id}` exists; delete it first to replace it"),
@@ -203,9 +206,9 @@ async fn list(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {
     };
     let mut schedules = Vec::with_capacity(stored.len());
     for one in &stored {
-        match decode(one) {
+        match serde_json::from_str::<Schedule>(&one.document) {
             Ok(schedule) => schedules.push((one.schedule_id.as_str(), schedule)),
-            Err(response) => return response,
+            Err(problem) => return unreadable(one, problem),
         }
     }
     let views: Vec<ScheduleView> = schedules
@@ -215,17 +218,25 @@ async fn list(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {
     Json(views).into_response()
 }
 
-/// The tenant's schedule `id`, or the 404 to answer.
-async fn find(server: &Server, tenant: &str, id: &str) -> Result<StoredSchedule, Response> {
+/// The tenant's schedule `id` as stored and as read, or the answer to
+/// give (404, 500).
+async fn find(
+    server: &Server,
+    tenant: &str,
+    id: &str,
+) -> Result<(StoredSchedule, Schedule), Response> {
     let stored = server
         .store()
         .schedules(Some(tenant))
         .await
-        .map_err(store_error)?;
-    stored
+        .map_err(store_error)?
         .into_iter()
         .find(|schedule| schedule.schedule_id == id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no schedule `{id}`")))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no schedule `{id}`")))?;
+    match serde_json::from_str(&stored.document) {
+        Ok(schedule) => Ok((stored, schedule)),
+        Err(problem) => Err(unreadable(&stored, problem)),
+    }
 }
 
 async fn show(
@@ -233,12 +244,8 @@ async fn show(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Response {
-    let stored = match find(&server, &tenant.name, &id).await {
-        Ok(stored) => stored,
-        Err(response) => return response,
-    };
-    match decode(&stored) {
-        Ok(schedule) => Json(view(&id, &schedule)).into_response(),
+    match find(&server, &tenant.name, &id).await {
+        Ok((_, schedule)) => Json(view(&id, &schedule)).into_response(),
         Err(response) => response,
     }
 }
@@ -260,7 +267,10 @@ async fn pause(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Response {
-    change(&server, &tenant.name, &id, |schedule| schedule.paused = true).await
+    change(&server, &tenant.name, &id, |schedule| {
+        schedule.paused = true
+    })
+    .await
 }
 
 async fn resume(
@@ -280,23 +290,18 @@ async fn resume(
 
 /// Applies `edit` to schedule `id` and writes it back, reading it again if
 /// the scheduler wrote it meanwhile.
-async fn change(
-    server: &Server,
-    tenant: &str,
-    id: &str,
-    edit: impl Fn(&mut Schedule),
-) -> Response {
+async fn change(server: &Server, tenant: &str, id: &str, edit: impl Fn(&mut Schedule)) -> Response {
     for _ in 0..WRITE_ATTEMPTS_MAX {
-        let stored = match find(server, tenant, id).await {
-            Ok(stored) => stored,
-            Err(response) => return response,
-        };
-        let mut schedule = match decode(&stored) {
-            Ok(schedule) => schedule,
+        let (stored, mut schedule) = match find(server, tenant, id).await {
+            Ok(found) => found,
             Err(response) => return response,
         };
         edit(&mut schedule);
-        match server.store().replace_schedule(&stored, &encode(&schedule)).await {
+        match server
+            .store()
+            .replace_schedule(&stored, &encode(&schedule))
+            .await
+        {
             Ok(ScheduleWrite::Written) => return Json(view(id, &schedule)).into_response(),
             Ok(_) => continue,
             Err(problem) => return store_error(problem),
@@ -330,12 +335,8 @@ async fn backfill(
     Path(id): Path<String>,
     Json(request): Json<BackfillRequest>,
 ) -> Response {
-    let stored = match find(&server, &tenant.name, &id).await {
-        Ok(stored) => stored,
-        Err(response) => return response,
-    };
-    let schedule = match decode(&stored) {
-        Ok(schedule) => schedule,
+    let (_, schedule) = match find(&server, &tenant.name, &id).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     if request.until_ms <= request.from_ms {
@@ -344,9 +345,10 @@ async fn backfill(
             "a backfill needs from_ms < until_ms (the range is (from_ms, until_ms])".to_string(),
         );
     }
-    let times = schedule
-        .spec
-        .nominal_times(request.from_ms, request.until_ms, BACKFILL_STARTS_MAX + 1);
+    let times =
+        schedule
+            .spec
+            .nominal_times(request.from_ms, request.until_ms, BACKFILL_STARTS_MAX + 1);
     if times.len() > BACKFILL_STARTS_MAX {
         return error(
             StatusCode::BAD_REQUEST,
@@ -469,8 +471,14 @@ async fn run_due_starts(
                         .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
                         .await?;
                 }
-                match start(server, &stored.tenant, &stored.schedule_id, &schedule, *nominal_ms)
-                    .await
+                match start(
+                    server,
+                    &stored.tenant,
+                    &stored.schedule_id,
+                    &schedule,
+                    *nominal_ms,
+                )
+                .await
                 {
                     Ok(_) => None,
                     // At the tenant's running limit: due still, tried again

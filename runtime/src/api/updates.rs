@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 use super::auth::Tenant;
 use super::executions::{RESULT_WAIT_MAX_MS, find, raw_text, run_error, store_error};
-use super::queries::{check_call, workflow_error};
+use super::queries::{refuse_call, workflow_error};
 use super::{Server, error};
 use crate::execution::QueryAsk;
 use crate::journal::{Event, Position};
@@ -66,8 +66,8 @@ async fn update(
     Json(request): Json<UpdateRequest>,
 ) -> Response {
     let args = raw_text(request.args);
-    if let Err(response) = check_call("update", &name, &args, tenant.limits.payload_bytes_max) {
-        return response;
+    if let Some(refusal) = refuse_call("update", &name, &args, tenant.limits.payload_bytes_max) {
+        return refusal;
     }
     let update_id = request
         .update_id
@@ -98,7 +98,9 @@ async fn update(
         Err(problem) => return store_error(problem),
     };
     let known = history.iter().any(|recorded| match &recorded.event {
-        Event::UpdateReceived { update_id: seen, .. } => *seen == update_id,
+        Event::UpdateReceived {
+            update_id: seen, ..
+        } => *seen == update_id,
         _ => false,
     });
     if let Some(answer) = answer_in(&history, &update_id) {
@@ -127,7 +129,12 @@ async fn update(
                     format!("update `{name}` of execution `{id}` was rejected"),
                     &rejection,
                 );
-                return reply(StatusCode::UNPROCESSABLE_ENTITY, &update_id, "rejected", body);
+                return reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &update_id,
+                    "rejected",
+                    body,
+                );
             }
             Err(problem) => return run_error(problem),
         }
@@ -237,7 +244,13 @@ fn answer_in(events: &[crate::journal::RecordedEvent], update_id: &str) -> Optio
             }
             _ => return None,
         };
-        Some(reply_with_result(StatusCode::OK, update_id, status, body, result))
+        Some(reply_with_result(
+            StatusCode::OK,
+            update_id,
+            status,
+            body,
+            result,
+        ))
     })
 }
 
@@ -281,4 +294,3 @@ fn finished_unanswered(record: &ExecutionRecord, update_id: &str) -> Response {
         ),
     )
 }
-

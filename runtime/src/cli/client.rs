@@ -140,7 +140,9 @@ pub(super) async fn call(
 }
 
 /// Runs a client command: a failure to reach the server is a host error.
-pub(super) async fn run_command(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+pub(super) async fn run_command(
+    command: impl Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
     match command.await {
         Ok(code) => code,
         Err(error) => {
@@ -411,13 +413,21 @@ pub async fn start(
 /// `args` as raw JSON, or the exit code of a usage error.
 fn json_args(args: &str) -> Result<Box<RawValue>, ExitCode> {
     RawValue::from_string(args.to_string()).map_err(|error| {
-        eprintln!("error: --args is not valid JSON ({error}); pass a JSON value like '{{\"amount\": 5}}'");
+        eprintln!(
+            "error: --args is not valid JSON ({error}); pass a JSON value like '{{\"amount\": 5}}'"
+        );
         ExitCode::from(EXIT_BAD_INPUT)
     })
 }
 
 /// `reprise query`: prints the answer of the execution's query handler.
-pub async fn query(id: &str, name: &str, args: &str, format: Format, server: &ServerArgs) -> ExitCode {
+pub async fn query(
+    id: &str,
+    name: &str,
+    args: &str,
+    format: Format,
+    server: &ServerArgs,
+) -> ExitCode {
     let args = match json_args(args) {
         Ok(args) => args,
         Err(code) => return code,
@@ -439,7 +449,10 @@ pub async fn query(id: &str, name: &str, args: &str, format: Format, server: &Se
         }
         match format {
             Format::Json => println!("{}", answer.text),
-            Format::Human => println!("{}", pretty_json(answer.parse::<QueryAnswer>()?.result.get())),
+            Format::Human => println!(
+                "{}",
+                pretty_json(answer.parse::<QueryAnswer>()?.result.get())
+            ),
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -91,7 +91,9 @@ fn parse_time(flag: &str, text: &str) -> Result<i64, ExitCode> {
     text.parse::<jiff::Timestamp>()
         .map(|at| at.as_millisecond())
         .map_err(|error| {
-            eprintln!("error: {flag} {text} is not an RFC 3339 time like 2026-12-01T09:00:00Z ({error})");
+            eprintln!(
+                "error: {flag} {text} is not an RFC 3339 time like 2026-12-01T09:00:00Z ({error})"
+            );
             ExitCode::from(EXIT_BAD_INPUT)
         })
 }
@@ -150,7 +152,9 @@ pub async fn run(action: ScheduleAction, format: Format, server: &ServerArgs) ->
             ("POST", "/v1/schedules".to_string(), body)
         }
         ScheduleAction::List => ("GET", "/v1/schedules".to_string(), Vec::new()),
-        ScheduleAction::Show { id } => ("GET", format!("/v1/schedules/{}", segment(id)), Vec::new()),
+        ScheduleAction::Show { id } => {
+            ("GET", format!("/v1/schedules/{}", segment(id)), Vec::new())
+        }
         ScheduleAction::Pause { id } => (
             "POST",
             format!("/v1/schedules/{}/pause", segment(id)),
@@ -162,10 +166,11 @@ pub async fn run(action: ScheduleAction, format: Format, server: &ServerArgs) ->
             Vec::new(),
         ),
         ScheduleAction::Backfill { id, from, until } => {
-            let (from_ms, until_ms) = match (parse_time("--from", from), parse_time("--until", until)) {
-                (Ok(from_ms), Ok(until_ms)) => (from_ms, until_ms),
-                (Err(code), _) | (_, Err(code)) => return code,
-            };
+            let (from_ms, until_ms) =
+                match (parse_time("--from", from), parse_time("--until", until)) {
+                    (Ok(from_ms), Ok(until_ms)) => (from_ms, until_ms),
+                    (Err(code), _) | (_, Err(code)) => return code,
+                };
             let body = serde_json::json!({ "from_ms": from_ms, "until_ms": until_ms });
             (
                 "POST",
@@ -230,7 +235,9 @@ fn print_schedules(schedules: &[Value]) {
         })
         .collect();
     print_table(
-        ["SCHEDULE", "TYPE", "WHEN", "OVERLAP", "NEXT RUN", "STARTED", "SKIPPED"],
+        [
+            "SCHEDULE", "TYPE", "WHEN", "OVERLAP", "NEXT RUN", "STARTED", "SKIPPED",
+        ],
         &rows,
     );
 }

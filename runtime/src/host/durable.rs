@@ -592,13 +592,11 @@ impl Host for WorkflowHost {
         self.execution.recorder().set_answering_query(false);
         let payload_bytes_max = self.execution.limits.payload_bytes_max;
         let answer = match answer {
-            Ok(output) => crate::runtime::check_json_payload(
-                "a query answer",
-                &output,
-                payload_bytes_max,
-            )
-            .map(|()| output)
-            .map_err(|problem| runtime_error("InvalidQueryAnswer", problem.to_string())),
+            Ok(output) => {
+                crate::runtime::check_json_payload("a query answer", &output, payload_bytes_max)
+                    .map(|()| output)
+                    .map_err(|problem| runtime_error("InvalidQueryAnswer", problem.to_string()))
+            }
             Err(error) => Err(journal_error(error)),
         };
         if let Some(query) = &mut self.execution.query {
@@ -744,7 +742,9 @@ impl WorkflowHost {
         if !recorder.history.update_delivered(update_id) {
             return Err(fail(
                 "InvalidUpdateId",
-                format!("complete-update names update `{update_id}`, which this execution never received"),
+                format!(
+                    "complete-update names update `{update_id}`, which this execution never received"
+                ),
             ));
         }
         if recorder.history.update_answer(update_id).is_some() {
@@ -766,7 +766,9 @@ impl WorkflowHost {
                 if size > payload_bytes_max {
                     return Err(fail(
                         "InvalidUpdateAnswer",
-                        format!("an update's error is {size} bytes; the limit is payload_bytes_max = {payload_bytes_max}"),
+                        format!(
+                            "an update's error is {size} bytes; the limit is payload_bytes_max = {payload_bytes_max}"
+                        ),
                     ));
                 }
                 Ok(())

@@ -67,10 +67,15 @@ impl Runtime {
             break (execution, result);
         };
         let handler_running = execution.recorder().is_answering_query();
-        let answer = execution.query.as_ref().and_then(|query| query.answer.clone());
-        self.telemetry
-            .metrics
-            .query_answered(&execution.record.tenant, ask, answer.as_ref().is_some_and(Result::is_ok));
+        let answer = execution
+            .query
+            .as_ref()
+            .and_then(|query| query.answer.clone());
+        self.telemetry.metrics.query_answered(
+            &execution.record.tenant,
+            ask,
+            answer.as_ref().is_some_and(Result::is_ok),
+        );
         if handler_running {
             // The replay stopped inside the handler.
             return Ok(Err(match result {

@@ -75,15 +75,26 @@ pub struct Schedule {
 /// What the scheduler does next for a schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    Start { nominal_ms: i64 },
+    Start {
+        nominal_ms: i64,
+    },
     /// The previous start still runs and the policy says skip.
-    Skip { nominal_ms: i64 },
+    Skip {
+        nominal_ms: i64,
+    },
     /// The previous start still runs; this one waits for it.
-    Buffer { nominal_ms: i64 },
+    Buffer {
+        nominal_ms: i64,
+    },
     /// Cancel `previous`, then start.
-    CancelPreviousAndStart { previous: String, nominal_ms: i64 },
+    CancelPreviousAndStart {
+        previous: String,
+        nominal_ms: i64,
+    },
     /// The previous start ended: start the buffered one.
-    StartBuffered { nominal_ms: i64 },
+    StartBuffered {
+        nominal_ms: i64,
+    },
 }
 
 /// The workflow id of the start at `nominal_ms`: derived from the schedule
@@ -290,8 +301,8 @@ mod tests {
     #[test]
     fn jitter_delays_a_start_by_the_same_amount_every_time() {
         let mut schedule = every_second(OverlapPolicy::Skip);
-        schedule.spec = ScheduleSpec::parse(r#"{"every_ms": 60000, "jitter_ms": 30000}"#)
-            .expect("spec");
+        schedule.spec =
+            ScheduleSpec::parse(r#"{"every_ms": 60000, "jitter_ms": 30000}"#).expect("spec");
         schedule.watermark_ms = 0;
         let due = schedule.next_due_ms("s").expect("due");
         assert!((60_000..90_000).contains(&due), "{due}");

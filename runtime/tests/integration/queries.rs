@@ -76,7 +76,9 @@ impl Bank {
         let request = http::Request::post(format!("/v1/executions/{id}/updates/{name}"))
             .header("authorization", format!("Bearer {}", self.key))
             .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
             .expect("request");
         let answer = crate::support::send(&self.server.address, request).await;
         assert!(answer.is_err(), "the server answered: {answer:?}");
@@ -84,7 +86,11 @@ impl Bank {
 
     async fn events(&self, id: &str) -> Vec<Value> {
         let (status, page) = self
-            .call("GET", &format!("/v1/executions/{id}/history"), Default::default())
+            .call(
+                "GET",
+                &format!("/v1/executions/{id}/history"),
+                Default::default(),
+            )
             .await;
         assert_eq!(status, 200, "{page}");
         page["events"].as_array().cloned().unwrap_or_default()
@@ -143,7 +149,10 @@ async fn account_scenario(module: &str) {
     assert_eq!(status, 422, "{unknown}");
     assert_eq!(unknown["error_type"], "UnknownQuery", "{unknown}");
     assert!(
-        unknown["message"].as_str().unwrap_or("").contains("balance"),
+        unknown["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("balance"),
         "names the queries it has: {unknown}"
     );
     assert_eq!(
@@ -173,8 +182,15 @@ async fn account_scenario(module: &str) {
             json!({ "args": { "wrong": true }, "update_id": "bad-args" }),
         )
         .await;
-    assert_eq!((status, &rejected["status"]), (422, &json!("rejected")), "{rejected}");
-    assert_eq!(count_kind(&bank.events("acct-1").await, "UpdateReceived", "bad-args"), 0);
+    assert_eq!(
+        (status, &rejected["status"]),
+        (422, &json!("rejected")),
+        "{rejected}"
+    );
+    assert_eq!(
+        count_kind(&bank.events("acct-1").await, "UpdateReceived", "bad-args"),
+        0
+    );
 
     let (status, closed) = bank
         .update("acct-1", "close", json!({ "update_id": "close-1" }))
@@ -182,7 +198,11 @@ async fn account_scenario(module: &str) {
     assert_eq!(status, 200, "{closed}");
     assert_eq!(closed["result"], json!({ "balance": 15 }));
     let (status, finished) = bank
-        .call("GET", "/v1/executions/acct-1?wait_ms=30000", Default::default())
+        .call(
+            "GET",
+            "/v1/executions/acct-1?wait_ms=30000",
+            Default::default(),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(finished["status"], "completed", "{finished}");
@@ -261,7 +281,11 @@ async fn queries_replay_the_durable_history_and_leave_it_as_it_was() {
     let accepted = ask(QueryAsk::ValidateUpdate, "withdraw", r#"{"amount":3}"#).await;
     assert_eq!(accepted, Ok("null".to_string()));
     let no_validator = ask(QueryAsk::ValidateUpdate, "close", "null").await;
-    assert_eq!(no_validator, Ok("null".to_string()), "no validator: accepted");
+    assert_eq!(
+        no_validator,
+        Ok("null".to_string()),
+        "no validator: accepted"
+    );
     assert_eq!(harness.history(&record).await, history, "nothing journaled");
 
     // Posted past the validator (as a race between two accepted
@@ -334,7 +358,9 @@ async fn queries_replay_the_durable_history_and_leave_it_as_it_was() {
         .expect("replay");
     assert_eq!(verdict, ReplayVerdict::Reproduced);
     // And a query of the finished execution sees its final state.
-    let answer = ask(QueryAsk::Query, "balance", "null").await.expect("answer");
+    let answer = ask(QueryAsk::Query, "balance", "null")
+        .await
+        .expect("answer");
     assert_eq!(
         serde_json::from_str::<Value>(&answer).expect("JSON")["balance"],
         1
@@ -416,7 +442,10 @@ async fn an_update_survives_sigkill_at_its_journal_boundaries() {
     let second = json!({ "args": { "amount": 2 }, "update_id": "d-2" });
     bank.update_into_a_crash("acct-k", "deposit", first.clone())
         .await;
-    assert!(bank.server.child.wait().expect("reap").code().is_none(), "killed");
+    assert!(
+        bank.server.child.wait().expect("reap").code().is_none(),
+        "killed"
+    );
 
     bank = bank.reopen(&kill_at(7)).await;
     let (status, answered) = bank.update("acct-k", "deposit", first.clone()).await;
@@ -424,7 +453,10 @@ async fn an_update_survives_sigkill_at_its_journal_boundaries() {
     assert_eq!(answered["result"], json!({ "balance": 5 }));
     bank.update_into_a_crash("acct-k", "deposit", second.clone())
         .await;
-    assert!(bank.server.child.wait().expect("reap").code().is_none(), "killed");
+    assert!(
+        bank.server.child.wait().expect("reap").code().is_none(),
+        "killed"
+    );
 
     bank = bank.reopen(&[]).await;
     let (status, answered) = bank.update("acct-k", "deposit", second).await;
@@ -434,8 +466,16 @@ async fn an_update_survives_sigkill_at_its_journal_boundaries() {
     assert_eq!((status, &again["result"]), (200, &json!({ "balance": 5 })));
     let events = bank.events("acct-k").await;
     for update_id in ["d-1", "d-2"] {
-        assert_eq!(count_kind(&events, "UpdateReceived", update_id), 1, "{update_id}");
-        assert_eq!(count_kind(&events, "UpdateCompleted", update_id), 1, "{update_id}");
+        assert_eq!(
+            count_kind(&events, "UpdateReceived", update_id),
+            1,
+            "{update_id}"
+        );
+        assert_eq!(
+            count_kind(&events, "UpdateCompleted", update_id),
+            1,
+            "{update_id}"
+        );
     }
     assert_eq!(bank.balance("acct-k").await["balance"], 7);
 }

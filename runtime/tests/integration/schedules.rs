@@ -26,14 +26,19 @@ impl Scheduled {
             .output()
             .expect("create a tenant");
         assert!(output.status.success(), "{output:?}");
-        let key = String::from_utf8(output.stdout).expect("utf-8").trim().to_string();
+        let key = String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string();
         let server = ServerProcess::start(data.path(), free_port()).await;
         let scheduled = Scheduled { server, key, data };
         let bytes = std::fs::read(guest("hello")).expect("read hello");
         let (status, module) = scheduled.call("POST", "/v1/modules", bytes.into()).await;
         assert_eq!(status, 201, "{module}");
         let bind = json!({ "digest": module["digest"] });
-        let (status, _) = scheduled.json("PUT", "/v1/workflow-types/hello", bind).await;
+        let (status, _) = scheduled
+            .json("PUT", "/v1/workflow-types/hello", bind)
+            .await;
         assert_eq!(status, 200);
         scheduled
     }
@@ -75,7 +80,11 @@ impl Scheduled {
             if times.len() >= count {
                 return times;
             }
-            assert!(Instant::now() < deadline, "only {} starts: {times:?}", times.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} starts: {times:?}",
+                times.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -83,7 +92,11 @@ impl Scheduled {
 
 fn assert_every_second(times: &[i64]) {
     for pair in times.windows(2) {
-        assert_eq!(pair[1] - pair[0], 1_000, "a start skipped or doubled: {times:?}");
+        assert_eq!(
+            pair[1] - pair[0],
+            1_000,
+            "a start skipped or doubled: {times:?}"
+        );
     }
 }
 
@@ -97,7 +110,9 @@ async fn every_nominal_time_starts_once_across_a_sigkill_and_backfills_are_idemp
         "spec": { "every_ms": 1000 },
         "overlap": "allow_all",
     });
-    let (status, created) = scheduled.json("POST", "/v1/schedules", create.clone()).await;
+    let (status, created) = scheduled
+        .json("POST", "/v1/schedules", create.clone())
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["description"], "every 1s", "{created}");
     let (status, again) = scheduled.json("POST", "/v1/schedules", create).await;
@@ -110,18 +125,28 @@ async fn every_nominal_time_starts_once_across_a_sigkill_and_backfills_are_idemp
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let server = ServerProcess::start(data.path(), free_port()).await;
     scheduled = Scheduled { server, key, data };
-    let times = scheduled.wait_for_starts("tick", before_kill.len() + 4).await;
+    let times = scheduled
+        .wait_for_starts("tick", before_kill.len() + 4)
+        .await;
     assert_eq!(times[..before_kill.len()], before_kill[..]);
     assert_every_second(&times);
 
-    let (status, paused) = scheduled.json("POST", "/v1/schedules/tick/pause", Value::Null).await;
+    let (status, paused) = scheduled
+        .json("POST", "/v1/schedules/tick/pause", Value::Null)
+        .await;
     assert_eq!((status, &paused["paused"]), (200, &json!(true)), "{paused}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let at_pause = scheduled.started("tick").await;
     assert_every_second(&at_pause);
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    assert_eq!(scheduled.started("tick").await, at_pause, "nothing starts while paused");
-    let (status, shown) = scheduled.call("GET", "/v1/schedules/tick", Default::default()).await;
+    assert_eq!(
+        scheduled.started("tick").await,
+        at_pause,
+        "nothing starts while paused"
+    );
+    let (status, shown) = scheduled
+        .call("GET", "/v1/schedules/tick", Default::default())
+        .await;
     assert_eq!(status, 200);
     assert_eq!(shown["started"], at_pause.len(), "{shown}");
     assert_eq!(shown["next_run_ms"], Value::Null, "paused: {shown}");
@@ -129,24 +154,47 @@ async fn every_nominal_time_starts_once_across_a_sigkill_and_backfills_are_idemp
     // A backfill of the 4 seconds before the first start, twice.
     let first = at_pause[0];
     let range = json!({ "from_ms": first - 5_000, "until_ms": first - 1_000 });
-    let (status, filled) = scheduled.json("POST", "/v1/schedules/tick/backfill", range.clone()).await;
+    let (status, filled) = scheduled
+        .json("POST", "/v1/schedules/tick/backfill", range.clone())
+        .await;
     assert_eq!(status, 200, "{filled}");
-    assert_eq!(filled["started"].as_array().map(Vec::len), Some(4), "{filled}");
-    let (_, refilled) = scheduled.json("POST", "/v1/schedules/tick/backfill", range).await;
+    assert_eq!(
+        filled["started"].as_array().map(Vec::len),
+        Some(4),
+        "{filled}"
+    );
+    let (_, refilled) = scheduled
+        .json("POST", "/v1/schedules/tick/backfill", range)
+        .await;
     assert_eq!(refilled["existing"], filled["started"], "{refilled}");
     assert_eq!(refilled["started"], json!([]));
     assert_every_second(&scheduled.started("tick").await);
 
     // Resumed, it starts again, but not what fell in the pause.
-    let (status, resumed) = scheduled.json("POST", "/v1/schedules/tick/resume", Value::Null).await;
+    let (status, resumed) = scheduled
+        .json("POST", "/v1/schedules/tick/resume", Value::Null)
+        .await;
     assert_eq!(status, 200, "{resumed}");
     let resumed_at = resumed["next_run_ms"].as_i64().expect("a next run");
-    let times = scheduled.wait_for_starts("tick", 4 + at_pause.len() + 1).await;
-    let after_pause: Vec<i64> = times.iter().copied().filter(|at| *at > at_pause[at_pause.len() - 1]).collect();
-    assert!(after_pause[0] >= resumed_at, "{after_pause:?} vs {resumed_at}");
-    let (status, _) = scheduled.call("DELETE", "/v1/schedules/tick", Default::default()).await;
+    let times = scheduled
+        .wait_for_starts("tick", 4 + at_pause.len() + 1)
+        .await;
+    let after_pause: Vec<i64> = times
+        .iter()
+        .copied()
+        .filter(|at| *at > at_pause[at_pause.len() - 1])
+        .collect();
+    assert!(
+        after_pause[0] >= resumed_at,
+        "{after_pause:?} vs {resumed_at}"
+    );
+    let (status, _) = scheduled
+        .call("DELETE", "/v1/schedules/tick", Default::default())
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = scheduled.call("GET", "/v1/schedules/tick", Default::default()).await;
+    let (status, _) = scheduled
+        .call("GET", "/v1/schedules/tick", Default::default())
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -173,19 +221,34 @@ async fn overlapping_starts_follow_the_policy_and_limits_hold() {
     });
     let (status, refused) = scheduled.json("POST", "/v1/schedules", third).await;
     assert_eq!(status, 429, "{refused}");
-    assert!(refused["error"].as_str().unwrap_or("").contains("schedules_max"), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("schedules_max"),
+        "{refused}"
+    );
 
     tokio::time::sleep(Duration::from_millis(4_500)).await;
-    let (status, skipper) = scheduled.call("GET", "/v1/schedules/skipper", Default::default()).await;
+    let (status, skipper) = scheduled
+        .call("GET", "/v1/schedules/skipper", Default::default())
+        .await;
     assert_eq!(status, 200);
     let skipped_starts = scheduled.started("skipper").await;
-    assert!(skipped_starts.len() <= 2, "one run at a time: {skipped_starts:?}");
+    assert!(
+        skipped_starts.len() <= 2,
+        "one run at a time: {skipped_starts:?}"
+    );
     assert!(skipper["skipped"].as_u64().unwrap_or(0) >= 2, "{skipper}");
     // Cancel-previous: every start but the newest was asked to cancel.
     let cancelled = scheduled.started("canceller").await;
     assert!(cancelled.len() >= 3, "{cancelled:?}");
     let (status, list) = scheduled
-        .call("GET", "/v1/executions?id_prefix=canceller%40&status=cancelled", Default::default())
+        .call(
+            "GET",
+            "/v1/executions?id_prefix=canceller%40&status=cancelled",
+            Default::default(),
+        )
         .await;
     assert_eq!(status, 200);
     assert!(
@@ -196,11 +259,17 @@ async fn overlapping_starts_follow_the_policy_and_limits_hold() {
     for (spec, problem) in [
         (json!({ "every_ms": 10 }), "every_ms"),
         (json!({ "cron": "61 * * * *" }), "minute"),
-        (json!({ "cron": "0 9 * * *", "time_zone": "Mars/Olympus" }), "Mars/Olympus"),
+        (
+            json!({ "cron": "0 9 * * *", "time_zone": "Mars/Olympus" }),
+            "Mars/Olympus",
+        ),
     ] {
         let create = json!({ "schedule_id": "bad", "workflow_type": "hello", "spec": spec });
         let (status, refused) = scheduled.json("POST", "/v1/schedules", create).await;
         assert_eq!(status, 400, "{refused}");
-        assert!(refused["error"].as_str().unwrap_or("").contains(problem), "{problem}: {refused}");
+        assert!(
+            refused["error"].as_str().unwrap_or("").contains(problem),
+            "{problem}: {refused}"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use reprise_journal::{Clock, Event, RecordedEvent};
 use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
-    IdReusePolicy, ListCursor, MessageKind, NewExecution, NextRun, StartOutcome, StatusCounts,
-    ScheduleWrite, Store, StoreError,
+    IdReusePolicy, ListCursor, MessageKind, NewExecution, NextRun, ScheduleWrite, StartOutcome,
+    StatusCounts, Store, StoreError,
 };
 
 use crate::harness::TestDatabase;
@@ -1311,7 +1311,10 @@ pub async fn schedules_are_limited_versioned_and_scoped(database: Arc<TestDataba
         .into_iter()
         .find(|s| s.schedule_id == "nightly")
         .expect("nightly");
-    assert_eq!((nightly.document.as_str(), nightly.version), (r#"{"n":1}"#, 1));
+    assert_eq!(
+        (nightly.document.as_str(), nightly.version),
+        (r#"{"n":1}"#, 1)
+    );
     let replaced = store
         .replace_schedule(&nightly, r#"{"n":2}"#)
         .await
@@ -1327,15 +1330,27 @@ pub async fn schedules_are_limited_versioned_and_scoped(database: Arc<TestDataba
         .iter()
         .find(|s| s.schedule_id == "nightly")
         .expect("nightly");
-    assert_eq!((nightly.document.as_str(), nightly.version), (r#"{"n":2}"#, 2));
+    assert_eq!(
+        (nightly.document.as_str(), nightly.version),
+        (r#"{"n":2}"#, 2)
+    );
 
     assert_eq!(
-        store.delete_schedule(TENANT, "nightly").await.expect("delete"),
+        store
+            .delete_schedule(TENANT, "nightly")
+            .await
+            .expect("delete"),
         ScheduleWrite::Written
     );
     assert_eq!(
-        store.delete_schedule(TENANT, "nightly").await.expect("delete"),
+        store
+            .delete_schedule(TENANT, "nightly")
+            .await
+            .expect("delete"),
         ScheduleWrite::Conflict
     );
-    assert_eq!(store.schedules(Some("globex")).await.expect("list").len(), 1);
+    assert_eq!(
+        store.schedules(Some("globex")).await.expect("list").len(),
+        1
+    );
 }
