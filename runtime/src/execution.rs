@@ -365,7 +365,9 @@ impl Execution {
     }
 
     /// Appends `event`, marking mailbox message `message` delivered with it.
-    async fn append_delivering(&mut self, event: Event, message: i64) -> Result<(), Interrupt> {
+    /// Appends `event` and marks mailbox row `message` delivered, in one
+    /// commit: a message is acted on once.
+    pub async fn append_delivering(&mut self, event: Event, message: i64) -> Result<(), Interrupt> {
         self.write(vec![event], Write::Delivering(message)).await
     }
 
@@ -767,7 +769,9 @@ impl Execution {
                 name: message.name,
                 args: message.payload,
             },
-            (MessageKind::Signal | MessageKind::Update, _) => return Ok(false),
+            (MessageKind::Signal | MessageKind::Update | MessageKind::Upgrade, _) => {
+                return Ok(false);
+            }
         };
         // Other messages may wait for a later call: look again next time.
         self.mailbox.raise_again();

@@ -29,8 +29,8 @@ use crate::journal::{
 use crate::mailbox::Mailboxes;
 use crate::quota::{InstanceSlot, Instances};
 use crate::store::{
-    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, NewExecution,
-    NextRun, StartOutcome, Store, StoreError,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, MessageKind,
+    NewExecution, NextRun, StartOutcome, Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 use crate::tenant::{LimitExceeded, TenantLimits};
@@ -234,6 +234,15 @@ impl Drop for GuestThreads {
     }
 }
 
+/// A move to another module that an upgrade found safe, applied at the
+/// execution's next activation.
+#[derive(Clone, Debug)]
+struct PendingUpgrade {
+    digest: String,
+    /// The mailbox row that keeps it across restarts.
+    message: Option<i64>,
+}
+
 /// Options of a [`Runtime`].
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
@@ -274,7 +283,10 @@ pub struct Runtime {
     types: Mutex<HashMap<(String, String), String>>,
     /// Execution id → the module it moves to at its next activation (an
     /// upgrade of running executions whose history replayed cleanly).
-    pending_upgrades: Mutex<HashMap<i64, String>>,
+    /// Kept durable as an `Upgrade` mailbox message (its row id here),
+    /// delivered by the `ModuleUpgraded` append; a restart reloads them
+    /// ([`Runtime::restore_pending_upgrades`]).
+    pending_upgrades: Mutex<HashMap<i64, PendingUpgrade>>,
     /// Counts update answers journaled by this process: callers waiting
     /// for one look again when it moves.
     update_answers: watch::Sender<u64>,
@@ -719,7 +731,7 @@ impl Runtime {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&record_id);
             if let Some(to) = upgrade
-                && let Some(upgraded) = self.apply_upgrade(&mut execution, &to).await?
+                && let Some(upgraded) = self.apply_upgrade(&mut execution, to).await?
             {
                 pre = upgraded;
             }
@@ -801,10 +813,27 @@ impl Runtime {
             let workflow_id = record.workflow_id.clone();
             match self.verify_replay(&component, record.clone(), events).await {
                 Ok(_) => {
+                    let message_id = format!("upgrade:{digest}");
+                    self.store
+                        .post_message(record.id, MessageKind::Upgrade, digest, "null", &message_id)
+                        .await?;
+                    let message = self
+                        .store
+                        .undelivered_messages(record.id)
+                        .await?
+                        .into_iter()
+                        .find(|message| message.message_id == message_id)
+                        .map(|message| message.id);
                     self.pending_upgrades
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .insert(record.id, digest.to_string());
+                        .insert(
+                            record.id,
+                            PendingUpgrade {
+                                digest: digest.to_string(),
+                                message,
+                            },
+                        );
                     report.upgraded.push(workflow_id);
                 }
                 Err(error) => report.kept.push(KeptExecution {
@@ -822,8 +851,9 @@ impl Runtime {
     async fn apply_upgrade(
         &self,
         execution: &mut Execution,
-        to: &str,
+        upgrade: PendingUpgrade,
     ) -> Result<Option<WorkflowPre<WorkflowHost>>, RunError> {
+        let to = upgrade.digest.as_str();
         let (from, events) = {
             let recorder = execution.recorder();
             let from = recorder
@@ -844,15 +874,47 @@ impl Runtime {
             tracing::warn!(workflow_id = %execution.record.workflow_id, %error, "the upgrade no longer replays; the execution stays on its module");
             return Ok(None);
         }
-        execution
-            .append(Event::ModuleUpgraded {
-                from_digest: from,
-                module_digest: to.to_string(),
-            })
-            .await
-            .map_err(|interrupt| host_error(&execution.record, interrupt))?;
+        let upgraded = Event::ModuleUpgraded {
+            from_digest: from,
+            module_digest: to.to_string(),
+        };
+        match upgrade.message {
+            Some(message) => execution.append_delivering(upgraded, message).await,
+            None => execution.append(upgraded).await,
+        }
+        .map_err(|interrupt| host_error(&execution.record, interrupt))?;
         tracing::info!(workflow_id = %execution.record.workflow_id, module = %to, "upgraded to a new module");
         Ok(Some(self.prepare(&component)?))
+    }
+
+    /// Reloads the upgrades found safe before a restart and not applied
+    /// yet (their `Upgrade` messages), so they happen at each execution's
+    /// next activation as they would have.
+    pub async fn restore_pending_upgrades(&self) -> Result<usize, RunError> {
+        let (executions, _) = self.store.mailbox_activity(0).await?;
+        let mut restored = 0;
+        for execution_id in executions {
+            let upgrade = self
+                .store
+                .undelivered_messages(execution_id)
+                .await?
+                .into_iter()
+                .rfind(|message| message.kind == MessageKind::Upgrade);
+            if let Some(message) = upgrade {
+                self.pending_upgrades
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(
+                        execution_id,
+                        PendingUpgrade {
+                            digest: message.name,
+                            message: Some(message.id),
+                        },
+                    );
+                restored += 1;
+            }
+        }
+        Ok(restored)
     }
 
     /// The run that followed `ended` (a run that continued as new).

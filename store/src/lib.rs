@@ -387,6 +387,9 @@ pub enum MessageKind {
     Cancel,
     /// An update: `message_id` is its update id, `payload` its args.
     Update,
+    /// A move to module `name` (a digest) that an upgrade of running
+    /// executions found safe, applied at the execution's next activation.
+    Upgrade,
 }
 
 impl MessageKind {
@@ -395,6 +398,7 @@ impl MessageKind {
             MessageKind::Signal => "signal",
             MessageKind::Cancel => "cancel",
             MessageKind::Update => "update",
+            MessageKind::Upgrade => "upgrade",
         }
     }
 
@@ -404,6 +408,7 @@ impl MessageKind {
         match text {
             "cancel" => MessageKind::Cancel,
             "update" => MessageKind::Update,
+            "upgrade" => MessageKind::Upgrade,
             _ => MessageKind::Signal,
         }
     }

@@ -383,7 +383,9 @@ async fn apply<'op>(
                     .await
                     .map_err(StoreError::database("starting the next run"))?;
                     events.push((next_id, &next.started));
-                    sqlx::query("UPDATE mailbox SET execution_id = $1 WHERE execution_id = $2 AND delivered_position IS NULL")
+                    // An upgrade was checked against this run's history; the next
+                    // run starts on the type's binding anyway.
+                    sqlx::query("UPDATE mailbox SET execution_id = $1 WHERE execution_id = $2 AND delivered_position IS NULL AND kind <> 'upgrade'")
                         .bind(next_id)
                         .bind(*execution_id)
                         .execute(&mut *connection)

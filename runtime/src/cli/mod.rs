@@ -1027,7 +1027,9 @@ async fn post(
             },
             MessageKind::Cancel => Delivered::Cancel { accepted },
             // Validation and the answer need a server; nothing here posts one.
-            MessageKind::Update => anyhow::bail!("updates are sent to a server: pass --server"),
+            MessageKind::Update | MessageKind::Upgrade => {
+                anyhow::bail!("updates and upgrades go through a server: pass --server")
+            }
         };
         delivered.print(id, format);
         Ok(())
@@ -1225,6 +1227,13 @@ async fn serve(
     let (routes, server) = crate::api::router(runtime.clone(), queue, admin_key.as_deref());
     let resumed = store.unfinished_executions().await?;
     tracing::info!(count = resumed.len(), "resuming unfinished executions");
+    let upgrades = runtime.restore_pending_upgrades().await?;
+    if upgrades > 0 {
+        tracing::info!(
+            count = upgrades,
+            "upgrades to apply at the next activations"
+        );
+    }
     for record in resumed {
         server.spawn_drive(record);
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reprise::journal::Event;
 use reprise::store::{ExecutionFilter, ExecutionRecord, ExecutionStatus, MessageKind};
 use reprise::{Limits, ReplayVerdict, RunError};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Harness, completed_output, guest};
 
@@ -871,4 +871,200 @@ async fn upgrading_running_executions_moves_those_that_replay_and_keeps_the_othe
             .expect("replays"),
         ReplayVerdict::Reproduced
     );
+}
+
+/// SIGKILL right after each durable append of a Python counter run — the
+/// first upsert (with the buffered start-up draws and clock read), the
+/// second (with the patch marker) and the continue-as-new commit: the
+/// chain resumes with one marker and both attributes per run, rows
+/// matching histories.
+#[tokio::test]
+async fn patches_and_attributes_survive_sigkill_at_their_journal_boundaries() {
+    for kill_at in [13, 15, 16] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("reprise.db");
+        let run = |kill: Option<u32>| {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reprise"));
+            command
+                .arg("run")
+                .arg(guest("counter-py"))
+                .args([
+                    "--input",
+                    r#"{"count":0,"until":2}"#,
+                    "--id",
+                    "py-crash",
+                    "--json",
+                ])
+                .arg("--db")
+                .arg(&db)
+                .arg("--cache-dir")
+                .arg(crate::support::cache_dir())
+                .env("REPRISE_LOG", "warn");
+            if let Some(position) = kill {
+                command.env("REPRISE_FAULT_KILL_AT_POSITION", position.to_string());
+            }
+            command.output().expect("run reprise")
+        };
+        let crashed = run(Some(kill_at));
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(crashed.status.signal(), Some(9), "killed at {kill_at}");
+        let finished = run(None);
+        assert!(finished.status.success(), "after {kill_at}: {finished:?}");
+        let output: serde_json::Value = serde_json::from_slice(&finished.stdout).expect("JSON");
+        assert_eq!(output["count"], 2, "after {kill_at}: {output}");
+
+        let store = reprise::store::open(&db).await.expect("store");
+        let mut runs = store
+            .list_executions(
+                reprise::runtime::DEFAULT_TENANT,
+                &ExecutionFilter {
+                    limit: 100,
+                    ..ExecutionFilter::default()
+                },
+            )
+            .await
+            .expect("list");
+        runs.sort_by_key(|run| run.id);
+        assert_eq!(runs.len(), 3, "after {kill_at}: one run per count");
+        for (count, run) in runs.iter().enumerate() {
+            let history = store.history(run.id).await.expect("history");
+            let kinds: Vec<&str> = history
+                .iter()
+                .map(|recorded| recorded.event.kind())
+                .collect();
+            let count_of = |kind: &str| kinds.iter().filter(|seen| **seen == kind).count();
+            assert_eq!(
+                count_of("PatchMarked"),
+                1,
+                "after {kill_at}, run {count}: {kinds:?}"
+            );
+            assert_eq!(
+                count_of("SearchAttributesUpserted"),
+                2,
+                "after {kill_at}, run {count}: {kinds:?}"
+            );
+            assert_eq!(
+                run.search_attributes.as_deref(),
+                Some(format!(r#"{{"count":{count},"language":"python"}}"#).as_str()),
+                "after {kill_at}: the row matches the history"
+            );
+        }
+    }
+}
+
+/// An upgrade found safe is durable before it is applied: a server killed
+/// between the deploy and the execution's next activation still moves the
+/// execution after its restart (the `Upgrade` mailbox message), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_found_safe_survives_a_sigkill_before_it_is_applied() {
+    use crate::server::{ServerProcess, call, create_tenant, free_port, json_call};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(data.path().join("activity")).expect("activity dir");
+    let key = create_tenant(data.path(), "acme");
+    let server = ServerProcess::start(data.path(), free_port()).await;
+    let upload = |address: String, module: &'static str| {
+        let key = key.clone();
+        async move {
+            let bytes = std::fs::read(guest(module)).expect("read");
+            let (status, uploaded) =
+                call(&address, &key, "POST", "/v1/modules", bytes.into()).await;
+            assert_eq!(status, 201, "{uploaded}");
+            uploaded["digest"].as_str().expect("digest").to_string()
+        }
+    };
+    let v1 = upload(server.address.clone(), "counter").await;
+    let bind = json!({ "digest": v1 });
+    let (status, _) = json_call(
+        &server.address,
+        &key,
+        "PUT",
+        "/v1/workflow-types/counter",
+        bind,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let start = json!({
+        "workflow_type": "counter",
+        "workflow_id": "up-1",
+        "input": { "count": 0, "until": 1, "pause": true },
+    });
+    let (status, started) = json_call(&server.address, &key, "POST", "/v1/executions", start).await;
+    assert_eq!(status, 201, "{started}");
+    let history = |address: String| {
+        let key = key.clone();
+        async move {
+            let (status, page) = call(
+                &address,
+                &key,
+                "GET",
+                "/v1/executions/up-1/history",
+                Default::default(),
+            )
+            .await;
+            assert_eq!(status, 200, "{page}");
+            page["events"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    bounded(async {
+        while !history(server.address.clone())
+            .await
+            .iter()
+            .any(|event| event["type"] == "SignalAwaited")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    let v2 = upload(server.address.clone(), "counter-v2").await;
+    let rebind = json!({ "digest": v2, "upgrade_running": true });
+    let (status, report) = json_call(
+        &server.address,
+        &key,
+        "PUT",
+        "/v1/workflow-types/counter",
+        rebind,
+    )
+    .await;
+    assert_eq!((status, &report["upgraded"]), (200, &json!(1)), "{report}");
+    // Killed before the execution wakes up again: nothing journaled yet.
+    drop(server);
+    let server = ServerProcess::start(data.path(), free_port()).await;
+    let upgraded = bounded(async {
+        loop {
+            let events = history(server.address.clone()).await;
+            if events.iter().any(|event| event["type"] == "ModuleUpgraded") {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let moves: Vec<&Value> = upgraded
+        .iter()
+        .filter(|event| event["type"] == "ModuleUpgraded")
+        .collect();
+    assert_eq!(moves.len(), 1, "{upgraded:?}");
+    assert_eq!(moves[0]["data"]["module_digest"], v2.as_str());
+    let signal = json!({ "name": "next", "payload": 1 });
+    let (status, _) = json_call(
+        &server.address,
+        &key,
+        "POST",
+        "/v1/executions/up-1/signals",
+        signal,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, finished) = call(
+        &server.address,
+        &key,
+        "GET",
+        "/v1/executions/up-1?wait_ms=30000",
+        Default::default(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(finished["result"]["version"], 2, "{finished}");
 }
