@@ -162,6 +162,8 @@ pub enum RunError {
     WrongKind(String),
     #[error("module {digest} is not in the store; deploy it first")]
     UnknownModule { digest: String },
+    #[error("no workflow type `{name}`; bind one with PUT /v1/workflow-types/{name}")]
+    UnknownWorkflowType { name: String },
     #[error("execution `{workflow_id}`: {message}")]
     Host {
         workflow_id: String,
@@ -242,6 +244,13 @@ struct PendingUpgrade {
     /// The mailbox row that keeps it across restarts.
     message: Option<i64>,
 }
+
+/// An execution handed back by an activation, and how the activation
+/// ended: `run` returned (the guest's result), or a host call stopped it.
+type Activation = (
+    Execution,
+    Result<Result<String, wit_types::WorkflowError>, Interrupt>,
+);
 
 /// Options of a [`Runtime`].
 #[derive(Clone, Debug)]
@@ -735,20 +744,10 @@ impl Runtime {
             {
                 pre = upgraded;
             }
-            let slot = self
-                .enter_instance(&execution.record, instances_max)
-                .await?;
             let (returned, result) = self
-                .activate_on_guest_threads(&pre, execution, &input)
+                .activate_in_slot(&pre, execution, &input, instances_max)
                 .await?;
-            drop(slot);
             execution = returned;
-            if let Err(Interrupt::Busy(reason)) = &result {
-                // Pool slots free up as other activations end.
-                tracing::debug!(workflow_id = %execution.record.workflow_id, %reason, "instance pool full; trying again");
-                tokio::time::sleep(BUSY_RETRY_DELAY).await;
-                continue;
-            }
             let mut interrupt = match result {
                 Ok(guest_result) => match self.complete(&mut execution, guest_result).await {
                     Ok(outcome) => return Ok(RunEnd::Finished(outcome)),
@@ -1112,18 +1111,40 @@ impl Runtime {
     /// Runs [`activate`] on the guest threads: however long guest code
     /// computes, this runtime's threads (the API, the store's writer, the
     /// timers) stay free.
+    /// Activates `execution` in an instance slot of its tenant's, trying
+    /// again while the pool is full (slots free up as other activations
+    /// end).
+    async fn activate_in_slot(
+        &self,
+        pre: &WorkflowPre<WorkflowHost>,
+        mut execution: Execution,
+        input: &str,
+        instances_max: u32,
+    ) -> Result<Activation, RunError> {
+        loop {
+            let slot = self
+                .enter_instance(&execution.record, instances_max)
+                .await?;
+            let (returned, result) = self
+                .activate_on_guest_threads(pre, execution, input)
+                .await?;
+            drop(slot);
+            execution = returned;
+            if let Err(Interrupt::Busy(reason)) = &result {
+                tracing::debug!(workflow_id = %execution.record.workflow_id, %reason, "instance pool full; trying again");
+                tokio::time::sleep(BUSY_RETRY_DELAY).await;
+                continue;
+            }
+            return Ok((execution, result));
+        }
+    }
+
     async fn activate_on_guest_threads(
         &self,
         pre: &WorkflowPre<WorkflowHost>,
         execution: Execution,
         input: &str,
-    ) -> Result<
-        (
-            Execution,
-            Result<Result<String, wit_types::WorkflowError>, Interrupt>,
-        ),
-        RunError,
-    > {
+    ) -> Result<Activation, RunError> {
         let workflow_id = execution.record.workflow_id.clone();
         let activation = activate(
             self.engine.clone(),
@@ -1496,10 +1517,7 @@ async fn activate(
     pre: WorkflowPre<WorkflowHost>,
     mut execution: Execution,
     input: String,
-) -> (
-    Execution,
-    Result<Result<String, wit_types::WorkflowError>, Interrupt>,
-) {
+) -> Activation {
     execution.recorder().begin_activation();
     execution.begin_activation_span();
     let limits = execution.limits.instance_limits(&engine.limits);

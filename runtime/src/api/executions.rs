@@ -88,7 +88,9 @@ pub fn run_error(problem: RunError) -> Response {
         RunError::Payload(PayloadProblem::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         RunError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
         RunError::IdReuseRefused { .. } => StatusCode::CONFLICT,
-        RunError::UnknownModule { .. } => StatusCode::NOT_FOUND,
+        RunError::UnknownModule { .. } | RunError::UnknownWorkflowType { .. } => {
+            StatusCode::NOT_FOUND
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, problem.to_string())
@@ -132,36 +134,23 @@ async fn start(
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
         .and_then(crate::telemetry::spans::trace_from_traceparent);
-    let Some(digest) = server
-        .runtime()
-        .type_digest_for(&tenant.name, &request.workflow_type)
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no workflow type `{}`; bind one with PUT /v1/workflow-types/{}",
-                request.workflow_type, request.workflow_type
-            ),
-        );
-    };
     let input = raw_text(request.input);
+    let options = StartOptions {
+        reuse: request.id_reuse_policy,
+        trace,
+        execution_timeout: request.execution_timeout_ms.map(Duration::from_millis),
+        run_timeout: request.run_timeout_ms.map(Duration::from_millis),
+        search_attributes: request
+            .search_attributes
+            .map(|attributes| attributes.get().to_string()),
+    };
     let started = server
-        .runtime()
-        .start_for(
+        .start_and_drive(
             &tenant.name,
             &request.workflow_type,
-            &digest,
             request.workflow_id,
             &input,
-            StartOptions {
-                reuse: request.id_reuse_policy,
-                trace,
-                execution_timeout: request.execution_timeout_ms.map(Duration::from_millis),
-                run_timeout: request.run_timeout_ms.map(Duration::from_millis),
-                search_attributes: request
-                    .search_attributes
-                    .map(|attributes| attributes.get().to_string()),
-            },
+            options,
         )
         .await;
     match started {
@@ -171,9 +160,6 @@ async fn start(
             } else {
                 StatusCode::OK
             };
-            if record.status == ExecutionStatus::Running {
-                server.spawn_drive(record.clone());
-            }
             let wait = Duration::from_millis(request.wait_ms);
             with_status(
                 status,

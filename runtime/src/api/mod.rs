@@ -140,6 +140,33 @@ impl Server {
         }
     }
 
+    /// Starts an execution of `tenant`'s workflow type (idempotent by id,
+    /// as `options.reuse` says) and drives it in this process if it runs:
+    /// the run, and whether it is new.
+    pub async fn start_and_drive(
+        self: &Arc<Self>,
+        tenant: &str,
+        workflow_type: &str,
+        workflow_id: Option<String>,
+        input: &str,
+        options: crate::runtime::StartOptions,
+    ) -> Result<(ExecutionRecord, bool), RunError> {
+        let digest = self
+            .runtime
+            .type_digest_for(tenant, workflow_type)
+            .ok_or_else(|| RunError::UnknownWorkflowType {
+                name: workflow_type.to_string(),
+            })?;
+        let (record, created) = self
+            .runtime
+            .start_for(tenant, workflow_type, &digest, workflow_id, input, options)
+            .await?;
+        if record.status == crate::store::ExecutionStatus::Running {
+            self.spawn_drive(record.clone());
+        }
+        Ok((record, created))
+    }
+
     /// What wakes a waiter when this process stops driving execution `id`.
     pub fn finish_notifier(&self, id: i64) -> Arc<Notify> {
         self.finished

@@ -150,13 +150,9 @@ async fn create(
         .type_digest_for(&tenant.name, &request.workflow_type)
         .is_none()
     {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no workflow type `{}`; bind one with PUT /v1/workflow-types/{}",
-                request.workflow_type, request.workflow_type
-            ),
-        );
+        return run_error(RunError::UnknownWorkflowType {
+            name: request.workflow_type,
+        });
     }
     let schedule = Schedule {
         workflow_type: request.workflow_type,
@@ -381,29 +377,15 @@ async fn start(
     nominal_ms: i64,
 ) -> Result<(String, bool), RunError> {
     let workflow_id = workflow_id(schedule_id, nominal_ms);
-    let digest = server
-        .runtime()
-        .type_digest_for(tenant, &schedule.workflow_type)
-        .ok_or_else(|| {
-            RunError::InvalidInput(format!(
-                "no workflow type `{}` is bound; bind it with PUT /v1/workflow-types/{}",
-                schedule.workflow_type, schedule.workflow_type
-            ))
-        })?;
-    let (record, created) = server
-        .runtime()
-        .start_for(
+    let (_, created) = server
+        .start_and_drive(
             tenant,
             &schedule.workflow_type,
-            &digest,
             Some(workflow_id.clone()),
             &schedule.input,
             StartOptions::default(),
         )
         .await?;
-    if record.status == ExecutionStatus::Running {
-        server.spawn_drive(record);
-    }
     Ok((workflow_id, created))
 }
 

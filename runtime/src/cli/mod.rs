@@ -580,7 +580,8 @@ fn exit_for(error: &RunError) -> ExitCode {
         | RunError::Payload(_)
         | RunError::Limit(_)
         | RunError::IdReuseRefused { .. }
-        | RunError::UnknownModule { .. } => EXIT_BAD_INPUT,
+        | RunError::UnknownModule { .. }
+        | RunError::UnknownWorkflowType { .. } => EXIT_BAD_INPUT,
         RunError::Store(_)
         | RunError::CorruptHistory { .. }
         | RunError::Host { .. }

@@ -3,7 +3,7 @@
 //! where that history ends (see `next-query` in the WIT). The live
 //! instance, if any, is never entered: a query sees only what is durable.
 
-use super::{BUSY_RETRY_DELAY, RunError, Runtime, host_error, started_parts};
+use super::{RunError, Runtime, host_error, started_parts};
 use crate::execution::{Execution, Interrupt, QueryAsk, QueryState, runtime_error};
 use crate::journal::{Halt, Recorder, WorkflowError};
 use crate::store::ExecutionRecord;
@@ -51,21 +51,9 @@ impl Runtime {
             args: args.to_string(),
             answer: None,
         });
-        let (execution, result) = loop {
-            let slot = self
-                .enter_instance(&execution.record, instances_max)
-                .await?;
-            let (returned, result) = self
-                .activate_on_guest_threads(&pre, execution, &input)
-                .await?;
-            drop(slot);
-            execution = returned;
-            if let Err(Interrupt::Busy(_)) = result {
-                tokio::time::sleep(BUSY_RETRY_DELAY).await;
-                continue;
-            }
-            break (execution, result);
-        };
+        let (execution, result) = self
+            .activate_in_slot(&pre, execution, &input, instances_max)
+            .await?;
         let handler_running = execution.recorder().is_answering_query();
         let answer = execution
             .query

@@ -638,24 +638,23 @@ async fn search_attributes_set_at_start_and_by_the_workflow_filter_lists() {
     );
 }
 
-#[tokio::test]
-async fn the_python_sdk_continues_as_new_patches_and_sets_attributes() {
+/// `examples/counter-py` or `counter-js` (`module`, writing `language`)
+/// through 21 runs: each run at most `events_max` events, one patch
+/// marker, both attributes on the last row, and a run that replays.
+async fn sdk_counter_chain(module: &str, language: &str, events_max: usize) {
     let harness = Harness::new(Limits::default(), true).await;
-    let (_, outcome) =
-        bounded(harness.run("counter-py", "py-counter", r#"{"count":0,"until":20}"#)).await;
+    let id = format!("{module}-chain");
+    let (_, outcome) = bounded(harness.run(module, &id, r#"{"count":0,"until":20}"#)).await;
     let output = completed_output(&outcome);
     assert_eq!(output["count"], 20);
-    let runs = runs_of(&harness, "py-counter").await;
+    let runs = runs_of(&harness, &id).await;
     assert_eq!(runs.len(), 21);
-    // CPython's start-up draws (10 journaled random reads: hash secret,
-    // `random`'s seed…), then the clock, two upserts, the marker, the end:
-    // 16 events in every run, however long the chain.
-    assert_linked_chain(&harness, &runs, 16).await;
+    assert_linked_chain(&harness, &runs, events_max).await;
     let last = runs.last().expect("runs");
     assert_eq!(output["run_id"], last.run_id.as_str());
     assert_eq!(
         last.search_attributes.as_deref(),
-        Some(r#"{"count":20,"language":"python"}"#)
+        Some(format!(r#"{{"count":20,"language":"{language}"}}"#).as_str())
     );
     for run in &runs {
         let markers: Vec<Event> = harness
@@ -673,11 +672,26 @@ async fn the_python_sdk_continues_as_new_patches_and_sets_attributes() {
         );
     }
     assert_eq!(
-        replay_with(&harness, "counter-py", &runs[7])
+        replay_with(&harness, module, &runs[7])
             .await
             .expect("replays"),
         ReplayVerdict::Reproduced
     );
+}
+
+#[tokio::test]
+async fn the_python_sdk_continues_as_new_patches_and_sets_attributes() {
+    // CPython's start-up draws (10 journaled random reads: hash secret,
+    // `random`'s seed…), then the clock, two upserts, the marker, the end:
+    // 16 events in every run, however long the chain.
+    sdk_counter_chain("counter-py", "python", 16).await;
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_continues_as_new_patches_and_sets_attributes() {
+    // The JavaScript engine's own clock reads come on top of the same
+    // steps; still a bounded number per run, however long the chain.
+    sdk_counter_chain("counter-js", "typescript", 40).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
