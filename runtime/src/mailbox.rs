@@ -131,7 +131,9 @@ impl Mailboxes {
         }
     }
 
-    fn raise(&self, execution_id: i64) {
+    /// Tells the drive of `execution_id` in this process, if any, that its
+    /// mailbox may hold something new.
+    pub fn raise(&self, execution_id: i64) {
         let flags = self
             .flags
             .lock()

@@ -369,6 +369,13 @@ impl Runtime {
         }))
     }
 
+    /// A message was posted to `execution_id` by this process: its drive
+    /// here, if any, reads the mailbox now instead of at the watcher's
+    /// next poll (up to `mailbox::POLL_INTERVAL` later).
+    pub fn mail_posted(&self, execution_id: i64) {
+        self.mailboxes.raise(execution_id);
+    }
+
     /// Wakes the callers waiting for update answers (see
     /// [`Runtime::update_answers`]).
     pub(crate) fn note_update_answered(&self) {

@@ -603,11 +603,14 @@ async fn post_message(
         .post_message(record.id, kind, name, payload, message_id)
         .await
     {
-        Ok(new) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "accepted": new, "duplicate": !new })),
-        )
-            .into_response(),
+        Ok(new) => {
+            server.runtime().mail_posted(record.id);
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "accepted": new, "duplicate": !new })),
+            )
+                .into_response()
+        }
         Err(problem) => store_error(problem),
     }
 }

@@ -144,6 +144,7 @@ async fn update(
         {
             return store_error(problem);
         }
+        server.runtime().mail_posted(record.id);
     }
     wait_for_answer(&server, &tenant.name, record, &update_id, wait).await
 }
