@@ -48,8 +48,9 @@ pub enum QueryAsk {
 }
 
 /// The query a replay-only execution answers: the guest is asked (by
-/// `next-query`) once it has made every command its history holds, and
-/// the last answer it gives before the replay stops is the answer.
+/// `next-query`) once the replay reaches its history's end
+/// (`Recorder::reached_history_end`), and the last answer it gives before
+/// the replay stops is the answer.
 #[derive(Debug)]
 pub struct QueryState {
     pub ask: QueryAsk,
@@ -364,9 +365,8 @@ impl Execution {
             .await
     }
 
-    /// Appends `event`, marking mailbox message `message` delivered with it.
-    /// Appends `event` and marks mailbox row `message` delivered, in one
-    /// commit: a message is acted on once.
+    /// Appends `event`, marking mailbox message `message` delivered with it
+    /// in the same commit: a message is acted on once.
     pub async fn append_delivering(&mut self, event: Event, message: i64) -> Result<(), Interrupt> {
         self.write(vec![event], Write::Delivering(message)).await
     }
