@@ -1003,22 +1003,12 @@ impl History {
     /// The workflow's answer to update `update_id` (`UpdateCompleted` or
     /// `UpdateFailed`), if it gave one.
     pub fn update_answer(&self, update_id: &str) -> Option<&Event> {
-        self.events
-            .iter()
-            .map(|recorded| &recorded.event)
-            .find(|event| {
-                matches!(event,
-                Event::UpdateCompleted { update_id: answered, .. }
-                | Event::UpdateFailed { update_id: answered, .. } if answered == update_id)
-            })
+        update_answer_in(&self.events, update_id)
     }
 
     /// Whether update `update_id` reached the workflow.
     pub fn update_delivered(&self, update_id: &str) -> bool {
-        self.events.iter().any(|recorded| {
-            matches!(&recorded.event,
-                Event::UpdateReceived { update_id: delivered, .. } if delivered == update_id)
-        })
+        update_delivered_in(&self.events, update_id)
     }
 
     /// Of the activities in `seqs`, the one whose outcome comes first in the history.
@@ -1058,6 +1048,24 @@ impl History {
             }),
         }
     }
+}
+
+/// The answer to update `update_id` among `events` (`UpdateCompleted` or
+/// `UpdateFailed`): for readers of stored events, as for a [`History`].
+pub fn update_answer_in<'a>(events: &'a [RecordedEvent], update_id: &str) -> Option<&'a Event> {
+    events.iter().map(|recorded| &recorded.event).find(|event| {
+        matches!(event,
+            Event::UpdateCompleted { update_id: answered, .. }
+            | Event::UpdateFailed { update_id: answered, .. } if answered == update_id)
+    })
+}
+
+/// Whether `events` deliver update `update_id` (`UpdateReceived`).
+pub fn update_delivered_in(events: &[RecordedEvent], update_id: &str) -> bool {
+    events.iter().any(|recorded| {
+        matches!(&recorded.event,
+            Event::UpdateReceived { update_id: delivered, .. } if delivered == update_id)
+    })
 }
 
 /// Why an activation must stop even though the guest did nothing wrong by

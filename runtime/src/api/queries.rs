@@ -44,15 +44,8 @@ pub(super) fn refuse_call(
     args: &str,
     payload_bytes_max: usize,
 ) -> Option<Response> {
-    let name_bytes_max = crate::host::durable::NAME_BYTES_MAX;
-    if name.is_empty() || name.len() > name_bytes_max || name.chars().any(char::is_control) {
-        return Some(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{what} names are 1 to {name_bytes_max} bytes without control characters; got {} bytes",
-                name.len()
-            ),
-        ));
+    if let Some(problem) = crate::host::durable::name_problem(what, name) {
+        return Some(error(StatusCode::BAD_REQUEST, problem));
     }
     check_json_payload("args", args, payload_bytes_max)
         .err()

@@ -429,6 +429,14 @@ async fn run_due_starts(
     let store = server.store();
     let metrics = &server.runtime().telemetry().metrics;
     for _ in 0..CATCH_UP_PER_PASS_MAX {
+        // Nothing is due even if the previous start has ended: no need to
+        // look it up (every tick, for every schedule).
+        if schedule
+            .next_action(&stored.schedule_id, now_ms, false)
+            .is_none()
+        {
+            return Ok(());
+        }
         let previous_running = match &schedule.last_workflow_id {
             Some(previous) => store
                 .execution(&stored.tenant, previous)

@@ -29,7 +29,7 @@ use super::executions::{RESULT_WAIT_MAX_MS, find, raw_text, run_error, store_err
 use super::queries::{refuse_call, workflow_error};
 use super::{Server, error};
 use crate::execution::QueryAsk;
-use crate::journal::{Event, Position};
+use crate::journal::{Event, Position, update_answer_in, update_delivered_in};
 use crate::runtime::raw_json;
 use crate::store::{ExecutionRecord, ExecutionStatus, MessageKind, update_message_id};
 
@@ -97,15 +97,10 @@ async fn update(
         Ok(history) => history,
         Err(problem) => return store_error(problem),
     };
-    let known = history.iter().any(|recorded| match &recorded.event {
-        Event::UpdateReceived {
-            update_id: seen, ..
-        } => *seen == update_id,
-        _ => false,
-    });
     if let Some(answer) = answer_in(&history, &update_id) {
         return answer;
     }
+    let known = update_delivered_in(&history, &update_id);
     if record.status != ExecutionStatus::Running {
         return finished_unanswered(&record, &update_id);
     }
@@ -146,22 +141,25 @@ async fn update(
         }
         server.runtime().mail_posted(record.id);
     }
-    wait_for_answer(&server, &tenant.name, record, &update_id, wait).await
+    // The events read above hold no answer: the wait reads only what follows.
+    let read = history.last().map_or(0, |recorded| recorded.position);
+    wait_for_answer(&server, &tenant.name, record, read, &update_id, wait).await
 }
 
 /// Waits until the workflow answers `update_id`, the execution ends, or
 /// `wait` passes. Follows the execution into its next run if it continues
-/// as new (its undelivered updates move there).
+/// as new (its undelivered updates move there). Events of `record` up to
+/// position `after` were read already.
 async fn wait_for_answer(
     server: &Server,
     tenant: &str,
     mut record: ExecutionRecord,
+    mut after: Position,
     update_id: &str,
     wait: Duration,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + wait;
     let mut answers = server.runtime().update_answers();
-    let mut after: Position = 0;
     loop {
         // Listen before looking, so an answer between the two is not missed.
         answers.mark_unchanged();
@@ -223,36 +221,26 @@ async fn wait_for_answer(
 
 /// The answer to `update_id` among `events`, as the response.
 fn answer_in(events: &[crate::journal::RecordedEvent], update_id: &str) -> Option<Response> {
-    events.iter().find_map(|recorded| {
-        let mut body = serde_json::Map::new();
-        let mut result = None;
-        let status = match &recorded.event {
-            Event::UpdateCompleted {
-                update_id: answered,
-                output,
-                ..
-            } if answered == update_id => {
-                result = Some(raw_json(output));
-                "completed"
-            }
-            Event::UpdateFailed {
-                update_id: answered,
-                error,
-                ..
-            } if answered == update_id => {
-                body.insert("error".into(), serde_json::to_value(error).ok()?);
-                "failed"
-            }
-            _ => return None,
-        };
-        Some(reply_with_result(
-            StatusCode::OK,
-            update_id,
-            status,
-            body,
-            result,
-        ))
-    })
+    let mut body = serde_json::Map::new();
+    let mut result = None;
+    let status = match update_answer_in(events, update_id)? {
+        Event::UpdateCompleted { output, .. } => {
+            result = Some(raw_json(output));
+            "completed"
+        }
+        Event::UpdateFailed { error, .. } => {
+            body.insert("error".into(), serde_json::to_value(error).ok()?);
+            "failed"
+        }
+        _ => return None,
+    };
+    Some(reply_with_result(
+        StatusCode::OK,
+        update_id,
+        status,
+        body,
+        result,
+    ))
 }
 
 /// An update's answer: `body` with the update id and where it stands.

@@ -32,19 +32,26 @@ const LOG_MESSAGE_BYTES_MAX: usize = 4096;
 /// attempt, so they are short by contract.
 pub const NAME_BYTES_MAX: usize = 256;
 
-/// Refuses an empty or over-long `what` name, or one with control characters.
-fn check_name(what: &str, name: &str) -> wasmtime::Result<()> {
+/// What is wrong with `name` as a `what` name — empty, over-long, or with
+/// control characters — if anything (the API checks names sent to
+/// workflows the same way).
+pub fn name_problem(what: &str, name: &str) -> Option<String> {
     if name.is_empty() || name.len() > NAME_BYTES_MAX || name.chars().any(char::is_control) {
         let shown: String = name.chars().take(64).collect();
-        return Err(fail(
-            "InvalidName",
-            format!(
-                "{what} names are 1 to {NAME_BYTES_MAX} bytes without control characters; got {} bytes starting {shown:?}",
-                name.len()
-            ),
+        return Some(format!(
+            "{what} names are 1 to {NAME_BYTES_MAX} bytes without control characters; got {} bytes starting {shown:?}",
+            name.len()
         ));
     }
-    Ok(())
+    None
+}
+
+/// Refuses an empty or over-long `what` name, or one with control characters.
+fn check_name(what: &str, name: &str) -> wasmtime::Result<()> {
+    match name_problem(what, name) {
+        Some(problem) => Err(fail("InvalidName", problem)),
+        None => Ok(()),
+    }
 }
 
 pub(super) fn interrupt(interrupt: Interrupt) -> wasmtime::Error {
