@@ -94,6 +94,10 @@ pub enum Interrupt {
     /// journal boundary) and the next process resumes it.
     #[error("the process is shutting down")]
     Shutdown,
+    /// Another node owns the execution now (this node's lease passed): the
+    /// drive ends here and that node resumes it.
+    #[error("another node owns the execution now")]
+    Disowned,
     /// An operator terminated the execution: its drive ends at this wait.
     #[error("the execution was terminated")]
     Terminated,
@@ -105,7 +109,10 @@ pub enum Interrupt {
 
 impl From<StoreError> for Interrupt {
     fn from(error: StoreError) -> Interrupt {
-        Interrupt::HostFault(error.to_string())
+        match error {
+            StoreError::NotOwner { .. } => Interrupt::Disowned,
+            other => Interrupt::HostFault(other.to_string()),
+        }
     }
 }
 
@@ -128,13 +135,17 @@ async fn run_child(
     workflow_id: &str,
     input: &str,
 ) -> Option<Result<String, WorkflowError>> {
-    let Some(digest) = runtime.type_digest_for(tenant, workflow_type) else {
-        return Some(Err(runtime_error(
-            "UnknownWorkflowType",
-            format!("no workflow type `{workflow_type}` is registered; deploy it first"),
-        )));
-    };
     let child_error = |error: RunError| runtime_error("ChildError", error.to_string());
+    let digest = match runtime.resolve_type(tenant, workflow_type).await {
+        Ok(Some(digest)) => digest,
+        Ok(None) => {
+            return Some(Err(runtime_error(
+                "UnknownWorkflowType",
+                format!("no workflow type `{workflow_type}` is registered; deploy it first"),
+            )));
+        }
+        Err(error) => return Some(Err(child_error(error))),
+    };
     let started = runtime
         .start_for(
             tenant,
@@ -152,7 +163,7 @@ async fn run_child(
     match Box::pin(runtime.drive(record)).await {
         Ok(Outcome::Completed { output }) => Some(Ok(output.get().to_string())),
         Ok(Outcome::Failed { error }) => Some(Err(error)),
-        Err(RunError::ShuttingDown { .. }) => None,
+        Err(RunError::ShuttingDown { .. } | RunError::Disowned { .. }) => None,
         Err(error) => Some(Err(child_error(error))),
     }
 }

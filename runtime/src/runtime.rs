@@ -1,6 +1,7 @@
 //! [`Runtime`]: deploys workflow components, starts executions and drives
 //! them to the end, live or by replay.
 
+mod drive_locks;
 mod query;
 
 use std::collections::HashMap;
@@ -171,6 +172,10 @@ pub enum RunError {
     },
     #[error("execution `{workflow_id}` stopped at a wait: the process is shutting down")]
     ShuttingDown { workflow_id: String },
+    #[error(
+        "execution `{workflow_id}` stopped: another node owns it now (this node's lease passed)"
+    )]
+    Disowned { workflow_id: String },
 }
 
 /// How [`Runtime::start_for`] starts an execution.
@@ -311,6 +316,7 @@ pub struct Runtime {
     guest: GuestThreads,
     /// Workflow instances in memory: each tenant's share of them.
     instances: Arc<Instances>,
+    drive_locks: drive_locks::DriveLocks,
     options: RuntimeOptions,
 }
 
@@ -337,6 +343,7 @@ impl Runtime {
         linker.allow_shadowing(true);
         crate::host::timers::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         linker.allow_shadowing(false);
+        activities.attach_store(store.clone());
         let mailboxes = Mailboxes::watch(store.clone());
         let default_limits = Arc::new(TenantLimits::within(&engine.limits));
         let telemetry = Arc::new(Telemetry::new(
@@ -365,6 +372,7 @@ impl Runtime {
             types: Mutex::new(HashMap::new()),
             pending_upgrades: Mutex::new(HashMap::new()),
             update_answers: watch::Sender::new(0),
+            drive_locks: drive_locks::DriveLocks::default(),
             options,
         }))
     }
@@ -402,13 +410,34 @@ impl Runtime {
             .insert((tenant.to_string(), name.to_string()), digest.to_string());
     }
 
-    /// The module digest `tenant`'s workflow type `name` is bound to.
+    /// The module digest `tenant`'s workflow type `name` is bound to, as
+    /// this process knows it.
     pub fn type_digest_for(&self, tenant: &str, name: &str) -> Option<String> {
         self.types
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&(tenant.to_string(), name.to_string()))
             .cloned()
+    }
+
+    /// The module digest `tenant`'s workflow type `name` is bound to,
+    /// looking in the store when this process does not know the type
+    /// (another node bound it).
+    pub async fn resolve_type(&self, tenant: &str, name: &str) -> Result<Option<String>, RunError> {
+        if let Some(digest) = self.type_digest_for(tenant, name) {
+            return Ok(Some(digest));
+        }
+        self.load_types().await?;
+        Ok(self.type_digest_for(tenant, name))
+    }
+
+    /// Binds every workflow type as the store has them (other nodes bind
+    /// types too).
+    pub async fn load_types(&self) -> Result<(), RunError> {
+        for (tenant, name, digest) in self.store.workflow_types().await? {
+            self.register_type_for(&tenant, &name, &digest);
+        }
+        Ok(())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -701,6 +730,7 @@ impl Runtime {
 
     /// Drives one run of an execution.
     async fn drive_run(&self, record: ExecutionRecord) -> Result<RunEnd, RunError> {
+        let _only_drive = self.drive_locks.acquire(record.id).await;
         let history = self.load_history(&record).await?;
         match history.terminal() {
             Some(Event::WorkflowContinuedAsNew { .. }) => {
@@ -1063,6 +1093,9 @@ impl Runtime {
             Interrupt::Shutdown => Err(RunError::ShuttingDown {
                 workflow_id: record.workflow_id.clone(),
             }),
+            Interrupt::Disowned => Err(RunError::Disowned {
+                workflow_id: record.workflow_id.clone(),
+            }),
             other => {
                 // Another writer (an operator's terminate) may have ended the
                 // execution: then its end is the outcome.
@@ -1188,6 +1221,7 @@ impl Runtime {
             created_at_ms: 0,
             updated_at_ms: 0,
             search_attributes: None,
+            owner_node: None,
         };
         let execution = Execution::new(
             record,
@@ -1360,9 +1394,13 @@ fn describe_terminal(event: &Event) -> String {
 }
 
 fn host_error(record: &ExecutionRecord, interrupt: Interrupt) -> RunError {
-    RunError::Host {
-        workflow_id: record.workflow_id.clone(),
-        message: interrupt.to_string(),
+    let workflow_id = record.workflow_id.clone();
+    match interrupt {
+        Interrupt::Disowned => RunError::Disowned { workflow_id },
+        other => RunError::Host {
+            workflow_id,
+            message: other.to_string(),
+        },
     }
 }
 

@@ -28,6 +28,12 @@
 //! - **Payloads are text, byte for byte**: events, inputs, results, mailbox
 //!   payloads and limits documents come back exactly as written (key
 //!   order, big integers and float digits untouched).
+//! - **Only an execution's owner appends to it.** Once a store joined the
+//!   database's nodes ([`Store::join_nodes`]), the executions it starts are
+//!   owned by its node, and an append to one the node does not own — or
+//!   after the node lost its lease — fails with [`StoreError::NotOwner`],
+//!   checked in the append's transaction. A node whose lease passed loses
+//!   its executions to whichever node claims them ([`Store::claim_orphans`]).
 //! - Span export watermarks only rise; each execution keeps at most
 //!   [`GUEST_LOG_LINES_MAX`] guest log lines.
 //!
@@ -47,6 +53,7 @@ mod writes;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -82,6 +89,10 @@ pub enum StoreError {
     PositionTaken { execution_id: i64, position: u64 },
     #[error("mailbox message {id} of execution {execution_id} was already delivered")]
     AlreadyDelivered { execution_id: i64, id: i64 },
+    #[error(
+        "execution {execution_id} is not this node's: its lease passed to another node (or this node left); the append was refused"
+    )]
+    NotOwner { execution_id: i64 },
     #[error("the store's writer has stopped; the process is shutting down")]
     WriterGone,
 }
@@ -169,6 +180,10 @@ pub struct ExecutionRecord {
     /// The run's search attributes: a JSON object, as the last write left it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_attributes: Option<String>,
+    /// The node that drives it while it runs (none: any node may claim
+    /// it). Operational state, not part of an exported history.
+    #[serde(skip)]
+    pub owner_node: Option<String>,
 }
 
 /// What `start_execution` needs; the first event (`WorkflowStarted`) is
@@ -250,6 +265,15 @@ pub enum ScheduleWrite {
     Conflict,
     /// Created: the tenant has `schedules_max` schedules already.
     LimitReached,
+}
+
+/// What [`Store::join_nodes`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// The node is a member with a lease.
+    Member,
+    /// The backend takes one node at a time and another process is it.
+    Refused,
 }
 
 /// A tenant row.
@@ -452,12 +476,33 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Claims the database for this process alone, for as long as the
-    /// store lives; `false` if another process holds it. A server drives
-    /// every unfinished execution it finds, so two servers on one database
-    /// would drive the same executions: until execution leases exist, one
-    /// server per database is the rule this enforces.
-    async fn claim_sole_node(&self) -> StoreResult<bool>;
+    /// Joins the nodes sharing this database as `node_id`, with a lease
+    /// of `lease`. From then on the executions this store starts are owned
+    /// by the node, and appends to executions it does not own fail with
+    /// [`StoreError::NotOwner`]. Joining again (after a lost lease) takes
+    /// a new id. SQLite takes one node at a time: while another process
+    /// is it, the answer is [`Joined::Refused`]; a process that joins
+    /// knows every earlier node is dead and clears their leases.
+    async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined>;
+
+    /// The node this store joined as, if it did.
+    fn node_id(&self) -> Option<Arc<str>>;
+
+    /// Extends the node's lease by `lease` from now (the database's
+    /// clock); `false` when the node had lost it — another node claimed
+    /// its executions, or it left — and must stop driving every one of
+    /// them and join again under a new id.
+    async fn renew_lease(&self, lease: Duration) -> StoreResult<bool>;
+
+    /// Claims for this node at most `limit` running executions that no
+    /// live node owns: never owned, owned by a node that left, or by one
+    /// whose lease passed (its row is deleted in the same transaction, so
+    /// it can append nothing more) or, on PostgreSQL, whose database
+    /// session is gone. Oldest first.
+    async fn claim_orphans(&self, limit: u32) -> StoreResult<Vec<ExecutionRecord>>;
+
+    /// Leaves the nodes: this node's executions are orphans at once.
+    async fn leave_nodes(&self) -> StoreResult<()>;
 
     /// Stores component bytes under their digest (a no-op if present).
     async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()>;

@@ -29,12 +29,13 @@ use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 
 use super::writes::{
-    CommitCounters, GROUP_COMMIT_REQUESTS_MAX, WriteOp, WriteQueue, WriteReply, WriteRequest,
-    created_record, now_ms, schedule_write, start_refused_by, terminated_event, terminated_result,
+    CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, WriteOp, WriteQueue, WriteReply,
+    WriteRequest, appended_executions, created_record, lease_ms, now_ms, schedule_write,
+    start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
-    GuestLogLine, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
+    GuestLogLine, Joined, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
     StatusCounts, Store, StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
 };
 use reprise_journal::RecordedEvent;
@@ -42,7 +43,7 @@ use reprise_journal::RecordedEvent;
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
     () => {
-        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes"
+        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes, owner_node"
     };
 }
 
@@ -55,6 +56,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server cancels any one statement that runs longer (a stuck lock, a
 /// runaway scan) rather than hold a connection forever.
 const STATEMENT_TIMEOUT_MS: u64 = 60_000;
+/// The server ends a session idle inside a transaction this long.
+const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 /// Rows of one multi-row insert or upsert (events, watermarks, log lines).
 /// Arrays have no parameter limit; this bounds one statement's size.
 const ROWS_PER_STATEMENT_MAX: usize = 5000;
@@ -64,14 +67,17 @@ pub struct PostgresStore {
     writes: WriteQueue,
     stats: Arc<CommitCounters>,
     options: PgConnectOptions,
-    /// The session holding the sole-node advisory lock, while a server
-    /// holds the database.
-    node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    node: NodeCell,
+    /// The session holding the node's advisory lock (keyed by its id)
+    /// while it is a member: when the process dies its session ends, the
+    /// lock goes with it, and other nodes claim its executions at once
+    /// rather than when its lease passes.
+    node_session: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
-/// The advisory lock key a server holds on its database ("reprise" in
-/// ASCII); a session lock, so a dead server's is released with its session.
-const SOLE_NODE_LOCK: i64 = 0x0072_6570_7269_7365;
+/// The database's clock in milliseconds: leases are compared on it, so
+/// nodes' own clocks need not agree.
+const DATABASE_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";
 
 impl PostgresStore {
     /// Connects to the database a `postgres://…` URL names and migrates it.
@@ -88,6 +94,12 @@ impl PostgresStore {
             // default is `off` must not weaken it silently.
             ("synchronous_commit", "on".to_string()),
             ("statement_timeout", STATEMENT_TIMEOUT_MS.to_string()),
+            // A process stopped (SIGSTOP) inside a transaction would hold
+            // its node row's lock and keep others from taking over.
+            (
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_MS.to_string(),
+            ),
         ]);
         let mut writer = connect_writer(&options).await?;
         // sqlx takes an advisory lock while migrating: processes starting
@@ -103,13 +115,21 @@ impl PostgresStore {
             .map_err(StoreError::database("opening PostgreSQL read connections"))?;
         let (writes, queue) = WriteQueue::new();
         let stats = Arc::new(CommitCounters::default());
-        tokio::spawn(run_writer(options.clone(), writer, queue, stats.clone()));
+        let node = NodeCell::default();
+        tokio::spawn(run_writer(
+            options.clone(),
+            writer,
+            queue,
+            stats.clone(),
+            node.clone(),
+        ));
         Ok(PostgresStore {
             reads,
             writes,
             stats,
             options,
-            node_lock: tokio::sync::Mutex::new(None),
+            node,
+            node_session: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -136,11 +156,12 @@ async fn run_writer(
     connection: PgConnection,
     mut queue: mpsc::Receiver<WriteRequest>,
     stats: Arc<CommitCounters>,
+    node: NodeCell,
 ) {
     let mut connection = Some(connection);
     let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
     while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
-        let outcomes = commit_reconnecting(&mut connection, &options, &batch).await;
+        let outcomes = commit_reconnecting(&mut connection, &options, &batch, node.get()).await;
         stats.record_commit(batch.len());
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have gone away (its task ended); nothing to do.
@@ -158,6 +179,7 @@ async fn commit_reconnecting(
     connection: &mut Option<PgConnection>,
     options: &PgConnectOptions,
     batch: &[WriteRequest],
+    node: Option<Arc<str>>,
 ) -> Vec<StoreResult<WriteReply>> {
     let fail_all = |text: String| {
         batch
@@ -174,7 +196,7 @@ async fn commit_reconnecting(
                 Err(error) => return fail_all(error.to_string()),
             },
         };
-        match commit_batch(&mut open, batch).await {
+        match commit_batch(&mut open, batch, &node).await {
             Ok(outcomes) => {
                 *connection = Some(open);
                 return outcomes;
@@ -208,12 +230,46 @@ fn batch_failed(text: String) -> StoreError {
 async fn commit_batch(
     connection: &mut PgConnection,
     batch: &[WriteRequest],
+    node: &Option<Arc<str>>,
 ) -> Result<Vec<StoreResult<WriteReply>>, BatchFailure> {
-    let outcomes = run_transaction(connection, batch, false).await?;
+    let outcomes = run_transaction(connection, batch, node, false).await?;
     if outcomes.len() == batch.len() && outcomes.iter().all(Result::is_ok) {
         return Ok(outcomes);
     }
-    run_transaction(connection, batch, true).await
+    run_transaction(connection, batch, node, true).await
+}
+
+/// Which of the batch's appended executions `node` owns, holding a share
+/// lock on the node's row until the transaction ends: a claim that deletes
+/// the row (the node's lease passed) waits for this batch, or this batch
+/// finds the row gone and owns nothing.
+async fn fence(
+    connection: &mut PgConnection,
+    batch: &[WriteRequest],
+    node: &Option<Arc<str>>,
+) -> StoreResult<Fence> {
+    let appended = appended_executions(batch);
+    let owned = match node {
+        Some(node) if !appended.is_empty() => sqlx::query_scalar(
+            "WITH me AS (SELECT node_id FROM nodes WHERE node_id = $2 FOR SHARE)
+             SELECT e.id FROM executions e JOIN me ON e.owner_node = me.node_id
+             WHERE e.id = ANY($1)",
+        )
+        .bind(&appended)
+        .bind(node.as_ref())
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(StoreError::database(
+            "checking which executions this node owns",
+        ))?
+        .into_iter()
+        .collect(),
+        _ => Default::default(),
+    };
+    Ok(Fence {
+        node: node.clone(),
+        owned,
+    })
 }
 
 /// Runs the batch inside `BEGIN … COMMIT`. Without `isolate`, all
@@ -223,21 +279,29 @@ async fn commit_batch(
 async fn run_transaction(
     connection: &mut PgConnection,
     batch: &[WriteRequest],
+    node: &Option<Arc<str>>,
     isolate: bool,
 ) -> Result<Vec<StoreResult<WriteReply>>, BatchFailure> {
     execute(connection, "BEGIN")
         .await
         .map_err(|text| BatchFailure { began: false, text })?;
     let began = |text| BatchFailure { began: true, text };
+    let fence = match fence(connection, batch, node).await {
+        Ok(fence) => fence,
+        Err(error) => {
+            execute(connection, "ROLLBACK").await.map_err(began)?;
+            return Err(began(error.to_string()));
+        }
+    };
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
     for request in batch {
         let outcome = if isolate {
-            apply_in_savepoint(connection, &request.op)
+            apply_in_savepoint(connection, &request.op, &fence)
                 .await
                 .map_err(began)?
         } else {
-            apply(connection, &request.op, &mut events).await
+            apply(connection, &request.op, &fence, &mut events).await
         };
         let failed = outcome.is_err();
         outcomes.push(outcome);
@@ -271,10 +335,11 @@ async fn execute(connection: &mut PgConnection, statement: &str) -> Result<(), S
 async fn apply_in_savepoint(
     connection: &mut PgConnection,
     op: &WriteOp,
+    fence: &Fence,
 ) -> Result<StoreResult<WriteReply>, String> {
     execute(connection, "SAVEPOINT request").await?;
     let mut events = Vec::new();
-    let outcome = match apply(connection, op, &mut events).await {
+    let outcome = match apply(connection, op, fence, &mut events).await {
         Ok(reply) => insert_events(connection, &events).await.map(|()| reply),
         Err(error) => Err(error),
     };
@@ -292,6 +357,7 @@ async fn apply_in_savepoint(
 async fn apply<'op>(
     connection: &mut PgConnection,
     op: &'op WriteOp,
+    fence: &Fence,
     events: &mut Vec<(i64, &'op RecordedEvent)>,
 ) -> StoreResult<WriteReply> {
     match op {
@@ -313,7 +379,7 @@ async fn apply<'op>(
             .map_err(StoreError::database("storing a module"))?;
             Ok(WriteReply::Done)
         }
-        WriteOp::Start(new) => start(connection, new, events).await,
+        WriteOp::Start(new) => start(connection, new, fence.node.as_deref(), events).await,
         WriteOp::Append {
             execution_id,
             events: appended,
@@ -321,6 +387,7 @@ async fn apply<'op>(
             delivers,
             search_attributes,
         } => {
+            fence.check(*execution_id)?;
             events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
             if let Some(attributes) = search_attributes {
                 sqlx::query("UPDATE executions SET search_attributes = $1 WHERE id = $2")
@@ -369,8 +436,8 @@ async fn apply<'op>(
                     let next_id: i64 = sqlx::query_scalar(
                         "INSERT INTO executions
                        (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-                        search_attributes)
-                     SELECT tenant, workflow_id, $1, workflow_type, $2, 'running', $3, $4, search_attributes
+                        search_attributes, owner_node)
+                     SELECT tenant, workflow_id, $1, workflow_type, $2, 'running', $3, $4, search_attributes, owner_node
                      FROM executions WHERE id = $5
                      RETURNING id",
                     )
@@ -567,12 +634,83 @@ async fn apply<'op>(
             execution_id,
             reason,
         } => terminate(connection, *execution_id, reason).await,
+        WriteOp::JoinNodes { node_id, lease_ms } => {
+            sqlx::query(&format!(
+                "INSERT INTO nodes (node_id, joined_at_ms, expires_at_ms)
+                 VALUES ($1, {DATABASE_NOW_MS}, {DATABASE_NOW_MS} + $2)"
+            ))
+            .bind(node_id.as_str())
+            .bind(*lease_ms)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("joining the nodes"))?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::RenewLease { node_id, lease_ms } => {
+            let renewed = sqlx::query(&format!(
+                "UPDATE nodes SET expires_at_ms = {DATABASE_NOW_MS} + $2 WHERE node_id = $1"
+            ))
+            .bind(node_id.as_ref())
+            .bind(*lease_ms)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("renewing the node's lease"))?;
+            Ok(WriteReply::Changed(renewed.rows_affected() == 1))
+        }
+        WriteOp::ClaimOrphans { node_id, limit } => {
+            // A node is dead when its lease passed, or when its session's
+            // advisory lock can be taken (the process is gone). The lock
+            // taken here is the transaction's and ends with it. Rows a
+            // live batch holds (share lock) are skipped until it commits.
+            sqlx::query(&format!(
+                "DELETE FROM nodes WHERE node_id IN (
+                   SELECT node_id FROM nodes
+                   WHERE node_id <> $1
+                     AND (expires_at_ms < {DATABASE_NOW_MS}
+                          OR pg_try_advisory_xact_lock(hashtextextended(node_id, 0)))
+                   FOR UPDATE SKIP LOCKED)"
+            ))
+            .bind(node_id.as_ref())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("removing dead nodes"))?;
+            let rows = sqlx::query(concat!(
+                "UPDATE executions SET owner_node = $1 WHERE id IN (
+                   SELECT id FROM executions e
+                   WHERE status = 'running'
+                     AND (owner_node IS NULL
+                          OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = e.owner_node))
+                   ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING ",
+                execution_columns!()
+            ))
+            .bind(node_id.as_ref())
+            .bind(i64::from(*limit))
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::database("claiming orphaned executions"))?;
+            let mut claimed = rows
+                .iter()
+                .map(execution_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            claimed.sort_by_key(|record| record.id);
+            Ok(WriteReply::Claimed(claimed))
+        }
+        WriteOp::LeaveNodes { node_id } => {
+            sqlx::query("DELETE FROM nodes WHERE node_id = $1")
+                .bind(node_id.as_ref())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("leaving the nodes"))?;
+            Ok(WriteReply::Done)
+        }
     }
 }
 
 async fn start<'op>(
     connection: &mut PgConnection,
     new: &'op NewExecution,
+    owner_node: Option<&str>,
     events: &mut Vec<(i64, &'op RecordedEvent)>,
 ) -> StoreResult<WriteReply> {
     // Lock the tenant's counter row first (creating it at 0 if needed) and
@@ -604,8 +742,8 @@ async fn start<'op>(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO executions
            (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-            search_attributes)
-         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) RETURNING id",
+            search_attributes, owner_node)
+         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9) RETURNING id",
     )
     .bind(&new.tenant)
     .bind(&new.workflow_id)
@@ -615,12 +753,13 @@ async fn start<'op>(
     .bind(now)
     .bind(now)
     .bind(new.search_attributes.as_deref())
+    .bind(owner_node)
     .fetch_one(&mut *connection)
     .await
     .map_err(StoreError::database("creating an execution"))?;
     events.push((id, &new.started));
     Ok(WriteReply::Started(Box::new(StartOutcome::Created(
-        created_record(new, id, now),
+        created_record(new, id, now, owner_node),
     ))))
 }
 
@@ -851,6 +990,7 @@ fn execution_from_row(row: &PgRow) -> StoreResult<ExecutionRecord> {
             created_at_ms: row.try_get("created_at_ms")?,
             updated_at_ms: row.try_get("updated_at_ms")?,
             search_attributes: row.try_get("search_attributes")?,
+            owner_node: row.try_get("owner_node")?,
         })
     };
     read().map_err(StoreError::database("decoding an execution row"))
@@ -874,25 +1014,64 @@ fn decode_event(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn claim_sole_node(&self) -> StoreResult<bool> {
-        let mut held = self.node_lock.lock().await;
-        if held.is_some() {
-            return Ok(true);
-        }
-        let mut session = sqlx::PgConnection::connect_with(&self.options)
+    async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined> {
+        // The lock first, then the row: a node whose row exists always
+        // holds its lock while it lives.
+        let mut held = self.node_session.lock().await;
+        let mut session = match held.take() {
+            Some(session) => session,
+            None => connect_writer(&self.options).await?,
+        };
+        sqlx::query("SELECT pg_advisory_unlock_all(), pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(node_id)
+            .execute(&mut session)
             .await
-            .map_err(StoreError::database(
-                "connecting to lock the database for this server",
-            ))?;
-        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SOLE_NODE_LOCK)
-            .fetch_one(&mut session)
+            .map_err(StoreError::database("locking this node's session"))?;
+        *held = Some(session);
+        self.writes
+            .done(WriteOp::JoinNodes {
+                node_id: node_id.to_string(),
+                lease_ms: lease_ms(lease),
+            })
+            .await?;
+        self.node.set(Some(node_id));
+        Ok(Joined::Member)
+    }
+
+    fn node_id(&self) -> Option<Arc<str>> {
+        self.node.get()
+    }
+
+    async fn renew_lease(&self, lease: Duration) -> StoreResult<bool> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(false);
+        };
+        self.writes
+            .changed(WriteOp::RenewLease {
+                node_id,
+                lease_ms: lease_ms(lease),
+            })
             .await
-            .map_err(StoreError::database("locking the database for this server"))?;
-        if claimed {
-            *held = Some(session);
-        }
-        Ok(claimed)
+    }
+
+    async fn claim_orphans(&self, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(Vec::new());
+        };
+        self.writes
+            .claimed(WriteOp::ClaimOrphans { node_id, limit })
+            .await
+    }
+
+    async fn leave_nodes(&self) -> StoreResult<()> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(());
+        };
+        // The node id stays: appends still check it, and find no row.
+        self.writes.done(WriteOp::LeaveNodes { node_id }).await?;
+        // The session's lock goes with it.
+        self.node_session.lock().await.take();
+        Ok(())
     }
 
     fn commit_stats(&self) -> Option<CommitStats> {

@@ -20,12 +20,13 @@ use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 
 use super::writes::{
-    CommitCounters, GROUP_COMMIT_REQUESTS_MAX, WriteOp, WriteQueue, WriteReply, WriteRequest,
-    created_record, now_ms, schedule_write, start_refused_by, terminated_event, terminated_result,
+    CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, WriteOp, WriteQueue, WriteReply,
+    WriteRequest, appended_executions, created_record, lease_ms, now_ms, schedule_write,
+    start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
-    GuestLogLine, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
+    GuestLogLine, Joined, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
     StatusCounts, Store, StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
 };
 use reprise_journal::RecordedEvent;
@@ -33,7 +34,7 @@ use reprise_journal::RecordedEvent;
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
     () => {
-        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes"
+        "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes, owner_node"
     };
 }
 
@@ -71,9 +72,10 @@ pub struct SqliteStore {
     reads: SqlitePool,
     writes: WriteQueue,
     stats: Arc<CommitCounters>,
-    /// `<database>.node-lock`, locked while a server holds the database.
+    /// `<database>.node-lock`, locked while a node holds the database.
     node_lock_path: std::path::PathBuf,
     node_lock: std::sync::Mutex<Option<std::fs::File>>,
+    node: NodeCell,
 }
 
 impl SqliteStore {
@@ -101,7 +103,8 @@ impl SqliteStore {
             .map_err(StoreError::database("opening SQLite read connections"))?;
         let (writes, queue) = WriteQueue::new();
         let stats = Arc::new(CommitCounters::default());
-        tokio::spawn(run_writer(writer, queue, stats.clone()));
+        let node = NodeCell::default();
+        tokio::spawn(run_writer(writer, queue, stats.clone(), node.clone()));
         let mut node_lock_path = path.as_os_str().to_owned();
         node_lock_path.push(".node-lock");
         Ok(SqliteStore {
@@ -110,7 +113,39 @@ impl SqliteStore {
             stats,
             node_lock_path: node_lock_path.into(),
             node_lock: std::sync::Mutex::new(None),
+            node,
         })
+    }
+
+    /// Takes the database's lock file for this process; `false` if
+    /// another process holds it.
+    fn lock_database(&self) -> StoreResult<bool> {
+        let mut held = self
+            .node_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.is_some() {
+            return Ok(true);
+        }
+        let locking = |source: std::io::Error| StoreError::Database {
+            doing: "locking the database for this node",
+            source: sqlx::Error::Io(source),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.node_lock_path)
+            .map_err(locking)?;
+        // An OS lock: released when the process dies, however it dies.
+        match file.try_lock() {
+            Ok(()) => {
+                *held = Some(file);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(source)) => Err(locking(source)),
+        }
     }
 
     /// Commits and write requests since the store was opened.
@@ -125,10 +160,11 @@ async fn run_writer(
     mut connection: SqliteConnection,
     mut queue: mpsc::Receiver<WriteRequest>,
     stats: Arc<CommitCounters>,
+    node: NodeCell,
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_REQUESTS_MAX);
     while queue.recv_many(&mut batch, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
-        let outcomes = commit_batch(&mut connection, &batch).await;
+        let outcomes = commit_batch(&mut connection, &batch, node.get()).await;
         stats.record_commit(batch.len());
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have gone away (its task ended); nothing to do.
@@ -144,12 +180,13 @@ async fn run_writer(
 async fn commit_batch(
     connection: &mut SqliteConnection,
     batch: &[WriteRequest],
+    node: Option<Arc<str>>,
 ) -> Vec<StoreResult<WriteReply>> {
-    match run_transaction(connection, batch, false).await {
+    match run_transaction(connection, batch, &node, false).await {
         Ok(outcomes) if outcomes.len() == batch.len() && outcomes.iter().all(Result::is_ok) => {
             outcomes
         }
-        _ => match run_transaction(connection, batch, true).await {
+        _ => match run_transaction(connection, batch, &node, true).await {
             Ok(outcomes) => outcomes,
             Err(text) => batch
                 .iter()
@@ -170,19 +207,27 @@ async fn commit_batch(
 async fn run_transaction(
     connection: &mut SqliteConnection,
     batch: &[WriteRequest],
+    node: &Option<Arc<str>>,
     isolate: bool,
 ) -> Result<Vec<StoreResult<WriteReply>>, String> {
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *connection)
         .await
         .map_err(|error| error.to_string())?;
+    let fence = match fence(connection, batch, node).await {
+        Ok(fence) => fence,
+        Err(error) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            return Err(error.to_string());
+        }
+    };
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
     for request in batch {
         let outcome = if isolate {
-            apply_in_savepoint(connection, &request.op).await
+            apply_in_savepoint(connection, &request.op, &fence).await
         } else {
-            apply(connection, &request.op, &mut events).await
+            apply(connection, &request.op, &fence, &mut events).await
         };
         let failed = outcome.is_err();
         outcomes.push(outcome);
@@ -203,16 +248,51 @@ async fn run_transaction(
     Ok(outcomes)
 }
 
+/// Which of the batch's appended executions `node` owns, while its row
+/// exists (SQLite's write lock orders this against claims).
+async fn fence(
+    connection: &mut SqliteConnection,
+    batch: &[WriteRequest],
+    node: &Option<Arc<str>>,
+) -> StoreResult<Fence> {
+    let appended = appended_executions(batch);
+    let owned = match node {
+        Some(node) if !appended.is_empty() => {
+            let ids = serde_json::to_string(&appended).unwrap_or_else(|_| "[]".to_string());
+            sqlx::query_scalar(
+                "SELECT id FROM executions
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND owner_node = ?2
+                   AND EXISTS (SELECT 1 FROM nodes WHERE node_id = ?2)",
+            )
+            .bind(ids)
+            .bind(node.as_ref())
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::database(
+                "checking which executions this node owns",
+            ))?
+            .into_iter()
+            .collect()
+        }
+        _ => Default::default(),
+    };
+    Ok(Fence {
+        node: node.clone(),
+        owned,
+    })
+}
+
 async fn apply_in_savepoint(
     connection: &mut SqliteConnection,
     op: &WriteOp,
+    fence: &Fence,
 ) -> StoreResult<WriteReply> {
     sqlx::query("SAVEPOINT request")
         .execute(&mut *connection)
         .await
         .map_err(StoreError::database("opening a savepoint"))?;
     let mut events = Vec::new();
-    let outcome = match apply(connection, op, &mut events).await {
+    let outcome = match apply(connection, op, fence, &mut events).await {
         Ok(reply) => insert_events(connection, &events).await.map(|()| reply),
         Err(error) => Err(error),
     };
@@ -235,6 +315,7 @@ async fn apply_in_savepoint(
 async fn apply<'op>(
     connection: &mut SqliteConnection,
     op: &'op WriteOp,
+    fence: &Fence,
     events: &mut Vec<(i64, &'op RecordedEvent)>,
 ) -> StoreResult<WriteReply> {
     match op {
@@ -279,8 +360,8 @@ async fn apply<'op>(
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO executions
                    (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-                    search_attributes)
-                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+                    search_attributes, owner_node)
+                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
             )
             .bind(&new.tenant)
             .bind(&new.workflow_id)
@@ -290,11 +371,12 @@ async fn apply<'op>(
             .bind(now)
             .bind(now)
             .bind(new.search_attributes.as_deref())
+            .bind(fence.node.as_deref())
             .fetch_one(&mut *connection)
             .await
             .map_err(StoreError::database("creating an execution"))?;
             events.push((id, &new.started));
-            let record = created_record(new, id, now);
+            let record = created_record(new, id, now, fence.node.as_deref());
             Ok(WriteReply::Started(Box::new(StartOutcome::Created(record))))
         }
         WriteOp::Append {
@@ -304,6 +386,7 @@ async fn apply<'op>(
             delivers,
             search_attributes,
         } => {
+            fence.check(*execution_id)?;
             events.extend(appended.iter().map(|recorded| (*execution_id, recorded)));
             if let Some(attributes) = search_attributes {
                 sqlx::query("UPDATE executions SET search_attributes = ? WHERE id = ?")
@@ -350,8 +433,8 @@ async fn apply<'op>(
                     let next_id: i64 = sqlx::query_scalar(
                         "INSERT INTO executions
                        (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-                        search_attributes)
-                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ?, search_attributes
+                        search_attributes, owner_node)
+                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ?, search_attributes, owner_node
                      FROM executions WHERE id = ?
                      RETURNING id",
                     )
@@ -609,6 +692,71 @@ async fn apply<'op>(
             .map_err(StoreError::database("terminating an execution"))?;
             Ok(WriteReply::Changed(true))
         }
+        WriteOp::JoinNodes { node_id, lease_ms } => {
+            // The lock file says this process is the only node: whatever
+            // other rows are left are dead nodes'.
+            let now = now_ms();
+            sqlx::query("DELETE FROM nodes")
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("clearing dead nodes"))?;
+            sqlx::query(
+                "INSERT INTO nodes (node_id, joined_at_ms, expires_at_ms) VALUES (?, ?, ?)",
+            )
+            .bind(node_id.as_str())
+            .bind(now)
+            .bind(now.saturating_add(*lease_ms))
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("joining the nodes"))?;
+            Ok(WriteReply::Done)
+        }
+        WriteOp::RenewLease { node_id, lease_ms } => {
+            let renewed = sqlx::query("UPDATE nodes SET expires_at_ms = ? WHERE node_id = ?")
+                .bind(now_ms().saturating_add(*lease_ms))
+                .bind(node_id.as_ref())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("renewing the node's lease"))?;
+            Ok(WriteReply::Changed(renewed.rows_affected() == 1))
+        }
+        WriteOp::ClaimOrphans { node_id, limit } => {
+            sqlx::query("DELETE FROM nodes WHERE node_id <> ? AND expires_at_ms < ?")
+                .bind(node_id.as_ref())
+                .bind(now_ms())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("removing dead nodes"))?;
+            let rows = sqlx::query(concat!(
+                "UPDATE executions SET owner_node = ?1 WHERE id IN (
+                   SELECT id FROM executions e
+                   WHERE status = 'running'
+                     AND (owner_node IS NULL
+                          OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = e.owner_node))
+                   ORDER BY id LIMIT ?2)
+                 RETURNING ",
+                execution_columns!()
+            ))
+            .bind(node_id.as_ref())
+            .bind(i64::from(*limit))
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::database("claiming orphaned executions"))?;
+            let mut claimed = rows
+                .iter()
+                .map(execution_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            claimed.sort_by_key(|record| record.id);
+            Ok(WriteReply::Claimed(claimed))
+        }
+        WriteOp::LeaveNodes { node_id } => {
+            sqlx::query("DELETE FROM nodes WHERE node_id = ?")
+                .bind(node_id.as_ref())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("leaving the nodes"))?;
+            Ok(WriteReply::Done)
+        }
     }
 }
 
@@ -732,6 +880,7 @@ fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRec
         created_at_ms: row.try_get("created_at_ms").map_err(decode)?,
         updated_at_ms: row.try_get("updated_at_ms").map_err(decode)?,
         search_attributes: row.try_get("search_attributes").map_err(decode)?,
+        owner_node: row.try_get("owner_node").map_err(decode)?,
     })
 }
 
@@ -758,33 +907,51 @@ fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEve
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn claim_sole_node(&self) -> StoreResult<bool> {
-        let mut held = self
-            .node_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if held.is_some() {
-            return Ok(true);
+    async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined> {
+        if !self.lock_database()? {
+            return Ok(Joined::Refused);
         }
-        let locking = |source: std::io::Error| StoreError::Database {
-            doing: "locking the database for this server",
-            source: sqlx::Error::Io(source),
+        self.writes
+            .done(WriteOp::JoinNodes {
+                node_id: node_id.to_string(),
+                lease_ms: lease_ms(lease),
+            })
+            .await?;
+        self.node.set(Some(node_id));
+        Ok(Joined::Member)
+    }
+
+    fn node_id(&self) -> Option<Arc<str>> {
+        self.node.get()
+    }
+
+    async fn renew_lease(&self, lease: Duration) -> StoreResult<bool> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(false);
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.node_lock_path)
-            .map_err(locking)?;
-        // An OS lock: released when the process dies, however it dies.
-        match file.try_lock() {
-            Ok(()) => {
-                *held = Some(file);
-                Ok(true)
-            }
-            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(source)) => Err(locking(source)),
-        }
+        self.writes
+            .changed(WriteOp::RenewLease {
+                node_id,
+                lease_ms: lease_ms(lease),
+            })
+            .await
+    }
+
+    async fn claim_orphans(&self, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(Vec::new());
+        };
+        self.writes
+            .claimed(WriteOp::ClaimOrphans { node_id, limit })
+            .await
+    }
+
+    async fn leave_nodes(&self) -> StoreResult<()> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(());
+        };
+        // The node id stays: appends still check it, and find no row.
+        self.writes.done(WriteOp::LeaveNodes { node_id }).await
     }
 
     fn commit_stats(&self) -> Option<CommitStats> {

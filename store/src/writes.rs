@@ -2,7 +2,9 @@
 //! queue they wait in, the commit counters, and the decisions that do not
 //! depend on SQL (may an id start again, what a termination records).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,6 +79,25 @@ pub(crate) enum WriteOp {
     },
     SetSpanWatermarks(Vec<(i64, u64)>),
     AppendGuestLogs(Vec<GuestLogLine>),
+    /// Adds node `node_id` with a lease of `lease_ms`.
+    JoinNodes {
+        node_id: String,
+        lease_ms: i64,
+    },
+    /// Extends a node's lease; `Changed(false)` if the node has no row.
+    RenewLease {
+        node_id: Arc<str>,
+        lease_ms: i64,
+    },
+    /// Deletes dead nodes and gives their executions, and unowned ones, to
+    /// `node_id`.
+    ClaimOrphans {
+        node_id: Arc<str>,
+        limit: u32,
+    },
+    LeaveNodes {
+        node_id: Arc<str>,
+    },
 }
 
 pub(crate) enum WriteReply {
@@ -85,6 +106,7 @@ pub(crate) enum WriteReply {
     /// Whether the request changed anything (a new message, a termination).
     Changed(bool),
     Schedule(ScheduleWrite),
+    Claimed(Vec<ExecutionRecord>),
 }
 
 pub(crate) struct WriteRequest {
@@ -151,6 +173,13 @@ impl WriteQueue {
         }
     }
 
+    pub(crate) async fn claimed(&self, op: WriteOp) -> StoreResult<Vec<ExecutionRecord>> {
+        match self.write(op).await? {
+            WriteReply::Claimed(records) => Ok(records),
+            _ => unreachable!("a claim request always answers Claimed"),
+        }
+    }
+
     /// Writes a schedule request and says what it did.
     pub(crate) async fn schedule(&self, op: WriteOp) -> StoreResult<ScheduleWrite> {
         match self.write(op).await? {
@@ -158,6 +187,66 @@ impl WriteQueue {
             _ => unreachable!("a schedule request always answers Schedule"),
         }
     }
+}
+
+/// The node a store joined as: shared by the store (which sets it) and
+/// its writer (which reads it once per batch).
+#[derive(Clone, Default)]
+pub(crate) struct NodeCell(Arc<RwLock<Option<Arc<str>>>>);
+
+impl NodeCell {
+    pub(crate) fn get(&self) -> Option<Arc<str>> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set(&self, node: Option<&str>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = node.map(Arc::from);
+    }
+}
+
+/// What a batch's requests are applied under: the node the store joined
+/// as (the owner of what it starts), and which of the executions the
+/// batch appends to that node owns, read once in the batch's transaction.
+pub(crate) struct Fence {
+    pub(crate) node: Option<Arc<str>>,
+    pub(crate) owned: HashSet<i64>,
+}
+
+impl Fence {
+    /// Appends go through only to executions the node owns (or anywhere,
+    /// for a store that never joined: a single-process tool).
+    pub(crate) fn check(&self, execution_id: i64) -> StoreResult<()> {
+        if self.node.is_none() || self.owned.contains(&execution_id) {
+            Ok(())
+        } else {
+            Err(StoreError::NotOwner { execution_id })
+        }
+    }
+}
+
+/// The executions a batch appends to.
+pub(crate) fn appended_executions(batch: &[WriteRequest]) -> Vec<i64> {
+    let mut ids: Vec<i64> = batch
+        .iter()
+        .filter_map(|request| match &request.op {
+            WriteOp::Append { execution_id, .. } => Some(*execution_id),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// A lease as the database stores it.
+pub(crate) fn lease_ms(lease: std::time::Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What a start finds when `workflow_id` already has a run: that run is the
@@ -194,8 +283,14 @@ pub(crate) fn terminated_result(reason: &str) -> String {
 }
 
 /// The execution row of a run just created.
-pub(crate) fn created_record(new: &NewExecution, id: i64, now_ms: i64) -> ExecutionRecord {
+pub(crate) fn created_record(
+    new: &NewExecution,
+    id: i64,
+    now_ms: i64,
+    owner_node: Option<&str>,
+) -> ExecutionRecord {
     ExecutionRecord {
+        owner_node: owner_node.map(str::to_string),
         id,
         tenant: new.tenant.clone(),
         workflow_id: new.workflow_id.clone(),

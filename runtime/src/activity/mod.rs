@@ -13,9 +13,9 @@ pub mod outbound;
 mod wasm;
 pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::RngExt as _;
@@ -34,6 +34,7 @@ use worker::{WorkerQueue, WorkerTask};
 
 use crate::quota::TenantQuotas;
 use crate::runtime::raw_json;
+use crate::store::Store;
 use crate::telemetry::LogSink;
 use crate::telemetry::spans::attempt_traceparent;
 use crate::tenant::TenantLimits;
@@ -150,6 +151,11 @@ pub struct ActivityRegistry {
     workers: Option<Arc<WorkerQueue>>,
     /// Each tenant's share of attempts in flight.
     in_flight: TenantQuotas,
+    /// Where tenants' uploads are stored (set once by the runtime): an
+    /// upload through another node serves this node's workflows too.
+    stored: OnceLock<Arc<dyn Store>>,
+    /// Uploads this process has loaded (tenant, digest).
+    loaded_uploads: Mutex<HashSet<(String, String)>>,
 }
 
 enum Executor {
@@ -172,6 +178,8 @@ impl ActivityRegistry {
             outbound,
             workers: None,
             in_flight: TenantQuotas::default(),
+            stored: OnceLock::new(),
+            loaded_uploads: Mutex::default(),
         })
     }
 
@@ -211,6 +219,8 @@ impl ActivityRegistry {
             outbound,
             workers: config.workers,
             in_flight: TenantQuotas::default(),
+            stored: OnceLock::new(),
+            loaded_uploads: Mutex::default(),
         })
     }
 
@@ -242,7 +252,73 @@ impl ActivityRegistry {
         for name in &names {
             tenant_wasm.insert((tenant.to_string(), name.clone()), activity.clone());
         }
+        self.loaded_uploads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((tenant.to_string(), loaded.digest.clone()));
         Ok(names)
+    }
+
+    /// Where tenants' uploaded activity modules are stored.
+    pub fn attach_store(&self, store: Arc<dyn Store>) {
+        let _ = self.stored.set(store);
+    }
+
+    /// Loads the activity modules `tenant` uploaded (through any node) that
+    /// this process has not loaded yet; returns how many. A module that
+    /// fails to load is reported and not tried again.
+    pub async fn load_uploads(&self, tenant: &str) -> anyhow::Result<usize> {
+        let Some(store) = self.stored.get() else {
+            return Ok(0);
+        };
+        let mut loaded = 0;
+        for module in store.tenant_modules(tenant).await? {
+            let key = (tenant.to_string(), module.digest.clone());
+            if module.kind != crate::engine::ComponentKind::Activity.as_str()
+                || self
+                    .loaded_uploads
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .contains(&key)
+            {
+                continue;
+            }
+            match self
+                .load_upload(store.as_ref(), tenant, &module.digest)
+                .await
+            {
+                Ok(()) => loaded += 1,
+                Err(problem) => {
+                    // Its activities stay unknown until it is replaced.
+                    tracing::warn!(
+                        tenant,
+                        digest = %module.digest,
+                        error = %format!("{problem:#}"),
+                        "could not load an uploaded activity module"
+                    );
+                    self.loaded_uploads
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(key);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn load_upload(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        digest: &str,
+    ) -> anyhow::Result<()> {
+        let bytes = store
+            .module(digest)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("module {digest} is missing from the store"))?;
+        let loaded = self.sandbox.engine().load(&bytes)?;
+        self.register_for(tenant, &loaded).await?;
+        Ok(())
     }
 
     fn executor(&self, tenant: &str, name: &str) -> Option<Executor> {
@@ -280,7 +356,14 @@ impl ActivityRegistry {
         mut task: ActivityTask,
         updates: mpsc::UnboundedSender<ActivityUpdate>,
     ) {
-        let Some(executor) = self.executor(&task.tenant, &task.name) else {
+        let mut executor = self.executor(&task.tenant, &task.name);
+        // Not served here yet: perhaps uploaded through another node.
+        if !matches!(executor, Some(Executor::Wasm(..) | Executor::Http))
+            && self.load_uploads(&task.tenant).await.unwrap_or(0) > 0
+        {
+            executor = self.executor(&task.tenant, &task.name);
+        }
+        let Some(executor) = executor else {
             let failure = ActivityFailure {
                 reason: FailureReason::UnknownActivity,
                 attempts: 0,

@@ -49,6 +49,10 @@ pub struct SandboxLimits {
 }
 
 impl Sandbox {
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn new(
         engine: Engine,
         activity_dir: Option<PathBuf>,

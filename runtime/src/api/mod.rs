@@ -18,6 +18,7 @@ mod admin;
 pub mod auth;
 mod connections;
 mod executions;
+pub mod membership;
 mod modules;
 mod queries;
 mod schedules;
@@ -26,7 +27,8 @@ mod workers;
 
 pub use schedules::spawn_scheduler;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;
@@ -37,6 +39,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 use crate::activity::worker::WorkerQueue;
 use crate::quota::TenantQuotas;
@@ -56,8 +59,11 @@ const REJECTION_TEXT_BYTES_MAX: usize = 4 * 1024;
 pub struct Server {
     runtime: Arc<Runtime>,
     store: Arc<dyn Store>,
-    /// Executions this process drives now (so none is driven twice).
-    driving: Mutex<HashSet<i64>>,
+    /// Executions this process drives now (so none is driven twice): the
+    /// drive's number and its task.
+    driving: Mutex<HashMap<i64, (u64, AbortHandle)>>,
+    /// Numbers drives, so an ending drive forgets only its own entry.
+    drives_started: AtomicU64,
     /// Wakes status requests waiting for an execution this process drives
     /// (others poll).
     finished: Mutex<HashMap<i64, Arc<Notify>>>,
@@ -86,41 +92,74 @@ impl Server {
         self.admin_key_sha256.as_deref()
     }
 
-    /// Drives `record` in the background unless this process already does.
+    /// Drives `record` in the background unless this process already
+    /// does, or another node owns it.
     pub fn spawn_drive(self: &Arc<Self>, record: ExecutionRecord) {
-        let id = record.id;
-        if !self
-            .driving
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(id)
-        {
+        if record.owner_node.as_deref() != self.store.node_id().as_deref() {
             return;
         }
+        let id = record.id;
+        let mut driving = self
+            .driving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if driving.contains_key(&id) {
+            return;
+        }
+        let number = self.drives_started.fetch_add(1, Ordering::Relaxed);
         let server = self.clone();
-        tokio::spawn(async move {
+        // The task cannot forget its entry before it is made: forgetting
+        // takes the lock held here.
+        let task = tokio::spawn(async move {
             let workflow_id = record.workflow_id.clone();
             match server.runtime.drive(record).await {
                 Ok(_) => {}
                 Err(RunError::ShuttingDown { .. }) => {
                     tracing::debug!(%workflow_id, "stopped for the shutdown");
                 }
+                Err(error @ RunError::Disowned { .. }) => tracing::info!(%error),
                 Err(error) => tracing::error!(%workflow_id, %error, "driving an execution stopped"),
             }
-            server
+            let mut driving = server
                 .driving
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&id);
-            let waiting = server
-                .finished
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&id);
-            if let Some(notify) = waiting {
-                notify.notify_waiters();
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if driving.get(&id).is_some_and(|(own, _)| *own == number) {
+                driving.remove(&id);
             }
+            drop(driving);
+            server.wake_waiters(id);
         });
+        driving.insert(id, (number, task.abort_handle()));
+    }
+
+    /// Stops every drive of this process at once: the node lost its lease,
+    /// so other nodes own its executions now (and its appends would be
+    /// refused anyway).
+    pub fn drop_all_drives(&self) -> usize {
+        let dropped: Vec<(i64, (u64, AbortHandle))> = self
+            .driving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain()
+            .collect();
+        for (id, (_, task)) in &dropped {
+            task.abort();
+            self.wake_waiters(*id);
+        }
+        dropped.len()
+    }
+
+    /// Status requests waiting on `id` look at the store again.
+    fn wake_waiters(&self, id: i64) {
+        let waiting = self
+            .finished
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&id);
+        if let Some(notify) = waiting {
+            notify.notify_waiters();
+        }
     }
 
     /// Waits until no drive runs (after [`Runtime::shut_down`]), at most
@@ -153,7 +192,8 @@ impl Server {
     ) -> Result<(ExecutionRecord, bool), RunError> {
         let digest = self
             .runtime
-            .type_digest_for(tenant, workflow_type)
+            .resolve_type(tenant, workflow_type)
+            .await?
             .ok_or_else(|| RunError::UnknownWorkflowType {
                 name: workflow_type.to_string(),
             })?;
@@ -188,7 +228,8 @@ pub fn router(
     let server = Arc::new(Server {
         store: runtime.store().clone(),
         runtime,
-        driving: Mutex::new(HashSet::new()),
+        driving: Mutex::new(HashMap::new()),
+        drives_started: AtomicU64::new(0),
         finished: Mutex::new(HashMap::new()),
         rate_limiter: RateLimiter::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),

@@ -145,14 +145,18 @@ async fn create(
     if let Err(problem) = check_json_payload("input", &input, tenant.limits.payload_bytes_max) {
         return run_error(problem.into());
     }
-    if server
+    match server
         .runtime()
-        .type_digest_for(&tenant.name, &request.workflow_type)
-        .is_none()
+        .resolve_type(&tenant.name, &request.workflow_type)
+        .await
     {
-        return run_error(RunError::UnknownWorkflowType {
-            name: request.workflow_type,
-        });
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return run_error(RunError::UnknownWorkflowType {
+                name: request.workflow_type,
+            });
+        }
+        Err(problem) => return run_error(problem),
     }
     let schedule = Schedule {
         workflow_type: request.workflow_type,

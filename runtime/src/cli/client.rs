@@ -300,6 +300,7 @@ impl ExecutionView {
             search_attributes: self
                 .search_attributes
                 .map(|attributes| attributes.get().to_string()),
+            owner_node: None,
         }
     }
 

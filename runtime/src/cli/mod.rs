@@ -114,10 +114,15 @@ enum Command {
         listen: std::net::SocketAddr,
         /// Keep executions in this PostgreSQL database
         /// (`postgres://user@host/db`) instead of SQLite under --data
-        /// (which still holds the compiled-component cache). One server per
-        /// database for now: a second is refused.
+        /// (which still holds the compiled-component cache). Any number of
+        /// servers may share one PostgreSQL database; SQLite takes one.
         #[arg(long, env = "REPRISE_DATABASE_URL")]
         database: Option<String>,
+        /// This node's lease on its executions: if the process dies or
+        /// stalls this long, other nodes on the database take them over
+        /// (on PostgreSQL a dead process's are taken within a second).
+        #[arg(long, env = "REPRISE_LEASE_MS", default_value_t = crate::api::membership::LEASE_DEFAULT.as_millis() as u64)]
+        lease_ms: u64,
         #[command(flatten)]
         activities: ActivityArgs,
         /// A file holding the admin key, which manages tenants over HTTP
@@ -392,6 +397,7 @@ pub fn main() -> ExitCode {
                 data,
                 listen,
                 database,
+                lease_ms,
                 activities,
                 admin_key_file,
                 header_read_timeout_ms,
@@ -413,6 +419,7 @@ pub fn main() -> ExitCode {
                     data,
                     database,
                     listen,
+                    lease: std::time::Duration::from_millis(lease_ms),
                 };
                 report(serve(place, activities, admin_key_file, connections).await)
             }
@@ -585,7 +592,8 @@ fn exit_for(error: &RunError) -> ExitCode {
         RunError::Store(_)
         | RunError::CorruptHistory { .. }
         | RunError::Host { .. }
-        | RunError::ShuttingDown { .. } => EXIT_HOST_ERROR,
+        | RunError::ShuttingDown { .. }
+        | RunError::Disowned { .. } => EXIT_HOST_ERROR,
     };
     ExitCode::from(code)
 }
@@ -1159,6 +1167,8 @@ struct ServePlace {
     data: PathBuf,
     database: Option<String>,
     listen: std::net::SocketAddr,
+    /// The node's lease on its executions.
+    lease: std::time::Duration,
 }
 
 async fn serve(
@@ -1166,6 +1176,7 @@ async fn serve(
         data,
         database,
         listen,
+        lease,
     }: ServePlace,
     activities: ActivitySetup,
     admin_key_file: Option<PathBuf>,
@@ -1212,8 +1223,10 @@ async fn serve(
         None => open_store(&db).await?,
     };
     anyhow::ensure!(
-        store.claim_sole_node().await?,
-        "another `reprise serve` holds this database; run one server per database (several need execution leases, not built yet)"
+        lease >= crate::api::membership::LEASE_MIN,
+        "--lease-ms {} is too short: at least {} ms",
+        lease.as_millis(),
+        crate::api::membership::LEASE_MIN.as_millis()
     );
     let queue = WorkerQueue::new();
     let registry = activities
@@ -1221,13 +1234,8 @@ async fn serve(
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
-    for (tenant, name, digest) in store.workflow_types().await? {
-        runtime.register_type_for(&tenant, &name, &digest);
-    }
-    restore_tenants(&runtime).await?;
+    crate::api::membership::join(&runtime, lease).await?;
     let (routes, server) = crate::api::router(runtime.clone(), queue, admin_key.as_deref());
-    let resumed = store.unfinished_executions().await?;
-    tracing::info!(count = resumed.len(), "resuming unfinished executions");
     let upgrades = runtime.restore_pending_upgrades().await?;
     if upgrades > 0 {
         tracing::info!(
@@ -1235,9 +1243,9 @@ async fn serve(
             "upgrades to apply at the next activations"
         );
     }
-    for record in resumed {
-        server.spawn_drive(record);
-    }
+    // The first tick claims what no live node owns: on a restart, this
+    // node's own executions from before.
+    crate::api::membership::spawn(server.clone(), lease);
     crate::api::spawn_scheduler(server.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -1253,9 +1261,10 @@ async fn serve(
     if unfinished > 0 {
         tracing::warn!(
             unfinished,
-            "drives still busy at exit; the next start resumes them from their journals"
+            "drives still busy at exit; whichever node claims them resumes them from their journals"
         );
     }
+    crate::api::membership::leave(&server).await;
     runtime.telemetry().flush().await;
     Ok(())
 }
@@ -1278,35 +1287,6 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
-}
-
-/// Before serving: every tenant's limits, and the activity modules each
-/// uploaded, as they were when the last process stopped.
-async fn restore_tenants(runtime: &Runtime) -> anyhow::Result<()> {
-    let store = runtime.store();
-    for tenant in store.tenants().await? {
-        let limits = crate::tenant::TenantLimits::from_json(&tenant.limits)
-            .with_context(|| format!("tenant `{}`", tenant.name))?;
-        runtime.set_tenant_limits(&tenant.name, limits);
-        for module in store.tenant_modules(&tenant.name).await? {
-            if module.kind != crate::engine::ComponentKind::Activity.as_str() {
-                continue;
-            }
-            let bytes = store
-                .module(&module.digest)
-                .await?
-                .with_context(|| format!("module {} is missing from the store", module.digest))?;
-            let loaded = runtime.engine().load(&bytes)?;
-            runtime
-                .activities()
-                .register_for(&tenant.name, &loaded)
-                .await
-                .with_context(|| {
-                    format!("activity module {} of `{}`", module.digest, tenant.name)
-                })?;
-        }
-    }
-    Ok(())
 }
 
 async fn create_tenant(name: &str, data: &Path, limits: &str, format: Format) -> ExitCode {

@@ -306,6 +306,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: 0,
             search_attributes: None,
+            owner_node: None,
         };
         let lines = GuestLines::new(writer.sink(&record, 1_000_000));
         let mut recorder = Recorder::new(History::default(), false);

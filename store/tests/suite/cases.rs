@@ -2,15 +2,16 @@
 //! trait, so both backends answer the same questions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reprise_journal::{Clock, Event, RecordedEvent};
 use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
-    IdReusePolicy, ListCursor, MessageKind, NewExecution, NextRun, ScheduleWrite, StartOutcome,
-    StatusCounts, Store, StoreError,
+    IdReusePolicy, Joined, ListCursor, MessageKind, NewExecution, NextRun, ScheduleWrite,
+    StartOutcome, StatusCounts, Store, StoreError,
 };
 
-use crate::harness::TestDatabase;
+use crate::harness::{Backend, TestDatabase};
 
 const TENANT: &str = "acme";
 const DIGEST: &str = "d";
@@ -1032,30 +1033,176 @@ pub async fn open_url_accepts_only_postgres(database: Arc<TestDatabase>) {
     assert!(!text.contains("secret"), "{text}");
 }
 
-/// One server per database: a second one is refused while the first
-/// lives, and gets the database once the first is gone.
-pub async fn one_server_holds_the_database(database: Arc<TestDatabase>) {
-    let first = database.open().await;
-    let second = database.open().await;
-    assert!(first.claim_sole_node().await.expect("claim"));
+/// A lease long enough that it never passes during a test.
+const LONG_LEASE: Duration = Duration::from_secs(600);
+
+async fn join(store: &dyn Store, node: &str, lease: Duration) {
+    assert_eq!(
+        store.join_nodes(node, lease).await.expect("join"),
+        Joined::Member,
+        "{node} joins"
+    );
+}
+
+fn is_not_owner(result: Result<(), StoreError>, execution_id: i64) -> bool {
+    matches!(result, Err(StoreError::NotOwner { execution_id: id }) if id == execution_id)
+}
+
+/// A node owns what it starts and what it claims; an append to anything
+/// else, or after the node left, is refused and writes nothing.
+pub async fn appends_go_only_to_executions_the_node_owns(database: Arc<TestDatabase>) {
+    // Started by a store that never joined (a one-process tool): no owner.
+    let tool = store_on(&database).await;
+    let unowned = start(tool.as_ref(), new_execution(TENANT, "unowned", "r0")).await;
+    assert_eq!(unowned.owner_node, None);
+    drop(tool);
+
+    let a = store_on(&database).await;
+    join(a.as_ref(), "node-a", LONG_LEASE).await;
+    let started = start(a.as_ref(), new_execution(TENANT, "mine", "r1")).await;
+    assert_eq!(started.owner_node.as_deref(), Some("node-a"));
     assert!(
-        first.claim_sole_node().await.expect("claim again"),
-        "the holder keeps it"
+        is_not_owner(
+            a.append(unowned.id, vec![fired(2, 1)], None).await,
+            unowned.id
+        ),
+        "an unowned execution must be claimed before a node appends to it"
+    );
+    let claimed = a.claim_orphans(10).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|record| record.id).collect::<Vec<_>>(),
+        vec![unowned.id]
+    );
+    assert_eq!(claimed[0].owner_node.as_deref(), Some("node-a"));
+    a.append(unowned.id, vec![fired(2, 1)], None)
+        .await
+        .expect("append to a claimed execution");
+    a.append(started.id, vec![fired(2, 1)], None)
+        .await
+        .expect("append to a started execution");
+    assert!(a.claim_orphans(10).await.expect("claim").is_empty());
+
+    let b = store_on(&database).await;
+    match database.backend() {
+        // One node at a time: the second process is refused.
+        Backend::Sqlite => assert_eq!(
+            b.join_nodes("node-b", LONG_LEASE).await.expect("join"),
+            Joined::Refused
+        ),
+        Backend::Postgres => {
+            join(b.as_ref(), "node-b", LONG_LEASE).await;
+            assert!(
+                b.claim_orphans(10).await.expect("claim").is_empty(),
+                "a live node's executions are not orphans"
+            );
+            assert!(is_not_owner(
+                b.append(started.id, vec![fired(3, 2)], None).await,
+                started.id
+            ));
+        }
+    }
+
+    // Leaving: the node's executions are orphans at once, and its own
+    // appends are refused from then on.
+    a.leave_nodes().await.expect("leave");
+    assert!(is_not_owner(
+        a.append(started.id, vec![fired(3, 2)], None).await,
+        started.id
+    ));
+    assert!(!a.renew_lease(LONG_LEASE).await.expect("renew"));
+    let heir = match database.backend() {
+        Backend::Sqlite => {
+            join(a.as_ref(), "node-a2", LONG_LEASE).await;
+            a
+        }
+        Backend::Postgres => b,
+    };
+    let claimed = heir.claim_orphans(10).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|record| record.id).collect::<Vec<_>>(),
+        vec![unowned.id, started.id],
+        "oldest first"
+    );
+    heir.append(started.id, vec![fired(3, 2)], None)
+        .await
+        .expect("the heir appends");
+    let history = heir.history(started.id).await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .map(|recorded| recorded.position)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "the refused appends wrote nothing"
+    );
+}
+
+/// A node that stops renewing loses its executions to one that claims
+/// them, and can append nothing more; on PostgreSQL a node whose process
+/// (database session) is gone loses them without waiting for its lease.
+pub async fn a_dead_nodes_executions_are_claimed(database: Arc<TestDatabase>) {
+    let short = Duration::from_millis(300);
+    let stalled = store_on(&database).await;
+    join(stalled.as_ref(), "stalled", short).await;
+    let execution = start(stalled.as_ref(), new_execution(TENANT, "w", "r")).await;
+    if database.backend() == Backend::Sqlite {
+        // The next process on the file knows every earlier node is dead.
+        drop(stalled);
+        let next = store_on(&database).await;
+        let started = std::time::Instant::now();
+        while next.join_nodes("next", LONG_LEASE).await.expect("join") != Joined::Member {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the lock outlived its holder"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let claimed = next.claim_orphans(10).await.expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].owner_node.as_deref(), Some("next"));
+        return;
+    }
+    let heir = store_on(&database).await;
+    join(heir.as_ref(), "heir", LONG_LEASE).await;
+    assert!(heir.claim_orphans(10).await.expect("claim").is_empty());
+    tokio::time::sleep(short + Duration::from_millis(200)).await;
+    let claimed = heir.claim_orphans(10).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|record| record.id).collect::<Vec<_>>(),
+        vec![execution.id],
+        "the stalled node's lease passed"
     );
     assert!(
-        !second.claim_sole_node().await.expect("claim"),
-        "a second server is refused"
+        heir.claim_orphans(10).await.expect("claim").is_empty(),
+        "claimed once"
     );
-    drop(first);
-    // The lock goes with its holder's session or file, which closes
-    // shortly after.
+    assert!(
+        !stalled.renew_lease(short).await.expect("renew"),
+        "the stalled node learns it lost its lease"
+    );
+    assert!(is_not_owner(
+        stalled.append(execution.id, vec![fired(2, 1)], None).await,
+        execution.id
+    ));
+
+    // A process that dies (its session closes) is dead at once, whatever
+    // its lease says.
+    let dying = store_on(&database).await;
+    join(dying.as_ref(), "dying", LONG_LEASE).await;
+    let orphan = start(dying.as_ref(), new_execution(TENANT, "w2", "r2")).await;
+    drop(dying);
     let started = std::time::Instant::now();
-    while !second.claim_sole_node().await.expect("claim") {
+    loop {
+        let claimed = heir.claim_orphans(10).await.expect("claim");
+        if !claimed.is_empty() {
+            assert_eq!(claimed[0].id, orphan.id);
+            break;
+        }
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the first server's lock outlived it"
+            started.elapsed() < Duration::from_secs(10),
+            "a dead session's executions were not claimed"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -26,7 +26,7 @@ use reprise_store::{PostgresStore, SqliteStore, Store};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -67,6 +67,13 @@ impl TestDatabase {
                     });
                 Arc::new(store)
             }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.place {
+            Place::Sqlite { .. } => Backend::Sqlite,
+            Place::Postgres { .. } => Backend::Postgres,
         }
     }
 

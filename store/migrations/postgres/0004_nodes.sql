@@ -1,0 +1,16 @@
+-- Nodes: every `reprise serve` process sharing this database, with its
+-- lease. A node drives only the running executions it owns; an execution
+-- whose owner is not a live node here (its lease passed, it left, or the
+-- row was never owned) is an orphan any node may claim. A dead node's row
+-- is deleted in the transaction that claims its executions, and every
+-- append holds a share lock on its own node's row: a node that lost its
+-- row can append nothing more.
+CREATE TABLE nodes (
+    node_id       TEXT PRIMARY KEY,
+    joined_at_ms  BIGINT NOT NULL,
+    -- The database's clock, so nodes' clocks need not agree.
+    expires_at_ms BIGINT NOT NULL
+);
+
+ALTER TABLE executions ADD COLUMN owner_node TEXT;
+CREATE INDEX executions_running_by_owner ON executions (owner_node, id) WHERE status = 'running';
