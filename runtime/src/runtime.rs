@@ -299,7 +299,7 @@ pub struct Runtime {
     /// upgrade of running executions whose history replayed cleanly).
     /// Kept durable as an `Upgrade` mailbox message (its row id here),
     /// delivered by the `ModuleUpgraded` append; a restart reloads them
-    /// ([`Runtime::restore_pending_upgrades`]).
+    /// ([`Runtime::load_pending_upgrades`]).
     pending_upgrades: Mutex<HashMap<i64, PendingUpgrade>>,
     /// Counts update answers journaled by this process: callers waiting
     /// for one look again when it moves.
@@ -923,34 +923,29 @@ impl Runtime {
         Ok(Some(self.prepare(&component)?))
     }
 
-    /// Reloads the upgrades found safe before a restart and not applied
-    /// yet (their `Upgrade` messages), so they happen at each execution's
-    /// next activation as they would have.
-    pub async fn restore_pending_upgrades(&self) -> Result<usize, RunError> {
-        let (executions, _) = self.store.mailbox_activity(0).await?;
-        let mut restored = 0;
-        for execution_id in executions {
-            let upgrade = self
-                .store
-                .undelivered_messages(execution_id)
-                .await?
-                .into_iter()
-                .rfind(|message| message.kind == MessageKind::Upgrade);
-            if let Some(message) = upgrade {
-                self.pending_upgrades
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(
-                        execution_id,
-                        PendingUpgrade {
-                            digest: message.name,
-                            message: Some(message.id),
-                        },
-                    );
-                restored += 1;
-            }
+    /// Loads the upgrades found safe and not applied yet (their `Upgrade`
+    /// messages: from before a restart, or posted through another node),
+    /// so each happens at its execution's next activation.
+    pub async fn load_pending_upgrades(&self) -> Result<usize, RunError> {
+        let upgrades = self.store.undelivered_upgrades().await?;
+        let mut pending = self
+            .pending_upgrades
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The store is the truth: an upgrade another node applied since
+        // must not linger here (it would move its execution back).
+        pending.retain(|_, upgrade| upgrade.message.is_none());
+        let mut loaded = 0;
+        for (execution_id, message) in upgrades {
+            // The newest upgrade of an execution wins, as it would have here.
+            let upgrade = PendingUpgrade {
+                digest: message.name,
+                message: Some(message.id),
+            };
+            pending.insert(execution_id, upgrade);
+            loaded += 1;
         }
-        Ok(restored)
+        Ok(loaded)
     }
 
     /// The run that followed `ended` (a run that continued as new).

@@ -576,6 +576,10 @@ pub trait Store: Send + Sync + 'static {
     /// The execution's undelivered messages, oldest first.
     async fn undelivered_messages(&self, execution_id: i64) -> StoreResult<Vec<MailboxMessage>>;
 
+    /// Every undelivered `Upgrade` message, with its execution, oldest
+    /// first (what nodes apply at each execution's next activation).
+    async fn undelivered_upgrades(&self) -> StoreResult<Vec<(i64, MailboxMessage)>>;
+
     /// Executions with undelivered messages newer than mailbox row
     /// `after`, and the newest row id seen (for watchers).
     async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)>;

@@ -996,6 +996,20 @@ fn execution_from_row(row: &PgRow) -> StoreResult<ExecutionRecord> {
     read().map_err(StoreError::database("decoding an execution row"))
 }
 
+fn message_from_row(row: &PgRow) -> StoreResult<MailboxMessage> {
+    let read = || -> Result<MailboxMessage, sqlx::Error> {
+        let kind: String = row.try_get("kind")?;
+        Ok(MailboxMessage {
+            id: row.try_get("id")?,
+            kind: MessageKind::parse(&kind),
+            name: row.try_get("name")?,
+            payload: row.try_get("payload")?,
+            message_id: row.try_get("message_id")?,
+        })
+    };
+    read().map_err(StoreError::database("decoding a mailbox row"))
+}
+
 fn decode_event(
     execution_id: i64,
     (position, recorded_at_ms, payload): (i64, i64, String),
@@ -1216,19 +1230,25 @@ impl Store for PostgresStore {
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("reading a mailbox"))?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn undelivered_upgrades(&self) -> StoreResult<Vec<(i64, MailboxMessage)>> {
+        let rows = sqlx::query(
+            "SELECT id, execution_id, kind, name, payload, message_id FROM mailbox
+             WHERE delivered_position IS NULL AND kind = 'upgrade' ORDER BY id",
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading pending upgrades"))?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                Ok(MailboxMessage {
-                    id: row.try_get("id")?,
-                    kind: MessageKind::parse(&kind),
-                    name: row.try_get("name")?,
-                    payload: row.try_get("payload")?,
-                    message_id: row.try_get("message_id")?,
-                })
+                let execution_id = row
+                    .try_get("execution_id")
+                    .map_err(StoreError::database("decoding a mailbox row"))?;
+                Ok((execution_id, message_from_row(row)?))
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::database("decoding a mailbox row"))
+            .collect()
     }
 
     async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)> {

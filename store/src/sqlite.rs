@@ -884,6 +884,20 @@ fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ExecutionRec
     })
 }
 
+fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<MailboxMessage> {
+    let read = || -> Result<MailboxMessage, sqlx::Error> {
+        let kind: String = row.try_get("kind")?;
+        Ok(MailboxMessage {
+            id: row.try_get("id")?,
+            kind: MessageKind::parse(&kind),
+            name: row.try_get("name")?,
+            payload: row.try_get("payload")?,
+            message_id: row.try_get("message_id")?,
+        })
+    };
+    read().map_err(StoreError::database("decoding a mailbox row"))
+}
+
 fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEvent> {
     let corrupt = |position: i64, source| StoreError::CorruptEvent {
         execution_id,
@@ -1104,20 +1118,23 @@ impl Store for SqliteStore {
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("reading a mailbox"))?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn undelivered_upgrades(&self) -> StoreResult<Vec<(i64, MailboxMessage)>> {
+        let rows = sqlx::query(
+            "SELECT id, execution_id, kind, name, payload, message_id FROM mailbox
+             WHERE delivered_position IS NULL AND kind = 'upgrade' ORDER BY id",
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("reading pending upgrades"))?;
         rows.iter()
             .map(|row| {
-                let decode = |error| StoreError::Database {
-                    doing: "decoding a mailbox row",
-                    source: error,
-                };
-                let kind: String = row.try_get("kind").map_err(decode)?;
-                Ok(MailboxMessage {
-                    id: row.try_get("id").map_err(decode)?,
-                    kind: MessageKind::parse(&kind),
-                    name: row.try_get("name").map_err(decode)?,
-                    payload: row.try_get("payload").map_err(decode)?,
-                    message_id: row.try_get("message_id").map_err(decode)?,
-                })
+                let execution_id = row
+                    .try_get("execution_id")
+                    .map_err(StoreError::database("decoding a mailbox row"))?;
+                Ok((execution_id, message_from_row(row)?))
             })
             .collect()
     }

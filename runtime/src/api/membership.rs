@@ -119,7 +119,8 @@ pub async fn leave(server: &Server) {
 }
 
 /// What other nodes (or earlier processes) stored that this process runs
-/// by: workflow type bindings, tenants' limits, tenants' activity modules.
+/// by: workflow type bindings, tenants' limits, tenants' activity modules,
+/// upgrades of running executions.
 async fn sync_from_store(runtime: &Runtime) -> anyhow::Result<()> {
     runtime
         .load_types()
@@ -131,5 +132,9 @@ async fn sync_from_store(runtime: &Runtime) -> anyhow::Result<()> {
         runtime.set_tenant_limits(&tenant.name, limits);
         runtime.activities().load_uploads(&tenant.name).await?;
     }
+    runtime
+        .load_pending_upgrades()
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     Ok(())
 }

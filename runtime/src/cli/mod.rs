@@ -1236,13 +1236,6 @@ async fn serve(
     let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
     crate::api::membership::join(&runtime, lease).await?;
     let (routes, server) = crate::api::router(runtime.clone(), queue, admin_key.as_deref());
-    let upgrades = runtime.restore_pending_upgrades().await?;
-    if upgrades > 0 {
-        tracing::info!(
-            count = upgrades,
-            "upgrades to apply at the next activations"
-        );
-    }
     // The first tick claims what no live node owns: on a restart, this
     // node's own executions from before.
     crate::api::membership::spawn(server.clone(), lease);

@@ -77,6 +77,24 @@ impl Hosted {
         self.server = Hosted::spawn(self.data.path(), self.port, &self.extra, &self.envs).await;
     }
 
+    /// SIGTERM: the server stops its drives, hands its executions over
+    /// and exits.
+    pub async fn stop_gracefully(&mut self) {
+        let pid = self.server.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the child process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let exited = tokio::task::block_in_place(|| self.server.child.wait()).expect("wait");
+        assert!(
+            exited.success(),
+            "a SIGTERM ends the server cleanly: {exited}"
+        );
+    }
+
+    /// A new process on the same data and port.
+    pub async fn start_again(&mut self) {
+        self.server = Hosted::spawn(self.data.path(), self.port, &self.extra, &self.envs).await;
+    }
+
     pub fn address(&self) -> &str {
         &self.server.address
     }

@@ -416,3 +416,60 @@ async fn any_node_answers_for_any_execution() {
     drop(nodes);
     database.remove().await;
 }
+
+/// All three nodes restarted one after another (SIGTERM, a new process)
+/// while orders and trips run: each hands its executions over as it
+/// stops, and nothing is lost or done twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_nothing() {
+    const ORDERS: usize = 60;
+    const TRIPS: usize = 60;
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let url = database.url();
+    let providers = Providers::start().await;
+    providers.payments.delay_responses(200);
+    providers.inventory.delay_responses(100);
+    let mut nodes = nodes(&url, 3).await;
+    let key = tenant_with_examples(&nodes[0], &providers).await;
+    for index in 0..ORDERS.max(TRIPS) {
+        let node = &nodes[index % 3];
+        if index < ORDERS {
+            let (status, body) = node
+                .start_execution(
+                    &key,
+                    "order",
+                    &format!("order-{index}"),
+                    order_input(&providers, index),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        if index < TRIPS {
+            let (status, body) = node
+                .start_execution(
+                    &key,
+                    "trip",
+                    &format!("trip-{index}"),
+                    trip_input(&providers, index),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    for node in nodes.iter_mut() {
+        let before = node_of(&url, node.server.child.id()).await;
+        node.stop_gracefully().await;
+        let nodes_left: Vec<String> = sqlx::query_scalar("SELECT node_id FROM nodes")
+            .fetch_all(&mut connect(&url).await)
+            .await
+            .expect("nodes");
+        assert!(
+            !nodes_left.contains(&before),
+            "a stopped node gave its lease up as it left: {nodes_left:?}"
+        );
+        node.start_again().await;
+    }
+    assert_examples_finished(&nodes[1], &key, &providers, ORDERS, TRIPS).await;
+    drop(nodes);
+    database.remove().await;
+}

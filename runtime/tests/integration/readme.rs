@@ -36,6 +36,22 @@ const NOT_RUN: &[(&str, &str)] = &[
         "cargo run -p reprise-providers &",
         "the test starts the same provider in-process",
     ),
+    (
+        "createdb reprise",
+        "needs a PostgreSQL server; `postgres::three_nodes_*` tests run three nodes on one",
+    ),
+    (
+        "reprise serve --database postgres://localhost/reprise --data ./node-1 --listen 127.0.0.1:7881 --admin-key-file admin.key &",
+        "as createdb",
+    ),
+    (
+        "reprise serve --database postgres://localhost/reprise --data ./node-2 --listen 127.0.0.1:7882 --admin-key-file admin.key &",
+        "as createdb",
+    ),
+    (
+        "reprise serve --database postgres://localhost/reprise --data ./node-3 --listen 127.0.0.1:7883 --admin-key-file admin.key &",
+        "as createdb",
+    ),
 ];
 
 /// One command of a shell block, with what the README says it prints.
