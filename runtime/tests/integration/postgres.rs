@@ -363,8 +363,8 @@ async fn histories(url: &str) -> Vec<(i64, i64, String)> {
     .expect("events")
 }
 
-/// A signal sent through one node reaches an execution another node owns,
-/// and a long-poll on a third returns its result.
+/// A signal and an upgrade sent through one node reach an execution
+/// another node owns, and a long-poll on a third returns its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_answers_for_any_execution() {
     let database = TestDatabase::create(Backend::Postgres).await;
@@ -385,6 +385,22 @@ async fn any_node_answers_for_any_execution() {
     let owner = node_of(&url, nodes[1].server.child.id()).await;
     assert_eq!(owned_by(&url, &owner).await.len(), 1, "node B owns it");
     nodes[1].wait_for_event(&key, "c1", "SignalAwaited").await;
+
+    // An upgrade found safe through node A is applied by B, its owner,
+    // at the execution's next activation.
+    let v2 = nodes[0].deploy(&key, "counter-v2", None).await;
+    let (status, upgraded) = crate::server::json_call(
+        nodes[0].address(),
+        &key,
+        "PUT",
+        "/v1/workflow-types/counter",
+        json!({ "digest": v2["digest"], "upgrade_running": true }),
+    )
+    .await;
+    assert_eq!(status, 200, "{upgraded}");
+    assert_eq!(upgraded["upgraded"], 1, "{upgraded}");
+    // B picks the upgrade up at its next tick.
+    tokio::time::sleep(Duration::from_millis(TEST_LEASE_MS)).await;
 
     let waiter = {
         let address = nodes[2].address().to_string();
@@ -413,6 +429,12 @@ async fn any_node_answers_for_any_execution() {
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["result"]["received"], json!(["from A"]), "{done}");
+    let upgrades: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'ModuleUpgraded'")
+            .fetch_one(&mut connect(&url).await)
+            .await
+            .expect("count upgrades");
+    assert_eq!(upgrades, 1, "the first run moved to v2 once, on its owner");
     drop(nodes);
     database.remove().await;
 }
