@@ -137,6 +137,25 @@ impl PostgresStore {
     pub fn commit_stats(&self) -> CommitStats {
         self.stats.snapshot()
     }
+
+    /// Takes the node's advisory lock again on a new session if its
+    /// session was cut (the database restarted).
+    async fn hold_node_lock(&self, node_id: &str) -> StoreResult<()> {
+        let mut held = self.node_session.lock().await;
+        if let Some(session) = held.as_mut()
+            && sqlx::query("SELECT 1").execute(&mut *session).await.is_ok()
+        {
+            return Ok(());
+        }
+        let mut session = connect_writer(&self.options).await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(node_id)
+            .execute(&mut session)
+            .await
+            .map_err(StoreError::database("locking this node's session again"))?;
+        *held = Some(session);
+        Ok(())
+    }
 }
 
 async fn connect_writer(options: &PgConnectOptions) -> StoreResult<PgConnection> {
@@ -636,8 +655,8 @@ async fn apply<'op>(
         } => terminate(connection, *execution_id, reason).await,
         WriteOp::JoinNodes { node_id, lease_ms } => {
             sqlx::query(&format!(
-                "INSERT INTO nodes (node_id, joined_at_ms, expires_at_ms)
-                 VALUES ($1, {DATABASE_NOW_MS}, {DATABASE_NOW_MS} + $2)"
+                "INSERT INTO nodes (node_id, lease_ms, joined_at_ms, renewed_at_ms, expires_at_ms)
+                 VALUES ($1, $2, {DATABASE_NOW_MS}, {DATABASE_NOW_MS}, {DATABASE_NOW_MS} + $2)"
             ))
             .bind(node_id.as_str())
             .bind(*lease_ms)
@@ -648,7 +667,9 @@ async fn apply<'op>(
         }
         WriteOp::RenewLease { node_id, lease_ms } => {
             let renewed = sqlx::query(&format!(
-                "UPDATE nodes SET expires_at_ms = {DATABASE_NOW_MS} + $2 WHERE node_id = $1"
+                "UPDATE nodes SET lease_ms = $2, renewed_at_ms = {DATABASE_NOW_MS},
+                   expires_at_ms = {DATABASE_NOW_MS} + $2
+                 WHERE node_id = $1"
             ))
             .bind(node_id.as_ref())
             .bind(*lease_ms)
@@ -658,16 +679,20 @@ async fn apply<'op>(
             Ok(WriteReply::Changed(renewed.rows_affected() == 1))
         }
         WriteOp::ClaimOrphans { node_id, limit } => {
-            // A node is dead when its lease passed, or when its session's
-            // advisory lock can be taken (the process is gone). The lock
-            // taken here is the transaction's and ends with it. Rows a
-            // live batch holds (share lock) are skipped until it commits.
+            // A node is dead when its lease passed, or when it missed
+            // renewals and its session's advisory lock can be taken (its
+            // process is gone). The grace of half a lease spares live
+            // nodes whose sessions a database restart cut: they take their
+            // locks again at their next renewal. The lock taken here is
+            // the transaction's and ends with it. Rows a live batch holds
+            // (share lock) are skipped until it commits.
             sqlx::query(&format!(
                 "DELETE FROM nodes WHERE node_id IN (
                    SELECT node_id FROM nodes
                    WHERE node_id <> $1
                      AND (expires_at_ms < {DATABASE_NOW_MS}
-                          OR pg_try_advisory_xact_lock(hashtextextended(node_id, 0)))
+                          OR (renewed_at_ms + lease_ms / 2 < {DATABASE_NOW_MS}
+                              AND pg_try_advisory_xact_lock(hashtextextended(node_id, 0))))
                    FOR UPDATE SKIP LOCKED)"
             ))
             .bind(node_id.as_ref())
@@ -1029,8 +1054,8 @@ fn decode_event(
 #[async_trait]
 impl Store for PostgresStore {
     async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined> {
-        // The lock first, then the row: a node whose row exists always
-        // holds its lock while it lives.
+        // The lock first, then the row: a node whose row exists holds its
+        // lock while it lives (a cut session takes it again at renewal).
         let mut held = self.node_session.lock().await;
         let mut session = match held.take() {
             Some(session) => session,
@@ -1042,6 +1067,7 @@ impl Store for PostgresStore {
             .await
             .map_err(StoreError::database("locking this node's session"))?;
         *held = Some(session);
+        drop(held);
         self.writes
             .done(WriteOp::JoinNodes {
                 node_id: node_id.to_string(),
@@ -1060,6 +1086,7 @@ impl Store for PostgresStore {
         let Some(node_id) = self.node.get() else {
             return Ok(false);
         };
+        self.hold_node_lock(&node_id).await?;
         self.writes
             .changed(WriteOp::RenewLease {
                 node_id,

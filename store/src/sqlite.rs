@@ -701,9 +701,11 @@ async fn apply<'op>(
                 .await
                 .map_err(StoreError::database("clearing dead nodes"))?;
             sqlx::query(
-                "INSERT INTO nodes (node_id, joined_at_ms, expires_at_ms) VALUES (?, ?, ?)",
+                "INSERT INTO nodes (node_id, lease_ms, joined_at_ms, renewed_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?3, ?4)",
             )
             .bind(node_id.as_str())
+            .bind(*lease_ms)
             .bind(now)
             .bind(now.saturating_add(*lease_ms))
             .execute(&mut *connection)
@@ -712,12 +714,18 @@ async fn apply<'op>(
             Ok(WriteReply::Done)
         }
         WriteOp::RenewLease { node_id, lease_ms } => {
-            let renewed = sqlx::query("UPDATE nodes SET expires_at_ms = ? WHERE node_id = ?")
-                .bind(now_ms().saturating_add(*lease_ms))
-                .bind(node_id.as_ref())
-                .execute(&mut *connection)
-                .await
-                .map_err(StoreError::database("renewing the node's lease"))?;
+            let now = now_ms();
+            let renewed = sqlx::query(
+                "UPDATE nodes SET lease_ms = ?1, renewed_at_ms = ?2, expires_at_ms = ?3
+                 WHERE node_id = ?4",
+            )
+            .bind(*lease_ms)
+            .bind(now)
+            .bind(now.saturating_add(*lease_ms))
+            .bind(node_id.as_ref())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("renewing the node's lease"))?;
             Ok(WriteReply::Changed(renewed.rows_affected() == 1))
         }
         WriteOp::ClaimOrphans { node_id, limit } => {

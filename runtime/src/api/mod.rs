@@ -55,6 +55,11 @@ pub use workers::worker_routes;
 /// in the JSON error that replaces it.
 const REJECTION_TEXT_BYTES_MAX: usize = 4 * 1024;
 
+/// How long a drive stopped by a host fault (the database unreachable)
+/// waits before it replays again; doubling up to [`DRIVE_RETRY_MAX`].
+const DRIVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const DRIVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the routes share.
 pub struct Server {
     runtime: Arc<Runtime>,
@@ -112,13 +117,30 @@ impl Server {
         // takes the lock held here.
         let task = tokio::spawn(async move {
             let workflow_id = record.workflow_id.clone();
-            match server.runtime.drive(record).await {
-                Ok(_) => {}
-                Err(RunError::ShuttingDown { .. }) => {
-                    tracing::debug!(%workflow_id, "stopped for the shutdown");
+            let mut backoff = DRIVE_RETRY_FIRST;
+            loop {
+                match server.runtime.drive(record.clone()).await {
+                    Ok(_) => {}
+                    Err(RunError::ShuttingDown { .. }) => {
+                        tracing::debug!(%workflow_id, "stopped for the shutdown");
+                    }
+                    Err(error @ RunError::Disowned { .. }) => tracing::info!(%error),
+                    // The database went away (restarted, unreachable): the
+                    // execution is still this node's, so nobody else will
+                    // resume it. Replay it again once the store may be back.
+                    Err(error @ (RunError::Store(_) | RunError::Host { .. }))
+                        if !*server.runtime.shutdown_requested().borrow() =>
+                    {
+                        tracing::warn!(%workflow_id, %error, retry_in_ms = backoff.as_millis() as u64, "driving an execution stopped; resuming it later");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(DRIVE_RETRY_MAX);
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%workflow_id, %error, "driving an execution stopped")
+                    }
                 }
-                Err(error @ RunError::Disowned { .. }) => tracing::info!(%error),
-                Err(error) => tracing::error!(%workflow_id, %error, "driving an execution stopped"),
+                break;
             }
             let mut driving = server
                 .driving
@@ -293,13 +315,24 @@ async fn metrics(
         .into_response()
 }
 
+/// How long readiness waits for the store: a database that is down must
+/// turn readiness red at once, not after a connection timeout.
+const READY_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ready when the store answers: the process is up *and* can serve.
 async fn ready(axum::extract::State(server): axum::extract::State<Arc<Server>>) -> Response {
-    match server.store.tenants().await {
-        Ok(_) => Json(json!({ "ready": true })).into_response(),
-        Err(problem) => error(
+    match tokio::time::timeout(READY_STORE_WAIT, server.store.tenants()).await {
+        Ok(Ok(_)) => Json(json!({ "ready": true })).into_response(),
+        Ok(Err(problem)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the store does not answer: {problem}"),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the store did not answer within {} ms",
+                READY_STORE_WAIT.as_millis()
+            ),
         ),
     }
 }

@@ -495,3 +495,58 @@ async fn a_rolling_restart_loses_nothing() {
     drop(nodes);
     database.remove().await;
 }
+
+/// The status `/readyz` answers on `node`.
+async fn readiness(node: &Hosted) -> u16 {
+    crate::server::json_call(node.address(), "", "GET", "/readyz", Value::Null)
+        .await
+        .0
+}
+
+/// PostgreSQL itself restarted while two nodes run orders: readiness goes
+/// red while it is down and green again after, the nodes retry, and every
+/// order finishes with one charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_database_restart() {
+    const ORDERS: usize = 40;
+    let cluster = crate::store_harness::PrivateCluster::start();
+    let url = cluster.url();
+    let providers = Providers::start().await;
+    providers.payments.delay_responses(300);
+    let nodes = nodes(&url, 2).await;
+    let key = tenant_with_examples(&nodes[0], &providers).await;
+    for index in 0..ORDERS {
+        let (status, body) = nodes[index % 2]
+            .start_execution(
+                &key,
+                "order",
+                &format!("order-{index}"),
+                order_input(&providers, index),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let waited = Instant::now();
+    while providers.payments.requests() < 5 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no charges reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::task::block_in_place(|| cluster.stop());
+    for node in &nodes {
+        assert_eq!(readiness(node).await, 503, "not ready without the database");
+    }
+    tokio::time::sleep(Duration::from_millis(TEST_LEASE_MS)).await;
+    tokio::task::block_in_place(|| cluster.start_again());
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while readiness(node).await != 200 {
+            assert!(Instant::now() < deadline, "never ready again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_examples_finished(&nodes[1], &key, &providers, ORDERS, 0).await;
+    drop(nodes);
+}

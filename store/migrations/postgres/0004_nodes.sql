@@ -7,8 +7,10 @@
 -- row can append nothing more.
 CREATE TABLE nodes (
     node_id       TEXT PRIMARY KEY,
+    lease_ms      BIGINT NOT NULL,
+    -- Times on the database's clock, so nodes' clocks need not agree.
     joined_at_ms  BIGINT NOT NULL,
-    -- The database's clock, so nodes' clocks need not agree.
+    renewed_at_ms BIGINT NOT NULL,
     expires_at_ms BIGINT NOT NULL
 );
 

@@ -3,7 +3,9 @@
 -- database's lock file while it serves).
 CREATE TABLE nodes (
     node_id       TEXT PRIMARY KEY,
+    lease_ms      INTEGER NOT NULL,
     joined_at_ms  INTEGER NOT NULL,
+    renewed_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL
 );
 

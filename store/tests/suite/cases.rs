@@ -36,7 +36,7 @@ fn started() -> RecordedEvent {
     started_with("{}")
 }
 
-fn fired(position: u64, seq: u64) -> RecordedEvent {
+pub fn fired(position: u64, seq: u64) -> RecordedEvent {
     RecordedEvent {
         position,
         recorded_at_ms: 0,
@@ -1033,6 +1033,11 @@ pub async fn open_url_accepts_only_postgres(database: Arc<TestDatabase>) {
     assert!(!text.contains("secret"), "{text}");
 }
 
+/// Starts one execution of the suite's tenant: its row id.
+pub async fn started_execution(store: &dyn Store) -> i64 {
+    start(store, new_execution(TENANT, "w", "r")).await.id
+}
+
 /// A lease long enough that it never passes during a test.
 const LONG_LEASE: Duration = Duration::from_secs(600);
 
@@ -1185,10 +1190,11 @@ pub async fn a_dead_nodes_executions_are_claimed(database: Arc<TestDatabase>) {
         execution.id
     ));
 
-    // A process that dies (its session closes) is dead at once, whatever
-    // its lease says.
+    // A process that dies (its session closes) is dead once it misses
+    // renewals for half its lease, before the lease passes.
+    let lease = Duration::from_secs(4);
     let dying = store_on(&database).await;
-    join(dying.as_ref(), "dying", LONG_LEASE).await;
+    join(dying.as_ref(), "dying", lease).await;
     let orphan = start(dying.as_ref(), new_execution(TENANT, "w2", "r2")).await;
     drop(dying);
     let started = std::time::Instant::now();
@@ -1199,8 +1205,8 @@ pub async fn a_dead_nodes_executions_are_claimed(database: Arc<TestDatabase>) {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "a dead session's executions were not claimed"
+            started.elapsed() < lease,
+            "a dead session's executions waited for its lease"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -260,92 +260,189 @@ fn start_cluster() -> Result<Server, String> {
 }
 
 fn start_cluster_in(binaries: &Path, dir: &Path) -> Result<Server, String> {
-    // initdb refuses to run as root: the cluster then belongs to `postgres`.
-    let is_root = std::fs::metadata(dir)
-        .map_err(|error| format!("reading {}: {error}", dir.display()))?
-        .uid()
-        == 0;
-    let run_as: Vec<String> = if is_root {
-        let chowned = Command::new("chown")
-            .arg("postgres:")
-            .arg(dir)
-            .output()
-            .map_err(|error| format!("running chown: {error}"))?;
-        if !chowned.status.success() {
-            return Err(format!(
-                "running as root, the cluster must belong to the `postgres` user, but \
-                 `chown postgres: {}` failed: {}",
-                dir.display(),
-                String::from_utf8_lossy(&chowned.stderr).trim()
-            ));
-        }
-        ["runuser", "-u", "postgres", "--"]
-            .map(String::from)
-            .to_vec()
-    } else {
-        Vec::new()
-    };
-    let data = dir.join("data");
-    let initdb = binaries.join("initdb");
-    run_logged(
-        &run_as,
-        &initdb,
-        &[
-            "-D".as_ref(),
-            data.as_os_str(),
-            "-A".as_ref(),
-            "trust".as_ref(),
-            "-U".as_ref(),
-            "postgres".as_ref(),
-            "-E".as_ref(),
-            "UTF8".as_ref(),
-            "--locale=C".as_ref(),
-            "--no-sync".as_ref(),
-        ],
-    )?;
-    let port = free_port()?;
-    let log = dir.join("server.log");
-    let settings = format!(
-        "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='{}' \
-         -c max_connections=200",
-        dir.display()
-    );
-    let pg_ctl = binaries.join("pg_ctl");
-    let wait = CLUSTER_START_SECONDS_MAX.to_string();
-    let start = run_logged(
-        &run_as,
-        &pg_ctl,
-        &[
-            "-D".as_ref(),
-            data.as_os_str(),
-            "-l".as_ref(),
-            log.as_os_str(),
-            "-w".as_ref(),
-            "-t".as_ref(),
-            wait.as_ref(),
-            "-o".as_ref(),
-            settings.as_ref(),
-            "start".as_ref(),
-        ],
-    );
-    if let Err(error) = start {
-        let server_log = std::fs::read_to_string(&log).unwrap_or_default();
-        return Err(format!("{error}\nserver log:\n{server_log}"));
-    }
-    spawn_watchdog(&run_as, &pg_ctl, &data, dir)?;
+    let cluster = Cluster::init(binaries, dir)?;
+    cluster.start()?;
+    spawn_watchdog(&cluster.run_as, &cluster.pg_ctl, &cluster.data, dir)?;
     let admin = PgConnectOptions::new()
         .host("127.0.0.1")
-        .port(port)
+        .port(cluster.port)
         .username("postgres")
         .database("postgres");
     Ok(Server {
         admin,
-        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        url: cluster.url(),
         described: format!(
-            "the throwaway cluster at 127.0.0.1:{port} (log: {})",
-            log.display()
+            "the throwaway cluster at 127.0.0.1:{} (log: {})",
+            cluster.port,
+            cluster.log.display()
         ),
     })
+}
+
+/// A cluster made by `initdb` in a directory of its own, started and
+/// stopped with `pg_ctl`.
+struct Cluster {
+    run_as: Vec<String>,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    port: u16,
+    settings: String,
+}
+
+impl Cluster {
+    fn init(binaries: &Path, dir: &Path) -> Result<Cluster, String> {
+        // initdb refuses to run as root: the cluster then belongs to `postgres`.
+        let is_root = std::fs::metadata(dir)
+            .map_err(|error| format!("reading {}: {error}", dir.display()))?
+            .uid()
+            == 0;
+        let run_as: Vec<String> = if is_root {
+            let chowned = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir)
+                .output()
+                .map_err(|error| format!("running chown: {error}"))?;
+            if !chowned.status.success() {
+                return Err(format!(
+                    "running as root, the cluster must belong to the `postgres` user, but \
+                     `chown postgres: {}` failed: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&chowned.stderr).trim()
+                ));
+            }
+            ["runuser", "-u", "postgres", "--"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        let data = dir.join("data");
+        let initdb = binaries.join("initdb");
+        run_logged(
+            &run_as,
+            &initdb,
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        )?;
+        let port = free_port()?;
+        let log = dir.join("server.log");
+        let settings = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='{}' \
+             -c max_connections=200",
+            dir.display()
+        );
+        Ok(Cluster {
+            run_as,
+            pg_ctl: binaries.join("pg_ctl"),
+            data,
+            log,
+            port,
+            settings,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn start(&self) -> Result<(), String> {
+        let wait = CLUSTER_START_SECONDS_MAX.to_string();
+        let start = run_logged(
+            &self.run_as,
+            &self.pg_ctl,
+            &[
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-l".as_ref(),
+                self.log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                wait.as_ref(),
+                "-o".as_ref(),
+                self.settings.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        start.map_err(|error| {
+            let server_log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            format!("{error}\nserver log:\n{server_log}")
+        })
+    }
+
+    /// A fast shutdown: sessions are cut, committed data stays.
+    fn stop(&self) -> Result<(), String> {
+        run_logged(
+            &self.run_as,
+            &self.pg_ctl,
+            &[
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+        )
+    }
+}
+
+/// A cluster of a test's own, which the test may stop and start again (a
+/// database restart under load). Stopped and deleted when dropped, or by
+/// its watchdog when the test process dies.
+pub struct PrivateCluster {
+    cluster: Cluster,
+    dir: PathBuf,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let started = (|| {
+            let binaries = server_binaries()?;
+            let dir = std::env::temp_dir().join(format!("reprise-pg-{}", fresh_database_name()));
+            std::fs::create_dir(&dir)
+                .map_err(|error| format!("creating {}: {error}", dir.display()))?;
+            let cluster = Cluster::init(&binaries, &dir)?;
+            cluster.start()?;
+            spawn_watchdog(&cluster.run_as, &cluster.pg_ctl, &cluster.data, &dir)?;
+            Ok::<_, String>(PrivateCluster { cluster, dir })
+        })();
+        started.unwrap_or_else(|reason| panic!("starting a private PostgreSQL cluster: {reason}"))
+    }
+
+    /// Its `postgres` database, as the `postgres` superuser.
+    pub fn url(&self) -> String {
+        self.cluster.url()
+    }
+
+    pub fn stop(&self) {
+        self.cluster
+            .stop()
+            .unwrap_or_else(|reason| panic!("stopping the private cluster: {reason}"));
+    }
+
+    pub fn start_again(&self) {
+        self.cluster
+            .start()
+            .unwrap_or_else(|reason| panic!("starting the private cluster again: {reason}"));
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Stops the cluster (immediate shutdown: nothing in it is kept) and

@@ -55,3 +55,56 @@ for_each_backend!(
     search_attributes_are_stored_filtered_and_carried_on,
     schedules_are_limited_versioned_and_scoped,
 );
+
+/// A node on PostgreSQL rides out a restart of the database: writes fail
+/// while it is down, then go through on new connections, and the node
+/// keeps its lease and its executions (it takes its session lock again).
+#[tokio::test]
+async fn a_node_rides_out_a_postgres_restart() {
+    use std::time::Duration;
+
+    use reprise_store::{Joined, PostgresStore, Store};
+
+    let cluster = harness::PrivateCluster::start();
+    let node = PostgresStore::connect(&cluster.url())
+        .await
+        .expect("connect");
+    let lease = Duration::from_secs(2);
+    assert_eq!(
+        node.join_nodes("node", lease).await.expect("join"),
+        Joined::Member
+    );
+    node.put_module("d", "workflow", b"bytes")
+        .await
+        .expect("module");
+    let execution = cases::started_execution(&node).await;
+    cluster.stop();
+    assert!(
+        node.append(execution, vec![cases::fired(2, 1)], None)
+            .await
+            .is_err(),
+        "no write while the database is down"
+    );
+    cluster.start_again();
+    node.append(execution, vec![cases::fired(2, 1)], None)
+        .await
+        .expect("a write once the database is back");
+    assert!(
+        node.renew_lease(lease).await.expect("renew"),
+        "the lease held"
+    );
+    let other = PostgresStore::connect(&cluster.url())
+        .await
+        .expect("connect");
+    assert_eq!(
+        other.join_nodes("other", lease).await.expect("join"),
+        Joined::Member
+    );
+    // Past half a lease without renewal, only a free session lock would
+    // make the node dead: its lock is held again.
+    tokio::time::sleep(lease / 2 + Duration::from_millis(300)).await;
+    assert!(
+        other.claim_orphans(10).await.expect("claim").is_empty(),
+        "a live node's executions stay with it after a restart"
+    );
+}
