@@ -143,6 +143,46 @@ fn trip_input(providers: &Providers, index: usize) -> Value {
     serde_json::from_str(&text).expect("trip input")
 }
 
+/// Starts `orders` orders and `trips` trips (ids `order-N`, `trip-N`),
+/// round-robin over `nodes`.
+async fn start_examples(
+    nodes: &[Hosted],
+    key: &str,
+    providers: &Providers,
+    orders: usize,
+    trips: usize,
+) {
+    for index in 0..orders.max(trips) {
+        let node = &nodes[index % nodes.len()];
+        let mut starts = Vec::new();
+        if index < orders {
+            starts.push(("order", order_input(providers, index)));
+        }
+        if index < trips {
+            starts.push(("trip", trip_input(providers, index)));
+        }
+        for (workflow, input) in starts {
+            let (status, body) = node
+                .start_execution(key, workflow, &format!("{workflow}-{index}"), input)
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+}
+
+/// Waits (at most a minute) until the payment provider has seen `count`
+/// requests: activities are in flight.
+async fn until_charges_reach_provider(providers: &Providers, count: u64) {
+    let waited = Instant::now();
+    while providers.payments.requests() < count {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no charges reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Every order finished with one charge; every trip failed at provisioning
 /// and undid each of its steps once.
 async fn assert_examples_finished(
@@ -215,41 +255,10 @@ async fn three_nodes_finish_everything_when_one_is_killed() {
     providers.inventory.delay_responses(100);
     let mut nodes = nodes(&url, 3).await;
     let key = tenant_with_examples(&nodes[0], &providers).await;
-    for index in 0..ORDERS.max(TRIPS) {
-        let node = &nodes[index % 3];
-        if index < ORDERS {
-            let (status, body) = node
-                .start_execution(
-                    &key,
-                    "order",
-                    &format!("order-{index}"),
-                    order_input(&providers, index),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
-        if index < TRIPS {
-            let (status, body) = node
-                .start_execution(
-                    &key,
-                    "trip",
-                    &format!("trip-{index}"),
-                    trip_input(&providers, index),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
-    }
+    start_examples(&nodes, &key, &providers, ORDERS, TRIPS).await;
     let victim_pid = nodes[1].server.child.id();
     let victim = node_of(&url, victim_pid).await;
-    let waited = Instant::now();
-    while providers.payments.requests() < 10 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "no charges reached the provider"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_charges_reach_provider(&providers, 10).await;
     let orphaned = owned_by(&url, &victim).await;
     assert!(!orphaned.is_empty(), "the victim owned running executions");
     let killed_at_ms = reprise::clock::now_ms() as i64;
@@ -306,25 +315,8 @@ async fn a_stalled_node_is_fenced_when_it_wakes() {
     let key = tenant_with_examples(&nodes[0], &providers).await;
     let stalled_pid = nodes[1].server.child.id();
     let stalled = node_of(&url, stalled_pid).await;
-    for index in 0..ORDERS {
-        let (status, body) = nodes[1]
-            .start_execution(
-                &key,
-                "order",
-                &format!("order-{index}"),
-                order_input(&providers, index),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-    let waited = Instant::now();
-    while providers.payments.requests() < 5 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "no charges reached the provider"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    start_examples(&nodes[1..2], &key, &providers, ORDERS, 0).await;
+    until_charges_reach_provider(&providers, 5).await;
     let pid = stalled_pid as libc::pid_t;
     // SAFETY: kill(2) on a child process this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
@@ -453,31 +445,7 @@ async fn a_rolling_restart_loses_nothing() {
     providers.inventory.delay_responses(100);
     let mut nodes = nodes(&url, 3).await;
     let key = tenant_with_examples(&nodes[0], &providers).await;
-    for index in 0..ORDERS.max(TRIPS) {
-        let node = &nodes[index % 3];
-        if index < ORDERS {
-            let (status, body) = node
-                .start_execution(
-                    &key,
-                    "order",
-                    &format!("order-{index}"),
-                    order_input(&providers, index),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
-        if index < TRIPS {
-            let (status, body) = node
-                .start_execution(
-                    &key,
-                    "trip",
-                    &format!("trip-{index}"),
-                    trip_input(&providers, index),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
-    }
+    start_examples(&nodes, &key, &providers, ORDERS, TRIPS).await;
     for node in nodes.iter_mut() {
         let before = node_of(&url, node.server.child.id()).await;
         node.stop_gracefully().await;
@@ -515,25 +483,8 @@ async fn nodes_ride_out_a_database_restart() {
     providers.payments.delay_responses(300);
     let nodes = nodes(&url, 2).await;
     let key = tenant_with_examples(&nodes[0], &providers).await;
-    for index in 0..ORDERS {
-        let (status, body) = nodes[index % 2]
-            .start_execution(
-                &key,
-                "order",
-                &format!("order-{index}"),
-                order_input(&providers, index),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-    let waited = Instant::now();
-    while providers.payments.requests() < 5 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "no charges reached the provider"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    start_examples(&nodes, &key, &providers, ORDERS, 0).await;
+    until_charges_reach_provider(&providers, 5).await;
     tokio::task::block_in_place(|| cluster.stop());
     for node in &nodes {
         assert_eq!(readiness(node).await, 503, "not ready without the database");
