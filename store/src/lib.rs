@@ -483,7 +483,16 @@ pub trait Store: Send + Sync + 'static {
     /// a new id. SQLite takes one node at a time: while another process
     /// is it, the answer is [`Joined::Refused`]; a process that joins
     /// knows every earlier node is dead and clears their leases.
-    async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined>;
+    /// `api_url` is where the node's HTTP API answers the other nodes.
+    async fn join_nodes(
+        &self,
+        node_id: &str,
+        lease: Duration,
+        api_url: Option<&str>,
+    ) -> StoreResult<Joined>;
+
+    /// Where the other live nodes' HTTP APIs answer (those that said).
+    async fn peer_api_urls(&self) -> StoreResult<Vec<String>>;
 
     /// The node this store joined as, if it did.
     fn node_id(&self) -> Option<Arc<str>>;

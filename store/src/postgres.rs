@@ -653,13 +653,18 @@ async fn apply<'op>(
             execution_id,
             reason,
         } => terminate(connection, *execution_id, reason).await,
-        WriteOp::JoinNodes { node_id, lease_ms } => {
+        WriteOp::JoinNodes {
+            node_id,
+            lease_ms,
+            api_url,
+        } => {
             sqlx::query(&format!(
-                "INSERT INTO nodes (node_id, lease_ms, joined_at_ms, renewed_at_ms, expires_at_ms)
-                 VALUES ($1, $2, {DATABASE_NOW_MS}, {DATABASE_NOW_MS}, {DATABASE_NOW_MS} + $2)"
+                "INSERT INTO nodes (node_id, lease_ms, joined_at_ms, renewed_at_ms, expires_at_ms, api_url)
+                 VALUES ($1, $2, {DATABASE_NOW_MS}, {DATABASE_NOW_MS}, {DATABASE_NOW_MS} + $2, $3)"
             ))
             .bind(node_id.as_str())
             .bind(*lease_ms)
+            .bind(api_url.as_deref())
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("joining the nodes"))?;
@@ -1053,7 +1058,12 @@ fn decode_event(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined> {
+    async fn join_nodes(
+        &self,
+        node_id: &str,
+        lease: Duration,
+        api_url: Option<&str>,
+    ) -> StoreResult<Joined> {
         // The lock first, then the row: a node whose row exists holds its
         // lock while it lives (a cut session takes it again at renewal).
         let mut held = self.node_session.lock().await;
@@ -1072,6 +1082,7 @@ impl Store for PostgresStore {
             .done(WriteOp::JoinNodes {
                 node_id: node_id.to_string(),
                 lease_ms: lease_ms(lease),
+                api_url: api_url.map(str::to_string),
             })
             .await?;
         self.node.set(Some(node_id));
@@ -1080,6 +1091,20 @@ impl Store for PostgresStore {
 
     fn node_id(&self) -> Option<Arc<str>> {
         self.node.get()
+    }
+
+    async fn peer_api_urls(&self) -> StoreResult<Vec<String>> {
+        let me = self.node.get();
+        sqlx::query_scalar(&format!(
+            "SELECT api_url FROM nodes
+             WHERE api_url IS NOT NULL AND node_id IS DISTINCT FROM $1
+               AND expires_at_ms >= {DATABASE_NOW_MS}
+             ORDER BY node_id"
+        ))
+        .bind(me.as_deref())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing the other nodes"))
     }
 
     async fn renew_lease(&self, lease: Duration) -> StoreResult<bool> {

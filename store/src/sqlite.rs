@@ -692,7 +692,11 @@ async fn apply<'op>(
             .map_err(StoreError::database("terminating an execution"))?;
             Ok(WriteReply::Changed(true))
         }
-        WriteOp::JoinNodes { node_id, lease_ms } => {
+        WriteOp::JoinNodes {
+            node_id,
+            lease_ms,
+            api_url,
+        } => {
             // The lock file says this process is the only node: whatever
             // other rows are left are dead nodes'.
             let now = now_ms();
@@ -701,13 +705,14 @@ async fn apply<'op>(
                 .await
                 .map_err(StoreError::database("clearing dead nodes"))?;
             sqlx::query(
-                "INSERT INTO nodes (node_id, lease_ms, joined_at_ms, renewed_at_ms, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?3, ?4)",
+                "INSERT INTO nodes (node_id, lease_ms, joined_at_ms, renewed_at_ms, expires_at_ms, api_url)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
             )
             .bind(node_id.as_str())
             .bind(*lease_ms)
             .bind(now)
             .bind(now.saturating_add(*lease_ms))
+            .bind(api_url.as_deref())
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("joining the nodes"))?;
@@ -929,7 +934,12 @@ fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEve
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn join_nodes(&self, node_id: &str, lease: Duration) -> StoreResult<Joined> {
+    async fn join_nodes(
+        &self,
+        node_id: &str,
+        lease: Duration,
+        api_url: Option<&str>,
+    ) -> StoreResult<Joined> {
         if !self.lock_database()? {
             return Ok(Joined::Refused);
         }
@@ -937,6 +947,7 @@ impl Store for SqliteStore {
             .done(WriteOp::JoinNodes {
                 node_id: node_id.to_string(),
                 lease_ms: lease_ms(lease),
+                api_url: api_url.map(str::to_string),
             })
             .await?;
         self.node.set(Some(node_id));
@@ -945,6 +956,11 @@ impl Store for SqliteStore {
 
     fn node_id(&self) -> Option<Arc<str>> {
         self.node.get()
+    }
+
+    async fn peer_api_urls(&self) -> StoreResult<Vec<String>> {
+        // One node at a time: there are no others.
+        Ok(Vec::new())
     }
 
     async fn renew_lease(&self, lease: Duration) -> StoreResult<bool> {

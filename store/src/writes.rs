@@ -83,6 +83,7 @@ pub(crate) enum WriteOp {
     JoinNodes {
         node_id: String,
         lease_ms: i64,
+        api_url: Option<String>,
     },
     /// Extends a node's lease; `Changed(false)` if the node has no row.
     RenewLease {

@@ -47,9 +47,10 @@ pub fn new_node_id() -> String {
 /// Joins the database's nodes as a new node, and loads what the store
 /// holds (workflow types, tenants' limits and activity modules). Fails
 /// when the backend takes one node at a time and another process is it.
-pub async fn join(runtime: &Runtime, lease: Duration) -> anyhow::Result<()> {
+/// `api_url`: where this node's HTTP API answers the other nodes.
+pub async fn join(runtime: &Runtime, lease: Duration, api_url: Option<&str>) -> anyhow::Result<()> {
     let node_id = new_node_id();
-    match runtime.store().join_nodes(&node_id, lease).await? {
+    match runtime.store().join_nodes(&node_id, lease, api_url).await? {
         Joined::Member => {}
         Joined::Refused => anyhow::bail!(
             "another `reprise serve` holds this SQLite database; run one server per SQLite \
@@ -62,7 +63,7 @@ pub async fn join(runtime: &Runtime, lease: Duration) -> anyhow::Result<()> {
 
 /// Renews the lease, keeps up with the store, and claims orphans until
 /// the process shuts down; then leaves.
-pub fn spawn(server: Arc<Server>, lease: Duration) {
+pub fn spawn(server: Arc<Server>, lease: Duration, api_url: Option<String>) {
     tokio::spawn(async move {
         let mut shutdown = server.runtime().shutdown_requested();
         let mut ticks = tokio::time::interval(lease / TICKS_PER_LEASE);
@@ -72,14 +73,14 @@ pub fn spawn(server: Arc<Server>, lease: Duration) {
                 _ = ticks.tick() => {}
                 _ = shutdown.wait_for(|stopping| *stopping) => return,
             }
-            if let Err(problem) = tick(&server, lease).await {
+            if let Err(problem) = tick(&server, lease, api_url.as_deref()).await {
                 tracing::warn!(error = %format!("{problem:#}"), "node upkeep failed; trying again next tick");
             }
         }
     });
 }
 
-async fn tick(server: &Arc<Server>, lease: Duration) -> anyhow::Result<()> {
+async fn tick(server: &Arc<Server>, lease: Duration, api_url: Option<&str>) -> anyhow::Result<()> {
     let store = server.store();
     if !store.renew_lease(lease).await? {
         let dropped = server.drop_all_drives();
@@ -90,7 +91,7 @@ async fn tick(server: &Arc<Server>, lease: Duration) -> anyhow::Result<()> {
             "this node's lease passed and other nodes took its executions; dropped its drives and joining again"
         );
         anyhow::ensure!(
-            store.join_nodes(&node_id, lease).await? == Joined::Member,
+            store.join_nodes(&node_id, lease, api_url).await? == Joined::Member,
             "could not join the nodes again"
         );
     }

@@ -9,22 +9,31 @@
 //! ```
 //! Errors are `{"error": "..."}` with 400 (bad report), 404 (unknown
 //! token) or 409 (the task is no longer open).
+//!
+//! On several nodes a task waits in the queue of the node whose execution
+//! scheduled it, and a worker may ask any node: a poll that finds nothing
+//! here looks in the other nodes' queues (a poll forwarded with no wait,
+//! between short waits here), and a report for a token this node does not
+//! know goes to the others until one knows it. Forwarded requests carry
+//! the worker's own key and are never forwarded again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use http_body_util::BodyExt as _;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::auth::authenticate;
-use crate::activity::worker::{TaskError, WorkerQueue};
+use crate::activity::outbound::{self, OutboundClient};
+use crate::activity::worker::{POLL_WAIT_MAX, TaskError, WorkerQueue};
 use crate::journal::ActivityError;
 use crate::store::Store;
 
@@ -33,6 +42,69 @@ use crate::store::Store;
 pub struct WorkerApi {
     queue: Arc<WorkerQueue>,
     tenants: Option<Arc<dyn Store>>,
+}
+
+/// Marks a request one node forwarded to another: answered from that
+/// node's own queue, never forwarded again.
+const FORWARDED_HEADER: &str = "x-reprise-forwarded";
+/// How long a poll waits on this node's queue between looks at the others'.
+const PEER_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a forwarded request may take before that node is passed over.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl WorkerApi {
+    /// The other nodes to forward to: none for a forwarded request, an
+    /// embedded runtime, or a node alone on its database.
+    async fn peers(&self, headers: &HeaderMap) -> Vec<String> {
+        match &self.tenants {
+            Some(store) if !headers.contains_key(FORWARDED_HEADER) && store.node_id().is_some() => {
+                store.peer_api_urls().await.unwrap_or_else(|problem| {
+                    tracing::warn!(error = %problem, "could not list the other nodes");
+                    Vec::new()
+                })
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Sends a worker's request on to node `peer` with the worker's key: its
+/// answer, or `None` if that node did not answer.
+async fn forward(
+    peer: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &impl Serialize,
+) -> Option<Response> {
+    let key = headers.get(header::AUTHORIZATION)?;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{peer}{path}"))
+        .header(header::AUTHORIZATION, key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(FORWARDED_HEADER, "1")
+        .body(outbound::full_body(serde_json::to_vec(body).ok()?))
+        .ok()?;
+    let client = OutboundClient::for_this_process().ok()?;
+    let answered = async {
+        let response = client.send(request).await.ok()?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, bytes))
+    };
+    match tokio::time::timeout(FORWARD_TIMEOUT, answered).await {
+        Ok(Some((status, bytes))) => {
+            Some((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+        }
+        _ => {
+            tracing::warn!(
+                peer,
+                path,
+                "another node did not answer a forwarded worker request"
+            );
+            None
+        }
+    }
 }
 
 /// The tenant a worker polls for (`None` on an embedded runtime).
@@ -65,7 +137,7 @@ pub fn worker_routes(queue: Arc<WorkerQueue>, tenants: Option<Arc<dyn Store>>) -
         .with_state(Arc::new(WorkerApi { queue, tenants }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PollRequest {
     activities: Vec<String>,
@@ -80,6 +152,7 @@ fn default_wait_ms() -> u64 {
 async fn poll(
     State(api): State<Arc<WorkerApi>>,
     Caller(tenant): Caller,
+    headers: HeaderMap,
     Json(request): Json<PollRequest>,
 ) -> Response {
     if request.activities.is_empty() {
@@ -88,21 +161,75 @@ async fn poll(
             "name at least one activity in `activities`".into(),
         );
     }
-    match api
-        .queue
-        .poll(
-            tenant.as_deref(),
-            &request.activities,
-            Duration::from_millis(request.wait_ms),
-        )
-        .await
-    {
-        Some(task) => (StatusCode::OK, Json(task)).into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
+    let tenant = tenant.as_deref();
+    let wait = Duration::from_millis(request.wait_ms).min(POLL_WAIT_MAX);
+    let handed_out = |task| (StatusCode::OK, Json(task)).into_response();
+    let peers = api.peers(&headers).await;
+    if peers.is_empty() {
+        return match api.queue.poll(tenant, &request.activities, wait).await {
+            Some(task) => handed_out(task),
+            None => StatusCode::NO_CONTENT.into_response(),
+        };
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let elsewhere = PollRequest {
+        activities: request.activities.clone(),
+        wait_ms: 0,
+    };
+    loop {
+        if let Some(task) = api
+            .queue
+            .poll(tenant, &request.activities, Duration::ZERO)
+            .await
+        {
+            return handed_out(task);
+        }
+        for peer in &peers {
+            if let Some(answer) =
+                forward(peer, "/v1/activity-tasks/poll", &headers, &elsewhere).await
+                && answer.status() == StatusCode::OK
+            {
+                return answer;
+            }
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        let here = remaining.min(PEER_POLL_INTERVAL);
+        if let Some(task) = api.queue.poll(tenant, &request.activities, here).await {
+            return handed_out(task);
+        }
     }
 }
 
-#[derive(Deserialize)]
+/// Answers a report from this node's queue, or, for a token it does not
+/// know, from the first other node that knows it.
+async fn report(
+    api: &WorkerApi,
+    headers: &HeaderMap,
+    path: String,
+    body: &impl Serialize,
+    here: Result<(), TaskError>,
+) -> Response {
+    // Tokens are hex; anything else is nobody's (and never goes into
+    // another node's URL).
+    let forwardable = |token: &str| token.bytes().all(|byte| byte.is_ascii_alphanumeric());
+    if let Err(TaskError::Unknown(token)) = &here
+        && forwardable(token)
+    {
+        for peer in api.peers(headers).await {
+            if let Some(answer) = forward(&peer, &path, headers, body).await
+                && answer.status() != StatusCode::NOT_FOUND
+            {
+                return answer;
+            }
+        }
+    }
+    outcome(here)
+}
+
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct HeartbeatRequest {
     #[serde(default)]
@@ -113,15 +240,17 @@ async fn heartbeat(
     State(api): State<Arc<WorkerApi>>,
     Caller(tenant): Caller,
     Path(token): Path<String>,
+    headers: HeaderMap,
     Json(request): Json<HeartbeatRequest>,
 ) -> Response {
-    outcome(
-        api.queue
-            .heartbeat(tenant.as_deref(), &token, request.details),
-    )
+    let here = api
+        .queue
+        .heartbeat(tenant.as_deref(), &token, request.details.clone());
+    let path = format!("/v1/activity-tasks/{token}/heartbeat");
+    report(&api, &headers, path, &request, here).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
     output: Box<RawValue>,
@@ -131,15 +260,17 @@ async fn complete(
     State(api): State<Arc<WorkerApi>>,
     Caller(tenant): Caller,
     Path(token): Path<String>,
+    headers: HeaderMap,
     Json(request): Json<CompleteRequest>,
 ) -> Response {
-    outcome(
-        api.queue
-            .complete(tenant.as_deref(), &token, &request.output),
-    )
+    let here = api
+        .queue
+        .complete(tenant.as_deref(), &token, &request.output);
+    let path = format!("/v1/activity-tasks/{token}/complete");
+    report(&api, &headers, path, &request, here).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FailRequest {
     error_type: String,
@@ -154,15 +285,21 @@ async fn fail(
     State(api): State<Arc<WorkerApi>>,
     Caller(tenant): Caller,
     Path(token): Path<String>,
+    headers: HeaderMap,
     Json(request): Json<FailRequest>,
 ) -> Response {
     let error = ActivityError {
-        error_type: request.error_type,
-        message: request.message,
-        details: request.details.map(|details| details.get().to_string()),
+        error_type: request.error_type.clone(),
+        message: request.message.clone(),
+        details: request
+            .details
+            .as_ref()
+            .map(|details| details.get().to_string()),
         non_retryable: request.non_retryable,
     };
-    outcome(api.queue.fail(tenant.as_deref(), &token, error))
+    let here = api.queue.fail(tenant.as_deref(), &token, error);
+    let path = format!("/v1/activity-tasks/{token}/fail");
+    report(&api, &headers, path, &request, here).await
 }
 
 fn outcome(result: Result<(), TaskError>) -> Response {

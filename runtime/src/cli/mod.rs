@@ -123,6 +123,11 @@ enum Command {
         /// (on PostgreSQL a dead process's are taken within a second).
         #[arg(long, env = "REPRISE_LEASE_MS", default_value_t = crate::api::membership::LEASE_DEFAULT.as_millis() as u64)]
         lease_ms: u64,
+        /// Where the other nodes reach this one's API (they forward
+        /// external workers' polls and reports to it); default
+        /// `http://<--listen>` unless that listens on every address.
+        #[arg(long, env = "REPRISE_ADVERTISE_URL")]
+        advertise_url: Option<String>,
         #[command(flatten)]
         activities: ActivityArgs,
         /// A file holding the admin key, which manages tenants over HTTP
@@ -398,6 +403,7 @@ pub fn main() -> ExitCode {
                 listen,
                 database,
                 lease_ms,
+                advertise_url,
                 activities,
                 admin_key_file,
                 header_read_timeout_ms,
@@ -420,6 +426,7 @@ pub fn main() -> ExitCode {
                     database,
                     listen,
                     lease: std::time::Duration::from_millis(lease_ms),
+                    advertise_url,
                 };
                 report(serve(place, activities, admin_key_file, connections).await)
             }
@@ -1169,6 +1176,8 @@ struct ServePlace {
     listen: std::net::SocketAddr,
     /// The node's lease on its executions.
     lease: std::time::Duration,
+    /// Where other nodes reach this one's API.
+    advertise_url: Option<String>,
 }
 
 async fn serve(
@@ -1177,6 +1186,7 @@ async fn serve(
         database,
         listen,
         lease,
+        advertise_url,
     }: ServePlace,
     activities: ActivitySetup,
     admin_key_file: Option<PathBuf>,
@@ -1234,15 +1244,19 @@ async fn serve(
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
-    crate::api::membership::join(&runtime, lease).await?;
-    let (routes, server) = crate::api::router(runtime.clone(), queue, admin_key.as_deref());
-    // The first tick claims what no live node owns: on a restart, this
-    // node's own executions from before.
-    crate::api::membership::spawn(server.clone(), lease);
-    crate::api::spawn_scheduler(server.clone());
+    // Bound before joining, so the node can say where it answers.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let advertise_url =
+        advertise_url.or_else(|| (!bound.ip().is_unspecified()).then(|| format!("http://{bound}")));
+    crate::api::membership::join(&runtime, lease, advertise_url.as_deref()).await?;
+    let (routes, server) = crate::api::router(runtime.clone(), queue, admin_key.as_deref());
+    // The first tick claims what no live node owns: on a restart, this
+    // node's own executions from before.
+    crate::api::membership::spawn(server.clone(), lease, advertise_url);
+    crate::api::spawn_scheduler(server.clone());
     tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
     crate::api::serve_until(listener, routes, connections, shutdown_signal())
         .await

@@ -501,3 +501,61 @@ async fn nodes_ride_out_a_database_restart() {
     assert_examples_finished(&nodes[1], &key, &providers, ORDERS, 0).await;
     drop(nodes);
 }
+
+/// An external worker asks a node that does not hold the task: the poll
+/// finds it in another node's queue, and its reports reach that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_polls_and_reports_through_any_node() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let url = database.url();
+    let providers = Providers::start().await;
+    let nodes = nodes(&url, 2).await;
+    let key = tenant_with_examples(&nodes[0], &providers).await;
+    let mut input = order_input(&providers, 1);
+    input["charge_via"] = json!("worker");
+    let (status, body) = nodes[1]
+        .start_execution(&key, "order", "by-worker", input)
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let worker = |method: &'static str, path: String, body: Value| {
+        let address = nodes[0].address().to_string();
+        let key = key.clone();
+        async move { crate::server::json_call(&address, &key, method, &path, body).await }
+    };
+    let (status, task) = worker(
+        "POST",
+        "/v1/activity-tasks/poll".into(),
+        json!({ "activities": ["charge"], "wait_ms": 20_000 }),
+    )
+    .await;
+    assert_eq!(status, 200, "node A hands out node B's task: {task}");
+    assert_eq!(task["workflow_id"], "by-worker");
+    let token = task["task_token"].as_str().expect("a token").to_string();
+    let (status, answer) = worker(
+        "POST",
+        format!("/v1/activity-tasks/{token}/heartbeat"),
+        json!({ "details": { "step": 1 } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let complete = format!("/v1/activity-tasks/{token}/complete");
+    let output = json!({ "output": { "charge_id": "ch_elsewhere" } });
+    let (status, answer) = worker("POST", complete.clone(), output.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = worker("POST", complete, output).await;
+    assert_eq!(status, 409, "node B says it is no longer open: {answer}");
+    let (status, answer) = worker(
+        "POST",
+        "/v1/activity-tasks/0123abcd/complete".into(),
+        json!({ "output": 1 }),
+    )
+    .await;
+    assert_eq!(status, 404, "no node knows the token: {answer}");
+
+    let done = nodes[0].finished(&key, "by-worker").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["charge_id"], "ch_elsewhere");
+    drop(nodes);
+    database.remove().await;
+}

@@ -7,6 +7,9 @@
 -- row can append nothing more.
 CREATE TABLE nodes (
     node_id       TEXT PRIMARY KEY,
+    -- Where the node's HTTP API answers other nodes (forwarded worker
+    -- polls and reports), if it said.
+    api_url       TEXT,
     lease_ms      BIGINT NOT NULL,
     -- Times on the database's clock, so nodes' clocks need not agree.
     joined_at_ms  BIGINT NOT NULL,

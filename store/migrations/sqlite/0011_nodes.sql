@@ -3,6 +3,7 @@
 -- database's lock file while it serves).
 CREATE TABLE nodes (
     node_id       TEXT PRIMARY KEY,
+    api_url       TEXT,
     lease_ms      INTEGER NOT NULL,
     joined_at_ms  INTEGER NOT NULL,
     renewed_at_ms INTEGER NOT NULL,

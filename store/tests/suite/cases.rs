@@ -1043,7 +1043,7 @@ const LONG_LEASE: Duration = Duration::from_secs(600);
 
 async fn join(store: &dyn Store, node: &str, lease: Duration) {
     assert_eq!(
-        store.join_nodes(node, lease).await.expect("join"),
+        store.join_nodes(node, lease, None).await.expect("join"),
         Joined::Member,
         "{node} joins"
     );
@@ -1091,11 +1091,24 @@ pub async fn appends_go_only_to_executions_the_node_owns(database: Arc<TestDatab
     match database.backend() {
         // One node at a time: the second process is refused.
         Backend::Sqlite => assert_eq!(
-            b.join_nodes("node-b", LONG_LEASE).await.expect("join"),
+            b.join_nodes("node-b", LONG_LEASE, None)
+                .await
+                .expect("join"),
             Joined::Refused
         ),
         Backend::Postgres => {
-            join(b.as_ref(), "node-b", LONG_LEASE).await;
+            assert_eq!(
+                b.join_nodes("node-b", LONG_LEASE, Some("http://127.0.0.1:9"))
+                    .await
+                    .expect("join"),
+                Joined::Member
+            );
+            assert_eq!(
+                a.peer_api_urls().await.expect("peers"),
+                vec!["http://127.0.0.1:9".to_string()],
+                "a node sees the others that said where they answer"
+            );
+            assert!(b.peer_api_urls().await.expect("peers").is_empty());
             assert!(
                 b.claim_orphans(10).await.expect("claim").is_empty(),
                 "a live node's executions are not orphans"
@@ -1155,7 +1168,12 @@ pub async fn a_dead_nodes_executions_are_claimed(database: Arc<TestDatabase>) {
         drop(stalled);
         let next = store_on(&database).await;
         let started = std::time::Instant::now();
-        while next.join_nodes("next", LONG_LEASE).await.expect("join") != Joined::Member {
+        while next
+            .join_nodes("next", LONG_LEASE, None)
+            .await
+            .expect("join")
+            != Joined::Member
+        {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "the lock outlived its holder"

@@ -71,7 +71,7 @@ async fn a_node_rides_out_a_postgres_restart() {
         .expect("connect");
     let lease = Duration::from_secs(2);
     assert_eq!(
-        node.join_nodes("node", lease).await.expect("join"),
+        node.join_nodes("node", lease, None).await.expect("join"),
         Joined::Member
     );
     node.put_module("d", "workflow", b"bytes")
@@ -97,7 +97,7 @@ async fn a_node_rides_out_a_postgres_restart() {
         .await
         .expect("connect");
     assert_eq!(
-        other.join_nodes("other", lease).await.expect("join"),
+        other.join_nodes("other", lease, None).await.expect("join"),
         Joined::Member
     );
     // Past half a lease without renewal, only a free session lock would
