@@ -135,6 +135,11 @@ pub struct ActivityConfig {
     pub workers: Option<Arc<WorkerQueue>>,
 }
 
+/// Looks for uploaded modules this many times while the store fails…
+const UPLOAD_LOAD_TRIES: u32 = 10;
+/// …this long apart.
+const UPLOAD_LOAD_RETRY: Duration = Duration::from_millis(500);
+
 /// The activities this runtime can execute, by name.
 pub struct ActivityRegistry {
     sandbox: Sandbox,
@@ -259,6 +264,22 @@ impl ActivityRegistry {
         Ok(names)
     }
 
+    /// [`ActivityRegistry::load_uploads`], tried again while the store
+    /// fails (for a few seconds): a store that is briefly unreachable must
+    /// not send a tenant's own activity to the external workers' queue.
+    async fn load_uploads_patiently(&self, tenant: &str) -> usize {
+        for _ in 0..UPLOAD_LOAD_TRIES {
+            match self.load_uploads(tenant).await {
+                Ok(loaded) => return loaded,
+                Err(problem) => {
+                    tracing::warn!(tenant, error = %format!("{problem:#}"), "could not look for uploaded activity modules; trying again");
+                    tokio::time::sleep(UPLOAD_LOAD_RETRY).await;
+                }
+            }
+        }
+        0
+    }
+
     /// Where tenants' uploaded activity modules are stored.
     pub fn attach_store(&self, store: Arc<dyn Store>) {
         let _ = self.stored.set(store);
@@ -266,7 +287,9 @@ impl ActivityRegistry {
 
     /// Loads the activity modules `tenant` uploaded (through any node) that
     /// this process has not loaded yet; returns how many. A module that
-    /// fails to load is reported and not tried again.
+    /// does not load (it fails to compile or to say what it serves) is
+    /// reported and not tried again; the store failing is an error, and
+    /// the next call tries again.
     pub async fn load_uploads(&self, tenant: &str) -> anyhow::Result<usize> {
         let Some(store) = self.stored.get() else {
             return Ok(0);
@@ -283,11 +306,15 @@ impl ActivityRegistry {
             {
                 continue;
             }
-            match self
-                .load_upload(store.as_ref(), tenant, &module.digest)
-                .await
-            {
-                Ok(()) => loaded += 1,
+            let bytes = store.module(&module.digest).await?.ok_or_else(|| {
+                anyhow::anyhow!("module {} is missing from the store", module.digest)
+            })?;
+            let registered = match self.sandbox.engine().load(&bytes) {
+                Ok(component) => self.register_for(tenant, &component).await,
+                Err(problem) => Err(problem.into()),
+            };
+            match registered {
+                Ok(_) => loaded += 1,
                 Err(problem) => {
                     // Its activities stay unknown until it is replaced.
                     tracing::warn!(
@@ -304,21 +331,6 @@ impl ActivityRegistry {
             }
         }
         Ok(loaded)
-    }
-
-    async fn load_upload(
-        &self,
-        store: &dyn Store,
-        tenant: &str,
-        digest: &str,
-    ) -> anyhow::Result<()> {
-        let bytes = store
-            .module(digest)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("module {digest} is missing from the store"))?;
-        let loaded = self.sandbox.engine().load(&bytes)?;
-        self.register_for(tenant, &loaded).await?;
-        Ok(())
     }
 
     fn executor(&self, tenant: &str, name: &str) -> Option<Executor> {
@@ -359,7 +371,7 @@ impl ActivityRegistry {
         let mut executor = self.executor(&task.tenant, &task.name);
         // Not served here yet: perhaps uploaded through another node.
         if !matches!(executor, Some(Executor::Wasm(..) | Executor::Http))
-            && self.load_uploads(&task.tenant).await.unwrap_or(0) > 0
+            && self.load_uploads_patiently(&task.tenant).await > 0
         {
             executor = self.executor(&task.tenant, &task.name);
         }
