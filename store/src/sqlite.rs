@@ -950,7 +950,7 @@ impl Store for SqliteStore {
                 api_url: api_url.map(str::to_string),
             })
             .await?;
-        self.node.set(Some(node_id));
+        self.node.set(node_id);
         Ok(Joined::Member)
     }
 

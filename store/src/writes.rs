@@ -203,11 +203,11 @@ impl NodeCell {
             .clone()
     }
 
-    pub(crate) fn set(&self, node: Option<&str>) {
+    pub(crate) fn set(&self, node: &str) {
         *self
             .0
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = node.map(Arc::from);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::from(node));
     }
 }
 
