@@ -513,6 +513,11 @@ pub trait Store: Send + Sync + 'static {
     /// Leaves the nodes: this node's executions are orphans at once.
     async fn leave_nodes(&self) -> StoreResult<()>;
 
+    /// Whether this node leads `role` (work one node does for all, like
+    /// the scheduler): it does if it did, or if the node that did is no
+    /// longer a member. A store that never joined leads everything.
+    async fn lead(&self, role: &'static str) -> StoreResult<bool>;
+
     /// Stores component bytes under their digest (a no-op if present).
     async fn put_module(&self, digest: &str, kind: &str, bytes: &[u8]) -> StoreResult<()>;
 

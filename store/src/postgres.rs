@@ -726,6 +726,22 @@ async fn apply<'op>(
             claimed.sort_by_key(|record| record.id);
             Ok(WriteReply::Claimed(claimed))
         }
+        WriteOp::Lead { role, node_id } => {
+            let led: Option<String> = sqlx::query_scalar(
+                "INSERT INTO leaders (role, node_id)
+                 SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = $2)
+                 ON CONFLICT (role) DO UPDATE SET node_id = excluded.node_id
+                 WHERE leaders.node_id = excluded.node_id
+                    OR NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = leaders.node_id)
+                 RETURNING node_id",
+            )
+            .bind(*role)
+            .bind(node_id.as_ref())
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::database("taking the lead"))?;
+            Ok(WriteReply::Changed(led.is_some()))
+        }
         WriteOp::LeaveNodes { node_id } => {
             sqlx::query("DELETE FROM nodes WHERE node_id = $1")
                 .bind(node_id.as_ref())
@@ -1127,6 +1143,13 @@ impl Store for PostgresStore {
         self.writes
             .claimed(WriteOp::ClaimOrphans { node_id, limit })
             .await
+    }
+
+    async fn lead(&self, role: &'static str) -> StoreResult<bool> {
+        let Some(node_id) = self.node.get() else {
+            return Ok(true);
+        };
+        self.writes.changed(WriteOp::Lead { role, node_id }).await
     }
 
     async fn leave_nodes(&self) -> StoreResult<()> {

@@ -99,6 +99,12 @@ pub(crate) enum WriteOp {
     LeaveNodes {
         node_id: Arc<str>,
     },
+    /// Makes `node_id` the leader of `role` unless a live node is;
+    /// `Changed(true)` if `node_id` leads it now.
+    Lead {
+        role: &'static str,
+        node_id: Arc<str>,
+    },
 }
 
 pub(crate) enum WriteReply {

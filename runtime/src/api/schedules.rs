@@ -38,6 +38,10 @@ use crate::store::{ExecutionStatus, MessageKind, ScheduleWrite, StoreError, Stor
 /// How often the scheduler looks for due starts (interval schedules are at
 /// least 1 s apart, so a start is at most this late).
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+/// The role ([`crate::store::Store::lead`]) of the node that schedules.
+const SCHEDULER_ROLE: &str = "scheduler";
+/// Ticks between two asks whether this node schedules.
+const LEAD_CHECK_TICKS: u64 = 5;
 /// How often a pause or resume re-reads a schedule the scheduler changed
 /// meanwhile before giving up.
 const WRITE_ATTEMPTS_MAX: usize = 8;
@@ -398,8 +402,22 @@ async fn start(
 pub fn spawn_scheduler(server: Arc<Server>) {
     tokio::spawn(async move {
         let mut shutdown = server.runtime().shutdown_requested();
-        loop {
-            if let Err(problem) = scheduler_pass(&server).await {
+        let mut leads = false;
+        for tick in 0u64.. {
+            // One node schedules for all: starts are idempotent anyway,
+            // this spares the others the work. Asked every few ticks, as
+            // asking is a write.
+            if tick % LEAD_CHECK_TICKS == 0 {
+                leads = server
+                    .store()
+                    .lead(SCHEDULER_ROLE)
+                    .await
+                    .unwrap_or_else(|problem| {
+                        tracing::warn!(%problem, "could not learn which node schedules");
+                        false
+                    });
+            }
+            if leads && let Err(problem) = scheduler_pass(&server).await {
                 tracing::warn!(%problem, "a scheduler pass failed; the next one tries again");
             }
             tokio::select! {

@@ -559,3 +559,77 @@ async fn a_worker_polls_and_reports_through_any_node() {
     drop(nodes);
     database.remove().await;
 }
+
+/// (workflow id, owner node) of each start of schedule `tick`, in order.
+async fn schedule_starts(url: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT workflow_id, COALESCE(owner_node, '') FROM executions
+         WHERE workflow_id LIKE 'tick@%' ORDER BY workflow_id",
+    )
+    .fetch_all(&mut connect(url).await)
+    .await
+    .expect("schedule starts")
+}
+
+/// One node carries out the schedules for all; when it leaves, another
+/// takes over, and no nominal time starts twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_schedules_for_all() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let url = database.url();
+    let mut nodes = nodes(&url, 3).await;
+    let key = nodes[0].tenant("acme", json!({})).await;
+    nodes[0].deploy(&key, "counter", Some("counter")).await;
+    let (status, created) = crate::server::json_call(
+        nodes[2].address(),
+        &key,
+        "POST",
+        "/v1/schedules",
+        json!({
+            "schedule_id": "tick",
+            "workflow_type": "counter",
+            "input": { "count": 0, "until": 0 },
+            "spec": { "every_ms": 1000 },
+            "overlap": "allow_all",
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let until = |count: usize| {
+        let url = url.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let starts = schedule_starts(&url).await;
+                if starts.len() >= count {
+                    return starts;
+                }
+                assert!(Instant::now() < deadline, "only {} starts", starts.len());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let starts = until(3).await;
+    let leader = starts[0].1.clone();
+    assert!(
+        starts.iter().all(|(_, owner)| *owner == leader),
+        "one node starts them all: {starts:?}"
+    );
+    let index = (0..3)
+        .find(|index| leader.contains(&format!("-{}-", nodes[*index].server.child.id())))
+        .expect("the leader is one of the nodes");
+    nodes[index].stop_gracefully().await;
+    let before = starts.len();
+    let starts = until(before + 3).await;
+    let later: Vec<&String> = starts[before..].iter().map(|(_, owner)| owner).collect();
+    assert!(
+        later.iter().any(|owner| **owner != leader),
+        "another node took over: {starts:?}"
+    );
+    assert!(
+        starts.windows(2).all(|pair| pair[0].0 != pair[1].0),
+        "no nominal time started twice: {starts:?}"
+    );
+    drop(nodes);
+    database.remove().await;
+}

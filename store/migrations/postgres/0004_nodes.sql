@@ -17,5 +17,12 @@ CREATE TABLE nodes (
     expires_at_ms BIGINT NOT NULL
 );
 
+-- Work one node does for all (the scheduler): which node does it. A role
+-- whose node has no row here any more goes to the next node that asks.
+CREATE TABLE leaders (
+    role    TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL
+);
+
 ALTER TABLE executions ADD COLUMN owner_node TEXT;
 CREATE INDEX executions_running_by_owner ON executions (owner_node, id) WHERE status = 'running';

@@ -10,5 +10,10 @@ CREATE TABLE nodes (
     expires_at_ms INTEGER NOT NULL
 );
 
+CREATE TABLE leaders (
+    role    TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL
+);
+
 ALTER TABLE executions ADD COLUMN owner_node TEXT;
 CREATE INDEX executions_running_by_owner ON executions (owner_node, id) WHERE status = 'running';

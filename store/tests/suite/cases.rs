@@ -1155,6 +1155,53 @@ pub async fn appends_go_only_to_executions_the_node_owns(database: Arc<TestDatab
     );
 }
 
+/// One node leads a role (the scheduler) at a time; when it leaves, the
+/// next node that asks leads it.
+pub async fn one_node_leads_each_role(database: Arc<TestDatabase>) {
+    let tool = store_on(&database).await;
+    assert!(
+        tool.lead("scheduler").await.expect("lead"),
+        "a store that never joined leads"
+    );
+    drop(tool);
+    let a = store_on(&database).await;
+    join(a.as_ref(), "node-a", LONG_LEASE).await;
+    assert!(a.lead("scheduler").await.expect("lead"));
+    assert!(
+        a.lead("scheduler").await.expect("lead"),
+        "and keeps leading"
+    );
+    let heir = match database.backend() {
+        Backend::Sqlite => {
+            a.leave_nodes().await.expect("leave");
+            join(a.as_ref(), "node-a2", LONG_LEASE).await;
+            a
+        }
+        Backend::Postgres => {
+            let b = store_on(&database).await;
+            join(b.as_ref(), "node-b", LONG_LEASE).await;
+            assert!(
+                !b.lead("scheduler").await.expect("lead"),
+                "a live node leads it"
+            );
+            assert!(
+                b.lead("other-role").await.expect("lead"),
+                "roles are separate"
+            );
+            a.leave_nodes().await.expect("leave");
+            assert!(
+                !a.lead("scheduler").await.expect("lead"),
+                "a node that left leads nothing"
+            );
+            b
+        }
+    };
+    assert!(
+        heir.lead("scheduler").await.expect("lead"),
+        "the lead passes on"
+    );
+}
+
 /// A node that stops renewing loses its executions to one that claims
 /// them, and can append nothing more; on PostgreSQL a node whose process
 /// (database session) is gone loses them without waiting for its lease.

@@ -51,6 +51,7 @@ for_each_backend!(
     open_url_accepts_only_postgres,
     appends_go_only_to_executions_the_node_owns,
     a_dead_nodes_executions_are_claimed,
+    one_node_leads_each_role,
     continue_as_new_swaps_runs_in_one_transaction,
     search_attributes_are_stored_filtered_and_carried_on,
     schedules_are_limited_versioned_and_scoped,
