@@ -1124,40 +1124,22 @@ impl Store for PostgresStore {
     }
 
     async fn renew_lease(&self, lease: Duration) -> StoreResult<bool> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(false);
-        };
-        self.hold_node_lock(&node_id).await?;
-        self.writes
-            .changed(WriteOp::RenewLease {
-                node_id,
-                lease_ms: lease_ms(lease),
-            })
-            .await
+        if let Some(node_id) = self.node.get() {
+            self.hold_node_lock(&node_id).await?;
+        }
+        self.writes.renew_lease(&self.node, lease).await
     }
 
     async fn claim_orphans(&self, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(Vec::new());
-        };
-        self.writes
-            .claimed(WriteOp::ClaimOrphans { node_id, limit })
-            .await
+        self.writes.claim_orphans(&self.node, limit).await
     }
 
     async fn lead(&self, role: &'static str) -> StoreResult<bool> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(true);
-        };
-        self.writes.changed(WriteOp::Lead { role, node_id }).await
+        self.writes.lead(&self.node, role).await
     }
 
     async fn leave_nodes(&self) -> StoreResult<()> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(());
-        };
-        // The node id stays: appends still check it, and find no row.
-        self.writes.done(WriteOp::LeaveNodes { node_id }).await?;
+        self.writes.leave_nodes(&self.node).await?;
         // The session's lock goes with it.
         self.node_session.lock().await.take();
         Ok(())

@@ -980,39 +980,19 @@ impl Store for SqliteStore {
     }
 
     async fn renew_lease(&self, lease: Duration) -> StoreResult<bool> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(false);
-        };
-        self.writes
-            .changed(WriteOp::RenewLease {
-                node_id,
-                lease_ms: lease_ms(lease),
-            })
-            .await
+        self.writes.renew_lease(&self.node, lease).await
     }
 
     async fn claim_orphans(&self, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(Vec::new());
-        };
-        self.writes
-            .claimed(WriteOp::ClaimOrphans { node_id, limit })
-            .await
+        self.writes.claim_orphans(&self.node, limit).await
     }
 
     async fn lead(&self, role: &'static str) -> StoreResult<bool> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(true);
-        };
-        self.writes.changed(WriteOp::Lead { role, node_id }).await
+        self.writes.lead(&self.node, role).await
     }
 
     async fn leave_nodes(&self) -> StoreResult<()> {
-        let Some(node_id) = self.node.get() else {
-            return Ok(());
-        };
-        // The node id stays: appends still check it, and find no row.
-        self.writes.done(WriteOp::LeaveNodes { node_id }).await
+        self.writes.leave_nodes(&self.node).await
     }
 
     fn commit_stats(&self) -> Option<CommitStats> {

@@ -180,11 +180,50 @@ impl WriteQueue {
         }
     }
 
-    pub(crate) async fn claimed(&self, op: WriteOp) -> StoreResult<Vec<ExecutionRecord>> {
-        match self.write(op).await? {
+    /// Extends `node`'s lease (`false`: it had lost it, or never joined).
+    pub(crate) async fn renew_lease(
+        &self,
+        node: &NodeCell,
+        lease: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let Some(node_id) = node.get() else {
+            return Ok(false);
+        };
+        let lease_ms = lease_ms(lease);
+        self.changed(WriteOp::RenewLease { node_id, lease_ms })
+            .await
+    }
+
+    /// Claims orphans for `node` (none for a store that never joined).
+    pub(crate) async fn claim_orphans(
+        &self,
+        node: &NodeCell,
+        limit: u32,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        let Some(node_id) = node.get() else {
+            return Ok(Vec::new());
+        };
+        match self.write(WriteOp::ClaimOrphans { node_id, limit }).await? {
             WriteReply::Claimed(records) => Ok(records),
             _ => unreachable!("a claim request always answers Claimed"),
         }
+    }
+
+    /// Whether `node` leads `role` (a store that never joined leads all).
+    pub(crate) async fn lead(&self, node: &NodeCell, role: &'static str) -> StoreResult<bool> {
+        let Some(node_id) = node.get() else {
+            return Ok(true);
+        };
+        self.changed(WriteOp::Lead { role, node_id }).await
+    }
+
+    /// Removes `node`'s row. Its id stays in the cell: appends still
+    /// check it, and find no row.
+    pub(crate) async fn leave_nodes(&self, node: &NodeCell) -> StoreResult<()> {
+        let Some(node_id) = node.get() else {
+            return Ok(());
+        };
+        self.done(WriteOp::LeaveNodes { node_id }).await
     }
 
     /// Writes a schedule request and says what it did.
