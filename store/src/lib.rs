@@ -667,6 +667,10 @@ pub trait Store: Send + Sync + 'static {
     /// The modules `tenant` uploaded, newest first.
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>>;
 
+    /// The activity modules tenants uploaded, as (tenant, digest), oldest
+    /// first: of `tenant`, or of every tenant.
+    async fn activity_uploads(&self, tenant: Option<&str>) -> StoreResult<Vec<(String, String)>>;
+
     /// Stores guest log lines (each execution keeps at most its first
     /// `GUEST_LOG_LINES_MAX`).
     async fn append_guest_logs(&self, lines: Vec<GuestLogLine>) -> StoreResult<()>;

@@ -1569,6 +1569,18 @@ impl Store for PostgresStore {
             .map_err(StoreError::database("decoding a module row"))
     }
 
+    async fn activity_uploads(&self, tenant: Option<&str>) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT tenant, digest FROM tenant_modules
+             WHERE kind = 'activity' AND ($1::TEXT IS NULL OR tenant = $1)
+             ORDER BY uploaded_at_ms, digest",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(StoreError::database("listing uploaded activity modules"))
+    }
+
     async fn append_guest_logs(&self, lines: Vec<GuestLogLine>) -> StoreResult<()> {
         if lines.is_empty() {
             return Ok(());

@@ -269,7 +269,7 @@ impl ActivityRegistry {
     /// not send a tenant's own activity to the external workers' queue.
     async fn load_uploads_patiently(&self, tenant: &str) -> usize {
         for _ in 0..UPLOAD_LOAD_TRIES {
-            match self.load_uploads(tenant).await {
+            match self.load_uploads(Some(tenant)).await {
                 Ok(loaded) => return loaded,
                 Err(problem) => {
                     tracing::warn!(tenant, error = %format!("{problem:#}"), "could not look for uploaded activity modules; trying again");
@@ -285,30 +285,31 @@ impl ActivityRegistry {
         let _ = self.stored.set(store);
     }
 
-    /// Loads the activity modules `tenant` uploaded (through any node) that
-    /// this process has not loaded yet; returns how many. A module that
-    /// does not load (it fails to compile or to say what it serves) is
-    /// reported and not tried again; the store failing is an error, and
-    /// the next call tries again.
-    pub async fn load_uploads(&self, tenant: &str) -> anyhow::Result<usize> {
+    /// Loads the activity modules `tenant` (`None`: every tenant) uploaded
+    /// through any node that this process has not loaded yet, oldest
+    /// first, so the newest upload of a name serves it; returns how many.
+    /// A module that does not load (it fails to compile or to say what it
+    /// serves) is reported and not tried again; the store failing is an
+    /// error, and the next call tries again.
+    pub async fn load_uploads(&self, tenant: Option<&str>) -> anyhow::Result<usize> {
         let Some(store) = self.stored.get() else {
             return Ok(0);
         };
         let mut loaded = 0;
-        for module in store.tenant_modules(tenant).await? {
-            let key = (tenant.to_string(), module.digest.clone());
-            if module.kind != crate::engine::ComponentKind::Activity.as_str()
-                || self
-                    .loaded_uploads
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .contains(&key)
+        for key in store.activity_uploads(tenant).await? {
+            if self
+                .loaded_uploads
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(&key)
             {
                 continue;
             }
-            let bytes = store.module(&module.digest).await?.ok_or_else(|| {
-                anyhow::anyhow!("module {} is missing from the store", module.digest)
-            })?;
+            let (tenant, digest) = &key;
+            let bytes = store
+                .module(digest)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("module {digest} is missing from the store"))?;
             let registered = match self.sandbox.engine().load(&bytes) {
                 Ok(component) => self.register_for(tenant, &component).await,
                 Err(problem) => Err(problem.into()),
@@ -319,7 +320,7 @@ impl ActivityRegistry {
                     // Its activities stay unknown until it is replaced.
                     tracing::warn!(
                         tenant,
-                        digest = %module.digest,
+                        digest,
                         error = %format!("{problem:#}"),
                         "could not load an uploaded activity module"
                     );

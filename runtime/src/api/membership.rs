@@ -131,8 +131,8 @@ async fn sync_from_store(runtime: &Runtime) -> anyhow::Result<()> {
         let limits = TenantLimits::from_json(&tenant.limits)
             .with_context(|| format!("tenant `{}`", tenant.name))?;
         runtime.set_tenant_limits(&tenant.name, limits);
-        runtime.activities().load_uploads(&tenant.name).await?;
     }
+    runtime.activities().load_uploads(None).await?;
     runtime
         .load_pending_upgrades()
         .await

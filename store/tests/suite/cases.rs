@@ -979,6 +979,27 @@ pub async fn modules_and_workflow_types(database: Arc<TestDatabase>) {
         (modules[0].digest.as_str(), modules[0].size_bytes),
         ("d2", 3)
     );
+    store
+        .put_tenant_module("globex", DIGEST, "workflow")
+        .await
+        .expect("upload a workflow");
+    let acme_d2 = ("acme".to_string(), "d2".to_string());
+    assert_eq!(
+        store.activity_uploads(None).await.expect("uploads"),
+        vec![acme_d2.clone()],
+        "activity modules only"
+    );
+    assert_eq!(
+        store.activity_uploads(Some("acme")).await.expect("uploads"),
+        vec![acme_d2]
+    );
+    assert!(
+        store
+            .activity_uploads(Some("globex"))
+            .await
+            .expect("uploads")
+            .is_empty()
+    );
 }
 
 /// A server restart cuts every connection: the writer's next batch finds
