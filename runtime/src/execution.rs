@@ -186,6 +186,12 @@ pub fn runtime_error(error_type: &str, message: impl Into<String>) -> WorkflowEr
     }
 }
 
+/// Buffered events (clock reads, random draws, outcomes the guest read)
+/// are written once this many pile up: a flood of them then costs many
+/// small commits instead of one giant one that holds up every other
+/// execution's appends.
+pub const BUFFERED_EVENTS_MAX: usize = 1024;
+
 /// The per-execution state the driver owns and lends to each activation.
 pub struct Execution {
     pub record: ExecutionRecord,
@@ -394,24 +400,32 @@ impl Execution {
         self.write(events, write).await
     }
 
+    /// Records `events` in the in-memory history, behind the buffered ones,
+    /// without writing them: the next write carries them.
+    fn record(&self, events: Vec<Event>) -> Result<(), Interrupt> {
+        let mut recorder = self.recorder();
+        if recorder.is_replay_only() {
+            return Err(Interrupt::HostFault(
+                "a verification replay tried to write to the history".into(),
+            ));
+        }
+        let is_terminal = events.iter().any(Event::is_terminal);
+        if !is_terminal {
+            recorder
+                .check_room(events.len())
+                .map_err(Interrupt::FailWorkflow)?;
+        }
+        let now = clock::now_ms();
+        for event in events {
+            recorder.history.record(event, now);
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, events: Vec<Event>, write: Write) -> Result<(), Interrupt> {
+        self.record(events)?;
         let (unflushed, flushed_len) = {
-            let mut recorder = self.recorder();
-            if recorder.is_replay_only() {
-                return Err(Interrupt::HostFault(
-                    "a verification replay tried to write to the history".into(),
-                ));
-            }
-            let is_terminal = events.iter().any(Event::is_terminal);
-            if !is_terminal {
-                recorder
-                    .check_room(events.len())
-                    .map_err(Interrupt::FailWorkflow)?;
-            }
-            let now = clock::now_ms();
-            for event in events {
-                recorder.history.record(event, now);
-            }
+            let recorder = self.recorder();
             let unflushed: Vec<RecordedEvent> = recorder.history.unflushed().to_vec();
             (unflushed, recorder.history.len())
         };
@@ -668,6 +682,9 @@ impl Execution {
             if self.mailbox.take() && self.read_mailbox(wait, ordinal).await? {
                 continue;
             }
+            // The guest blocks here: what it buffered (outcomes it read,
+            // clock and random draws) becomes durable before it sleeps.
+            self.flush().await?;
             let evict_now = tokio::time::Instant::now() >= evict_at
                 || self.instances.should_evict(&self.record.tenant);
             if may_evict && evict_now {
@@ -836,9 +853,23 @@ impl Execution {
                     | Event::ChildFailed { .. }
             )
         });
-        self.append_all(update.events, None).await?;
         if finished {
+            // An outcome is only buffered: the guest may go on at once,
+            // and the write it makes next (its next command, or the flush
+            // before it blocks) carries the outcome in the same commit.
+            // Nothing the guest does after reading it leaves the process
+            // before that write: commands append, waits flush first, and
+            // a crash before it only runs the activity again (at least
+            // once, under the same idempotency key).
+            self.record(update.events)?;
             self.running.remove(&update.seq);
+            if self.recorder().history.unflushed().len() >= BUFFERED_EVENTS_MAX {
+                self.flush().await?;
+            }
+        } else {
+            // A failed attempt is written before the next one starts (the
+            // task waits for the ack), so the history counts every attempt.
+            self.append_all(update.events, None).await?;
         }
         // The task may have been abandoned meanwhile; nothing waits then.
         let _ = update.ack.send(());

@@ -106,19 +106,14 @@ impl TenantQuotas {
         self.inspect(tenant, |share| share.contended.clone())
     }
 
-    /// Whether someone of `tenant` waits for a unit now.
+    /// Whether someone of `tenant` waits for a unit now: then holders
+    /// should give theirs back as soon as they can. Every unit in use with
+    /// nobody waiting is not contention: a share exactly as large as the
+    /// tenant's work would otherwise drop (and later rebuild by replay) an
+    /// instance at every wait. A waiter that arrives later wakes a holder.
     pub fn is_waited_for(&self, tenant: &str) -> bool {
         self.inspect(tenant, |share| share.waiting.load(Ordering::Acquire) > 0)
             .unwrap_or(false)
-    }
-
-    /// Whether someone of `tenant` waits for a unit, or every unit is in
-    /// use: then holders should give theirs back as soon as they can.
-    pub fn is_contended(&self, tenant: &str) -> bool {
-        self.inspect(tenant, |share| {
-            share.waiting.load(Ordering::Acquire) > 0 || share.permits.available_permits() == 0
-        })
-        .unwrap_or(false)
     }
 }
 
@@ -179,7 +174,7 @@ impl Instances {
     /// is needed by others.
     pub fn should_evict(&self, tenant: &str) -> bool {
         self.live.load(Ordering::Acquire) >= self.pressure_at
-            || self.per_tenant.is_contended(tenant)
+            || self.per_tenant.is_waited_for(tenant)
     }
 
     /// What wakes when an activation of `tenant` starts to wait for an
@@ -307,16 +302,20 @@ mod tests {
         let quotas = Arc::new(TenantQuotas::default());
         let held: Vec<QuotaPermit> = acquire_all(&quotas, "attacker", 2).await;
         assert!(quotas.try_acquire("attacker", 2).is_none());
-        assert!(quotas.is_contended("attacker"));
+        assert!(
+            !quotas.is_waited_for("attacker"),
+            "every unit in use is not contention until someone waits"
+        );
         // The other tenant's share is untouched.
         assert!(quotas.try_acquire("good", 2).is_some());
-        assert!(!quotas.is_contended("good"));
         let waiter = {
             let quotas = quotas.clone();
             tokio::spawn(async move { quotas.acquire("attacker", 2).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "the third unit must wait");
+        assert!(quotas.is_waited_for("attacker"));
+        assert!(!quotas.is_waited_for("good"));
         drop(held);
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await

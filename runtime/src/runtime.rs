@@ -1085,9 +1085,17 @@ impl Runtime {
                 run_id: record.run_id.clone(),
                 source,
             }),
-            Interrupt::Shutdown => Err(RunError::ShuttingDown {
-                workflow_id: record.workflow_id.clone(),
-            }),
+            Interrupt::Shutdown => {
+                // Outcomes the guest read but had not written yet: a
+                // graceful stop keeps them (a failed write only costs
+                // running those activities again after the restart).
+                if let Err(interrupt) = execution.flush().await {
+                    tracing::debug!(?interrupt, "buffered events not written at shutdown");
+                }
+                Err(RunError::ShuttingDown {
+                    workflow_id: execution.record.workflow_id.clone(),
+                })
+            }
             Interrupt::Disowned => Err(RunError::Disowned {
                 workflow_id: record.workflow_id.clone(),
             }),

@@ -9,17 +9,12 @@ use super::workflow_bindings::reprise::workflow::durable::{
     Host, QueryKind, QueryRequest, UpdateRequest, WorkflowInfo,
 };
 use crate::clock;
-use crate::execution::{Interrupt, QueryAsk, Wait, Woken, runtime_error};
+use crate::execution::{BUFFERED_EVENTS_MAX, Interrupt, QueryAsk, Wait, Woken, runtime_error};
 use crate::journal::{
     ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, RANDOM_BYTES_MAX,
     RetryPolicy, Seq, idempotency_key,
 };
 use crate::quota::ComputeTurn;
-
-/// Buffered events (clock reads, random draws) are written once this many
-/// pile up: a flood of them then costs many small commits instead of one
-/// giant one that holds up every other execution's appends.
-const BUFFERED_EVENTS_MAX: usize = 1024;
 
 /// The most update names one `await-update` may wait for.
 const UPDATE_NAMES_MAX: usize = 32;

@@ -354,3 +354,43 @@ async fn wasm_activities_see_only_their_granted_directory() {
         "no way out of /data: {escape}"
     );
 }
+
+/// An activity's outcome is not written on its own: it goes to the store
+/// with the command the workflow makes next, so driving a chain of N
+/// activities costs N + 1 writes (each command with the outcome before it,
+/// the end with the last outcome), not 2N + 1.
+#[tokio::test]
+async fn an_outcome_is_written_with_the_next_command() {
+    const STEPS: u64 = 20;
+    let harness = Harness::default().await;
+    let record = harness
+        .start("bench", "chain", &format!(r#"{{"steps":{STEPS}}}"#))
+        .await;
+    let before = harness
+        .store
+        .commit_stats()
+        .expect("SQLite counts its writes");
+    let outcome = harness.runtime.drive(record.clone()).await.expect("drive");
+    let after = harness
+        .store
+        .commit_stats()
+        .expect("SQLite counts its writes");
+    assert_eq!(completed_output(&outcome), json!(STEPS));
+    let writes = after.requests - before.requests;
+    assert_eq!(
+        writes,
+        STEPS + 1,
+        "writes to drive {STEPS} steps: an outcome was written on its own"
+    );
+    let events = harness.events(&record).await;
+    let completed = events
+        .iter()
+        .filter(|event| matches!(event, Event::ActivityCompleted { .. }))
+        .count();
+    assert_eq!(completed, STEPS as usize, "every outcome is in the history");
+    assert!(matches!(
+        events.last(),
+        Some(Event::WorkflowCompleted { .. })
+    ));
+    harness.assert_replays("bench", &record).await;
+}
