@@ -1,4 +1,5 @@
-// The determinism conformance probes in JavaScript (componentize-js): every
+// The determinism conformance probes in plain JavaScript, no SDK (built by
+// scripts/build-guests with guest-sdk/js's pinned componentize-js): every
 // way plain JavaScript reaches time, randomness, timers, output and HTTP.
 // Answers the same keys as examples/conformance (Rust) and
 // examples/conformance-py; the JavaScript engine has no environment, files

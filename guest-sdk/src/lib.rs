@@ -249,11 +249,14 @@ impl From<ActivityFailure> for WorkflowError {
     }
 }
 
+/// The error type of a cancellation turned into a [`WorkflowError`].
+const CANCELLED_ERROR_TYPE: &str = "Cancelled";
+
 /// A cancelled workflow that lets the error through ends as cancelled
 /// (after its saga compensates).
 impl From<Cancelled> for WorkflowError {
     fn from(cancelled: Cancelled) -> WorkflowError {
-        WorkflowError::new("Cancelled", cancelled.message)
+        WorkflowError::new(CANCELLED_ERROR_TYPE, cancelled.message)
     }
 }
 
@@ -554,7 +557,10 @@ impl Context {
 
     /// Waits for one update named `name`, runs `handler` on its args and
     /// answers it with what the handler returns. `Ok(false)` if `timeout`
-    /// passed first.
+    /// passed first. A handler that fails with the workflow's cancellation
+    /// (a [`Cancelled`] it passed on with `?`) answers the update with that
+    /// error and returns it, so the workflow ends as cancelled — as
+    /// `handle_update` does in the Python and TypeScript SDKs.
     pub fn handle_update<A, R, F>(
         &self,
         name: &str,
@@ -570,8 +576,17 @@ impl Context {
             return Ok(false);
         };
         let result = update.args().and_then(handler);
+        let cancellation = match &result {
+            Err(error) if error.error_type == CANCELLED_ERROR_TYPE => Some(Cancelled {
+                message: error.message.clone(),
+            }),
+            _ => None,
+        };
         self.complete_update(&update, result);
-        Ok(true)
+        match cancellation {
+            Some(cancelled) => Err(cancelled),
+            None => Ok(true),
+        }
     }
 
     /// Starts building a call of activity `name`.

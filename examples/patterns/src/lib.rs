@@ -166,6 +166,16 @@ impl Workflow for Patterns {
                 let got: Option<Value> = ctx.signal_timeout("never", timeout)?;
                 Ok(json!({ "got": got }))
             }
+            // One `slow` update whose handler sleeps for an hour: cancelled
+            // meanwhile, the update is answered with the cancellation and
+            // the workflow ends cancelled rather than carrying on.
+            "slow-update" => {
+                let handled = ctx.handle_update("slow", None, |args: Value| {
+                    ctx.sleep(Duration::from_secs(3_600))?;
+                    Ok(args)
+                })?;
+                Ok(json!({ "handled": handled }))
+            }
             // Misuse, each refused with a clear error.
             "bad-policy" => {
                 let result = ctx

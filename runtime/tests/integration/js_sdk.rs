@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 
 use crate::crash::until_count;
 use crate::saga::{Providers, compensation_chain};
-use crate::support::{Harness, cache_dir, completed_output, guest, read_ledger, repo_root};
+use crate::support::{
+    Harness, cache_dir, completed_output, guest, read_ledger, readme_snippet, repo_root,
+};
 
 const PROBE: &str = "js-probe";
 
@@ -961,29 +963,6 @@ async fn hello_js_survives_sigkill_and_resumes_with_the_journaled_values() {
     );
 }
 
-/// The snippet between `<!-- typescript-first-workflow -->` and
-/// `<!-- /typescript-first-workflow -->` in README.md, without its fence.
-fn readme_typescript_snippet() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme
-        .find("<!-- typescript-first-workflow -->")
-        .expect("README.md marks its first TypeScript workflow");
-    let end = readme[start..]
-        .find("<!-- /typescript-first-workflow -->")
-        .expect("the marker is closed")
-        + start;
-    let block = &readme[start..end];
-    let code_start = block
-        .find("```typescript\n")
-        .expect("a ```typescript block")
-        + "```typescript\n".len();
-    let code_end = block[code_start..]
-        .find("```")
-        .expect("the block is closed")
-        + code_start;
-    block[code_start..code_end].to_string()
-}
-
 /// What `npm install --save-dev ./guest-sdk/js` gives a project in `dir`,
 /// without copying ~390 MB: the package linked into node_modules and its
 /// bin linked into node_modules/.bin.
@@ -1002,7 +981,11 @@ fn install_the_sdk_into(dir: &Path) {
 #[tokio::test]
 async fn the_readme_typescript_workflow_builds_and_runs_as_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("app.ts"), readme_typescript_snippet()).expect("write app.ts");
+    std::fs::write(
+        dir.path().join("app.ts"),
+        readme_snippet("typescript-first-workflow"),
+    )
+    .expect("write app.ts");
     install_the_sdk_into(dir.path());
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let command = "npx reprise-build app.ts -o app.wasm";
@@ -1025,54 +1008,5 @@ async fn the_readme_typescript_workflow_builds_and_runs_as_written() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let harness = Harness::default().await;
-    let bytes = std::fs::read(dir.path().join("app.wasm")).expect("the built component");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    harness.runtime.register_type("greeter", &module.digest);
-    let (record, created) = harness
-        .runtime
-        .start(
-            "greeter",
-            &module.digest,
-            Some("readme-typescript".to_string()),
-            r#"{"name":"Ada"}"#,
-        )
-        .await
-        .expect("start");
-    assert!(created);
-    let outcome = bounded(harness.runtime.drive(record.clone()))
-        .await
-        .expect("drive");
-    assert_eq!(
-        completed_output(&outcome),
-        json!({ "greeting": "Hello, Ada!" })
-    );
-    let events = harness.events(&record).await;
-    let greet_options = events.iter().find_map(|event| match event {
-        Event::ActivityScheduled { name, options, .. } if name == "greet" => Some(options.clone()),
-        _ => None,
-    });
-    let options = greet_options.expect("greet scheduled");
-    assert_eq!(options.retry.maximum_attempts, 3);
-    assert_eq!(options.retry.initial_interval_ms, 200);
-    assert_eq!(options.start_to_close_timeout_ms, Some(10_000));
-    assert!(
-        kinds(&events).contains(&"TimerFired"),
-        "{:?}",
-        kinds(&events)
-    );
-    let component = harness
-        .engine
-        .load_file(&dir.path().join("app.wasm"))
-        .expect("load");
-    let verdict = harness
-        .runtime
-        .verify_replay(&component, record.clone(), harness.history(&record).await)
-        .await
-        .expect("the code reproduces its history");
-    assert_eq!(verdict, reprise::ReplayVerdict::Reproduced);
+    crate::readme::the_first_workflow_runs(&dir.path().join("app.wasm"), "readme-typescript").await;
 }

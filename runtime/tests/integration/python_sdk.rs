@@ -15,7 +15,9 @@ use reprise::store::{ExecutionRecord, MessageKind};
 use serde_json::{Value, json};
 
 use crate::saga::compensation_chain;
-use crate::support::{Harness, activity_config, cache_dir, completed_output, guest, repo_root};
+use crate::support::{
+    Harness, activity_config, cache_dir, completed_output, guest, readme_snippet, repo_root,
+};
 
 const ORDER: &str = "order-py";
 
@@ -480,26 +482,6 @@ async fn python_activities_serve_calls_and_fail_as_they_say() {
     );
 }
 
-/// The snippet between `<!-- python-first-workflow -->` and
-/// `<!-- /python-first-workflow -->` in README.md, without its fence.
-fn readme_python_snippet() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme
-        .find("<!-- python-first-workflow -->")
-        .expect("README.md marks its first Python workflow");
-    let end = readme[start..]
-        .find("<!-- /python-first-workflow -->")
-        .expect("the marker is closed")
-        + start;
-    let block = &readme[start..end];
-    let code_start = block.find("```python\n").expect("a ```python block") + "```python\n".len();
-    let code_end = block[code_start..]
-        .find("```")
-        .expect("the block is closed")
-        + code_start;
-    block[code_start..code_end].to_string()
-}
-
 /// Runs the README's build command, as printed there, in `dir`.
 fn build_as_the_readme_says(dir: &Path) {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
@@ -530,51 +512,14 @@ fn build_as_the_readme_says(dir: &Path) {
 #[tokio::test]
 async fn the_readme_python_workflow_builds_and_runs_as_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("app.py"), readme_python_snippet()).expect("write app.py");
+    std::fs::write(
+        dir.path().join("app.py"),
+        readme_snippet("python-first-workflow"),
+    )
+    .expect("write app.py");
     build_as_the_readme_says(dir.path());
 
-    let harness = Harness::default().await;
-    let bytes = std::fs::read(dir.path().join("app.wasm")).expect("the built component");
-    let module = harness
-        .runtime
-        .deploy_workflow(&bytes)
-        .await
-        .expect("deploy");
-    harness.runtime.register_type("greeter", &module.digest);
-    let (record, created) = harness
-        .runtime
-        .start(
-            "greeter",
-            &module.digest,
-            Some("readme-python".to_string()),
-            r#"{"name":"Ada"}"#,
-        )
-        .await
-        .expect("start");
-    assert!(created);
-    let outcome = bounded(harness.runtime.drive(record.clone()))
-        .await
-        .expect("drive");
-    assert_eq!(
-        completed_output(&outcome),
-        json!({ "greeting": "Hello, Ada!" })
-    );
-    let events = harness.events(&record).await;
-    assert!(
-        kinds(&events).contains(&"TimerFired"),
-        "{:?}",
-        kinds(&events)
-    );
-    let component = harness
-        .engine
-        .load_file(&dir.path().join("app.wasm"))
-        .expect("load");
-    let verdict = harness
-        .runtime
-        .verify_replay(&component, record.clone(), harness.history(&record).await)
-        .await
-        .expect("the code reproduces its history");
-    assert_eq!(verdict, reprise::ReplayVerdict::Reproduced);
+    crate::readme::the_first_workflow_runs(&dir.path().join("app.wasm"), "readme-python").await;
 }
 
 /// The WIT bundled with the SDK (what an installed `reprise_sdk.build` uses

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use reprise_providers::PaymentProvider;
 
-use crate::support::{cache_dir, repo_root};
+use crate::support::{Harness, cache_dir, completed_output, guest, readme_snippet, repo_root};
 
 /// Commands the test does not run, and why.
 const NOT_RUN: &[(&str, &str)] = &[
@@ -340,4 +340,85 @@ fn the_reader_of_the_readme_reads_blocks_outputs_and_exit_codes() {
     assert_eq!(commands[0].fragments(), vec!["x".to_string()]);
     assert_eq!(commands[1].text, "echo hi");
     assert_eq!(commands[1].exit_code(), 0);
+}
+
+// --- "Write your first workflow", in every language -------------------
+
+/// Runs the README's first workflow, built into `component` from one
+/// language's snippet: it greets through the `greet` activity with the
+/// retry and timeout the snippet gives, sleeps on a durable timer, and its
+/// code reproduces its own history.
+pub async fn the_first_workflow_runs(component: &Path, id: &str) {
+    use reprise::journal::Event;
+
+    let harness = Harness::default().await;
+    let bytes = std::fs::read(component).expect("the built component");
+    let module = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy");
+    harness.runtime.register_type("greeter", &module.digest);
+    let (record, created) = harness
+        .runtime
+        .start(
+            "greeter",
+            &module.digest,
+            Some(id.to_string()),
+            r#"{"name":"Ada"}"#,
+        )
+        .await
+        .expect("start");
+    assert!(created);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        harness.runtime.drive(record.clone()),
+    )
+    .await
+    .expect("the workflow finished within 120 s")
+    .expect("drive");
+    assert_eq!(
+        completed_output(&outcome),
+        serde_json::json!({ "greeting": "Hello, Ada!" })
+    );
+    let events = harness.events(&record).await;
+    let options = events
+        .iter()
+        .find_map(|event| match event {
+            Event::ActivityScheduled { name, options, .. } if name == "greet" => {
+                Some(options.clone())
+            }
+            _ => None,
+        })
+        .expect("greet scheduled");
+    assert_eq!(options.retry.maximum_attempts, 3);
+    assert_eq!(options.retry.initial_interval_ms, 200);
+    assert_eq!(options.start_to_close_timeout_ms, Some(10_000));
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, Event::TimerFired { .. })),
+        "a durable timer fired: {events:?}"
+    );
+    let loaded = harness.engine.load_file(component).expect("load");
+    let verdict = harness
+        .runtime
+        .verify_replay(&loaded, record.clone(), harness.history(&record).await)
+        .await
+        .expect("the code reproduces its history");
+    assert_eq!(verdict, reprise::ReplayVerdict::Reproduced);
+}
+
+/// The Rust snippet is `examples/first-workflow` byte for byte (that crate
+/// is built by `scripts/build-guests` like every Rust example), and runs.
+#[tokio::test]
+async fn the_readme_rust_workflow_is_the_example_and_runs() {
+    let example = repo_root().join("examples/first-workflow/src/lib.rs");
+    let source = std::fs::read_to_string(&example).expect("examples/first-workflow/src/lib.rs");
+    assert!(
+        readme_snippet("rust-first-workflow") == source,
+        "README.md's first Rust workflow differs from {}: make them the same",
+        example.display()
+    );
+    the_first_workflow_runs(&guest("first-workflow"), "readme-rust").await;
 }

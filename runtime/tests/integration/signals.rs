@@ -111,6 +111,60 @@ async fn a_signal_sent_during_the_wait_wakes_the_workflow() {
     assert_eq!(completed_output(&outcome)["approve"], true);
 }
 
+/// A cancellation that reaches an update handler mid-way answers the
+/// update with it and ends the workflow cancelled: the handler's error is
+/// not taken for the update's own failure, after which the workflow would
+/// carry on.
+#[tokio::test]
+async fn a_cancellation_inside_an_update_handler_answers_the_update_and_cancels() {
+    let harness = Harness::default().await;
+    let record = harness
+        .start("patterns", "slow-update", r#"{"mode":"slow-update"}"#)
+        .await;
+    let caller = async {
+        harness
+            .store
+            .post_message(
+                record.id,
+                MessageKind::Update,
+                "slow",
+                r#"{"n":1}"#,
+                &reprise::store::update_message_id("u-1"),
+            )
+            .await
+            .expect("post the update");
+        harness.runtime.mail_posted(record.id);
+        // The handler is asleep once its timer is scheduled.
+        while !kinds(&harness, &record).await.contains(&"TimerStarted") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness
+            .store
+            .post_message(record.id, MessageKind::Cancel, "", "null", "cancel")
+            .await
+            .expect("cancel");
+        harness.runtime.mail_posted(record.id);
+    };
+    let (outcome, ()) =
+        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), caller) }).await;
+    let Outcome::Failed { error } = outcome.expect("drive") else {
+        panic!("the cancelled workflow completed");
+    };
+    assert_eq!(error.error_type, "Cancelled");
+    let answer = harness
+        .events(&record)
+        .await
+        .into_iter()
+        .find_map(|event| match event {
+            Event::UpdateFailed {
+                update_id, error, ..
+            } if update_id == "u-1" => Some(error),
+            _ => None,
+        })
+        .expect("the update was answered");
+    assert_eq!(answer.error_type, "Cancelled");
+}
+
 /// Runs trip `id` for a flight and a hotel, cancels it once `completed`
 /// activities are done, and returns the cancelled outcome's error.
 async fn cancel_trip(

@@ -17,6 +17,27 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The code block between `<!-- name -->` and `<!-- /name -->` in
+/// README.md, without its fence, ending with a newline.
+pub fn readme_snippet(name: &str) -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let start = readme
+        .find(&format!("<!-- {name} -->"))
+        .unwrap_or_else(|| panic!("README.md has no <!-- {name} --> block"));
+    let end = readme[start..]
+        .find(&format!("<!-- /{name} -->"))
+        .expect("the block ends")
+        + start;
+    let mut code: String = readme[start..end]
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    code.push('\n');
+    code
+}
+
 /// A guest component built by `scripts/build-guests`.
 pub fn guest(name: &str) -> PathBuf {
     let path = repo_root()

@@ -21,7 +21,7 @@ use reprise::{Limits, Outcome};
 use reprise_providers::PaymentProvider;
 use serde_json::{Value, json};
 
-use crate::support::{Harness, completed_output, hot_window, repo_root};
+use crate::support::{Harness, completed_output, hot_window, readme_snippet, repo_root};
 
 #[derive(Clone, Copy, Debug)]
 enum Library {
@@ -755,24 +755,6 @@ async fn typescript_a_worker_polls_with_its_tenants_key() {
 }
 
 // --- The README's snippets -------------------------------------------
-
-/// The code block between `<!-- name -->` and `<!-- /name -->` in README.md.
-fn readme_snippet(name: &str) -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme
-        .find(&format!("<!-- {name} -->"))
-        .unwrap_or_else(|| panic!("README.md has no <!-- {name} --> block"));
-    let end = readme[start..]
-        .find(&format!("<!-- /{name} -->"))
-        .expect("the block ends")
-        + start;
-    readme[start..end]
-        .lines()
-        .skip(1)
-        .filter(|line| !line.starts_with("```"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// Runs the README's worker snippet in `library` (pointed at this test's
 /// task API) and the `patterns` workflow calling `reserve-seats` through it.
