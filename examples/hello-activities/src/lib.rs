@@ -6,6 +6,8 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reprise_sdk::{ActivityContext, ActivityError};
@@ -135,6 +137,37 @@ fn read_file(_ctx: &ActivityContext, path: String) -> Result<String, ActivityErr
     })
 }
 
+#[derive(Deserialize)]
+struct InstanceCallsInput {
+    #[serde(default)]
+    trap: bool,
+    /// MiB to allocate and keep for the instance's lifetime.
+    #[serde(default)]
+    hold_mib: usize,
+}
+
+/// How many calls this instance has served, this one included (a warm
+/// instance serves several calls of its tenant in turn and keeps its
+/// globals, as a worker process would). Prints the count, holds on to
+/// `hold_mib` MiB, then traps if asked: an instance that trapped, or grew
+/// large, must never serve again.
+fn instance_calls(_ctx: &ActivityContext, input: InstanceCallsInput) -> Result<u64, ActivityError> {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    println!("call {calls} of this instance");
+    if input.hold_mib > 0 {
+        let held = vec![1u8; input.hold_mib * 1024 * 1024];
+        HELD.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(held);
+    }
+    if input.trap {
+        panic!("asked to trap after call {calls}");
+    }
+    Ok(calls)
+}
+
 reprise_sdk::export_activities! {
     "read-file" => read_file,
     "greet" => greet,
@@ -142,4 +175,5 @@ reprise_sdk::export_activities! {
     "add-one" => add_one,
     "flaky" => flaky,
     "pause" => pause,
+    "instance-calls" => instance_calls,
 }

@@ -29,6 +29,10 @@ use crate::journal::{ActivityError, ActivityFailure, ActivityOptions, Event, Fai
 pub use http::HTTP_ACTIVITY;
 use outbound::{Allowlist, OutboundClient};
 pub use wasm::ACTIVITY_DIR_GUEST_PATH;
+pub use wasm::{
+    CALLS_PER_INSTANCE_MAX, RESOURCES_KEPT_MAX, WARM_INSTANCES_MAX, WARM_INSTANCES_PER_KEY_MAX,
+    WARM_MEMORY_BYTES_MAX,
+};
 use wasm::{Sandbox, SandboxLimits, WasmActivity};
 use worker::{WorkerQueue, WorkerTask};
 
@@ -227,6 +231,11 @@ impl ActivityRegistry {
             stored: OnceLock::new(),
             loaded_uploads: Mutex::default(),
         })
+    }
+
+    /// Wasm activity instances kept warm for their tenants' next calls.
+    pub fn warm_instances(&self) -> usize {
+        self.sandbox.warm_instances()
     }
 
     /// Names served here (external workers' names are open-ended).
@@ -591,6 +600,7 @@ impl ActivityRegistry {
                     logs: Some(task.logs.clone()),
                 };
                 let sandbox_limits = SandboxLimits {
+                    tenant: task.tenant.clone(),
                     memory_bytes_max: task.limits.memory_bytes_max,
                     fuel_max: task.limits.activity_fuel_max,
                     allowlist: Arc::new(allowlist.clone()),

@@ -57,6 +57,7 @@ pub fn import_treatment(kind: crate::engine::ComponentKind, interface: &str) -> 
 }
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -147,31 +148,113 @@ impl WasiHttpView for WorkflowHost {
     }
 }
 
-/// The data of an activity instance's store: one per attempt.
+/// The data of an activity instance's store: the call it serves now (a
+/// warm instance serves several calls of one tenant in turn).
 pub struct ActivityHost {
     pub(crate) context: activity_context::ActivityCall,
+    lines: Arc<wasi::ActivityLines>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_hooks: wasi::AllowlistedHttp,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MeasuredLimits,
+}
+
+/// A store's limits, remembering how large its memories grew.
+pub struct MeasuredLimits {
+    limits: StoreLimits,
+    largest_memory_bytes: usize,
+}
+
+impl MeasuredLimits {
+    /// The size the largest memory of the store reached.
+    pub fn largest_memory_bytes(&self) -> usize {
+        self.largest_memory_bytes
+    }
+}
+
+impl wasmtime::ResourceLimiter for MeasuredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.largest_memory_bytes = self.largest_memory_bytes.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl ActivityHost {
+    /// `wasi`'s stdout and stderr must write to `lines`.
     pub(crate) fn new(
         context: activity_context::ActivityCall,
+        lines: Arc<wasi::ActivityLines>,
         wasi: WasiCtx,
         limits: StoreLimits,
         http_hooks: wasi::AllowlistedHttp,
     ) -> ActivityHost {
+        lines.serve(&context);
         ActivityHost {
             context,
+            lines,
             wasi,
             http: WasiHttpCtx::new(),
             http_hooks,
             table: ResourceTable::new(),
-            limits,
+            limits: MeasuredLimits {
+                limits,
+                largest_memory_bytes: 0,
+            },
         }
+    }
+
+    /// From now on the instance serves `call`, under `allowlist`.
+    pub(crate) fn serve(
+        &mut self,
+        call: activity_context::ActivityCall,
+        allowlist: Arc<crate::activity::outbound::Allowlist>,
+    ) {
+        self.lines.serve(&call);
+        self.context = call;
+        self.http_hooks.allowlist = allowlist;
+    }
+
+    /// Resources (descriptors, streams, requests) the guest holds now.
+    pub(crate) fn resources_held(&mut self) -> usize {
+        self.table.iter_mut().count()
     }
 }
 

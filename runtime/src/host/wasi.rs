@@ -222,19 +222,44 @@ enum OutputTarget {
         lines: Option<Arc<GuestLines>>,
     },
     /// Activities never replay: their lines go out at once, tagged with
-    /// the seq of their call.
-    Activity { sink: Option<LogSink>, seq: u64 },
+    /// the seq of the call the instance serves.
+    Activity(Arc<ActivityLines>),
+}
+
+/// Where an activity instance's stdout and stderr lines go: to the call it
+/// serves now. A warm instance serves several calls in turn.
+#[derive(Default)]
+pub struct ActivityLines {
+    serving: Mutex<Option<(LogSink, u64)>>,
+}
+
+impl ActivityLines {
+    /// Lines written from now on belong to `call`.
+    pub fn serve(&self, call: &ActivityCall) {
+        *self
+            .serving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            call.logs.clone().map(|sink| (sink, call.seq));
+    }
+
+    fn write(&self, stream: &'static str, line: &str) {
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((sink, seq)) = serving.as_ref() {
+            sink.write(*seq, "info", stream, line);
+        }
+    }
 }
 
 impl GuestOutput {
-    /// Output of an activity attempt: logged (with the activity's seq),
-    /// never muted.
-    pub fn for_activity(call: &ActivityCall, stream: &'static str) -> GuestOutput {
+    /// Output of an activity instance: logged (with the seq of the call
+    /// it serves), never muted.
+    pub fn for_activity(lines: &Arc<ActivityLines>, stream: &'static str) -> GuestOutput {
         GuestOutput {
-            target: OutputTarget::Activity {
-                sink: call.logs.clone(),
-                seq: call.seq,
-            },
+            target: OutputTarget::Activity(lines.clone()),
             stream: match stream {
                 "stdout" => "activity-stdout",
                 _ => "activity-stderr",
@@ -279,11 +304,7 @@ impl GuestOutputStream {
                 lines: Some(lines),
             } => lines.write(&lock(recorder), "info", self.output.stream, line),
             OutputTarget::Workflow { lines: None, .. } => {}
-            OutputTarget::Activity {
-                sink: Some(sink),
-                seq,
-            } => sink.write(*seq, "info", self.output.stream, &line),
-            OutputTarget::Activity { sink: None, .. } => {}
+            OutputTarget::Activity(lines) => lines.write(self.output.stream, &line),
         }
     }
 }

@@ -394,3 +394,113 @@ async fn an_outcome_is_written_with_the_next_command() {
     ));
     harness.assert_replays("bench", &record).await;
 }
+
+/// A warm activity instance serves its tenant's later calls (its globals
+/// carry over, as in a worker process) and writes each call's output to
+/// that call's execution; another tenant gets an instance of its own, and
+/// an instance that trapped never serves again.
+#[tokio::test]
+async fn warm_activity_instances_serve_one_tenant_and_never_after_a_trap() {
+    use reprise::runtime::StartOptions;
+
+    let harness = Harness::default().await;
+    let bytes = std::fs::read(crate::support::guest("patterns")).expect("read guest");
+    let digest = harness
+        .runtime
+        .deploy_workflow(&bytes)
+        .await
+        .expect("deploy")
+        .digest;
+    let calls = async |tenant: &str, id: &str, activity_input: Value| {
+        let input = json!({
+            "mode": "call",
+            "activity": "instance-calls",
+            "activity_input": activity_input,
+        });
+        let (record, _) = harness
+            .runtime
+            .start_for(
+                tenant,
+                "patterns",
+                &digest,
+                Some(id.to_string()),
+                &input.to_string(),
+                StartOptions::default(),
+            )
+            .await
+            .expect("start");
+        let outcome = harness.runtime.drive(record.clone()).await.expect("drive");
+        (record, completed_output(&outcome))
+    };
+    let plain = json!({});
+    let (first, output) = calls("acme", "first", plain.clone()).await;
+    assert_eq!(output, json!({ "output": 1 }));
+    let (second, output) = calls("acme", "second", plain.clone()).await;
+    assert_eq!(
+        output,
+        json!({ "output": 2 }),
+        "the warm instance served again"
+    );
+    // The server's component, another tenant: a fresh instance.
+    let (_, output) = calls("globex", "other-tenant", plain.clone()).await;
+    assert_eq!(output, json!({ "output": 1 }));
+    // Traps on its 3rd call; the retries get fresh instances (1, trap).
+    let (_, output) = calls("acme", "trapping", json!({ "trap": true })).await;
+    assert_eq!(output["failed"]["error_type"], "ActivityTrap", "{output}");
+    let (_, output) = calls("acme", "after-the-trap", plain.clone()).await;
+    assert_eq!(output, json!({ "output": 1 }), "a trapped instance is gone");
+    // Past WARM_MEMORY_BYTES_MAX an instance is not kept either.
+    let big = json!({ "hold_mib": reprise::activity::WARM_MEMORY_BYTES_MAX >> 20 });
+    let (_, output) = calls("acme", "growing", big).await;
+    assert_eq!(output, json!({ "output": 2 }));
+    let (_, output) = calls("acme", "after-growing", plain.clone()).await;
+    assert_eq!(output, json!({ "output": 1 }), "a large instance is gone");
+    assert_eq!(
+        harness.runtime.activities().warm_instances(),
+        2,
+        "acme's and globex's"
+    );
+    // With every warm place taken, a newcomer's instance is still kept.
+    let newcomers = reprise::activity::WARM_INSTANCES_MAX;
+    for n in 0..newcomers {
+        let (_, output) = calls(&format!("t{n}"), &format!("t{n}-first"), plain.clone()).await;
+        assert_eq!(output, json!({ "output": 1 }));
+    }
+    let warm = harness.runtime.activities().warm_instances();
+    assert_eq!(warm, reprise::activity::WARM_INSTANCES_MAX);
+    let last = newcomers - 1;
+    let (_, output) = calls(&format!("t{last}"), "last-again", plain.clone()).await;
+    assert_eq!(
+        output,
+        json!({ "output": 2 }),
+        "the newest instance was kept"
+    );
+
+    // Each call's stdout is logged with its own execution.
+    for (record, line) in [
+        (&first, "call 1 of this instance"),
+        (&second, "call 2 of this instance"),
+    ] {
+        let mut logged = Vec::new();
+        for _ in 0..100 {
+            logged = harness
+                .store
+                .guest_logs(record.id, 0, 10)
+                .await
+                .expect("logs")
+                .into_iter()
+                .map(|log| (log.source, log.message))
+                .collect();
+            if !logged.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            logged,
+            vec![("activity-stdout".to_string(), line.to_string())],
+            "{}",
+            record.workflow_id
+        );
+    }
+}
