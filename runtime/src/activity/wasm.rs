@@ -55,12 +55,14 @@ pub struct Sandbox {
 }
 
 /// Which calls a warm instance may serve: those of the same component for
-/// the same tenant under the same memory limit. Tenants never share an
-/// instance, even of a component the server provides to all of them.
+/// the same tenant, with the same directory granted and the same memory
+/// limit. Tenants never share an instance, even of a component the server
+/// provides to all of them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct WarmKey {
     digest: String,
     tenant: String,
+    tenant_dir: Option<String>,
     memory_bytes_max: usize,
 }
 
@@ -320,6 +322,7 @@ impl Sandbox {
         let key = WarmKey {
             digest: activity.digest.clone(),
             tenant: limits.tenant.clone(),
+            tenant_dir: limits.tenant_dir.clone(),
             memory_bytes_max: limits.memory_bytes_max,
         };
         let mut warm = match self.warm.take(&key) {
