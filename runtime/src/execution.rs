@@ -190,7 +190,7 @@ pub fn runtime_error(error_type: &str, message: impl Into<String>) -> WorkflowEr
 /// are written once this many pile up: a flood of them then costs many
 /// small commits instead of one giant one that holds up every other
 /// execution's appends.
-pub const BUFFERED_EVENTS_MAX: usize = 1024;
+const BUFFERED_EVENTS_MAX: usize = 1024;
 
 /// The per-execution state the driver owns and lends to each activation.
 pub struct Execution {
@@ -398,6 +398,12 @@ impl Execution {
             None => Write::Plain,
         };
         self.write(events, write).await
+    }
+
+    /// Whether [`BUFFERED_EVENTS_MAX`] buffered events piled up: then they
+    /// are written before the guest goes on.
+    pub fn buffered_piled_up(&self) -> bool {
+        self.recorder().history.unflushed().len() >= BUFFERED_EVENTS_MAX
     }
 
     /// Records `events` in the in-memory history, behind the buffered ones,
@@ -863,7 +869,7 @@ impl Execution {
             // once, under the same idempotency key).
             self.record(update.events)?;
             self.running.remove(&update.seq);
-            if self.recorder().history.unflushed().len() >= BUFFERED_EVENTS_MAX {
+            if self.buffered_piled_up() {
                 self.flush().await?;
             }
         } else {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
@@ -88,11 +88,14 @@ struct WarmInstances {
 }
 
 impl WarmInstances {
-    fn take(&self, key: &WarmKey) -> Option<WarmInstance> {
-        let mut idle = self
-            .idle
+    fn idle(&self) -> MutexGuard<'_, HashMap<WarmKey, Vec<WarmInstance>>> {
+        self.idle
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self, key: &WarmKey) -> Option<WarmInstance> {
+        let mut idle = self.idle();
         let instances = idle.get_mut(key)?;
         let instance = instances.pop();
         if instances.is_empty() {
@@ -115,15 +118,12 @@ impl WarmInstances {
         {
             return;
         }
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self.idle();
         if idle.get(&key).map_or(0, Vec::len) >= WARM_INSTANCES_PER_KEY_MAX {
             return;
         }
         let mut evicted = None;
-        if idle.values().map(Vec::len).sum::<usize>() >= WARM_INSTANCES_MAX {
+        if total(&idle) >= WARM_INSTANCES_MAX {
             let Some(fullest) = idle
                 .iter()
                 .filter(|(other, _)| **other != key)
@@ -145,12 +145,13 @@ impl WarmInstances {
     }
 
     fn count(&self) -> usize {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.values().map(Vec::len).sum()
+        total(&self.idle())
     }
+}
+
+/// Warm instances kept, over every key.
+fn total(idle: &HashMap<WarmKey, Vec<WarmInstance>>) -> usize {
+    idle.values().map(Vec::len).sum()
 }
 
 /// What one attempt may use: its tenant's.

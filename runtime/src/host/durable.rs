@@ -9,7 +9,7 @@ use super::workflow_bindings::reprise::workflow::durable::{
     Host, QueryKind, QueryRequest, UpdateRequest, WorkflowInfo,
 };
 use crate::clock;
-use crate::execution::{BUFFERED_EVENTS_MAX, Interrupt, QueryAsk, Wait, Woken, runtime_error};
+use crate::execution::{Interrupt, QueryAsk, Wait, Woken, runtime_error};
 use crate::journal::{
     ActivityFailure, ActivityOptions, Clock, Command, Event, FailureReason, RANDOM_BYTES_MAX,
     RetryPolicy, Seq, idempotency_key,
@@ -103,9 +103,10 @@ impl WorkflowHost {
         self.execution.check_halted().map_err(interrupt)
     }
 
-    /// Writes the buffered events if [`BUFFERED_EVENTS_MAX`] piled up.
+    /// Writes the buffered events if too many piled up
+    /// ([`Execution::buffered_piled_up`]).
     async fn flush_if_piled_up(&mut self) -> wasmtime::Result<()> {
-        if self.execution.recorder().history.unflushed().len() < BUFFERED_EVENTS_MAX {
+        if !self.execution.buffered_piled_up() {
             return Ok(());
         }
         let turn = self.turn.clone();
