@@ -77,6 +77,9 @@ enum StepKind {
 
 /// Concurrent pollers in the worker variant.
 const BENCH_WORKERS: usize = 16;
+/// Where the bench's own API servers listen.
+const LOOPBACK_ANY_PORT: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 impl Bench {
     /// A runtime over a fresh database, and the database (for its commit stats).
@@ -226,7 +229,7 @@ async fn otlp_sink() -> anyhow::Result<String> {
 
 /// Starts [`BENCH_WORKERS`] pollers serving `add-one` through the task API.
 async fn add_one_workers(queue: Arc<WorkerQueue>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::api::bind(LOOPBACK_ANY_PORT)?;
     let authority = listener.local_addr()?.to_string();
     tokio::spawn(crate::api::serve(
         listener,
@@ -296,7 +299,7 @@ async fn api_call(
 async fn api_server(bench: &Bench, tenants: usize) -> anyhow::Result<(String, Vec<String>)> {
     let (runtime, _) = bench.runtime("api").await?;
     let (router, _server) = crate::api::router(runtime.clone(), WorkerQueue::new(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::api::bind(LOOPBACK_ANY_PORT)?;
     let authority = listener.local_addr()?.to_string();
     tokio::spawn(crate::api::serve(listener, router));
     let mut keys = Vec::new();

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -46,6 +46,26 @@ impl Default for ConnectionLimits {
             body_read_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// Connections the kernel completes and queues for the accept loop. The
+/// standard library's 128 overflows when a few hundred clients connect at
+/// once (500 start-and-wait requests, say): the kernel then drops their
+/// SYNs and each retries only after a second, which stalled whole
+/// benchmark runs. Linux caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4_096;
+
+/// Binds a listener for the API on `address` with [`LISTEN_BACKLOG`].
+pub fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted server takes its port back at once, as std's bind does.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Open connections by peer address.

@@ -707,13 +707,11 @@ impl ActivitySetup {
             None => queue,
             Some(address) => {
                 let queue = WorkerQueue::new();
-                let listener = tokio::net::TcpListener::bind(address)
-                    .await
-                    .map_err(|error| {
-                        RunError::InvalidInput(format!(
-                            "cannot listen on {address} for workers: {error}"
-                        ))
-                    })?;
+                let listener = crate::api::bind(address).map_err(|error| {
+                    RunError::InvalidInput(format!(
+                        "cannot listen on {address} for workers: {error}"
+                    ))
+                })?;
                 tracing::info!(%address, "serving the external-worker task API");
                 tokio::spawn(crate::api::serve(
                     listener,
@@ -1245,9 +1243,7 @@ async fn serve(
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let runtime = Runtime::new(engine, store.clone(), registry, RuntimeOptions::default())?;
     // Bound before joining, so the node can say where it answers.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = crate::api::bind(listen).with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr()?;
     let advertise_url =
         advertise_url.or_else(|| (!bound.ip().is_unspecified()).then(|| format!("http://{bound}")));

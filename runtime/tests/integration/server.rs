@@ -458,3 +458,33 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     }
     drop(server); // SIGKILL
 }
+
+/// A burst of clients is queued by the kernel, not dropped: 600 connect
+/// at once to a listener that accepts nothing yet, and every handshake
+/// completes. With the standard library's backlog of 128 the rest would
+/// wait for SYN retransmits (1 s, then 3 s, …), which stalled whole
+/// benchmark runs of 500 concurrent start-and-wait requests.
+#[tokio::test]
+async fn a_burst_of_connections_waits_in_the_backlog_instead_of_being_dropped() {
+    const CLIENTS: usize = 600;
+    let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = reprise::api::bind(any_port).expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connects: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(tokio::net::TcpStream::connect(address)))
+        .collect();
+    let mut connected = Vec::with_capacity(CLIENTS);
+    for connect in connects {
+        let stream = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .expect("a handshake waited for a SYN retransmit: the backlog overflowed")
+            .expect("join")
+            .expect("connect");
+        connected.push(stream);
+    }
+    assert!(CLIENTS as u32 <= reprise::api::LISTEN_BACKLOG);
+    // Queued connections are served once the loop accepts them.
+    let (accepted, _) = listener.accept().await.expect("accept");
+    assert_eq!(accepted.local_addr().expect("local"), address);
+    assert_eq!(connected.len(), CLIENTS);
+}
