@@ -781,10 +781,12 @@ pub enum Nondeterminism {
 pub struct History {
     events: Vec<RecordedEvent>,
     durable_len: usize,
-    /// `seq` → index of the command event.
-    commands: HashMap<Seq, usize>,
-    /// `seq` → index of the outcome answering that command.
-    outcomes: HashMap<Seq, usize>,
+    /// Index of the command event of `seq`, at `seq - 1` (commands are
+    /// numbered 1, 2, 3, … without gaps).
+    commands: Vec<usize>,
+    /// Index of the outcome answering `seq`, at `seq - 1`; [`NO_OUTCOME`]
+    /// where none has arrived.
+    outcomes: Vec<usize>,
     /// The highest command `seq` in the history.
     last_seq: Seq,
     /// Blocking-call ordinal → index of the `CancellationDelivered` there.
@@ -793,13 +795,24 @@ pub struct History {
     patches: HashSet<String>,
 }
 
+/// The mark in [`History`]'s outcome index for a command not yet answered.
+const NO_OUTCOME: usize = usize::MAX;
+
+/// Where `seq` is kept in a seq-indexed vector (seq 0 never exists).
+fn seq_slot(seq: Seq) -> Option<usize> {
+    usize::try_from(seq).ok()?.checked_sub(1)
+}
+
 impl History {
     /// Rebuilds a history from the store's rows.
     ///
     /// Fails if the positions are not 1, 2, 3, … or commands skip a `seq`:
     /// a history that breaks these is corrupt and must not be replayed.
     pub fn from_recorded(events: Vec<RecordedEvent>) -> Result<History, String> {
-        let mut history = History::default();
+        let mut history = History {
+            events: Vec::with_capacity(events.len()),
+            ..History::default()
+        };
         for recorded in events {
             history.push(recorded)?;
         }
@@ -825,21 +838,23 @@ impl History {
                 ));
             }
             self.last_seq = seq;
-            self.commands.insert(seq, index);
+            self.commands.push(index);
+            self.outcomes.push(NO_OUTCOME);
         }
         if let Some(seq) = recorded.event.outcome_seq() {
-            if !self.commands.contains_key(&seq) {
+            let Some(slot) = seq_slot(seq).filter(|&slot| slot < self.commands.len()) else {
                 return Err(format!(
                     "history has an outcome for seq {seq} at position {} before its command",
                     recorded.position
                 ));
-            }
-            if self.outcomes.insert(seq, index).is_some() {
+            };
+            if self.outcomes[slot] != NO_OUTCOME {
                 return Err(format!(
                     "history has two outcomes for seq {seq} (second at position {})",
                     recorded.position
                 ));
             }
+            self.outcomes[slot] = index;
         }
         if let Event::CancellationDelivered { wait } = recorded.event
             && self.cancellations.insert(wait, index).is_some()
@@ -915,11 +930,17 @@ impl History {
     }
 
     pub fn command(&self, seq: Seq) -> Option<&RecordedEvent> {
-        self.commands.get(&seq).map(|&index| &self.events[index])
+        let index = *self.commands.get(seq_slot(seq)?)?;
+        Some(&self.events[index])
     }
 
     pub fn outcome(&self, seq: Seq) -> Option<&RecordedEvent> {
-        self.outcomes.get(&seq).map(|&index| &self.events[index])
+        self.outcome_index(seq).map(|index| &self.events[index])
+    }
+
+    fn outcome_index(&self, seq: Seq) -> Option<usize> {
+        let index = *self.outcomes.get(seq_slot(seq)?)?;
+        (index != NO_OUTCOME).then_some(index)
     }
 
     /// The last failed attempt of the activity at `seq`: its number, when
@@ -1014,7 +1035,7 @@ impl History {
     /// Of the activities in `seqs`, the one whose outcome comes first in the history.
     pub fn first_completed(&self, seqs: &[Seq]) -> Option<Seq> {
         seqs.iter()
-            .filter_map(|seq| self.outcomes.get(seq).map(|&index| (index, *seq)))
+            .filter_map(|&seq| self.outcome_index(seq).map(|index| (index, seq)))
             .min()
             .map(|(_, seq)| seq)
     }
@@ -1209,14 +1230,16 @@ impl Recorder {
     pub fn next_command(
         &mut self,
         command: &Command,
-    ) -> Result<(Seq, Option<RecordedEvent>), Halt> {
+    ) -> Result<(Seq, Option<&RecordedEvent>), Halt> {
         if let Some(halt) = &self.halted {
             return Err(halt.clone());
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         match self.history.check_command(seq, command) {
-            Ok(Some(recorded)) => Ok((seq, Some(recorded.clone()))),
+            // Looked up again: returning the borrow from this match would
+            // keep `self` borrowed in the arms below.
+            Ok(Some(_)) => Ok((seq, self.history.command(seq))),
             Ok(None) if self.replay_only => Err(self.halt_at_history_end(seq, command)),
             Ok(None) => match self.check_room(1) {
                 Ok(()) => Ok((seq, None)),
@@ -1293,8 +1316,8 @@ impl Recorder {
         };
         let (seq, recorded) = self.next_command(&command)?;
         if let Some(recorded) = recorded {
-            return match recorded.event {
-                Event::TimersPolled { ready, .. } => Ok(ready),
+            return match &recorded.event {
+                Event::TimersPolled { ready, .. } => Ok(ready.clone()),
                 _ => Ok(Vec::new()),
             };
         }
@@ -1374,7 +1397,7 @@ impl Recorder {
         }
         let len = live.len();
         match self.next_command(&Command::DrawRandom { len }) {
-            Ok((_, Some(recorded))) => match recorded.event {
+            Ok((_, Some(recorded))) => match &recorded.event {
                 Event::RandomDrawn { bytes, .. } => {
                     hex::decode(bytes).unwrap_or_else(|_| vec![0; len])
                 }

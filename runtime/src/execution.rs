@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 use crate::activity::{ActivityRegistry, ActivityTask, ActivityUpdate};
 use crate::clock;
 use crate::journal::{
-    Event, Halt, RecordedEvent, Recorder, Seq, WORKFLOW_TIMED_OUT, WorkflowError,
+    Event, Halt, History, RecordedEvent, Recorder, Seq, WORKFLOW_TIMED_OUT, WorkflowError,
 };
 use crate::mailbox::MailboxFlag;
 use crate::quota::{ComputeTurn, Instances};
@@ -617,17 +617,16 @@ impl Execution {
     }
 
     fn is_satisfied(&self, wait: &Wait) -> bool {
+        is_satisfied_by(&self.recorder().history, wait)
+    }
+
+    /// Whether the history answers the `ordinal`-th blocking call `wait`
+    /// already — in replay, or an outcome that arrived while the guest
+    /// ran — with no cancellation delivered there: what [`Execution::wait`]
+    /// would return at once, without giving up the guest's turn.
+    pub fn answered_at_once(&self, wait: &Wait, ordinal: u64) -> bool {
         let recorder = self.recorder();
-        let history = &recorder.history;
-        match wait {
-            Wait::Timer(seq)
-            | Wait::Sleep(seq)
-            | Wait::Activity(seq)
-            | Wait::Signal(seq)
-            | Wait::Update(seq)
-            | Wait::Child(seq) => history.outcome(*seq).is_some(),
-            Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
-        }
+        !recorder.history.cancelled_at(ordinal) && is_satisfied_by(&recorder.history, wait)
     }
 
     /// Blocks until `wait` is satisfied or a cancellation is delivered to
@@ -891,6 +890,19 @@ impl Drop for Execution {
         for task in &self.activity_tasks {
             task.abort();
         }
+    }
+}
+
+/// Whether `history` holds what `wait` waits for.
+fn is_satisfied_by(history: &History, wait: &Wait) -> bool {
+    match wait {
+        Wait::Timer(seq)
+        | Wait::Sleep(seq)
+        | Wait::Activity(seq)
+        | Wait::Signal(seq)
+        | Wait::Update(seq)
+        | Wait::Child(seq) => history.outcome(*seq).is_some(),
+        Wait::AnyActivity(seqs) => history.first_completed(seqs).is_some(),
     }
 }
 

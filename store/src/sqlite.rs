@@ -1044,12 +1044,18 @@ impl Store for SqliteStore {
         // worker thread to the async side separately, which cost more than
         // decoding. Lines are "position recorded_at_ms payload"; payloads
         // are JSON, whose strings never hold a raw newline. Positions are
-        // 1, 2, 3, … so a page is a range of them.
+        // 1, 2, 3, … so a page is a range of them. The rows are ordered in
+        // a subquery, which walks the primary key in order: an `ORDER BY`
+        // inside `group_concat` sorted them again in a temporary B-tree,
+        // 1.6x the time for a long history. Each line carries its
+        // position, and `History::from_recorded` refuses any out of order.
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
         let joined: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(position || ' ' || recorded_at_ms || ' ' || payload, char(10) ORDER BY position)
-             FROM events WHERE execution_id = ? AND position > ? AND position <= ?",
+            "SELECT group_concat(line, char(10)) FROM (
+               SELECT position || ' ' || recorded_at_ms || ' ' || payload AS line
+               FROM events WHERE execution_id = ? AND position > ? AND position <= ?
+               ORDER BY position)",
         )
         .bind(execution_id)
         .bind(after)

@@ -65,12 +65,13 @@ impl WorkflowHost {
         command: &Command,
         new_event: impl FnOnce(Seq, &crate::store::ExecutionRecord) -> Event,
     ) -> wasmtime::Result<Seq> {
-        let (seq, recorded) = self
+        let (seq, was_recorded) = self
             .execution
             .recorder()
             .next_command(command)
+            .map(|(seq, recorded)| (seq, recorded.is_some()))
             .map_err(|halt| interrupt(halt.into()))?;
-        if recorded.is_none() {
+        if !was_recorded {
             let event = new_event(seq, &self.execution.record);
             let turn = self.turn.clone();
             off_turn(&turn, self.execution.append(event))
@@ -224,6 +225,12 @@ impl WorkflowHost {
     /// restarts the wall-clock backstop.
     pub(super) async fn block(&mut self, wait: Wait) -> wasmtime::Result<Woken> {
         let ordinal = self.execution.recorder().next_wait();
+        // Replay answers here, as does an outcome that arrived while the
+        // guest ran: the guest keeps its turn, nothing waits.
+        if self.execution.answered_at_once(&wait, ordinal) {
+            self.resume_guest();
+            return Ok(Woken::Ready);
+        }
         let turn = self.turn.clone();
         let woken = off_turn(&turn, self.execution.wait(&wait, ordinal, true))
             .await
@@ -537,12 +544,13 @@ impl Host for WorkflowHost {
         let command = Command::UpsertSearchAttributes {
             attributes: attributes.clone(),
         };
-        let (seq, recorded) = self
+        let (seq, was_recorded) = self
             .execution
             .recorder()
             .next_command(&command)
+            .map(|(seq, recorded)| (seq, recorded.is_some()))
             .map_err(|halt| interrupt(halt.into()))?;
-        if recorded.is_none() {
+        if !was_recorded {
             let merged = crate::attributes::merge(
                 self.execution.record.search_attributes.as_deref(),
                 changes,
