@@ -65,7 +65,25 @@ pub fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     // A restarted server takes its port back at once, as std's bind does.
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
+    if let Some(cap) = kernel_backlog_cap()
+        && cap < LISTEN_BACKLOG
+    {
+        tracing::warn!(
+            cap,
+            wanted = LISTEN_BACKLOG,
+            "the kernel caps the listen backlog at net.core.somaxconn; clients connecting in a burst beyond it retry a second later (raise it with sysctl)"
+        );
+    }
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Linux's cap on every listen backlog, if it can be read.
+pub fn kernel_backlog_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Open connections by peer address.

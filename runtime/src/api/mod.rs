@@ -47,7 +47,9 @@ use crate::runtime::{RunError, Runtime};
 use crate::store::{ExecutionRecord, Store};
 use crate::tenant::RateLimiter;
 
-pub use connections::{ConnectionLimits, LISTEN_BACKLOG, bind, serve, serve_until};
+pub use connections::{
+    ConnectionLimits, LISTEN_BACKLOG, bind, kernel_backlog_cap, serve, serve_until,
+};
 pub use executions::{NEXT_PAGE_HEADER, RESULT_WAIT_MAX_MS};
 pub use workers::worker_routes;
 
