@@ -77,7 +77,7 @@ enum StepKind {
 
 /// Concurrent pollers in the worker variant.
 const BENCH_WORKERS: usize = 16;
-/// Where the bench's own API servers listen.
+/// Where the bench's own servers listen.
 const LOOPBACK_ANY_PORT: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
@@ -204,7 +204,7 @@ async fn add_one_server() -> anyhow::Result<String> {
         "/add-one",
         post(|axum::Json(n): axum::Json<u64>| async move { axum::Json(n + 1) }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::api::bind(LOOPBACK_ANY_PORT)?;
     let url = format!("http://{}/add-one", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(url)
@@ -221,7 +221,7 @@ async fn otlp_sink() -> anyhow::Result<String> {
             axum::http::StatusCode::OK
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::api::bind(LOOPBACK_ANY_PORT)?;
     let url = format!("http://{}/v1/traces", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(url)

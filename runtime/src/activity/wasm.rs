@@ -95,13 +95,7 @@ impl WarmInstances {
     }
 
     fn take(&self, key: &WarmKey) -> Option<WarmInstance> {
-        let mut idle = self.idle();
-        let instances = idle.get_mut(key)?;
-        let instance = instances.pop();
-        if instances.is_empty() {
-            idle.remove(key);
-        }
-        instance
+        pop(&mut self.idle(), key)
     }
 
     /// Keeps `instance` for its key's next call unless the limits say no;
@@ -132,11 +126,7 @@ impl WarmInstances {
             else {
                 return;
             };
-            let instances = idle.entry(fullest.clone()).or_default();
-            evicted = instances.pop();
-            if instances.is_empty() {
-                idle.remove(&fullest);
-            }
+            evicted = pop(&mut idle, &fullest);
         }
         idle.entry(key).or_default().push(instance);
         // Resetting the evicted instance's slot waits until the lock is free.
@@ -147,6 +137,16 @@ impl WarmInstances {
     fn count(&self) -> usize {
         total(&self.idle())
     }
+}
+
+/// The newest instance kept for `key`; a key left with none is removed.
+fn pop(idle: &mut HashMap<WarmKey, Vec<WarmInstance>>, key: &WarmKey) -> Option<WarmInstance> {
+    let instances = idle.get_mut(key)?;
+    let instance = instances.pop();
+    if instances.is_empty() {
+        idle.remove(key);
+    }
+    instance
 }
 
 /// Warm instances kept, over every key.

@@ -65,12 +65,7 @@ impl WorkflowHost {
         command: &Command,
         new_event: impl FnOnce(Seq, &crate::store::ExecutionRecord) -> Event,
     ) -> wasmtime::Result<Seq> {
-        let (seq, was_recorded) = self
-            .execution
-            .recorder()
-            .next_command(command)
-            .map(|(seq, recorded)| (seq, recorded.is_some()))
-            .map_err(|halt| interrupt(halt.into()))?;
+        let (seq, was_recorded) = self.claim(command)?;
         if !was_recorded {
             let event = new_event(seq, &self.execution.record);
             let turn = self.turn.clone();
@@ -83,6 +78,16 @@ impl WorkflowHost {
         // in replay, and a history that completed live always replays.
         self.resume_guest();
         Ok(seq)
+    }
+
+    /// Claims the next `seq` for `command`, and says whether the history
+    /// holds it already (replay) or it is new.
+    fn claim(&self, command: &Command) -> wasmtime::Result<(Seq, bool)> {
+        self.execution
+            .recorder()
+            .next_command(command)
+            .map(|(seq, recorded)| (seq, recorded.is_some()))
+            .map_err(|halt| interrupt(halt.into()))
     }
 
     /// Called after every journaled command and blocking wait: the
@@ -544,12 +549,7 @@ impl Host for WorkflowHost {
         let command = Command::UpsertSearchAttributes {
             attributes: attributes.clone(),
         };
-        let (seq, was_recorded) = self
-            .execution
-            .recorder()
-            .next_command(&command)
-            .map(|(seq, recorded)| (seq, recorded.is_some()))
-            .map_err(|halt| interrupt(halt.into()))?;
+        let (seq, was_recorded) = self.claim(&command)?;
         if !was_recorded {
             let merged = crate::attributes::merge(
                 self.execution.record.search_attributes.as_deref(),

@@ -8,7 +8,7 @@ use reprise::{Limits, Outcome};
 use reprise_providers::PaymentProvider;
 use serde_json::{Value, json};
 
-use crate::support::{Harness, completed_output};
+use crate::support::{Harness, completed_output, guest_logs_once};
 
 fn order(provider: &PaymentProvider, order_id: &str, extra: Value) -> String {
     let mut input = json!({
@@ -481,21 +481,12 @@ async fn warm_activity_instances_serve_one_tenant_and_never_after_a_trap() {
         (&first, "call 1 of this instance"),
         (&second, "call 2 of this instance"),
     ] {
-        let mut logged = Vec::new();
-        for _ in 0..100 {
-            logged = harness
-                .store
-                .guest_logs(record.id, 0, 10)
+        let logged: Vec<(String, String)> =
+            guest_logs_once(harness.store.as_ref(), record.id, |lines| !lines.is_empty())
                 .await
-                .expect("logs")
                 .into_iter()
                 .map(|log| (log.source, log.message))
                 .collect();
-            if !logged.is_empty() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
         assert_eq!(
             logged,
             vec![("activity-stdout".to_string(), line.to_string())],

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::crash::{count_of_kind, until_count};
 use crate::determinism::{Run, stdout_of};
-use crate::support::{Harness, completed_output};
+use crate::support::{Harness, completed_output, guest_logs_once};
 
 /// Long enough to kill a run in the middle of it, and to tell a replay that
 /// waits from one that does not.
@@ -97,14 +97,10 @@ async fn stdout_lines(store: &dyn store::Store, record: &ExecutionRecord) -> Vec
 
 /// Waits (bounded) until the execution's stdout holds `count` lines.
 async fn until_stdout_lines(store: &dyn store::Store, record: &ExecutionRecord, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stdout_lines(store, record).await.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the printed line was never stored"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let stdout =
+        |lines: &[store::GuestLogLine]| lines.iter().filter(|line| line.source == "stdout").count();
+    let lines = guest_logs_once(store, record.id, |lines| stdout(lines) >= count).await;
+    assert!(stdout(&lines) >= count, "the printed line was never stored");
 }
 
 /// Runs `workflow` in-process, hot then evicting; checks each answer, its

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use crate::crash::until_count;
 use crate::saga::{Providers, compensation_chain};
 use crate::support::{
-    Harness, cache_dir, completed_output, guest, read_ledger, readme_snippet, repo_root,
+    Harness, cache_dir, completed_output, guest, guest_logs_once, read_ledger, readme_snippet,
+    repo_root,
 };
 
 const PROBE: &str = "js-probe";
@@ -295,20 +296,10 @@ async fn hello_js_gives_the_rust_hello_result_and_history() {
     );
     assert_eq!(draws[draws.len() - 1].len(), 2 * 256, "crypto's pool");
     // The log line went to the durable log (source `log`), at info.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let lines = loop {
-        let lines = harness
-            .store
-            .guest_logs(js_record.id, 0, 100)
-            .await
-            .expect("logs");
-        if lines.iter().filter(|line| line.source == "log").count() >= 2
-            || Instant::now() > deadline
-        {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines = guest_logs_once(harness.store.as_ref(), js_record.id, |lines| {
+        lines.iter().filter(|line| line.source == "log").count() >= 2
+    })
+    .await;
     let logged: Vec<(&str, &str, &str)> = lines
         .iter()
         .filter(|line| line.source == "log")

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::saga::compensation_chain;
 use crate::support::{
-    Harness, activity_config, cache_dir, completed_output, guest, readme_snippet, repo_root,
+    Harness, activity_config, cache_dir, completed_output, guest, guest_logs_once, readme_snippet,
+    repo_root,
 };
 
 const ORDER: &str = "order-py";
@@ -204,18 +205,10 @@ async fn the_python_hello_on_the_sdk_runs_logs_and_replays() {
     // Python `logging` goes to the durable log (source `log`), and costs
     // no clock read: the only wall-clock reads are the two the code makes.
     // Log lines are stored after the run, by their own task: wait for them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let lines = loop {
-        let lines = harness
-            .store
-            .guest_logs(record.id, 0, 100)
-            .await
-            .expect("logs");
-        if lines.iter().any(|line| line.source == "log") || Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines = guest_logs_once(harness.store.as_ref(), record.id, |lines| {
+        lines.iter().any(|line| line.source == "log")
+    })
+    .await;
     assert!(
         lines.iter().any(|line| line.source == "log"
             && line.level == "info"

@@ -461,9 +461,10 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
 
 /// A burst of clients is queued by the kernel, not dropped: 600 connect
 /// at once to a listener that accepts nothing yet, and every handshake
-/// completes (fewer where the kernel caps backlogs lower). With the standard library's backlog of 128 the rest would
-/// wait for SYN retransmits (1 s, then 3 s, …), which stalled whole
-/// benchmark runs of 500 concurrent start-and-wait requests.
+/// completes (fewer where the kernel caps backlogs lower). With the
+/// standard library's backlog of 128 the rest would wait for SYN
+/// retransmits (1 s, then 3 s, …), which stalled whole benchmark runs of
+/// 500 concurrent start-and-wait requests.
 #[tokio::test]
 async fn a_burst_of_connections_waits_in_the_backlog_instead_of_being_dropped() {
     // Past std's 128 by far, within what the kernel allows (it caps every

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reprise::activity::outbound::Allowlist;
 use reprise::activity::worker::WorkerQueue;
 use reprise::journal::{Event, RecordedEvent};
-use reprise::store::{self, ExecutionRecord, Store};
+use reprise::store::{self, ExecutionRecord, GuestLogLine, Store};
 use reprise::{ActivityConfig, ActivityRegistry, Engine, Limits, Outcome, Runtime, RuntimeOptions};
 use tempfile::TempDir;
 
@@ -330,4 +330,23 @@ pub async fn send(
     client
         .send(http::Request::from_parts(parts, full_body(body)))
         .await
+}
+
+/// The execution's stored guest log lines once `enough` holds for them,
+/// or what is stored after 30 s: lines are stored by their own task after
+/// they are written, so a test waits for them, and its assertions then
+/// say what is missing.
+pub async fn guest_logs_once(
+    store: &dyn Store,
+    execution_id: i64,
+    enough: impl Fn(&[GuestLogLine]) -> bool,
+) -> Vec<GuestLogLine> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let lines = store.guest_logs(execution_id, 0, 100).await.expect("logs");
+        if enough(&lines) || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
