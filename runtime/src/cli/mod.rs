@@ -107,9 +107,14 @@ enum Command {
     /// workers and timers in one process; executions left running by an
     /// earlier process are resumed.
     Serve {
-        /// Where the database and the compiled-component cache live.
+        /// Where the database lives, and the compiled-component cache
+        /// unless --cache-dir names another.
         #[arg(long, env = "REPRISE_DATA", default_value = "reprise-data")]
         data: PathBuf,
+        /// Where compiled components are cached (default: `cache/` under
+        /// --data); servers of one build may share it.
+        #[arg(long, env = "REPRISE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
         #[arg(long, env = "REPRISE_LISTEN", default_value = "127.0.0.1:7878")]
         listen: std::net::SocketAddr,
         /// Keep executions in this PostgreSQL database
@@ -400,6 +405,7 @@ pub fn main() -> ExitCode {
             } => create_tenant(&name, &data, &limits, format).await,
             Command::Serve {
                 data,
+                cache_dir,
                 listen,
                 database,
                 lease_ms,
@@ -422,6 +428,7 @@ pub fn main() -> ExitCode {
                     body_read_timeout: std::time::Duration::from_millis(body_read_timeout_ms),
                 };
                 let place = ServePlace {
+                    cache_dir: cache_dir.unwrap_or_else(|| data.join("cache")),
                     data,
                     database,
                     listen,
@@ -1167,9 +1174,10 @@ fn raise_open_files_limit(wanted: u64) -> u64 {
 
 /// Where a server keeps its data and listens.
 struct ServePlace {
-    /// The compiled-component cache, and the SQLite database unless
-    /// `database` names another.
+    /// The SQLite database, unless `database` names another.
     data: PathBuf,
+    /// The compiled-component cache.
+    cache_dir: PathBuf,
     database: Option<String>,
     listen: std::net::SocketAddr,
     /// The node's lease on its executions.
@@ -1181,6 +1189,7 @@ struct ServePlace {
 async fn serve(
     ServePlace {
         data,
+        cache_dir,
         database,
         listen,
         lease,
@@ -1219,7 +1228,7 @@ async fn serve(
     };
     let db = DbArgs {
         db: data.join("reprise.db"),
-        cache_dir: Some(data.join("cache")),
+        cache_dir: Some(cache_dir),
     };
     // Uploads compile in child processes with bounded memory and time.
     let program = std::env::current_exe().context("finding this program to compile uploads")?;

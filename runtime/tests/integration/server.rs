@@ -174,6 +174,20 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
             .as_array()
             .is_some_and(|imports| !imports.is_empty())
     );
+    // REPRISE_CACHE_DIR moves the compiled-component cache out of --data:
+    // the suite's servers share one, and compile each guest once.
+    let digest = module["digest"].as_str().expect("a digest");
+    let shared = std::fs::read_dir(cache_dir()).expect("the shared cache");
+    assert!(
+        shared
+            .filter_map(Result::ok)
+            .any(|entry| entry.file_name().to_string_lossy().starts_with(digest)),
+        "the artifact of {digest} is in the shared cache"
+    );
+    assert!(
+        !data.path().join("cache").exists(),
+        "nothing is cached under --data"
+    );
     let (status, refused) = call(
         &address,
         &key,
