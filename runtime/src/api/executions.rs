@@ -134,6 +134,9 @@ async fn start(
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
         .and_then(crate::telemetry::spans::trace_from_traceparent);
+    // Header values share the connection's 8 KiB read buffer; a
+    // start-and-wait would keep it for the whole execution.
+    drop(headers);
     let input = raw_text(request.input);
     let options = StartOptions {
         reuse: request.id_reuse_policy,
