@@ -72,8 +72,14 @@ pub struct Limits {
     /// component of 100,000 functions took 555 MB; componentize-py's 18 MB
     /// interpreter compiles well within the default.
     pub compile_memory_bytes_max: u64,
-    /// Wall-clock time one compilation in a child process may take
-    /// (componentize-py's interpreter: ~11 s here).
+    /// CPU time (all its threads together) one compilation in a child
+    /// process may use (componentize-py's interpreter: ~11 s here).
+    /// Counted in CPU, not wall-clock time: compilations run below the
+    /// workflows' priority, and a busy node must not fail an upload that
+    /// an idle one accepts. Enforced in whole seconds (`RLIMIT_CPU`).
+    pub compile_cpu_ms_max: u64,
+    /// Wall-clock time one compilation in a child process may take: the
+    /// backstop for a child that stops making progress.
     pub compile_wall_ms_max: u64,
 }
 
@@ -85,7 +91,8 @@ impl Default for Limits {
             activation_wall_ms_max: 10_000,
             pooled_instances_max: 1_000,
             compile_memory_bytes_max: 2 * 1024 * 1024 * 1024,
-            compile_wall_ms_max: 90_000,
+            compile_cpu_ms_max: 90_000,
+            compile_wall_ms_max: 600_000,
         }
     }
 }
@@ -368,6 +375,7 @@ impl Engine {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let memory_max = self.limits.compile_memory_bytes_max;
+        let cpu_seconds_max = self.limits.compile_cpu_ms_max.div_ceil(1000).max(1);
         // SAFETY: between fork and exec the closure only calls setrlimit(2)
         // and setpriority(2), which are async-signal-safe, and allocates
         // nothing.
@@ -378,6 +386,15 @@ impl Engine {
                     rlim_max: memory_max,
                 };
                 if libc::setrlimit(libc::RLIMIT_DATA, &memory) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SIGXCPU at the soft limit ends the child; SIGKILL a
+                // second later if it ever catches that.
+                let cpu = libc::rlimit {
+                    rlim_cur: cpu_seconds_max,
+                    rlim_max: cpu_seconds_max + 1,
+                };
+                if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Below the server's own threads: a compile bomb takes what
@@ -415,6 +432,12 @@ impl Engine {
             let _ = pipe.take(4096).read_to_string(&mut stderr);
         }
         let stderr = stderr.trim();
+        if matches!(status.signal(), Some(libc::SIGXCPU)) {
+            return Err(LoadError::CompileLimit(format!(
+                "used more than compile_cpu_ms_max = {} ms of CPU",
+                self.limits.compile_cpu_ms_max
+            )));
+        }
         let out_of_memory = status.signal() == Some(libc::SIGABRT)
             || stderr.contains("memory allocation")
             || stderr.contains("out of memory");

@@ -277,11 +277,11 @@ async fn names_and_default_attempts_are_bounded() {
 }
 
 /// A component of many functions compiles in a child process under a
-/// memory and a time limit: over either, the load fails naming the limit,
+/// memory, a CPU and a wall-clock limit: over any, the load fails naming it,
 /// and nothing stays behind in this process.
 #[tokio::test]
 async fn a_compile_bomb_fails_in_its_child_process_naming_the_limit() {
-    let functions = "(func)".repeat(60_000);
+    let functions = "(func)".repeat(150_000);
     let bomb = wat::parse_str(format!("(component (core module {functions}))")).expect("wat");
     let compiler = std::path::PathBuf::from(env!("CARGO_BIN_EXE_reprise"));
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -299,6 +299,13 @@ async fn a_compile_bomb_fails_in_its_child_process_naming_the_limit() {
                 ..Limits::default()
             },
             "compile_wall_ms_max",
+        ),
+        (
+            Limits {
+                compile_cpu_ms_max: 1,
+                ..Limits::default()
+            },
+            "compile_cpu_ms_max",
         ),
     ] {
         let cache = scratch.path().join(names);
