@@ -428,18 +428,24 @@ async fn view_when_finished(
         return Json(describe(&record)).into_response();
     }
     let notify = server.finish_notifier(record.id);
+    let mut woken_or_polled = false;
     loop {
         // Listen before looking, so an end between the two is not missed.
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let record = match find(server, &tenant.name, &record.workflow_id).await {
-            Ok(record) => record,
-            Err(response) => return response,
-        };
-        if finished_or_due(&record) {
-            return Json(describe(&record)).into_response();
+        // A drive of this process wakes us when it stops: until then there
+        // is nothing new in the store to read.
+        if woken_or_polled || !server.drives(record.id) {
+            let record = match find(server, &tenant.name, &record.workflow_id).await {
+                Ok(record) => record,
+                Err(response) => return response,
+            };
+            if finished_or_due(&record) {
+                return Json(describe(&record)).into_response();
+            }
         }
+        woken_or_polled = true;
         // Woken at the end of a drive in this process; polled too, in case
         // another process drives it.
         let _ = tokio::time::timeout(RESULT_POLL_INTERVAL, notified).await;

@@ -231,6 +231,15 @@ impl Server {
         Ok((record, created))
     }
 
+    /// Whether this process drives execution `id` now: its end will wake
+    /// the [`Server::finish_notifier`] waiters.
+    pub fn drives(&self, id: i64) -> bool {
+        self.driving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&id)
+    }
+
     /// What wakes a waiter when this process stops driving execution `id`.
     pub fn finish_notifier(&self, id: i64) -> Arc<Notify> {
         self.finished
