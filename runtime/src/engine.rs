@@ -389,12 +389,19 @@ impl Engine {
                     return Err(std::io::Error::last_os_error());
                 }
                 // SIGXCPU at the soft limit ends the child; SIGKILL a
-                // second later if it ever catches that.
+                // second later if it ever catches that. No core dump of a
+                // compiler that may hold gigabytes.
                 let cpu = libc::rlimit {
                     rlim_cur: cpu_seconds_max,
                     rlim_max: cpu_seconds_max + 1,
                 };
-                if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0 {
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
+                    || libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Below the server's own threads: a compile bomb takes what
@@ -432,7 +439,7 @@ impl Engine {
             let _ = pipe.take(4096).read_to_string(&mut stderr);
         }
         let stderr = stderr.trim();
-        if matches!(status.signal(), Some(libc::SIGXCPU)) {
+        if status.signal() == Some(libc::SIGXCPU) {
             return Err(LoadError::CompileLimit(format!(
                 "used more than compile_cpu_ms_max = {} ms of CPU",
                 self.limits.compile_cpu_ms_max
