@@ -12,7 +12,7 @@
 // with psql. Prints one RESULT line; CPU seconds are the servers' during W1
 // (and, for PostgreSQL, every `postgres` process's on the machine).
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, readdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -134,4 +134,5 @@ try {
   if (backend === "postgres") {
     try { psql(`DROP DATABASE IF EXISTS ${database}`); } catch (error) { console.error(error.message); }
   }
+  rmSync(work, { recursive: true, force: true });
 }
