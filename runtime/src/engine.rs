@@ -381,29 +381,22 @@ impl Engine {
         // nothing.
         unsafe {
             command.pre_exec(move || {
-                let memory = libc::rlimit {
-                    rlim_cur: memory_max,
-                    rlim_max: memory_max,
+                let limit = |resource, soft, hard| {
+                    let value = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    match libc::setrlimit(resource, &value) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
                 };
-                if libc::setrlimit(libc::RLIMIT_DATA, &memory) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                limit(libc::RLIMIT_DATA, memory_max, memory_max)?;
                 // SIGXCPU at the soft limit ends the child; SIGKILL a
                 // second later if it ever catches that. No core dump of a
                 // compiler that may hold gigabytes.
-                let cpu = libc::rlimit {
-                    rlim_cur: cpu_seconds_max,
-                    rlim_max: cpu_seconds_max + 1,
-                };
-                let no_core = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
-                    || libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                limit(libc::RLIMIT_CPU, cpu_seconds_max, cpu_seconds_max + 1)?;
+                limit(libc::RLIMIT_CORE, 0, 0)?;
                 // Below the server's own threads: a compile bomb takes what
                 // the workflows leave of the CPU.
                 libc::setpriority(libc::PRIO_PROCESS, 0, 10);
