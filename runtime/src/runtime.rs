@@ -5,7 +5,7 @@ mod drive_locks;
 mod query;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -76,9 +76,18 @@ pub struct KeptExecution {
 
 /// How one run's drive ended.
 enum RunEnd {
-    Finished(Outcome),
+    Finished(DriveEnd),
     /// The run continued as new: the next run to drive.
     ContinuedAs(ExecutionRecord),
+}
+
+/// How a drive ended.
+#[derive(Debug)]
+pub struct DriveEnd {
+    pub outcome: Outcome,
+    /// The execution's row as the drive's last write left it; none if the
+    /// drive wrote no end (the history had one already).
+    pub record: Option<ExecutionRecord>,
 }
 
 /// How an execution ended.
@@ -317,8 +326,15 @@ pub struct Runtime {
     /// Workflow instances in memory: each tenant's share of them.
     instances: Arc<Instances>,
     drive_locks: drive_locks::DriveLocks,
+    /// Execution id → the first event of a run this process just started:
+    /// its drive begins from it instead of reading the history back.
+    fresh_starts: Mutex<HashMap<i64, RecordedEvent>>,
     options: RuntimeOptions,
 }
+
+/// The most [`Runtime::fresh_starts`] kept; when full, it starts over (a
+/// drive without one reads the history, as after a restart).
+const FRESH_STARTS_MAX: usize = 4096;
 
 impl Runtime {
     pub fn new(
@@ -373,6 +389,7 @@ impl Runtime {
             pending_upgrades: Mutex::new(HashMap::new()),
             update_answers: watch::Sender::new(0),
             drive_locks: drive_locks::DriveLocks::default(),
+            fresh_starts: Mutex::new(HashMap::new()),
             options,
         }))
     }
@@ -666,6 +683,7 @@ impl Runtime {
                 timeouts,
             },
         };
+        let first_event = started.clone();
         let outcome = self
             .store
             .start_execution(NewExecution {
@@ -685,6 +703,12 @@ impl Runtime {
                 self.telemetry
                     .metrics
                     .execution_started(tenant, workflow_type);
+                let mut fresh = self.lock_fresh_starts();
+                if fresh.len() >= FRESH_STARTS_MAX {
+                    fresh.clear();
+                }
+                fresh.insert(record.id, first_event);
+                drop(fresh);
                 Ok((record, true))
             }
             StartOutcome::Existing(record) => Ok((record, false)),
@@ -701,8 +725,23 @@ impl Runtime {
         }
     }
 
+    fn lock_fresh_starts(&self) -> MutexGuard<'_, HashMap<i64, RecordedEvent>> {
+        self.fresh_starts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The history of `record`'s run: read from the store, unless this
+    /// process just started the run and so knows it holds only its first
+    /// event. (Another writer, a termination, could have appended since;
+    /// the drive's first append then fails on the taken position and the
+    /// drive reads the history again.)
     async fn load_history(&self, record: &ExecutionRecord) -> Result<History, RunError> {
-        let events = self.store.history(record.id).await?;
+        let fresh = self.lock_fresh_starts().remove(&record.id);
+        let events = match fresh {
+            Some(first_event) => vec![first_event],
+            None => self.store.history(record.id).await?,
+        };
         History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
             workflow_id: record.workflow_id.clone(),
             problem,
@@ -712,7 +751,12 @@ impl Runtime {
     /// Runs an execution until it finishes, replaying what its history
     /// holds first, and then every run it continues as. A finished
     /// execution returns its recorded outcome and runs nothing.
-    pub async fn drive(&self, mut record: ExecutionRecord) -> Result<Outcome, RunError> {
+    pub async fn drive(&self, record: ExecutionRecord) -> Result<Outcome, RunError> {
+        self.drive_to_end(record).await.map(|end| end.outcome)
+    }
+
+    /// [`Runtime::drive`], returning the execution's row as it ends too.
+    pub async fn drive_to_end(&self, mut record: ExecutionRecord) -> Result<DriveEnd, RunError> {
         loop {
             let span = tracing::info_span!(
                 "execution",
@@ -722,7 +766,7 @@ impl Runtime {
                 workflow_type = %record.workflow_type,
             );
             match self.drive_run(record).instrument(span).await? {
-                RunEnd::Finished(outcome) => return Ok(outcome),
+                RunEnd::Finished(end) => return Ok(end),
                 RunEnd::ContinuedAs(next) => record = next,
             }
         }
@@ -736,7 +780,12 @@ impl Runtime {
             Some(Event::WorkflowContinuedAsNew { .. }) => {
                 return self.next_run_of(&record).await.map(RunEnd::ContinuedAs);
             }
-            Some(terminal) => return Ok(RunEnd::Finished(outcome_of(terminal))),
+            Some(terminal) => {
+                return Ok(RunEnd::Finished(DriveEnd {
+                    outcome: outcome_of(terminal),
+                    record: None,
+                }));
+            }
             None => {}
         }
         let (_, started_digest, input) = started_parts(&history, &record)?;
@@ -765,10 +814,8 @@ impl Runtime {
                 crate::journal::WORKFLOW_TIMED_OUT,
                 format!("the workflow passed its {which} before it resumed"),
             ));
-            return self
-                .settle(&mut execution, timed_out)
-                .await
-                .map(RunEnd::Finished);
+            let outcome = self.settle(&mut execution, timed_out).await?;
+            return Ok(RunEnd::Finished(execution.end(outcome)));
         }
         loop {
             let upgrade = self
@@ -787,7 +834,7 @@ impl Runtime {
             execution = returned;
             let mut interrupt = match result {
                 Ok(guest_result) => match self.complete(&mut execution, guest_result).await {
-                    Ok(outcome) => return Ok(RunEnd::Finished(outcome)),
+                    Ok(outcome) => return Ok(RunEnd::Finished(execution.end(outcome))),
                     Err(interrupt) => interrupt,
                 },
                 Err(Interrupt::ContinueAsNew { input }) => {
@@ -812,10 +859,8 @@ impl Runtime {
                     Err(failed) => interrupt = failed,
                 }
             }
-            return self
-                .settle(&mut execution, interrupt)
-                .await
-                .map(RunEnd::Finished);
+            let outcome = self.settle(&mut execution, interrupt).await?;
+            return Ok(RunEnd::Finished(execution.end(outcome)));
         }
     }
 

@@ -300,16 +300,20 @@ pub struct TenantModule {
 pub struct Finish {
     pub status: ExecutionStatus,
     pub result: String,
+    /// The row's `updated_at_ms`: set by the writer, so the drive that
+    /// finishes the run knows the row it leaves without reading it back.
+    pub finished_at_ms: i64,
     /// The run a continue-as-new starts in the same transaction.
     pub next_run: Option<Box<NextRun>>,
 }
 
 impl Finish {
-    /// The end of a run that starts no other.
+    /// The end of a run that starts no other, now.
     pub fn new(status: ExecutionStatus, result: String) -> Finish {
         Finish {
             status,
             result,
+            finished_at_ms: writes::now_ms(),
             next_run: None,
         }
     }

@@ -445,7 +445,7 @@ async fn apply<'op>(
                 )
                 .bind(finish.status.as_str())
                 .bind(&finish.result)
-                .bind(now_ms())
+                .bind(finish.finished_at_ms)
                 .bind(*execution_id)
                 .execute(&mut *connection)
                 .await

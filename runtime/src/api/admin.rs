@@ -95,6 +95,7 @@ async fn set_limits(
     match server.store().set_tenant_limits(&name, &document).await {
         Ok(true) => {
             server.runtime().set_tenant_limits(&name, limits.clone());
+            server.tenant_cache().clear();
             Json(json!({ "name": name, "limits": limits })).into_response()
         }
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no tenant `{name}`")),

@@ -3,7 +3,9 @@
 //! (`Authorization: Bearer <key>`); without a valid key it gets 401 and no
 //! data.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -17,6 +19,13 @@ use crate::tenant::TenantLimits;
 
 /// The prefix of every API key, so a leaked one is easy to recognise.
 const KEY_PREFIX: &str = "rpk_";
+
+/// How long a tenant found by its key is believed without asking the
+/// store again. A limits change through this node's admin API applies at
+/// the tenant's next request; one through another node, within this.
+pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// The most keys [`TenantCache`] remembers; when full, it starts over.
+const TENANT_CACHE_KEYS_MAX: usize = 4096;
 
 /// A new API key and the hash to store for it.
 pub fn new_api_key() -> (String, String) {
@@ -39,9 +48,45 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The tenant a request acts for, and its limits. Extracting it also
 /// spends one token of the tenant's request rate.
+#[derive(Clone)]
 pub struct Tenant {
     pub name: String,
     pub limits: Arc<TenantLimits>,
+}
+
+/// Tenants recently found by key hash, so a request does not wait for a
+/// store read to learn who sent it (see [`TENANT_CACHE_TTL`]). Unknown keys
+/// are not remembered: a tenant created a moment ago is found at once.
+#[derive(Default)]
+pub struct TenantCache {
+    by_key_sha256: Mutex<HashMap<String, (Tenant, Instant)>>,
+}
+
+impl TenantCache {
+    fn get(&self, key_sha256: &str) -> Option<Tenant> {
+        let by_key = self.lock();
+        let (tenant, fetched) = by_key.get(key_sha256)?;
+        (fetched.elapsed() < TENANT_CACHE_TTL).then(|| tenant.clone())
+    }
+
+    fn insert(&self, key_sha256: String, tenant: Tenant) {
+        let mut by_key = self.lock();
+        if by_key.len() >= TENANT_CACHE_KEYS_MAX {
+            by_key.clear();
+        }
+        by_key.insert(key_sha256, (tenant, Instant::now()));
+    }
+
+    /// Forgets every tenant: an admin changed one.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Tenant, Instant)>> {
+        self.by_key_sha256
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl FromRequestParts<Arc<Server>> for Tenant {
@@ -51,31 +96,24 @@ impl FromRequestParts<Arc<Server>> for Tenant {
         parts: &mut Parts,
         server: &Arc<Server>,
     ) -> Result<Tenant, Response> {
-        let record = authenticate(parts, server.store()).await?;
-        let limits = match TenantLimits::from_json(&record.limits) {
-            Ok(limits) => limits,
-            Err(problem) => {
-                return Err(error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!(
-                        "tenant `{}`: {problem}; an admin must set valid limits",
-                        record.name
-                    ),
-                ));
+        let hash = presented_key_sha256(parts).ok_or_else(unauthorized)?;
+        let tenant = match server.tenant_cache().get(&hash) {
+            Some(tenant) => tenant,
+            None => {
+                let tenant = tenant_from_store(&hash, server).await?;
+                server.tenant_cache().insert(hash, tenant.clone());
+                tenant
             }
         };
-        // The store is the source of truth: limits an admin changed apply
-        // from the tenant's next request.
-        let limits = server.runtime().set_tenant_limits(&record.name, limits);
         if let Err(retry_after) = server
             .rate_limiter()
-            .try_acquire(&record.name, limits.requests_per_second)
+            .try_acquire(&tenant.name, tenant.limits.requests_per_second)
         {
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
                     "too many requests: the limit is requests_per_second = {}; retry in {} ms",
-                    limits.requests_per_second,
+                    tenant.limits.requests_per_second,
                     retry_after.as_millis().max(1)
                 ),
             );
@@ -85,11 +123,31 @@ impl FromRequestParts<Arc<Server>> for Tenant {
             }
             return Err(response);
         }
-        Ok(Tenant {
-            name: record.name,
-            limits,
-        })
+        Ok(tenant)
     }
+}
+
+/// The tenant whose key has SHA-256 `hash`, with its limits as the store
+/// has them (the source of truth: limits an admin changed apply from here).
+async fn tenant_from_store(hash: &str, server: &Server) -> Result<Tenant, Response> {
+    let record = tenant_by_key_sha256(hash, server.store()).await?;
+    let limits = match TenantLimits::from_json(&record.limits) {
+        Ok(limits) => limits,
+        Err(problem) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "tenant `{}`: {problem}; an admin must set valid limits",
+                    record.name
+                ),
+            ));
+        }
+    };
+    let limits = server.runtime().set_tenant_limits(&record.name, limits);
+    Ok(Tenant {
+        name: record.name,
+        limits,
+    })
 }
 
 fn bearer_key(parts: &Parts) -> Option<&str> {
@@ -101,17 +159,29 @@ fn bearer_key(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "missing or unknown API key: send `Authorization: Bearer <key>` with the key `reprise tenant create` printed".to_string(),
+    )
+}
+
+/// The SHA-256 of the API key the request carries, if any.
+fn presented_key_sha256(parts: &Parts) -> Option<String> {
+    bearer_key(parts).map(key_sha256)
+}
+
 /// The tenant whose API key the request carries, or the 401 to answer.
 pub async fn authenticate(parts: &Parts, store: &Arc<dyn Store>) -> Result<TenantRecord, Response> {
-    let unauthorized = || {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "missing or unknown API key: send `Authorization: Bearer <key>` with the key `reprise tenant create` printed".to_string(),
-        )
-    };
-    let key = bearer_key(parts).ok_or_else(unauthorized)?;
-    let hash = key_sha256(key);
-    match store.tenant_by_key(&hash).await {
+    let hash = presented_key_sha256(parts).ok_or_else(unauthorized)?;
+    tenant_by_key_sha256(&hash, store).await
+}
+
+async fn tenant_by_key_sha256(
+    hash: &str,
+    store: &Arc<dyn Store>,
+) -> Result<TenantRecord, Response> {
+    match store.tenant_by_key(hash).await {
         // The index lookup matched on the hash; compare with the stored
         // hash in constant time too, so the check itself leaks nothing.
         Ok(Some(tenant)) if constant_time_eq(hash.as_bytes(), tenant.key_sha256.as_bytes()) => {
@@ -137,7 +207,7 @@ impl FromRequestParts<Arc<Server>> for Admin {
         parts: &mut Parts,
         server: &Arc<Server>,
     ) -> Result<Admin, Response> {
-        let presented = bearer_key(parts).map(key_sha256);
+        let presented = presented_key_sha256(parts);
         match (presented, server.admin_key_sha256()) {
             (Some(presented), Some(expected))
                 if constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>

@@ -427,13 +427,17 @@ async fn view_when_finished(
     if finished_or_due(&record) {
         return Json(describe(&record)).into_response();
     }
-    let notify = server.finish_notifier(record.id);
+    let waiters = server.drive_waiters(record.id);
     let mut woken_or_polled = false;
     loop {
         // Listen before looking, so an end between the two is not missed.
-        let notified = notify.notified();
+        let notified = waiters.stopped.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // The drive that finished it left the row it wrote.
+        if let Some(finished) = waiters.finished.get() {
+            return Json(describe(finished)).into_response();
+        }
         // A drive of this process wakes us when it stops: until then there
         // is nothing new in the store to read.
         if woken_or_polled || !server.drives(record.id) {

@@ -29,7 +29,7 @@ pub use schedules::spawn_scheduler;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, Uri, header};
@@ -62,6 +62,15 @@ const REJECTION_TEXT_BYTES_MAX: usize = 4 * 1024;
 const DRIVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 const DRIVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What wakes the requests waiting for a drive of this process to stop,
+/// and the row it left if it finished the execution (they answer from it
+/// instead of reading it back).
+#[derive(Default)]
+pub struct DriveWaiters {
+    pub stopped: Notify,
+    pub finished: OnceLock<ExecutionRecord>,
+}
+
 /// What the routes share.
 pub struct Server {
     runtime: Arc<Runtime>,
@@ -73,8 +82,9 @@ pub struct Server {
     drives_started: AtomicU64,
     /// Wakes status requests waiting for an execution this process drives
     /// (others poll).
-    finished: Mutex<HashMap<i64, Arc<Notify>>>,
+    finished: Mutex<HashMap<i64, Arc<DriveWaiters>>>,
     rate_limiter: RateLimiter,
+    tenant_cache: auth::TenantCache,
     /// Each tenant's uploads compiling now.
     compilations: TenantQuotas,
     /// SHA-256 of the admin key, if the server has one.
@@ -93,6 +103,10 @@ impl Server {
 
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.rate_limiter
+    }
+
+    pub fn tenant_cache(&self) -> &auth::TenantCache {
+        &self.tenant_cache
     }
 
     pub fn admin_key_sha256(&self) -> Option<&str> {
@@ -120,9 +134,10 @@ impl Server {
         let task = tokio::spawn(async move {
             let workflow_id = record.workflow_id.clone();
             let mut backoff = DRIVE_RETRY_FIRST;
+            let mut finished = None;
             loop {
-                match server.runtime.drive(record.clone()).await {
-                    Ok(_) => {}
+                match server.runtime.drive_to_end(record.clone()).await {
+                    Ok(end) => finished = end.record,
                     Err(RunError::ShuttingDown { .. }) => {
                         tracing::debug!(%workflow_id, "stopped for the shutdown");
                     }
@@ -152,7 +167,7 @@ impl Server {
                 driving.remove(&id);
             }
             drop(driving);
-            server.wake_waiters(id);
+            server.wake_waiters(id, finished);
         });
         driving.insert(id, (number, task.abort_handle()));
     }
@@ -169,20 +184,23 @@ impl Server {
             .collect();
         for (id, (_, task)) in &dropped {
             task.abort();
-            self.wake_waiters(*id);
+            self.wake_waiters(*id, None);
         }
         dropped.len()
     }
 
     /// Status requests waiting on `id` look at the store again.
-    fn wake_waiters(&self, id: i64) {
+    fn wake_waiters(&self, id: i64, finished: Option<ExecutionRecord>) {
         let waiting = self
             .finished
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&id);
-        if let Some(notify) = waiting {
-            notify.notify_waiters();
+        if let Some(waiters) = waiting {
+            if let Some(record) = finished {
+                let _ = waiters.finished.set(record);
+            }
+            waiters.stopped.notify_waiters();
         }
     }
 
@@ -232,7 +250,7 @@ impl Server {
     }
 
     /// Whether this process drives execution `id` now: its end will wake
-    /// the [`Server::finish_notifier`] waiters.
+    /// the [`Server::drive_waiters`].
     pub fn drives(&self, id: i64) -> bool {
         self.driving
             .lock()
@@ -241,7 +259,7 @@ impl Server {
     }
 
     /// What wakes a waiter when this process stops driving execution `id`.
-    pub fn finish_notifier(&self, id: i64) -> Arc<Notify> {
+    pub fn drive_waiters(&self, id: i64) -> Arc<DriveWaiters> {
         self.finished
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -265,6 +283,7 @@ pub fn router(
         drives_started: AtomicU64::new(0),
         finished: Mutex::new(HashMap::new()),
         rate_limiter: RateLimiter::default(),
+        tenant_cache: auth::TenantCache::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),
         compilations: TenantQuotas::default(),
         queue: queue.clone(),

@@ -163,8 +163,8 @@ async fn wait_for_answer(
     loop {
         // Listen before looking, so an answer between the two is not missed.
         answers.mark_unchanged();
-        let finished = server.finish_notifier(record.id);
-        let finished = finished.notified();
+        let waiters = server.drive_waiters(record.id);
+        let finished = waiters.stopped.notified();
         tokio::pin!(finished);
         finished.as_mut().enable();
         let events = match server

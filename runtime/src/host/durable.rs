@@ -57,6 +57,18 @@ fn fail(error_type: &str, message: String) -> wasmtime::Error {
     interrupt(Interrupt::FailWorkflow(runtime_error(error_type, message)))
 }
 
+/// When a new command's event is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Before the guest goes on.
+    Now,
+    /// With the next write, if every event before it is durable (else
+    /// now): what the command starts may begin first, because a crash
+    /// before the write only replays the same command again (the same
+    /// seq, input and idempotency key, derived from durable events).
+    Deferred,
+}
+
 impl WorkflowHost {
     /// Claims the next `seq` for `command` and, if the history does not
     /// have it yet, journals the event `new_event` makes for it.
@@ -65,13 +77,27 @@ impl WorkflowHost {
         command: &Command,
         new_event: impl FnOnce(Seq, &crate::store::ExecutionRecord) -> Event,
     ) -> wasmtime::Result<Seq> {
+        self.command_written(command, Write::Now, new_event).await
+    }
+
+    /// [`WorkflowHost::command`], with the event written as `write` says.
+    async fn command_written(
+        &mut self,
+        command: &Command,
+        write: Write,
+        new_event: impl FnOnce(Seq, &crate::store::ExecutionRecord) -> Event,
+    ) -> wasmtime::Result<Seq> {
         let (seq, was_recorded) = self.claim(command)?;
         if !was_recorded {
             let event = new_event(seq, &self.execution.record);
-            let turn = self.turn.clone();
-            off_turn(&turn, self.execution.append(event))
-                .await
-                .map_err(interrupt)?;
+            if write == Write::Deferred && self.execution.all_durable() {
+                self.execution.record_deferred(event).map_err(interrupt)?;
+            } else {
+                let turn = self.turn.clone();
+                off_turn(&turn, self.execution.append(event))
+                    .await
+                    .map_err(interrupt)?;
+            }
         }
         // The backstop restarts at every journaled command, recorded now or
         // replayed: so it counts the same stretches of guest code live and
@@ -157,8 +183,10 @@ impl WorkflowHost {
             name: name.clone(),
             input: input.clone(),
         };
+        // The activity may start before its schedule is durable when all
+        // it derives from is: replay derives the same command again.
         let seq = self
-            .command(&command, |seq, record| {
+            .command_written(&command, Write::Deferred, |seq, record| {
                 let idempotency_key = custom_key
                     .unwrap_or_else(|| idempotency_key(&record.workflow_id, &record.run_id, seq));
                 Event::ActivityScheduled {
@@ -434,8 +462,10 @@ impl Host for WorkflowHost {
             workflow_type: workflow_type.clone(),
             input: input.clone(),
         };
+        // The activity may start before its schedule is durable when all
+        // it derives from is: replay derives the same command again.
         let seq = self
-            .command(&command, |seq, record| {
+            .command_written(&command, Write::Deferred, |seq, record| {
                 let workflow_id =
                     workflow_id.unwrap_or_else(|| format!("{}/child-{seq}", record.workflow_id));
                 Event::ChildStarted {

@@ -427,6 +427,37 @@ async fn any_node_answers_for_any_execution() {
             .await
             .expect("count upgrades");
     assert_eq!(upgrades, 1, "the first run moved to v2 once, on its owner");
+
+    // A limit an admin changes through node A applies on node C too, once
+    // C's tenant cache (a second) has expired.
+    let (status, changed) = crate::server::json_call(
+        nodes[0].address(),
+        crate::hosting::ADMIN_KEY,
+        "PUT",
+        "/v1/admin/tenants/acme/limits",
+        json!({ "requests_per_second": 1 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    let changed_at = std::time::Instant::now();
+    loop {
+        let (status, _) = crate::server::json_call(
+            nodes[2].address(),
+            &key,
+            "GET",
+            "/v1/executions/c1",
+            Value::Null,
+        )
+        .await;
+        if status == 429 {
+            break;
+        }
+        assert!(
+            changed_at.elapsed() < reprise::api::auth::TENANT_CACHE_TTL + Duration::from_secs(3),
+            "node C did not apply the new rate limit within its tenant cache's lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(nodes);
     database.remove().await;
 }
