@@ -82,7 +82,7 @@ pub struct Server {
     drives_started: AtomicU64,
     /// Wakes status requests waiting for an execution this process drives
     /// (others poll).
-    finished: Mutex<HashMap<i64, Arc<DriveWaiters>>>,
+    drive_waiters: Mutex<HashMap<i64, Arc<DriveWaiters>>>,
     rate_limiter: RateLimiter,
     tenant_cache: auth::TenantCache,
     /// Each tenant's uploads compiling now.
@@ -189,10 +189,11 @@ impl Server {
         dropped.len()
     }
 
-    /// Status requests waiting on `id` look at the store again.
+    /// Status requests waiting on `id` answer from `finished`, the row the
+    /// drive left, or look at the store again.
     fn wake_waiters(&self, id: i64, finished: Option<ExecutionRecord>) {
         let waiting = self
-            .finished
+            .drive_waiters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&id);
@@ -260,7 +261,7 @@ impl Server {
 
     /// What wakes a waiter when this process stops driving execution `id`.
     pub fn drive_waiters(&self, id: i64) -> Arc<DriveWaiters> {
-        self.finished
+        self.drive_waiters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(id)
@@ -281,7 +282,7 @@ pub fn router(
         runtime,
         driving: Mutex::new(HashMap::new()),
         drives_started: AtomicU64::new(0),
-        finished: Mutex::new(HashMap::new()),
+        drive_waiters: Mutex::new(HashMap::new()),
         rate_limiter: RateLimiter::default(),
         tenant_cache: auth::TenantCache::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),

@@ -462,10 +462,8 @@ impl Host for WorkflowHost {
             workflow_type: workflow_type.clone(),
             input: input.clone(),
         };
-        // The activity may start before its schedule is durable when all
-        // it derives from is: replay derives the same command again.
         let seq = self
-            .command_written(&command, Write::Deferred, |seq, record| {
+            .command(&command, |seq, record| {
                 let workflow_id =
                     workflow_id.unwrap_or_else(|| format!("{}/child-{seq}", record.workflow_id));
                 Event::ChildStarted {
