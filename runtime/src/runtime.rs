@@ -334,7 +334,11 @@ pub struct Runtime {
 
 /// The most [`Runtime::fresh_starts`] kept; when full, it starts over (a
 /// drive without one reads the history, as after a restart).
-const FRESH_STARTS_MAX: usize = 4096;
+const FRESH_STARTS_MAX: usize = 1024;
+/// The largest workflow input a fresh start keeps in memory: a larger one
+/// is read back (with the rest, [`FRESH_STARTS_MAX`] bounds the memory to
+/// 16 MiB even if no drive ever takes them).
+const FRESH_START_INPUT_BYTES_MAX: usize = 16 * 1024;
 
 impl Runtime {
     pub fn new(
@@ -683,7 +687,7 @@ impl Runtime {
                 timeouts,
             },
         };
-        let first_event = started.clone();
+        let first_event = (input.len() <= FRESH_START_INPUT_BYTES_MAX).then(|| started.clone());
         let outcome = self
             .store
             .start_execution(NewExecution {
@@ -703,12 +707,13 @@ impl Runtime {
                 self.telemetry
                     .metrics
                     .execution_started(tenant, workflow_type);
-                let mut fresh = self.lock_fresh_starts();
-                if fresh.len() >= FRESH_STARTS_MAX {
-                    fresh.clear();
+                if let Some(first_event) = first_event {
+                    let mut fresh = self.lock_fresh_starts();
+                    if fresh.len() >= FRESH_STARTS_MAX {
+                        fresh.clear();
+                    }
+                    fresh.insert(record.id, first_event);
                 }
-                fresh.insert(record.id, first_event);
-                drop(fresh);
                 Ok((record, true))
             }
             StartOutcome::Existing(record) => Ok((record, false)),
