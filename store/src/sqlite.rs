@@ -338,18 +338,26 @@ async fn apply<'op>(
             Ok(WriteReply::Done)
         }
         WriteOp::Start(new) => {
-            if let Some(existing) =
-                select_execution(connection, &new.tenant, &new.workflow_id).await?
+            // One statement for what every start needs to know: each is a
+            // round trip to sqlx's SQLite thread inside the write lock.
+            let (taken, running): (bool, Option<i64>) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant = ?1 AND workflow_id = ?2),
+                        (SELECT running FROM running_executions WHERE tenant = ?1)",
+            )
+            .bind(&new.tenant)
+            .bind(&new.workflow_id)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database(
+                "looking up a workflow id and counting running executions",
+            ))?;
+            if taken
+                && let Some(existing) =
+                    select_execution(connection, &new.tenant, &new.workflow_id).await?
                 && let Some(outcome) = start_refused_by(existing, new.reuse)
             {
                 return Ok(WriteReply::Started(Box::new(outcome)));
             }
-            let running: Option<i64> =
-                sqlx::query_scalar("SELECT running FROM running_executions WHERE tenant = ?")
-                    .bind(&new.tenant)
-                    .fetch_optional(&mut *connection)
-                    .await
-                    .map_err(StoreError::database("counting running executions"))?;
             let running = running.unwrap_or(0).max(0) as u64;
             if running >= new.running_max {
                 return Ok(WriteReply::Started(Box::new(StartOutcome::AtCapacity {
