@@ -739,8 +739,8 @@ impl Runtime {
     /// The history of `record`'s run: read from the store, unless this
     /// process just started the run and so knows it holds only its first
     /// event. (Another writer, a termination, could have appended since;
-    /// the drive's first append then fails on the taken position and the
-    /// drive reads the history again.)
+    /// the drive's first append then fails on the taken position, a store
+    /// error, and the server's next drive of it reads the history.)
     async fn load_history(&self, record: &ExecutionRecord) -> Result<History, RunError> {
         let fresh = self.lock_fresh_starts().remove(&record.id);
         let events = match fresh {

@@ -300,8 +300,9 @@ pub struct TenantModule {
 pub struct Finish {
     pub status: ExecutionStatus,
     pub result: String,
-    /// The row's `updated_at_ms`: set by the writer, so the drive that
-    /// finishes the run knows the row it leaves without reading it back.
+    /// The row's `updated_at_ms`: fixed when the finish is made (the writer
+    /// stores it as is), so the drive that finishes the run knows the row
+    /// it leaves without reading it back.
     pub finished_at_ms: i64,
     /// The run a continue-as-new starts in the same transaction.
     pub next_run: Option<Box<NextRun>>,
