@@ -2,10 +2,11 @@
 //!
 //! Reads go through a small connection pool. Every write goes to one writer
 //! task that owns its own connection: it takes all the write requests that
-//! are waiting, applies each inside a savepoint (so one failed request does
-//! not undo the others) and commits them together — one fsync for many
-//! executions' appends.
+//! are waiting and commits them together — one fsync for many executions'
+//! appends. If one fails, the batch is redone with a savepoint per request,
+//! so one failed request does not undo the others.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -201,23 +202,86 @@ async fn commit_batch(
     }
 }
 
-/// Runs the batch inside `BEGIN … COMMIT`. Without `isolate`, all
-/// requests' events go in together and the first failure rolls everything
-/// back. With it, each request gets a savepoint of its own.
+/// The writer's connection inside one `BEGIN IMMEDIATE … COMMIT`.
+///
+/// Every statement is a round trip to sqlx's SQLite thread, so the `BEGIN`
+/// rides with the transaction's first statement where it can
+/// ([`Transaction::leading`]) and the `COMMIT` with the last batch of
+/// events ([`insert_events`]): a step's append is one round trip, not three.
+struct Transaction<'c> {
+    connection: &'c mut SqliteConnection,
+    begun: bool,
+}
+
+impl<'c> Transaction<'c> {
+    fn new(connection: &'c mut SqliteConnection) -> Self {
+        Transaction {
+            connection,
+            begun: false,
+        }
+    }
+
+    /// The connection, inside the transaction: begins it if no statement
+    /// has yet.
+    async fn connection(&mut self) -> StoreResult<&mut SqliteConnection> {
+        if !self.begun {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *self.connection)
+                .await
+                .map_err(StoreError::database("beginning a write transaction"))?;
+            self.begun = true;
+        }
+        Ok(&mut *self.connection)
+    }
+
+    /// `statement`, behind the transaction's `BEGIN` if it is the first.
+    /// Never for a statement whose `rows_affected` is read: SQLite reports
+    /// the previous statement's count for a `BEGIN`, and sqlx adds it in.
+    fn leading<'s>(&mut self, statement: &'s str) -> Cow<'s, str> {
+        if self.begun {
+            Cow::Borrowed(statement)
+        } else {
+            self.begun = true;
+            Cow::Owned(format!("BEGIN IMMEDIATE; {statement}"))
+        }
+    }
+
+    /// Commits, unless no statement ran.
+    async fn commit(&mut self) -> StoreResult<()> {
+        if self.begun {
+            sqlx::query("COMMIT")
+                .execute(&mut *self.connection)
+                .await
+                .map_err(StoreError::database("committing a group of writes"))?;
+            self.begun = false;
+        }
+        Ok(())
+    }
+
+    /// Rolls back whatever the transaction did. A failed `BEGIN` leaves
+    /// nothing to roll back, and SQLite's refusal then is harmless.
+    async fn roll_back(&mut self) {
+        if self.begun {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *self.connection).await;
+            self.begun = false;
+        }
+    }
+}
+
+/// Runs the batch in one transaction. Without `isolate`, all requests'
+/// events go in together and the first failure rolls everything back.
+/// With it, each request gets a savepoint of its own.
 async fn run_transaction(
     connection: &mut SqliteConnection,
     batch: &[WriteRequest],
     node: &Option<Arc<str>>,
     isolate: bool,
 ) -> Result<Vec<StoreResult<WriteReply>>, String> {
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *connection)
-        .await
-        .map_err(|error| error.to_string())?;
-    let fence = match fence(connection, batch, node).await {
+    let mut tx = Transaction::new(connection);
+    let fence = match fence(&mut tx, batch, node).await {
         Ok(fence) => fence,
         Err(error) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            tx.roll_back().await;
             return Err(error.to_string());
         }
     };
@@ -225,24 +289,26 @@ async fn run_transaction(
     let mut events = Vec::new();
     for request in batch {
         let outcome = if isolate {
-            apply_in_savepoint(connection, &request.op, &fence).await
+            apply_in_savepoint(&mut tx, &request.op, &fence).await
         } else {
-            apply(connection, &request.op, &fence, &mut events).await
+            apply(&mut tx, &request.op, &fence, &mut events).await
         };
         let failed = outcome.is_err();
         outcomes.push(outcome);
         if failed && !isolate {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            tx.roll_back().await;
             return Ok(outcomes);
         }
     }
-    if let Err(error) = insert_events(connection, &events).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-        outcomes.push(Err(error));
-        return Ok(outcomes);
-    }
-    if let Err(error) = sqlx::query("COMMIT").execute(&mut *connection).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+    // The failure may be the insert's or the commit's that rides with it;
+    // either way nothing of the batch is written, and the caller retries
+    // it request by request.
+    let committed = match insert_events(&mut tx, &events, Then::Commit).await {
+        Ok(()) => tx.commit().await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = committed {
+        tx.roll_back().await;
         return Err(error.to_string());
     }
     Ok(outcomes)
@@ -251,7 +317,7 @@ async fn run_transaction(
 /// Which of the batch's appended executions `node` owns, while its row
 /// exists (SQLite's write lock orders this against claims).
 async fn fence(
-    connection: &mut SqliteConnection,
+    tx: &mut Transaction<'_>,
     batch: &[WriteRequest],
     node: &Option<Arc<str>>,
 ) -> StoreResult<Fence> {
@@ -259,20 +325,21 @@ async fn fence(
     let owned = match node {
         Some(node) if !appended.is_empty() => {
             let ids = serde_json::to_string(&appended).unwrap_or_else(|_| "[]".to_string());
-            sqlx::query_scalar(
+            let statement = tx.leading(
                 "SELECT id FROM executions
                  WHERE id IN (SELECT value FROM json_each(?1)) AND owner_node = ?2
                    AND EXISTS (SELECT 1 FROM nodes WHERE node_id = ?2)",
-            )
-            .bind(ids)
-            .bind(node.as_ref())
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(StoreError::database(
-                "checking which executions this node owns",
-            ))?
-            .into_iter()
-            .collect()
+            );
+            sqlx::query_scalar(&statement)
+                .bind(ids)
+                .bind(node.as_ref())
+                .fetch_all(tx.connection().await?)
+                .await
+                .map_err(StoreError::database(
+                    "checking which executions this node owns",
+                ))?
+                .into_iter()
+                .collect()
         }
         _ => Default::default(),
     };
@@ -283,17 +350,20 @@ async fn fence(
 }
 
 async fn apply_in_savepoint(
-    connection: &mut SqliteConnection,
+    tx: &mut Transaction<'_>,
     op: &WriteOp,
     fence: &Fence,
 ) -> StoreResult<WriteReply> {
-    sqlx::query("SAVEPOINT request")
-        .execute(&mut *connection)
+    let statement = tx.leading("SAVEPOINT request");
+    sqlx::query(&statement)
+        .execute(tx.connection().await?)
         .await
         .map_err(StoreError::database("opening a savepoint"))?;
     let mut events = Vec::new();
-    let outcome = match apply(connection, op, fence, &mut events).await {
-        Ok(reply) => insert_events(connection, &events).await.map(|()| reply),
+    let outcome = match apply(tx, op, fence, &mut events).await {
+        Ok(reply) => insert_events(tx, &events, Then::Continue)
+            .await
+            .map(|()| reply),
         Err(error) => Err(error),
     };
     let closing: &[&str] = if outcome.is_ok() {
@@ -303,7 +373,7 @@ async fn apply_in_savepoint(
     };
     for statement in closing {
         sqlx::query(statement)
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("closing a savepoint"))?;
     }
@@ -313,7 +383,7 @@ async fn apply_in_savepoint(
 /// Applies one request. Its events are not inserted here but pushed to
 /// `events`, so the caller can insert a whole batch's events together.
 async fn apply<'op>(
-    connection: &mut SqliteConnection,
+    tx: &mut Transaction<'_>,
     op: &'op WriteOp,
     fence: &Fence,
     events: &mut Vec<(i64, &'op RecordedEvent)>,
@@ -332,7 +402,7 @@ async fn apply<'op>(
             .bind(kind)
             .bind(bytes)
             .bind(now_ms())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("storing a module"))?;
             Ok(WriteReply::Done)
@@ -340,20 +410,21 @@ async fn apply<'op>(
         WriteOp::Start(new) => {
             // One statement for what every start needs to know: each is a
             // round trip to sqlx's SQLite thread inside the write lock.
-            let (taken, running): (bool, Option<i64>) = sqlx::query_as(
+            let statement = tx.leading(
                 "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant = ?1 AND workflow_id = ?2),
                         (SELECT running FROM running_executions WHERE tenant = ?1)",
-            )
-            .bind(&new.tenant)
-            .bind(&new.workflow_id)
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(StoreError::database(
-                "looking up a workflow id and counting running executions",
-            ))?;
+            );
+            let (taken, running): (bool, Option<i64>) = sqlx::query_as(&statement)
+                .bind(&new.tenant)
+                .bind(&new.workflow_id)
+                .fetch_one(tx.connection().await?)
+                .await
+                .map_err(StoreError::database(
+                    "looking up a workflow id and counting running executions",
+                ))?;
             if taken
                 && let Some(existing) =
-                    select_execution(connection, &new.tenant, &new.workflow_id).await?
+                    select_execution(tx.connection().await?, &new.tenant, &new.workflow_id).await?
                 && let Some(outcome) = start_refused_by(existing, new.reuse)
             {
                 return Ok(WriteReply::Started(Box::new(outcome)));
@@ -380,7 +451,7 @@ async fn apply<'op>(
             .bind(now)
             .bind(new.search_attributes.as_deref())
             .bind(fence.node.as_deref())
-            .fetch_one(&mut *connection)
+            .fetch_one(tx.connection().await?)
             .await
             .map_err(StoreError::database("creating an execution"))?;
             events.push((id, &new.started));
@@ -400,7 +471,7 @@ async fn apply<'op>(
                 sqlx::query("UPDATE executions SET search_attributes = ? WHERE id = ?")
                     .bind(attributes)
                     .bind(*execution_id)
-                    .execute(&mut *connection)
+                    .execute(tx.connection().await?)
                     .await
                     .map_err(StoreError::database("setting search attributes"))?;
             }
@@ -413,7 +484,7 @@ async fn apply<'op>(
                 .bind(position)
                 .bind(*message)
                 .bind(*execution_id)
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("delivering a message"))?;
                 if marked.rows_affected() != 1 {
@@ -426,16 +497,17 @@ async fn apply<'op>(
             // The row changes only when the execution finishes; the history
             // says everything else.
             if let Some(finish) = finish {
-                sqlx::query(
+                let statement = tx.leading(
                     "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
-                )
-                .bind(finish.status.as_str())
-                .bind(&finish.result)
-                .bind(finish.finished_at_ms)
-                .bind(*execution_id)
-                .execute(&mut *connection)
-                .await
-                .map_err(StoreError::database("finishing an execution"))?;
+                );
+                sqlx::query(&statement)
+                    .bind(finish.status.as_str())
+                    .bind(&finish.result)
+                    .bind(finish.finished_at_ms)
+                    .bind(*execution_id)
+                    .execute(tx.connection().await?)
+                    .await
+                    .map_err(StoreError::database("finishing an execution"))?;
                 if let Some(next) = &finish.next_run {
                     let now = now_ms();
                     let next_id: i64 = sqlx::query_scalar(
@@ -451,7 +523,7 @@ async fn apply<'op>(
                     .bind(now)
                     .bind(now)
                     .bind(*execution_id)
-                    .fetch_one(&mut *connection)
+                    .fetch_one(tx.connection().await?)
                     .await
                     .map_err(StoreError::database("starting the next run"))?;
                     events.push((next_id, &next.started));
@@ -460,7 +532,7 @@ async fn apply<'op>(
                     sqlx::query("UPDATE mailbox SET execution_id = ? WHERE execution_id = ? AND delivered_position IS NULL AND kind <> 'upgrade'")
                         .bind(next_id)
                         .bind(*execution_id)
-                        .execute(&mut *connection)
+                        .execute(tx.connection().await?)
                         .await
                         .map_err(StoreError::database("moving messages to the next run"))?;
                 }
@@ -491,7 +563,7 @@ async fn apply<'op>(
             .bind(payload.as_str())
             .bind(message_id.as_str())
             .bind(now_ms())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("posting a message"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
@@ -509,7 +581,7 @@ async fn apply<'op>(
             .bind(key_sha256.as_str())
             .bind(limits.as_str())
             .bind(now_ms())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("creating a tenant"))?;
             Ok(WriteReply::Changed(inserted.rows_affected() == 1))
@@ -523,7 +595,7 @@ async fn apply<'op>(
         } => {
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE tenant = ?")
                 .bind(tenant.as_str())
-                .fetch_one(&mut *connection)
+                .fetch_one(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("counting schedules"))?;
             if count >= i64::from(*schedules_max) {
@@ -537,7 +609,7 @@ async fn apply<'op>(
             .bind(schedule_id.as_str())
             .bind(document.as_str())
             .bind(now_ms())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("creating a schedule"))?;
             Ok(WriteReply::Schedule(schedule_write(
@@ -560,7 +632,7 @@ async fn apply<'op>(
             .bind(tenant.as_str())
             .bind(schedule_id.as_str())
             .bind(*version)
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("replacing a schedule"))?;
             Ok(WriteReply::Schedule(schedule_write(
@@ -574,7 +646,7 @@ async fn apply<'op>(
             let deleted = sqlx::query("DELETE FROM schedules WHERE tenant = ? AND schedule_id = ?")
                 .bind(tenant.as_str())
                 .bind(schedule_id.as_str())
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("deleting a schedule"))?;
             Ok(WriteReply::Schedule(schedule_write(
@@ -585,7 +657,7 @@ async fn apply<'op>(
             let updated = sqlx::query("UPDATE tenants SET limits = ? WHERE name = ?")
                 .bind(limits.as_str())
                 .bind(name.as_str())
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("setting a tenant's limits"))?;
             Ok(WriteReply::Changed(updated.rows_affected() == 1))
@@ -604,7 +676,7 @@ async fn apply<'op>(
                 .bind(&line.message)
                 .bind(line.logged_at_ms as i64)
                 .bind(GUEST_LOG_LINES_MAX)
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("storing guest log lines"))?;
             }
@@ -624,7 +696,7 @@ async fn apply<'op>(
                     query = query.bind(*execution_id).bind(*position as i64);
                 }
                 query
-                    .execute(&mut *connection)
+                    .execute(tx.connection().await?)
                     .await
                     .map_err(StoreError::database("recording exported spans"))?;
             }
@@ -643,7 +715,7 @@ async fn apply<'op>(
             .bind(digest.as_str())
             .bind(kind.as_str())
             .bind(now_ms())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("recording a tenant's module"))?;
             Ok(WriteReply::Done)
@@ -661,7 +733,7 @@ async fn apply<'op>(
             .bind(name.as_str())
             .bind(digest.as_str())
             .bind(now_ms())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("binding a workflow type"))?;
             Ok(WriteReply::Done)
@@ -673,7 +745,7 @@ async fn apply<'op>(
             let status: Option<String> =
                 sqlx::query_scalar("SELECT status FROM executions WHERE id = ?")
                     .bind(*execution_id)
-                    .fetch_optional(&mut *connection)
+                    .fetch_optional(tx.connection().await?)
                     .await
                     .map_err(StoreError::database("reading an execution"))?;
             if status.as_deref() != Some(ExecutionStatus::Running.as_str()) {
@@ -683,11 +755,11 @@ async fn apply<'op>(
                 "SELECT COALESCE(MAX(position), 0) + 1 FROM events WHERE execution_id = ?",
             )
             .bind(*execution_id)
-            .fetch_one(&mut *connection)
+            .fetch_one(tx.connection().await?)
             .await
             .map_err(StoreError::database("reading a history's length"))?;
             let terminated = terminated_event(next as u64, reason);
-            insert_events(connection, &[(*execution_id, &terminated)]).await?;
+            insert_events(tx, &[(*execution_id, &terminated)], Then::Continue).await?;
             sqlx::query(
                 "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
             )
@@ -695,7 +767,7 @@ async fn apply<'op>(
             .bind(terminated_result(reason))
             .bind(now_ms())
             .bind(*execution_id)
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("terminating an execution"))?;
             Ok(WriteReply::Changed(true))
@@ -709,7 +781,7 @@ async fn apply<'op>(
             // other rows are left are dead nodes'.
             let now = now_ms();
             sqlx::query("DELETE FROM nodes")
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("clearing dead nodes"))?;
             sqlx::query(
@@ -721,7 +793,7 @@ async fn apply<'op>(
             .bind(now)
             .bind(now.saturating_add(*lease_ms))
             .bind(api_url.as_deref())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("joining the nodes"))?;
             Ok(WriteReply::Done)
@@ -736,7 +808,7 @@ async fn apply<'op>(
             .bind(now)
             .bind(now.saturating_add(*lease_ms))
             .bind(node_id.as_ref())
-            .execute(&mut *connection)
+            .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("renewing the node's lease"))?;
             Ok(WriteReply::Changed(renewed.rows_affected() == 1))
@@ -745,7 +817,7 @@ async fn apply<'op>(
             sqlx::query("DELETE FROM nodes WHERE node_id <> ? AND expires_at_ms < ?")
                 .bind(node_id.as_ref())
                 .bind(now_ms())
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("removing dead nodes"))?;
             let rows = sqlx::query(concat!(
@@ -760,7 +832,7 @@ async fn apply<'op>(
             ))
             .bind(node_id.as_ref())
             .bind(i64::from(*limit))
-            .fetch_all(&mut *connection)
+            .fetch_all(tx.connection().await?)
             .await
             .map_err(StoreError::database("claiming orphaned executions"))?;
             let mut claimed = rows
@@ -781,7 +853,7 @@ async fn apply<'op>(
             )
             .bind(*role)
             .bind(node_id.as_ref())
-            .fetch_optional(&mut *connection)
+            .fetch_optional(tx.connection().await?)
             .await
             .map_err(StoreError::database("taking the lead"))?;
             Ok(WriteReply::Changed(led.is_some()))
@@ -789,12 +861,21 @@ async fn apply<'op>(
         WriteOp::LeaveNodes { node_id } => {
             sqlx::query("DELETE FROM nodes WHERE node_id = ?")
                 .bind(node_id.as_ref())
-                .execute(&mut *connection)
+                .execute(tx.connection().await?)
                 .await
                 .map_err(StoreError::database("leaving the nodes"))?;
             Ok(WriteReply::Done)
         }
     }
+}
+
+/// What follows a batch of events in the statement that inserts them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// More statements of the transaction.
+    Continue,
+    /// The transaction's `COMMIT`: one round trip fewer.
+    Commit,
 }
 
 /// Rows per multi-row INSERT (5 parameters each, under SQLite's limit).
@@ -804,10 +885,13 @@ const INSERT_ROWS_MAX: usize = 1000;
 /// rows: every statement is a round trip to sqlx's SQLite thread, so one
 /// per event would dominate a group commit.
 async fn insert_events(
-    connection: &mut SqliteConnection,
+    tx: &mut Transaction<'_>,
     rows: &[(i64, &RecordedEvent)],
+    then: Then,
 ) -> StoreResult<()> {
-    for chunk in rows.chunks(INSERT_ROWS_MAX) {
+    let chunks = rows.chunks(INSERT_ROWS_MAX);
+    let last = chunks.len().saturating_sub(1);
+    for (index, chunk) in chunks.enumerate() {
         let mut payloads = Vec::with_capacity(chunk.len());
         for (execution_id, recorded) in chunk {
             let payload = serde_json::to_string(&recorded.event).map_err(|source| {
@@ -819,9 +903,9 @@ async fn insert_events(
             })?;
             payloads.push(payload);
         }
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(tx.leading(
             "INSERT INTO events (execution_id, position, kind, payload, recorded_at_ms) ",
-        );
+        ));
         insert.push_values(
             chunk.iter().zip(payloads),
             |mut row, ((execution_id, recorded), payload)| {
@@ -832,7 +916,12 @@ async fn insert_events(
                     .push_bind(recorded.recorded_at_ms as i64);
             },
         );
-        match insert.build().execute(&mut *connection).await {
+        let commits = then == Then::Commit && index == last;
+        if commits {
+            insert.push("; COMMIT");
+        }
+        match insert.build().execute(tx.connection().await?).await {
+            Ok(_) if commits => tx.begun = false,
             Ok(_) => {}
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
                 let (execution_id, first) = chunk[0];
