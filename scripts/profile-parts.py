@@ -20,6 +20,7 @@ PARTS = [
     ("telemetry (spans, logs)", r"reprise::telemetry::|tracing|opentelemetry"),
     ("runtime: drive loop, quotas", r"reprise::runtime::|reprise::quota::"),
     ("memory: page faults, mmap/munmap", r"exc_page_fault|do_mmap|munmap|mprotect|smp_call_function"),
+    ("API: HTTP, routing, handlers", r"hyper::|axum::|tower::|reprise::api::"),
     ("bench driver and tokio", r"tokio::|reprise::bench::"),
 ]
 COMPILED = [(name, re.compile(pattern)) for name, pattern in PARTS]
