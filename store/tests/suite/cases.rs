@@ -197,6 +197,52 @@ pub async fn one_bad_request_does_not_sink_its_batch(database: Arc<TestDatabase>
     assert_eq!(lengths, [2, 1, 3], "the failed requests wrote nothing");
 }
 
+/// The fast path's last statement inserts the batch's events and commits;
+/// when the insert fails, neither the batch's other changes (here a finish)
+/// nor a transaction are left behind: the retry request by request writes
+/// the valid ones once, and the store takes writes afterwards.
+pub async fn a_failed_insert_takes_its_whole_first_try_back(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    let before = commits(store.as_ref());
+    let (finished, taken) = tokio::join!(
+        store.append(
+            ids[0],
+            vec![fired(2, 1)],
+            Some(Finish::new(ExecutionStatus::Completed, "\"done\"".into()))
+        ),
+        store.append(ids[1], vec![fired(1, 1)], None),
+    );
+    let after = commits(store.as_ref());
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 2),
+        "the two requests shared one commit"
+    );
+    finished.expect("the valid finishing append commits");
+    assert!(
+        matches!(taken, Err(StoreError::PositionTaken { position: 1, .. })),
+        "{taken:?}"
+    );
+    let record = store
+        .execution(TENANT, "w0")
+        .await
+        .expect("reading the execution")
+        .expect("w0 exists");
+    assert_eq!(record.status, ExecutionStatus::Completed);
+    assert_eq!(record.result.as_deref(), Some("\"done\""));
+    store
+        .append(ids[1], vec![fired(2, 1)], None)
+        .await
+        .expect("the store takes writes after the failed try");
+    start(store.as_ref(), new_execution(TENANT, "w-after", "r-after")).await;
+    let lengths = [
+        store.history(ids[0]).await.expect("history").len(),
+        store.history(ids[1]).await.expect("history").len(),
+    ];
+    assert_eq!(lengths, [2, 2], "each valid event is written once");
+}
+
 pub async fn concurrent_appends_share_commits(database: Arc<TestDatabase>) {
     const EXECUTIONS: usize = 200;
     let store = store_on(&database).await;

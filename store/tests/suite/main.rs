@@ -35,6 +35,7 @@ macro_rules! for_each_backend {
 for_each_backend!(
     no_overwrite,
     one_bad_request_does_not_sink_its_batch,
+    a_failed_insert_takes_its_whole_first_try_back,
     concurrent_appends_share_commits,
     mailbox_delivers_once,
     tenants_see_only_their_own,
