@@ -136,6 +136,17 @@ fn commits(store: &dyn Store) -> (u64, u64) {
     (stats.commits, stats.requests)
 }
 
+/// Asserts that the `requests` write requests made since `before` (from
+/// [`commits`]) shared one commit.
+fn assert_one_commit(store: &dyn Store, before: (u64, u64), requests: u64) {
+    let after = commits(store);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, requests),
+        "the {requests} requests shared one commit"
+    );
+}
+
 pub async fn no_overwrite(database: Arc<TestDatabase>) {
     let store = store_on(&database).await;
     let ids = start_many(store.as_ref(), 1).await;
@@ -170,12 +181,7 @@ pub async fn one_bad_request_does_not_sink_its_batch(database: Arc<TestDatabase>
         store.append(ids[2], vec![fired(2, 1), fired(3, 2)], None),
         store.append_delivering(ids[1], vec![fired(2, 1)], 999_999),
     );
-    let after = commits(store.as_ref());
-    assert_eq!(
-        (after.0 - before.0, after.1 - before.1),
-        (1, 4),
-        "the four requests shared one commit"
-    );
+    assert_one_commit(store.as_ref(), before, 4);
     good.expect("the valid append commits");
     good_too.expect("the other valid append commits");
     assert!(
@@ -213,12 +219,7 @@ pub async fn a_failed_insert_takes_its_whole_first_try_back(database: Arc<TestDa
         ),
         store.append(ids[1], vec![fired(1, 1)], None),
     );
-    let after = commits(store.as_ref());
-    assert_eq!(
-        (after.0 - before.0, after.1 - before.1),
-        (1, 2),
-        "the two requests shared one commit"
-    );
+    assert_one_commit(store.as_ref(), before, 2);
     finished.expect("the valid finishing append commits");
     assert!(
         matches!(taken, Err(StoreError::PositionTaken { position: 1, .. })),
