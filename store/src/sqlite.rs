@@ -246,7 +246,8 @@ impl<'c> Transaction<'c> {
         }
     }
 
-    /// Commits, unless no statement ran.
+    /// Commits what is left uncommitted: nothing if no statement ran, or
+    /// if the events' INSERT carried the `COMMIT` ([`Then::Commit`]).
     async fn commit(&mut self) -> StoreResult<()> {
         if self.begun {
             sqlx::query("COMMIT")

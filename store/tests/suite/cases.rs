@@ -147,6 +147,15 @@ fn assert_one_commit(store: &dyn Store, before: (u64, u64), requests: u64) {
     );
 }
 
+/// The length of each execution's history, in the order of `ids`.
+async fn history_lengths(store: &dyn Store, ids: &[i64]) -> Vec<usize> {
+    let mut lengths = Vec::with_capacity(ids.len());
+    for &id in ids {
+        lengths.push(store.history(id).await.expect("history").len());
+    }
+    lengths
+}
+
 pub async fn no_overwrite(database: Arc<TestDatabase>) {
     let store = store_on(&database).await;
     let ids = start_many(store.as_ref(), 1).await;
@@ -195,12 +204,11 @@ pub async fn one_bad_request_does_not_sink_its_batch(database: Arc<TestDatabase>
         ),
         "{undeliverable:?}"
     );
-    let lengths = [
-        store.history(ids[0]).await.expect("history").len(),
-        store.history(ids[1]).await.expect("history").len(),
-        store.history(ids[2]).await.expect("history").len(),
-    ];
-    assert_eq!(lengths, [2, 1, 3], "the failed requests wrote nothing");
+    assert_eq!(
+        history_lengths(store.as_ref(), &ids).await,
+        [2, 1, 3],
+        "the failed requests wrote nothing"
+    );
 }
 
 /// The fast path's last statement inserts the batch's events and commits;
@@ -237,11 +245,11 @@ pub async fn a_failed_insert_takes_its_whole_first_try_back(database: Arc<TestDa
         .await
         .expect("the store takes writes after the failed try");
     start(store.as_ref(), new_execution(TENANT, "w-after", "r-after")).await;
-    let lengths = [
-        store.history(ids[0]).await.expect("history").len(),
-        store.history(ids[1]).await.expect("history").len(),
-    ];
-    assert_eq!(lengths, [2, 2], "each valid event is written once");
+    assert_eq!(
+        history_lengths(store.as_ref(), &ids).await,
+        [2, 2],
+        "each valid event is written once"
+    );
 }
 
 pub async fn concurrent_appends_share_commits(database: Arc<TestDatabase>) {
