@@ -49,6 +49,10 @@ macro_rules! execution_columns {
 
 /// Read connections; the writer has one more of its own.
 const READ_CONNECTIONS_MAX: u32 = 4;
+/// Ends an execution (a finishing append, a termination): its status,
+/// result and time.
+const SET_ENDED: &str =
+    "UPDATE executions SET status = $1, result = $2, updated_at_ms = $3 WHERE id = $4";
 /// How long a read waits for a pooled connection before it fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the writer waits to (re)connect before failing its batch.
@@ -440,16 +444,14 @@ async fn apply<'op>(
             // The row changes only when the execution finishes; the history
             // says everything else.
             if let Some(finish) = finish {
-                sqlx::query(
-                    "UPDATE executions SET status = $1, result = $2, updated_at_ms = $3 WHERE id = $4",
-                )
-                .bind(finish.status.as_str())
-                .bind(&finish.result)
-                .bind(finish.finished_at_ms)
-                .bind(*execution_id)
-                .execute(&mut *connection)
-                .await
-                .map_err(StoreError::database("finishing an execution"))?;
+                sqlx::query(SET_ENDED)
+                    .bind(finish.status.as_str())
+                    .bind(&finish.result)
+                    .bind(finish.finished_at_ms)
+                    .bind(*execution_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("finishing an execution"))?;
                 if let Some(next) = &finish.next_run {
                     let now = now_ms();
                     let next_id: i64 = sqlx::query_scalar(
@@ -833,7 +835,7 @@ async fn terminate(
     .map_err(StoreError::database("reading a history's length"))?;
     let terminated = terminated_event(next as u64, reason);
     insert_events(connection, &[(execution_id, &terminated)]).await?;
-    sqlx::query("UPDATE executions SET status = $1, result = $2, updated_at_ms = $3 WHERE id = $4")
+    sqlx::query(SET_ENDED)
         .bind(ExecutionStatus::Terminated.as_str())
         .bind(terminated_result(reason))
         .bind(now_ms())

@@ -65,6 +65,10 @@ macro_rules! attribute_matches {
 }
 
 const READ_CONNECTIONS_MAX: u32 = 4;
+/// Ends an execution (a finishing append, a termination): its status,
+/// result and time.
+const SET_ENDED: &str =
+    "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?";
 /// Rows of one watermark upsert (two variables each, far below SQLite's limit).
 const WATERMARKS_PER_STATEMENT_MAX: usize = 500;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +95,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let mut writer = SqliteConnection::connect_with(&options)
+        // A multi-row events INSERT keeps a statement journal (to undo
+        // just that statement if a row fails), one page per leaf it
+        // touches: past 64 KiB SQLite spills it to a temporary file, and
+        // writing that file cost more than the WAL's own fsync. It is
+        // never needed after a crash (the WAL is), so memory is enough.
+        let writer_options = options.clone().pragma("temp_store", "memory");
+        let mut writer = SqliteConnection::connect_with(&writer_options)
             .await
             .map_err(StoreError::database("opening the SQLite database"))?;
         sqlx::migrate!("./migrations/sqlite")
@@ -498,9 +508,7 @@ async fn apply<'op>(
             // The row changes only when the execution finishes; the history
             // says everything else.
             if let Some(finish) = finish {
-                let statement = tx.leading(
-                    "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
-                );
+                let statement = tx.leading(SET_ENDED);
                 sqlx::query(&statement)
                     .bind(finish.status.as_str())
                     .bind(&finish.result)
@@ -761,16 +769,14 @@ async fn apply<'op>(
             .map_err(StoreError::database("reading a history's length"))?;
             let terminated = terminated_event(next as u64, reason);
             insert_events(tx, &[(*execution_id, &terminated)], Then::Continue).await?;
-            sqlx::query(
-                "UPDATE executions SET status = ?, result = ?, updated_at_ms = ? WHERE id = ?",
-            )
-            .bind(ExecutionStatus::Terminated.as_str())
-            .bind(terminated_result(reason))
-            .bind(now_ms())
-            .bind(*execution_id)
-            .execute(tx.connection().await?)
-            .await
-            .map_err(StoreError::database("terminating an execution"))?;
+            sqlx::query(SET_ENDED)
+                .bind(ExecutionStatus::Terminated.as_str())
+                .bind(terminated_result(reason))
+                .bind(now_ms())
+                .bind(*execution_id)
+                .execute(tx.connection().await?)
+                .await
+                .map_err(StoreError::database("terminating an execution"))?;
             Ok(WriteReply::Changed(true))
         }
         WriteOp::JoinNodes {
