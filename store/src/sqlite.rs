@@ -98,7 +98,7 @@ impl SqliteStore {
         // A multi-row events INSERT keeps a statement journal (to undo
         // just that statement if a row fails), one page per leaf it
         // touches: past 64 KiB SQLite spills it to a temporary file, and
-        // writing that file cost more than the WAL's own fsync. It is
+        // writing that file cost as much CPU as the commit's fsync. It is
         // never needed after a crash (the WAL is), so memory is enough.
         let writer_options = options.clone().pragma("temp_store", "memory");
         let mut writer = SqliteConnection::connect_with(&writer_options)
