@@ -364,13 +364,20 @@ impl ActivityRegistry {
 
     /// Runs the activity's attempts on a task of its own, reporting to
     /// `updates`; the handle stops them.
+    ///
+    /// The attempts' future (kilobytes: every executor's state) is built on
+    /// the task's first poll, in a box of its own. Spawned as it is, it would
+    /// be built and moved through tokio's spawn path on the caller's stack,
+    /// which is a workflow's fiber stack: each of them would keep those
+    /// pages resident.
     pub fn spawn(
         self: &Arc<Self>,
         task: ActivityTask,
         updates: mpsc::UnboundedSender<ActivityUpdate>,
     ) -> tokio::task::AbortHandle {
         let registry = self.clone();
-        tokio::spawn(async move { registry.run_attempts(task, updates).await }).abort_handle()
+        tokio::spawn(async move { Box::pin(registry.run_attempts(task, updates)).await })
+            .abort_handle()
     }
 
     async fn run_attempts(

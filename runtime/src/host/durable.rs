@@ -15,6 +15,7 @@ use crate::journal::{
     RetryPolicy, Seq, idempotency_key,
 };
 use crate::quota::ComputeTurn;
+use std::pin::Pin;
 
 /// The most update names one `await-update` may wait for.
 const UPDATE_NAMES_MAX: usize = 32;
@@ -275,11 +276,20 @@ impl WorkflowHost {
 
 /// Gives the guest's turn on the guest threads back while the host awaits
 /// `work` (a commit, a wait), then waits for a turn again.
-pub(super) async fn off_turn<T>(turn: &ComputeTurn, work: impl Future<Output = T>) -> T {
-    turn.give_back();
-    let output = work.await;
-    turn.take().await;
-    output
+///
+/// The work is boxed: a host call's future is built on the guest's fiber
+/// stack and copied on every call, and a wait or a commit is most of its
+/// size, though replay and answered waits never reach it.
+pub(super) fn off_turn<'a, T: Send + 'a>(
+    turn: &'a ComputeTurn,
+    work: impl Future<Output = T> + Send + 'a,
+) -> Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(async move {
+        turn.give_back();
+        let output = work.await;
+        turn.take().await;
+        output
+    })
 }
 
 /// The message of the cancellation a blocking call returns.
