@@ -778,6 +778,12 @@ impl Runtime {
     }
 
     /// Drives one run of an execution.
+    ///
+    /// Its future lives in the drive task for as long as the execution is
+    /// in memory, parked ones included, and is as large as its largest
+    /// await: so each step awaited here that is kilobytes in size
+    /// (activation, ending, upgrade, eviction wait) is boxed, and the
+    /// task holds only the locals (~2 KiB instead of ~6).
     async fn drive_run(&self, record: ExecutionRecord) -> Result<RunEnd, RunError> {
         let _only_drive = self.drive_locks.acquire(record.id).await;
         let history = self.load_history(&record).await?;
@@ -819,7 +825,7 @@ impl Runtime {
                 crate::journal::WORKFLOW_TIMED_OUT,
                 format!("the workflow passed its {which} before it resumed"),
             ));
-            let outcome = self.settle(&mut execution, timed_out).await?;
+            let outcome = Box::pin(self.settle(&mut execution, timed_out)).await?;
             return Ok(RunEnd::Finished(execution.end(outcome)));
         }
         loop {
@@ -829,21 +835,22 @@ impl Runtime {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&record_id);
             if let Some(to) = upgrade
-                && let Some(upgraded) = self.apply_upgrade(&mut execution, to).await?
+                && let Some(upgraded) = Box::pin(self.apply_upgrade(&mut execution, to)).await?
             {
                 pre = upgraded;
             }
-            let (returned, result) = self
-                .activate_in_slot(&pre, execution, &input, instances_max)
-                .await?;
+            let (returned, result) =
+                Box::pin(self.activate_in_slot(&pre, execution, &input, instances_max)).await?;
             execution = returned;
             let mut interrupt = match result {
-                Ok(guest_result) => match self.complete(&mut execution, guest_result).await {
-                    Ok(outcome) => return Ok(RunEnd::Finished(execution.end(outcome))),
-                    Err(interrupt) => interrupt,
-                },
+                Ok(guest_result) => {
+                    match Box::pin(self.complete(&mut execution, guest_result)).await {
+                        Ok(outcome) => return Ok(RunEnd::Finished(execution.end(outcome))),
+                        Err(interrupt) => interrupt,
+                    }
+                }
                 Err(Interrupt::ContinueAsNew { input }) => {
-                    match self.continue_as_new(&mut execution, input).await {
+                    match Box::pin(self.continue_as_new(&mut execution, input)).await {
                         Ok(()) => {
                             return self
                                 .next_run_of(&execution.record)
@@ -859,12 +866,12 @@ impl Runtime {
                 // Cold path: no instance while we wait; the next activation
                 // rebuilds it by replay.
                 self.telemetry.metrics.eviction(&execution.record.tenant);
-                match execution.wait(wait, *ordinal, false).await {
+                match Box::pin(execution.wait(wait, *ordinal, false)).await {
                     Ok(_) => continue,
                     Err(failed) => interrupt = failed,
                 }
             }
-            let outcome = self.settle(&mut execution, interrupt).await?;
+            let outcome = Box::pin(self.settle(&mut execution, interrupt)).await?;
             return Ok(RunEnd::Finished(execution.end(outcome)));
         }
     }
