@@ -735,14 +735,18 @@ fn resident_bytes() -> u64 {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Drives `records` in the background and waits until all of them are
-/// parked: the last one has started its timer and no instance is left in
-/// memory (activations take their tenant's instances in order).
+/// Drives `records` (all of one tenant) in the background and waits until
+/// all of them are parked: each has finished an activation (a fresh start
+/// or a replay up to its timer) and no instance is left in memory.
 async fn park(
     runtime: &Arc<Runtime>,
     records: Vec<crate::store::ExecutionRecord>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<Outcome, crate::runtime::RunError>>>> {
-    let last = records.last().cloned();
+    let Some(tenant) = records.first().map(|record| record.tenant.clone()) else {
+        return Ok(Vec::new());
+    };
+    let metrics = &runtime.telemetry().metrics;
+    let activations_expected = metrics.activations(&tenant) + records.len() as u64;
     let drives = records
         .into_iter()
         .map(|record| {
@@ -750,10 +754,8 @@ async fn park(
             tokio::spawn(async move { runtime.drive(record).await })
         })
         .collect();
-    if let Some(last) = last {
-        while runtime.store().history(last.id).await?.len() < 2 || runtime.live_instances() > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    while metrics.activations(&tenant) < activations_expected || runtime.live_instances() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(drives)
 }

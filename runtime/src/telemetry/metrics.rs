@@ -242,6 +242,19 @@ impl Metrics {
         }
     }
 
+    /// Activations of `tenant`'s executions so far (fresh starts and
+    /// replays alike).
+    pub fn activations(&self, tenant: &str) -> u64 {
+        self.histograms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(
+                "reprise_activation_duration_seconds",
+                labels(&[("tenant", tenant)]),
+            ))
+            .map_or(0, |histogram| histogram.count)
+    }
+
     /// Counts what `new_events` (just appended to `history`) record.
     pub fn count_events(
         &self,
