@@ -1031,6 +1031,84 @@ fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<MailboxMessage
     read().map_err(StoreError::database("decoding a mailbox row"))
 }
 
+/// Events per query when a whole history is read (see `history`).
+const HISTORY_READ_PAGE_EVENTS: u64 = 2_048;
+
+/// At most `limit` events after position `after`, as "position
+/// recorded_at_ms payload" lines joined by newlines; `None` if there are
+/// none.
+///
+/// One row for the whole page: sqlx-sqlite hands every row from its worker
+/// thread to the async side separately, which cost more than decoding.
+/// Payloads are JSON, whose strings never hold a raw newline. Positions are
+/// 1, 2, 3, … so a page is a range of them. The rows are ordered in a
+/// subquery, which walks the primary key in order: an `ORDER BY` inside
+/// `group_concat` sorted them again in a temporary B-tree, 1.6x the time
+/// for a long history. Each line carries its position, and
+/// `History::from_recorded` refuses any out of order.
+async fn history_lines(
+    reads: &SqlitePool,
+    execution_id: i64,
+    after: u64,
+    limit: u64,
+) -> StoreResult<Option<String>> {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+    sqlx::query_scalar(
+        "SELECT group_concat(line, char(10)) FROM (
+           SELECT position || ' ' || recorded_at_ms || ' ' || payload AS line
+           FROM events WHERE execution_id = ? AND position > ? AND position <= ?
+           ORDER BY position)",
+    )
+    .bind(execution_id)
+    .bind(after)
+    .bind(until)
+    .fetch_one(reads)
+    .await
+    .map_err(StoreError::database("reading a history"))
+}
+
+/// Reads the pages of a history after its first one into `pages`, one
+/// ahead of the reader, until a page is empty, a read fails or the reader
+/// is gone. (Events are never changed once written, so pages read in
+/// separate queries join up.)
+async fn read_pages_ahead(
+    reads: SqlitePool,
+    execution_id: i64,
+    page_events: u64,
+    pages: mpsc::Sender<StoreResult<String>>,
+) {
+    let mut after = page_events;
+    loop {
+        let page = match history_lines(&reads, execution_id, after, page_events).await {
+            Ok(Some(lines)) => Ok(lines),
+            Ok(None) => return,
+            Err(error) => Err(error),
+        };
+        let failed = page.is_err();
+        if pages.send(page).await.is_err() || failed {
+            return;
+        }
+        after += page_events;
+    }
+}
+
+fn line_count(lines: &str) -> usize {
+    lines.bytes().filter(|&byte| byte == b'\n').count() + 1
+}
+
+fn decode_history_lines(
+    execution_id: i64,
+    lines: &str,
+    events: &mut Vec<RecordedEvent>,
+) -> StoreResult<()> {
+    events.reserve(line_count(lines));
+    for line in lines.split('\n') {
+        events.push(decode_history_line(execution_id, line)?);
+    }
+    Ok(())
+}
+
 fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEvent> {
     let corrupt = |position: i64, source| StoreError::CorruptEvent {
         execution_id,
@@ -1138,42 +1216,46 @@ impl Store for SqliteStore {
         select_execution(&mut connection, tenant, workflow_id).await
     }
 
+    async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
+        let page_events = HISTORY_READ_PAGE_EVENTS;
+        let Some(first) = history_lines(&self.reads, execution_id, 0, page_events).await? else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::new();
+        // A long history is read in pages, and the next page's query runs
+        // on SQLite's thread while this task decodes the one before: on a
+        // long history the two take about as long as each other.
+        let mut pages = None;
+        if line_count(&first) == page_events as usize {
+            let (pages_tx, pages_rx) = mpsc::channel(1);
+            tokio::spawn(read_pages_ahead(
+                self.reads.clone(),
+                execution_id,
+                page_events,
+                pages_tx,
+            ));
+            pages = Some(pages_rx);
+        }
+        decode_history_lines(execution_id, &first, &mut events)?;
+        if let Some(mut pages) = pages {
+            while let Some(page) = pages.recv().await {
+                decode_history_lines(execution_id, &page?, &mut events)?;
+            }
+        }
+        Ok(events)
+    }
+
     async fn history_page(
         &self,
         execution_id: i64,
         after: u64,
         limit: u64,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        // One row for the whole page: sqlx-sqlite hands every row from its
-        // worker thread to the async side separately, which cost more than
-        // decoding. Lines are "position recorded_at_ms payload"; payloads
-        // are JSON, whose strings never hold a raw newline. Positions are
-        // 1, 2, 3, … so a page is a range of them. The rows are ordered in
-        // a subquery, which walks the primary key in order: an `ORDER BY`
-        // inside `group_concat` sorted them again in a temporary B-tree,
-        // 1.6x the time for a long history. Each line carries its
-        // position, and `History::from_recorded` refuses any out of order.
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
-        let joined: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(line, char(10)) FROM (
-               SELECT position || ' ' || recorded_at_ms || ' ' || payload AS line
-               FROM events WHERE execution_id = ? AND position > ? AND position <= ?
-               ORDER BY position)",
-        )
-        .bind(execution_id)
-        .bind(after)
-        .bind(until)
-        .fetch_one(&self.reads)
-        .await
-        .map_err(StoreError::database("reading a history"))?;
-        let Some(joined) = joined else {
-            return Ok(Vec::new());
-        };
-        joined
-            .split('\n')
-            .map(|line| decode_history_line(execution_id, line))
-            .collect()
+        let mut events = Vec::new();
+        if let Some(lines) = history_lines(&self.reads, execution_id, after, limit).await? {
+            decode_history_lines(execution_id, &lines, &mut events)?;
+        }
+        Ok(events)
     }
 
     async fn append(

@@ -906,6 +906,33 @@ pub async fn history_pages(database: Arc<TestDatabase>) {
     assert!(store.history(999_999).await.expect("history").is_empty());
 }
 
+/// A whole history is read in pages of a few thousand events (SQLite reads
+/// the next while the last decodes): lengths on, just past and between
+/// page boundaries all come back whole and in order.
+pub async fn long_histories_read_whole_across_pages(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let id = start_many(store.as_ref(), 1).await[0];
+    let mut length = 1;
+    for target in [2_048, 4_096, 4_097, 6_000] {
+        let events: Vec<_> = (length + 1..=target)
+            .map(|position| fired(position, position))
+            .collect();
+        store.append(id, events, None).await.expect("append");
+        length = target;
+        let history = store.history(id).await.expect("history");
+        let positions: Vec<u64> = history.iter().map(|recorded| recorded.position).collect();
+        assert_eq!(
+            positions,
+            (1..=length).collect::<Vec<u64>>(),
+            "{length} events"
+        );
+        assert_eq!(
+            history.last().map(|recorded| &recorded.event),
+            Some(&Event::TimerFired { seq: length }),
+        );
+    }
+}
+
 pub async fn span_watermarks_only_rise(database: Arc<TestDatabase>) {
     let store = store_on(&database).await;
     let ids = start_many(store.as_ref(), 2).await;

@@ -45,6 +45,7 @@ for_each_backend!(
     terminate_fences_the_driver_and_only_once,
     payload_text_round_trips_byte_for_byte,
     history_pages,
+    long_histories_read_whole_across_pages,
     span_watermarks_only_rise,
     guest_log_lines_are_capped_per_execution,
     modules_and_workflow_types,
