@@ -197,6 +197,36 @@ const BUFFERED_EVENTS_MAX: usize = 1024;
 /// a quick activity costs one commit instead of two.
 const DEFERRED_SCHEDULE_GRACE: Duration = Duration::from_millis(2);
 
+/// Where an execution's activity tasks and children report. The channel is
+/// made when the first of them starts: an execution that never starts one
+/// (a sleeper, a workflow waiting for signals) holds no channel block
+/// (~1.7 KiB) while it is parked.
+#[derive(Default)]
+struct ActivityUpdates(
+    Option<(
+        mpsc::UnboundedSender<ActivityUpdate>,
+        mpsc::UnboundedReceiver<ActivityUpdate>,
+    )>,
+);
+
+impl ActivityUpdates {
+    fn sender(&mut self) -> mpsc::UnboundedSender<ActivityUpdate> {
+        self.0.get_or_insert_with(mpsc::unbounded_channel).0.clone()
+    }
+
+    /// The next update. Never resolves before a task has started; after,
+    /// the channel never closes, since this holds a sender itself.
+    async fn recv(&mut self) -> ActivityUpdate {
+        match &mut self.0 {
+            Some((_, receiver)) => match receiver.recv().await {
+                Some(update) => update,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// The per-execution state the driver owns and lends to each activation.
 pub struct Execution {
     pub record: ExecutionRecord,
@@ -205,8 +235,7 @@ pub struct Execution {
     pub recorder: Arc<Mutex<Recorder>>,
     store: Arc<dyn Store>,
     activities: Arc<ActivityRegistry>,
-    updates_tx: mpsc::UnboundedSender<ActivityUpdate>,
-    updates_rx: mpsc::UnboundedReceiver<ActivityUpdate>,
+    updates: ActivityUpdates,
     /// Activities with a task in this process (so replay does not start them twice).
     running: HashSet<Seq>,
     /// The activity tasks this drive started and that still run: stopped
@@ -263,7 +292,6 @@ impl Execution {
         mut recorder: Recorder,
         surroundings: Surroundings,
     ) -> Execution {
-        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         recorder.limit_history(limits.history_events_max);
         let lines = Arc::new(GuestLines::new(
             surroundings
@@ -279,8 +307,7 @@ impl Execution {
             activities: surroundings.activities,
             telemetry: surroundings.telemetry,
             activation: None,
-            updates_tx,
-            updates_rx,
+            updates: ActivityUpdates::default(),
             running: HashSet::new(),
             activity_tasks: Vec::new(),
             hot_window: surroundings.hot_window,
@@ -582,7 +609,7 @@ impl Execution {
         // only running ones, so a drive holds memory for its activities in
         // flight, not for every activity it ever ran.
         self.activity_tasks.retain(|task| !task.is_finished());
-        let task = self.activities.spawn(task, self.updates_tx.clone());
+        let task = self.activities.spawn(task, self.updates.sender());
         self.activity_tasks.push(task);
     }
 
@@ -616,7 +643,7 @@ impl Execution {
             return;
         };
         self.running.insert(seq);
-        let updates = self.updates_tx.clone();
+        let updates = self.updates.sender();
         let tenant = self.record.tenant.clone();
         tokio::spawn(async move {
             let event =
@@ -737,12 +764,9 @@ impl Execution {
             if !graced && self.schedule_unwritten(wait) {
                 graced = true;
                 if let Ok(update) =
-                    tokio::time::timeout(DEFERRED_SCHEDULE_GRACE, self.updates_rx.recv()).await
+                    tokio::time::timeout(DEFERRED_SCHEDULE_GRACE, self.updates.recv()).await
                 {
-                    // The execution holds a sender itself, so the channel never closes.
-                    if let Some(update) = update {
-                        self.record_update(update).await?;
-                    }
+                    self.record_update(update).await?;
                     continue;
                 }
             }
@@ -797,12 +821,7 @@ impl Execution {
             let mailbox = self.mailbox.clone();
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
-                update = self.updates_rx.recv() => {
-                    // The execution holds a sender itself, so the channel never closes.
-                    if let Some(update) = update {
-                        self.record_update(update).await?;
-                    }
-                }
+                update = self.updates.recv() => self.record_update(update).await?,
                 () = sleep => {
                     if let Some((event, at)) = deadline
                         && clock::now_ms() >= at
