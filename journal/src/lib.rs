@@ -809,26 +809,33 @@ impl History {
     /// Fails if the positions are not 1, 2, 3, … or commands skip a `seq`:
     /// a history that breaks these is corrupt and must not be replayed.
     pub fn from_recorded(events: Vec<RecordedEvent>) -> Result<History, String> {
-        let mut history = History {
-            events: Vec::with_capacity(events.len()),
-            ..History::default()
-        };
-        for recorded in events {
-            history.push(recorded)?;
+        let mut history = History::default();
+        // Indexed where they lie, then moved in whole: a long history is
+        // megabytes, and pushing the events one by one copied them again.
+        for (index, recorded) in events.iter().enumerate() {
+            history.index(index, recorded)?;
         }
+        history.events = events;
         history.durable_len = history.events.len();
         Ok(history)
     }
 
     fn push(&mut self, recorded: RecordedEvent) -> Result<(), String> {
-        let expected = self.events.len() as Position + 1;
+        self.index(self.events.len(), &recorded)?;
+        self.events.push(recorded);
+        Ok(())
+    }
+
+    /// Checks that `recorded` may follow the history's first `index`
+    /// events, and indexes it as the event at `index`.
+    fn index(&mut self, index: usize, recorded: &RecordedEvent) -> Result<(), String> {
+        let expected = index as Position + 1;
         if recorded.position != expected {
             return Err(format!(
                 "history is not contiguous: expected position {expected}, found {}",
                 recorded.position
             ));
         }
-        let index = self.events.len();
         if let Some(seq) = recorded.event.command_seq() {
             if seq != self.last_seq + 1 {
                 return Err(format!(
@@ -872,7 +879,6 @@ impl History {
                 recorded.position
             ));
         }
-        self.events.push(recorded);
         Ok(())
     }
 
