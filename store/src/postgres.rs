@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 
 use super::writes::{
     CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, WriteOp, WriteQueue, WriteReply,
-    WriteRequest, appended_executions, created_record, lease_ms, now_ms, schedule_write,
-    start_refused_by, terminated_event, terminated_result,
+    WriteRequest, appended_executions, created_record, lease_ms, now_ms, page_positions,
+    schedule_write, start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
@@ -1192,9 +1192,7 @@ impl Store for PostgresStore {
         after: u64,
         limit: u64,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        // Positions are 1, 2, 3, … so a page is a range of them.
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+        let (after, until) = page_positions(after, limit);
         let rows: Vec<(i64, i64, String)> = sqlx::query_as(
             "SELECT position, recorded_at_ms, payload FROM events
              WHERE execution_id = $1 AND position > $2 AND position <= $3 ORDER BY position",

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 
 use super::writes::{
     CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, WriteOp, WriteQueue, WriteReply,
-    WriteRequest, appended_executions, created_record, lease_ms, now_ms, schedule_write,
-    start_refused_by, terminated_event, terminated_result,
+    WriteRequest, appended_executions, created_record, lease_ms, now_ms, page_positions,
+    schedule_write, start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
@@ -1040,11 +1040,10 @@ const HISTORY_READ_PAGE_EVENTS: u64 = 2_048;
 ///
 /// One row for the whole page: sqlx-sqlite hands every row from its worker
 /// thread to the async side separately, which cost more than decoding.
-/// Payloads are JSON, whose strings never hold a raw newline. Positions are
-/// 1, 2, 3, … so a page is a range of them. The rows are ordered in a
-/// subquery, which walks the primary key in order: an `ORDER BY` inside
-/// `group_concat` sorted them again in a temporary B-tree, 1.6x the time
-/// for a long history. Each line carries its position, and
+/// Payloads are JSON, whose strings never hold a raw newline. The rows are
+/// ordered in a subquery, which walks the primary key in order: an
+/// `ORDER BY` inside `group_concat` sorted them again in a temporary
+/// B-tree, 1.6x the time for a long history. Each line carries its position, and
 /// `History::from_recorded` refuses any out of order.
 async fn history_lines(
     reads: &SqlitePool,
@@ -1052,8 +1051,7 @@ async fn history_lines(
     after: u64,
     limit: u64,
 ) -> StoreResult<Option<String>> {
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+    let (after, until) = page_positions(after, limit);
     sqlx::query_scalar(
         "SELECT group_concat(line, char(10)) FROM (
            SELECT position || ' ' || recorded_at_ms || ' ' || payload AS line
@@ -1097,12 +1095,14 @@ fn line_count(lines: &str) -> usize {
     lines.bytes().filter(|&byte| byte == b'\n').count() + 1
 }
 
+/// Decodes `lines` (`line_count` of them) onto the end of `events`.
 fn decode_history_lines(
     execution_id: i64,
     lines: &str,
+    line_count: usize,
     events: &mut Vec<RecordedEvent>,
 ) -> StoreResult<()> {
-    events.reserve(line_count(lines));
+    events.reserve(line_count);
     for line in lines.split('\n') {
         events.push(decode_history_line(execution_id, line)?);
     }
@@ -1226,7 +1226,8 @@ impl Store for SqliteStore {
         // on SQLite's thread while this task decodes the one before: on a
         // long history the two take about as long as each other.
         let mut pages = None;
-        if line_count(&first) == page_events as usize {
+        let first_lines = line_count(&first);
+        if first_lines == page_events as usize {
             let (pages_tx, pages_rx) = mpsc::channel(1);
             tokio::spawn(read_pages_ahead(
                 self.reads.clone(),
@@ -1236,10 +1237,11 @@ impl Store for SqliteStore {
             ));
             pages = Some(pages_rx);
         }
-        decode_history_lines(execution_id, &first, &mut events)?;
+        decode_history_lines(execution_id, &first, first_lines, &mut events)?;
         if let Some(mut pages) = pages {
             while let Some(page) = pages.recv().await {
-                decode_history_lines(execution_id, &page?, &mut events)?;
+                let page = page?;
+                decode_history_lines(execution_id, &page, line_count(&page), &mut events)?;
             }
         }
         Ok(events)
@@ -1253,7 +1255,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<RecordedEvent>> {
         let mut events = Vec::new();
         if let Some(lines) = history_lines(&self.reads, execution_id, after, limit).await? {
-            decode_history_lines(execution_id, &lines, &mut events)?;
+            decode_history_lines(execution_id, &lines, line_count(&lines), &mut events)?;
         }
         Ok(events)
     }

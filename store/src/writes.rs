@@ -295,6 +295,15 @@ pub(crate) fn lease_ms(lease: std::time::Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The positions of a history page of at most `limit` events after
+/// `after`, as the database compares them: the page is `(after, until]`,
+/// since positions are 1, 2, 3, …
+pub(crate) fn page_positions(after: u64, limit: u64) -> (i64, i64) {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let until = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+    (after, until)
+}
+
 /// What a start finds when `workflow_id` already has a run: that run is the
 /// answer (running, or kept by the policy), or `None` when a new run may
 /// follow it.
