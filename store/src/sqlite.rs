@@ -30,7 +30,7 @@ use super::{
     GuestLogLine, Joined, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
     StatusCounts, Store, StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
 };
-use reprise_journal::RecordedEvent;
+use reprise_journal::{HISTORY_EVENTS_MAX, RecordedEvent};
 
 /// The columns [`execution_from_row`] reads, in one place for every query.
 macro_rules! execution_columns {
@@ -1034,36 +1034,84 @@ fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<MailboxMessage
 /// Events per query when a whole history is read (see `history`).
 const HISTORY_READ_PAGE_EVENTS: u64 = 2_048;
 
-/// At most `limit` events after position `after`, as "position
-/// recorded_at_ms payload" lines joined by newlines; `None` if there are
-/// none.
+/// The events of a history page, as SQLite hands them over: one row,
+/// whatever the page's length (sqlx-sqlite hands every row from its worker
+/// thread to the async side separately, which cost more than decoding).
+struct PageLines {
+    /// "position recorded_at_ms" of each event, comma-separated.
+    stamps: String,
+    /// Each event's JSON payload, newline-separated: JSON strings never
+    /// hold a raw newline.
+    payloads: String,
+}
+
+/// The page of execution `?1`'s events after position `?2`, up to `?3`.
 ///
-/// One row for the whole page: sqlx-sqlite hands every row from its worker
-/// thread to the async side separately, which cost more than decoding.
-/// Payloads are JSON, whose strings never hold a raw newline. The rows are
-/// ordered in a subquery, which walks the primary key in order: an
+/// Both aggregates take the same rows in the same pass, so the `n`th stamp
+/// and the `n`th payload are one event's, and the stamps' positions show
+/// the order the rows came in (`History::from_recorded` refuses any out
+/// of order). Building a line per event instead (`position || ' ' || …
+/// || payload`) copied every payload once more inside SQLite. The rows
+/// are ordered in a subquery, which walks the primary key in order: an
 /// `ORDER BY` inside `group_concat` sorted them again in a temporary
-/// B-tree, 1.6x the time for a long history. Each line carries its position, and
-/// `History::from_recorded` refuses any out of order.
+/// B-tree, 1.6x the time for a long history.
+macro_rules! history_page_query {
+    () => {
+        "SELECT group_concat(position || ' ' || recorded_at_ms), group_concat(payload, char(10))
+         FROM (SELECT position, recorded_at_ms, payload FROM events
+               WHERE execution_id = ?1 AND position > ?2 AND position <= ?3
+               ORDER BY position)"
+    };
+}
+
+/// At most `limit` events after position `after`; `None` if there are none.
 async fn history_lines(
     reads: &SqlitePool,
     execution_id: i64,
     after: u64,
     limit: u64,
-) -> StoreResult<Option<String>> {
+) -> StoreResult<Option<PageLines>> {
     let (after, until) = page_positions(after, limit);
-    sqlx::query_scalar(
-        "SELECT group_concat(line, char(10)) FROM (
-           SELECT position || ' ' || recorded_at_ms || ' ' || payload AS line
-           FROM events WHERE execution_id = ? AND position > ? AND position <= ?
-           ORDER BY position)",
-    )
-    .bind(execution_id)
-    .bind(after)
-    .bind(until)
-    .fetch_one(reads)
-    .await
-    .map_err(StoreError::database("reading a history"))
+    let (stamps, payloads): (Option<String>, Option<String>) =
+        sqlx::query_as(history_page_query!())
+            .bind(execution_id)
+            .bind(after)
+            .bind(until)
+            .fetch_one(reads)
+            .await
+            .map_err(StoreError::database("reading a history"))?;
+    Ok(stamps
+        .zip(payloads)
+        .map(|(stamps, payloads)| PageLines { stamps, payloads }))
+}
+
+/// The history's length (its last position) and its first `limit` events,
+/// in one query.
+async fn history_length_and_first_lines(
+    reads: &SqlitePool,
+    execution_id: i64,
+    limit: u64,
+) -> StoreResult<(u64, Option<PageLines>)> {
+    let (after, until) = page_positions(0, limit);
+    let (length, stamps, payloads): (Option<i64>, Option<String>, Option<String>) =
+        sqlx::query_as(concat!(
+            "SELECT (SELECT max(position) FROM events WHERE execution_id = ?1), * FROM (",
+            history_page_query!(),
+            ")"
+        ))
+        .bind(execution_id)
+        .bind(after)
+        .bind(until)
+        .fetch_one(reads)
+        .await
+        .map_err(StoreError::database("reading a history"))?;
+    let length = length
+        .and_then(|last| u64::try_from(last).ok())
+        .unwrap_or(0);
+    let first = stamps
+        .zip(payloads)
+        .map(|(stamps, payloads)| PageLines { stamps, payloads });
+    Ok((length, first))
 }
 
 /// Reads the pages of a history after its first one into `pages`, one
@@ -1073,11 +1121,12 @@ async fn history_lines(
 async fn read_pages_ahead(
     reads: SqlitePool,
     execution_id: i64,
+    length: u64,
     page_events: u64,
-    pages: mpsc::Sender<StoreResult<String>>,
+    pages: mpsc::Sender<StoreResult<PageLines>>,
 ) {
     let mut after = page_events;
-    loop {
+    while after < length {
         let page = match history_lines(&reads, execution_id, after, page_events).await {
             Ok(Some(lines)) => Ok(lines),
             Ok(None) => return,
@@ -1091,43 +1140,43 @@ async fn read_pages_ahead(
     }
 }
 
-fn line_count(lines: &str) -> usize {
-    lines.bytes().filter(|&byte| byte == b'\n').count() + 1
-}
-
-/// Decodes `lines` (`line_count` of them) onto the end of `events`.
+/// Decodes a page's events onto the end of `events`.
 fn decode_history_lines(
     execution_id: i64,
-    lines: &str,
-    line_count: usize,
+    page: &PageLines,
     events: &mut Vec<RecordedEvent>,
 ) -> StoreResult<()> {
-    events.reserve(line_count);
-    for line in lines.split('\n') {
-        events.push(decode_history_line(execution_id, line)?);
+    let mut payloads = page.payloads.split('\n');
+    for stamp in page.stamps.split(',') {
+        let mut numbers = stamp.split(' ').map(|number| number.parse::<u64>().ok());
+        let (Some(Some(position)), Some(Some(recorded_at_ms)), Some(payload)) =
+            (numbers.next(), numbers.next(), payloads.next())
+        else {
+            return Err(malformed_page(execution_id, stamp));
+        };
+        let event = serde_json::from_str(payload).map_err(|source| StoreError::CorruptEvent {
+            execution_id,
+            position: position as i64,
+            source,
+        })?;
+        events.push(RecordedEvent {
+            position,
+            recorded_at_ms,
+            event,
+        });
     }
-    Ok(())
+    match payloads.next() {
+        None => Ok(()),
+        Some(_) => Err(malformed_page(execution_id, "more payloads than positions")),
+    }
 }
 
-fn decode_history_line(execution_id: i64, line: &str) -> StoreResult<RecordedEvent> {
-    let corrupt = |position: i64, source| StoreError::CorruptEvent {
+fn malformed_page(execution_id: i64, what: &str) -> StoreError {
+    StoreError::CorruptEvent {
         execution_id,
-        position,
-        source,
-    };
-    let mut fields = line.splitn(3, ' ');
-    let mut number = || -> Option<u64> { fields.next()?.parse().ok() };
-    let (Some(position), Some(recorded_at_ms)) = (number(), number()) else {
-        let source = serde::de::Error::custom(format!("malformed history line: {line:.80}"));
-        return Err(corrupt(-1, source));
-    };
-    let payload = fields.next().unwrap_or_default();
-    let event = serde_json::from_str(payload).map_err(|source| corrupt(position as i64, source))?;
-    Ok(RecordedEvent {
-        position,
-        recorded_at_ms,
-        event,
-    })
+        position: -1,
+        source: serde::de::Error::custom(format!("malformed history page at `{what:.80}`")),
+    }
 }
 
 #[async_trait]
@@ -1218,30 +1267,34 @@ impl Store for SqliteStore {
 
     async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
         let page_events = HISTORY_READ_PAGE_EVENTS;
-        let Some(first) = history_lines(&self.reads, execution_id, 0, page_events).await? else {
+        let (length, first) =
+            history_length_and_first_lines(&self.reads, execution_id, page_events).await?;
+        let Some(first) = first else {
             return Ok(Vec::new());
         };
-        let mut events = Vec::new();
         // A long history is read in pages, and the next page's query runs
         // on SQLite's thread while this task decodes the one before: on a
         // long history the two take about as long as each other.
         let mut pages = None;
-        let first_lines = line_count(&first);
-        if first_lines == page_events as usize {
+        if length > page_events {
             let (pages_tx, pages_rx) = mpsc::channel(1);
             tokio::spawn(read_pages_ahead(
                 self.reads.clone(),
                 execution_id,
+                length,
                 page_events,
                 pages_tx,
             ));
             pages = Some(pages_rx);
         }
-        decode_history_lines(execution_id, &first, first_lines, &mut events)?;
+        // Reserved once: growing a vector of a long history's events copied
+        // them again at every doubling. (Capped: the length is the stored
+        // last position, which only a corrupt history makes huge.)
+        let mut events = Vec::with_capacity(length.min(HISTORY_EVENTS_MAX as u64) as usize);
+        decode_history_lines(execution_id, &first, &mut events)?;
         if let Some(mut pages) = pages {
             while let Some(page) = pages.recv().await {
-                let page = page?;
-                decode_history_lines(execution_id, &page, line_count(&page), &mut events)?;
+                decode_history_lines(execution_id, &page?, &mut events)?;
             }
         }
         Ok(events)
@@ -1255,7 +1308,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<RecordedEvent>> {
         let mut events = Vec::new();
         if let Some(lines) = history_lines(&self.reads, execution_id, after, limit).await? {
-            decode_history_lines(execution_id, &lines, line_count(&lines), &mut events)?;
+            decode_history_lines(execution_id, &lines, &mut events)?;
         }
         Ok(events)
     }
