@@ -613,6 +613,7 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
     };
     let mut steps_per_second = Vec::new();
     let mut workflows_per_second = Vec::new();
+    let mut cpu_per_step_micros = Vec::new();
     for round in 0..bench.args.repeat {
         let (runtime, sqlite, input) = match kind {
             StepKind::Wasm => {
@@ -668,6 +669,7 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
         };
         let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
         let started = Instant::now();
+        let cpu_before = process_cpu_time();
         let mut tasks = Vec::with_capacity(workflows);
         for index in 0..workflows {
             let runtime = runtime.clone();
@@ -686,22 +688,26 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let cpu_per_step = (process_cpu_time() - cpu_before).as_secs_f64() * 1e6
+            / (workflows as u64 * steps) as f64;
         let total_steps = (workflows as u64 * steps) as f64;
         let commits = sqlite.commit_stats();
         println!(
-            "{label} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s ({} appends in {} commits)",
+            "{label} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s, {cpu_per_step:.0} µs of CPU per step ({} appends in {} commits)",
             workflows as f64 / elapsed,
             total_steps / elapsed,
             commits.requests,
             commits.commits
         );
         steps_per_second.push(total_steps / elapsed);
+        cpu_per_step_micros.push(cpu_per_step);
         workflows_per_second.push(workflows as f64 / elapsed);
     }
     println!(
-        "{label} median: {:.0} workflows/s, {:.0} durable steps/s",
+        "{label} median: {:.0} workflows/s, {:.0} durable steps/s, {:.0} µs of CPU per step (the process's, bench driver included)",
         median(workflows_per_second),
-        median(steps_per_second)
+        median(steps_per_second),
+        median(cpu_per_step_micros)
     );
     Ok(())
 }
