@@ -3,11 +3,12 @@
 //!
 //! One watcher task per runtime polls the store for new messages every
 //! [`POLL_INTERVAL`] and flags the executions concerned; an execution looks
-//! at its mailbox only when flagged (and once when it starts), so waiting
-//! executions cost no queries.
+//! at its mailbox only when flagged (and once when it starts, unless this
+//! process created it and no message can have come in unflagged), so
+//! waiting executions cost no queries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -61,7 +62,16 @@ pub struct Mailboxes {
     flags: Mutex<HashMap<i64, Weak<MailboxFlag>>>,
     /// The map's size after its last sweep of dead entries.
     swept_len: AtomicUsize,
+    /// Raises that found no flag: the execution was not in this process's
+    /// memory (yet). Changed only under `flags`' lock.
+    missed_raises: AtomicU64,
 }
+
+/// A reading of the raises that found no flag, taken before an execution
+/// existed: if none was missed by the time its flag is registered, no
+/// message can have reached it unflagged ([`Mailboxes::register`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MissedRaises(u64);
 
 impl Mailboxes {
     /// Starts the watcher; it stops when the `Mailboxes` is dropped.
@@ -89,18 +99,34 @@ impl Mailboxes {
         mailboxes
     }
 
-    /// The flag of `execution_id`, raised once so that the first wait reads
-    /// the mailbox (messages may have arrived before the run started).
-    pub fn register(&self, execution_id: i64) -> Arc<MailboxFlag> {
-        let flag = Arc::new(MailboxFlag {
-            pending: AtomicBool::new(true),
-            terminated: AtomicBool::new(false),
-            notify: Notify::new(),
-        });
+    /// How many raises have found no flag so far: read before creating an
+    /// execution, and given to its [`Mailboxes::register`].
+    pub fn missed_raises(&self) -> MissedRaises {
+        let _flags = self
+            .flags
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        MissedRaises(self.missed_raises.load(Ordering::Relaxed))
+    }
+
+    /// The flag of `execution_id`, raised so that the first wait reads the
+    /// mailbox: messages may have arrived before the run started. Not
+    /// raised when `created_at` was read before the execution existed and
+    /// no raise has missed a flag since: every message sent to it since its
+    /// creation raised some flag, so none was sent (the execution's
+    /// creation saves its first wait a store read).
+    pub fn register(&self, execution_id: i64, created_at: Option<MissedRaises>) -> Arc<MailboxFlag> {
         let mut flags = self
             .flags
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let missed_none = created_at
+            .is_some_and(|MissedRaises(then)| self.missed_raises.load(Ordering::Relaxed) == then);
+        let flag = Arc::new(MailboxFlag {
+            pending: AtomicBool::new(!missed_none),
+            terminated: AtomicBool::new(false),
+            notify: Notify::new(),
+        });
         // Sweep dead entries only when the map has doubled since the last
         // sweep: one sweep per registration made starting 100,000
         // executions quadratic.
@@ -138,8 +164,36 @@ impl Mailboxes {
             .flags
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(flag) = flags.get(&execution_id).and_then(Weak::upgrade) {
-            flag.raise();
+        match flags.get(&execution_id).and_then(Weak::upgrade) {
+            Some(flag) => flag.raise(),
+            None => {
+                self.missed_raises.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_run_starts_unflagged_unless_a_raise_missed_a_flag_since() {
+        let mailboxes = Mailboxes::default();
+        let before = mailboxes.missed_raises();
+        let quiet = mailboxes.register(1, Some(before));
+        assert!(!quiet.take(), "nothing was sent since before its creation");
+
+        let before = mailboxes.missed_raises();
+        // A message for execution 2 raised while its flag was not there yet.
+        mailboxes.raise(2);
+        let missed = mailboxes.register(2, Some(before));
+        assert!(missed.take(), "a raise found no flag since: read the mailbox");
+
+        let resumed = mailboxes.register(3, None);
+        assert!(resumed.take(), "a run not just created reads its mailbox once");
+        assert!(!resumed.take(), "and then only when flagged");
+        mailboxes.raise(3);
+        assert!(resumed.take(), "a raise finds the registered flag");
     }
 }

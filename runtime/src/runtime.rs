@@ -27,7 +27,7 @@ use crate::journal::{
     Event, HOST_BEHAVIOUR, Halt, History, Nondeterminism, RecordedEvent, Recorder, TraceContext,
     WorkflowError, WorkflowTimeouts,
 };
-use crate::mailbox::Mailboxes;
+use crate::mailbox::{Mailboxes, MissedRaises};
 use crate::quota::{InstanceSlot, Instances};
 use crate::store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, MessageKind,
@@ -328,8 +328,15 @@ pub struct Runtime {
     drive_locks: drive_locks::DriveLocks,
     /// Execution id → the first event of a run this process just started:
     /// its drive begins from it instead of reading the history back.
-    fresh_starts: Mutex<HashMap<i64, RecordedEvent>>,
+    fresh_starts: Mutex<HashMap<i64, FreshStart>>,
     options: RuntimeOptions,
+}
+
+/// A run this process just started, for its drive.
+struct FreshStart {
+    first_event: RecordedEvent,
+    /// Read before the run was created: see [`Mailboxes::register`].
+    mail_before: MissedRaises,
 }
 
 /// The most [`Runtime::fresh_starts`] kept; when full, it starts over (a
@@ -688,6 +695,7 @@ impl Runtime {
             },
         };
         let first_event = (input.len() <= FRESH_START_INPUT_BYTES_MAX).then(|| started.clone());
+        let mail_before = self.mailboxes.missed_raises();
         let outcome = self
             .store
             .start_execution(NewExecution {
@@ -712,7 +720,13 @@ impl Runtime {
                     if fresh.len() >= FRESH_STARTS_MAX {
                         fresh.clear();
                     }
-                    fresh.insert(record.id, first_event);
+                    fresh.insert(
+                        record.id,
+                        FreshStart {
+                            first_event,
+                            mail_before,
+                        },
+                    );
                 }
                 Ok((record, true))
             }
@@ -730,7 +744,7 @@ impl Runtime {
         }
     }
 
-    fn lock_fresh_starts(&self) -> MutexGuard<'_, HashMap<i64, RecordedEvent>> {
+    fn lock_fresh_starts(&self) -> MutexGuard<'_, HashMap<i64, FreshStart>> {
         self.fresh_starts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -742,15 +756,28 @@ impl Runtime {
     /// the drive's first append then fails on the taken position, a store
     /// error, and the server's next drive of it reads the history.)
     async fn load_history(&self, record: &ExecutionRecord) -> Result<History, RunError> {
+        self.load_history_fresh(record)
+            .await
+            .map(|(history, _)| history)
+    }
+
+    /// [`Runtime::load_history`], and for a run this process just started,
+    /// the missed raises read before it was created.
+    async fn load_history_fresh(
+        &self,
+        record: &ExecutionRecord,
+    ) -> Result<(History, Option<MissedRaises>), RunError> {
         let fresh = self.lock_fresh_starts().remove(&record.id);
-        let events = match fresh {
-            Some(first_event) => vec![first_event],
-            None => self.store.history(record.id).await?,
+        let (events, mail_before) = match fresh {
+            Some(fresh) => (vec![fresh.first_event], Some(fresh.mail_before)),
+            None => (self.store.history(record.id).await?, None),
         };
-        History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
-            workflow_id: record.workflow_id.clone(),
-            problem,
-        })
+        let history =
+            History::from_recorded(events).map_err(|problem| RunError::CorruptHistory {
+                workflow_id: record.workflow_id.clone(),
+                problem,
+            })?;
+        Ok((history, mail_before))
     }
 
     /// Runs an execution until it finishes, replaying what its history
@@ -786,7 +813,7 @@ impl Runtime {
     /// task holds only the locals (~2 KiB instead of ~6).
     async fn drive_run(&self, record: ExecutionRecord) -> Result<RunEnd, RunError> {
         let _only_drive = self.drive_locks.acquire(record.id).await;
-        let history = self.load_history(&record).await?;
+        let (history, mail_before) = self.load_history_fresh(&record).await?;
         match history.terminal() {
             Some(Event::WorkflowContinuedAsNew { .. }) => {
                 return self.next_run_of(&record).await.map(RunEnd::ContinuedAs);
@@ -813,7 +840,7 @@ impl Runtime {
             record,
             limits,
             Recorder::new(history, false),
-            self.surroundings(record_id),
+            self.surroundings(record_id, mail_before),
         );
         // A run resumed past its deadline (the process was down) runs no
         // more code: waits fail it too, but only once the code reaches one.
@@ -1101,8 +1128,9 @@ impl Runtime {
     }
 
     /// What an execution with store id `record_id` talks to (0: a replay
-    /// that receives no messages).
-    fn surroundings(&self, record_id: i64) -> Surroundings {
+    /// that receives no messages); `mail_before` as for
+    /// [`Mailboxes::register`].
+    fn surroundings(&self, record_id: i64, mail_before: Option<MissedRaises>) -> Surroundings {
         Surroundings {
             hot_window: self.options.hot_window,
             instances: self.instances.clone(),
@@ -1110,7 +1138,7 @@ impl Runtime {
             activities: self.activities.clone(),
             telemetry: self.telemetry.clone(),
             shutdown: self.shutdown.subscribe(),
-            mailbox: self.mailboxes.register(record_id),
+            mailbox: self.mailboxes.register(record_id, mail_before),
             runtime: self.me.clone(),
         }
     }
@@ -1287,7 +1315,7 @@ impl Runtime {
             record,
             self.default_limits.clone(),
             Recorder::new(History::default(), true),
-            self.surroundings(0),
+            self.surroundings(0, None),
         );
         let started = std::time::Instant::now();
         let turn = execution.compute_turn();
@@ -1337,7 +1365,7 @@ impl Runtime {
             record,
             self.default_limits.clone(),
             Recorder::new(history, true),
-            self.surroundings(0),
+            self.surroundings(0, None),
         );
         let (execution, result) = activate(self.engine.clone(), pre, execution, input).await;
         let nondeterminism = |source| RunError::Nondeterminism {

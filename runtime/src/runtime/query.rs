@@ -43,7 +43,7 @@ impl Runtime {
             record,
             limits,
             Recorder::new(history, true),
-            self.surroundings(0),
+            self.surroundings(0, None),
         );
         execution.query = Some(QueryState {
             ask,
