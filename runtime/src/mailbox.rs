@@ -115,7 +115,11 @@ impl Mailboxes {
     /// no raise has missed a flag since: every message sent to it since its
     /// creation raised some flag, so none was sent (the execution's
     /// creation saves its first wait a store read).
-    pub fn register(&self, execution_id: i64, created_at: Option<MissedRaises>) -> Arc<MailboxFlag> {
+    pub fn register(
+        &self,
+        execution_id: i64,
+        created_at: Option<MissedRaises>,
+    ) -> Arc<MailboxFlag> {
         let mut flags = self
             .flags
             .lock()
@@ -188,10 +192,16 @@ mod tests {
         // A message for execution 2 raised while its flag was not there yet.
         mailboxes.raise(2);
         let missed = mailboxes.register(2, Some(before));
-        assert!(missed.take(), "a raise found no flag since: read the mailbox");
+        assert!(
+            missed.take(),
+            "a raise found no flag since: read the mailbox"
+        );
 
         let resumed = mailboxes.register(3, None);
-        assert!(resumed.take(), "a run not just created reads its mailbox once");
+        assert!(
+            resumed.take(),
+            "a run not just created reads its mailbox once"
+        );
         assert!(!resumed.take(), "and then only when flagged");
         mailboxes.raise(3);
         assert!(resumed.take(), "a raise finds the registered flag");

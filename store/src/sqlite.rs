@@ -1045,7 +1045,8 @@ struct PageLines {
     payloads: String,
 }
 
-/// The page of execution `?1`'s events after position `?2`, up to `?3`.
+/// The page of execution `?1`'s events after position `?2`, up to `?3`,
+/// and the history's length (its last position: one seek).
 ///
 /// Both aggregates take the same rows in the same pass, so the `n`th stamp
 /// and the `n`th payload are one event's, and the stamps' positions show
@@ -1055,63 +1056,38 @@ struct PageLines {
 /// are ordered in a subquery, which walks the primary key in order: an
 /// `ORDER BY` inside `group_concat` sorted them again in a temporary
 /// B-tree, 1.6x the time for a long history.
-macro_rules! history_page_query {
-    () => {
-        "SELECT group_concat(position || ' ' || recorded_at_ms), group_concat(payload, char(10))
-         FROM (SELECT position, recorded_at_ms, payload FROM events
-               WHERE execution_id = ?1 AND position > ?2 AND position <= ?3
-               ORDER BY position)"
-    };
-}
+const HISTORY_PAGE_QUERY: &str = "SELECT
+       (SELECT max(position) FROM events WHERE execution_id = ?1),
+       group_concat(position || ' ' || recorded_at_ms),
+       group_concat(payload, char(10))
+     FROM (SELECT position, recorded_at_ms, payload FROM events
+           WHERE execution_id = ?1 AND position > ?2 AND position <= ?3
+           ORDER BY position)";
 
-/// At most `limit` events after position `after`; `None` if there are none.
+/// The history's length, and at most `limit` of its events after position
+/// `after` (`None` if there are none).
 async fn history_lines(
     reads: &SqlitePool,
     execution_id: i64,
     after: u64,
     limit: u64,
-) -> StoreResult<Option<PageLines>> {
+) -> StoreResult<(u64, Option<PageLines>)> {
     let (after, until) = page_positions(after, limit);
-    let (stamps, payloads): (Option<String>, Option<String>) =
-        sqlx::query_as(history_page_query!())
+    let (length, stamps, payloads): (Option<i64>, Option<String>, Option<String>) =
+        sqlx::query_as(HISTORY_PAGE_QUERY)
             .bind(execution_id)
             .bind(after)
             .bind(until)
             .fetch_one(reads)
             .await
             .map_err(StoreError::database("reading a history"))?;
-    Ok(stamps
-        .zip(payloads)
-        .map(|(stamps, payloads)| PageLines { stamps, payloads }))
-}
-
-/// The history's length (its last position) and its first `limit` events,
-/// in one query.
-async fn history_length_and_first_lines(
-    reads: &SqlitePool,
-    execution_id: i64,
-    limit: u64,
-) -> StoreResult<(u64, Option<PageLines>)> {
-    let (after, until) = page_positions(0, limit);
-    let (length, stamps, payloads): (Option<i64>, Option<String>, Option<String>) =
-        sqlx::query_as(concat!(
-            "SELECT (SELECT max(position) FROM events WHERE execution_id = ?1), * FROM (",
-            history_page_query!(),
-            ")"
-        ))
-        .bind(execution_id)
-        .bind(after)
-        .bind(until)
-        .fetch_one(reads)
-        .await
-        .map_err(StoreError::database("reading a history"))?;
     let length = length
         .and_then(|last| u64::try_from(last).ok())
         .unwrap_or(0);
-    let first = stamps
+    let page = stamps
         .zip(payloads)
         .map(|(stamps, payloads)| PageLines { stamps, payloads });
-    Ok((length, first))
+    Ok((length, page))
 }
 
 /// Reads the pages of a history after its first one into `pages`, one
@@ -1128,8 +1104,8 @@ async fn read_pages_ahead(
     let mut after = page_events;
     while after < length {
         let page = match history_lines(&reads, execution_id, after, page_events).await {
-            Ok(Some(lines)) => Ok(lines),
-            Ok(None) => return,
+            Ok((_, Some(lines))) => Ok(lines),
+            Ok((_, None)) => return,
             Err(error) => Err(error),
         };
         let failed = page.is_err();
@@ -1267,8 +1243,7 @@ impl Store for SqliteStore {
 
     async fn history(&self, execution_id: i64) -> StoreResult<Vec<RecordedEvent>> {
         let page_events = HISTORY_READ_PAGE_EVENTS;
-        let (length, first) =
-            history_length_and_first_lines(&self.reads, execution_id, page_events).await?;
+        let (length, first) = history_lines(&self.reads, execution_id, 0, page_events).await?;
         let Some(first) = first else {
             return Ok(Vec::new());
         };
@@ -1307,7 +1282,7 @@ impl Store for SqliteStore {
         limit: u64,
     ) -> StoreResult<Vec<RecordedEvent>> {
         let mut events = Vec::new();
-        if let Some(lines) = history_lines(&self.reads, execution_id, after, limit).await? {
+        if let (_, Some(lines)) = history_lines(&self.reads, execution_id, after, limit).await? {
             decode_history_lines(execution_id, &lines, &mut events)?;
         }
         Ok(events)
