@@ -688,9 +688,8 @@ async fn chain(bench: &Bench, kind: StepKind) -> anyhow::Result<()> {
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let cpu_per_step = (process_cpu_time() - cpu_before).as_secs_f64() * 1e6
-            / (workflows as u64 * steps) as f64;
         let total_steps = (workflows as u64 * steps) as f64;
+        let cpu_per_step = (process_cpu_time() - cpu_before).as_secs_f64() * 1e6 / total_steps;
         let commits = sqlite.commit_stats();
         println!(
             "{label} round {round}: {workflows} workflows in {elapsed:.2} s = {:.0} workflows/s, {:.0} durable steps/s, {cpu_per_step:.0} µs of CPU per step ({} appends in {} commits)",
@@ -947,7 +946,7 @@ async fn replay(bench: &Bench) -> anyhow::Result<()> {
             .verify_replay(&module, record.clone(), history)
             .await?;
         let elapsed = started.elapsed();
-        let cpu_after = process_cpu_time();
+        let cpu_millis_round = (process_cpu_time() - cpu_before).as_secs_f64() * 1e3;
         anyhow::ensure!(
             verdict == ReplayVerdict::Reproduced,
             "replay verdict {verdict:?}"
@@ -956,11 +955,11 @@ async fn replay(bench: &Bench) -> anyhow::Result<()> {
             "replay round {round}: {steps} activity results in {:.1} ms (reading the history: {:.1} ms); CPU {:.1} ms (reading: {:.1} ms)",
             elapsed.as_secs_f64() * 1e3,
             loaded.as_secs_f64() * 1e3,
-            (cpu_after - cpu_before).as_secs_f64() * 1e3,
+            cpu_millis_round,
             (cpu_loaded - cpu_before).as_secs_f64() * 1e3,
         );
         millis.push(elapsed.as_secs_f64() * 1e3);
-        cpu_millis.push((cpu_after - cpu_before).as_secs_f64() * 1e3);
+        cpu_millis.push(cpu_millis_round);
     }
     println!(
         "replay median: {steps} journaled activity results replayed from the store in {:.1} ms ({:.1} ms of CPU)",
