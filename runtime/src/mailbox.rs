@@ -7,14 +7,14 @@
 //! process created it and no message can have come in unflagged), so
 //! waiting executions cost no queries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::store::Store;
+use crate::store::{MailboxCursor, Store};
 
 /// How often the watcher looks for new messages.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -79,18 +79,26 @@ impl Mailboxes {
         let mailboxes = Arc::new(Mailboxes::default());
         let weak = Arc::downgrade(&mailboxes);
         tokio::spawn(async move {
-            let mut seen = 0;
+            let mut cursor = MailboxCursor::default();
+            // A reading can report a row the previous one did (see
+            // `MailboxActivity::rows`): each message raises its flag once.
+            let mut reported: HashSet<i64> = HashSet::new();
             loop {
                 tokio::time::sleep(POLL_INTERVAL).await;
                 let Some(mailboxes) = weak.upgrade() else {
                     return;
                 };
-                match store.mailbox_activity(seen).await {
-                    Ok((executions, newest)) => {
-                        seen = newest;
-                        for execution in executions {
-                            mailboxes.raise(execution);
+                match store.mailbox_activity(cursor).await {
+                    Ok(activity) => {
+                        cursor = activity.cursor;
+                        let mut now_reported = HashSet::with_capacity(activity.rows.len());
+                        for (row, execution) in activity.rows {
+                            if !reported.contains(&row) {
+                                mailboxes.raise(execution);
+                            }
+                            now_reported.insert(row);
                         }
+                        reported = now_reported;
                     }
                     Err(error) => tracing::warn!(%error, "could not watch mailboxes"),
                 }

@@ -473,6 +473,31 @@ impl MailboxMessage {
     }
 }
 
+/// Where a mailbox watcher has read to: the first reading starts from
+/// [`MailboxCursor::default`], each later one from the cursor the previous
+/// [`Store::mailbox_activity`] returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxCursor(
+    /// SQLite: the newest row id read (its one writer commits rows in id
+    /// order). PostgreSQL: the oldest transaction still running at the
+    /// last reading; rows written by it or by later ones may have become
+    /// visible since, whatever their ids.
+    i64,
+);
+
+/// What [`Store::mailbox_activity`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailboxActivity {
+    /// `(row id, execution id)` of each undelivered message that may be
+    /// new since the cursor, by row id. A row can be reported again by the
+    /// next reading (while its writer's transaction is not yet older than
+    /// every running one); a watcher that remembers the previous reading's
+    /// rows raises each message once.
+    pub rows: Vec<(i64, i64)>,
+    /// Where the next reading starts.
+    pub cursor: MailboxCursor,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits and write requests since the store was opened, if the
@@ -599,9 +624,10 @@ pub trait Store: Send + Sync + 'static {
     /// first (what nodes apply at each execution's next activation).
     async fn undelivered_upgrades(&self) -> StoreResult<Vec<(i64, MailboxMessage)>>;
 
-    /// Executions with undelivered messages newer than mailbox row
-    /// `after`, and the newest row id seen (for watchers).
-    async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)>;
+    /// The undelivered messages that became visible since `after` (for
+    /// watchers): every message committed since is reported, whatever
+    /// order the rows' ids were drawn in.
+    async fn mailbox_activity(&self, after: MailboxCursor) -> StoreResult<MailboxActivity>;
 
     /// Creates schedule `schedule_id` of `tenant` with `document`
     /// (version 1), unless it exists or the tenant has `schedules_max`

@@ -35,8 +35,9 @@ use super::writes::{
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
-    GuestLogLine, Joined, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
-    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
+    GuestLogLine, Joined, MailboxActivity, MailboxCursor, MailboxMessage, MessageKind,
+    NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store, StoreError, StoreResult,
+    StoredSchedule, TenantModule, TenantRecord,
 };
 use reprise_journal::RecordedEvent;
 
@@ -473,7 +474,10 @@ async fn apply<'op>(
                     events.push((next_id, &next.started));
                     // An upgrade was checked against this run's history; the next
                     // run starts on the type's binding anyway.
-                    sqlx::query("UPDATE mailbox SET execution_id = $1 WHERE execution_id = $2 AND delivered_position IS NULL AND kind <> 'upgrade'")
+                    // A moved row is stamped with this transaction, so that the
+                    // watchers report it to the next run's owner.
+                    sqlx::query("UPDATE mailbox SET execution_id = $1, written_by_xact = pg_current_xact_id()::text::bigint
+                                 WHERE execution_id = $2 AND delivered_position IS NULL AND kind <> 'upgrade'")
                         .bind(next_id)
                         .bind(*execution_id)
                         .execute(&mut *connection)
@@ -1308,20 +1312,30 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, execution_id FROM mailbox
-             WHERE id > $1 AND delivered_position IS NULL ORDER BY id",
+    async fn mailbox_activity(&self, after: MailboxCursor) -> StoreResult<MailboxActivity> {
+        // A row id is drawn before its transaction commits, so a lower id
+        // can become visible after a higher one was read. A transaction
+        // that was not visible to the last reading was running then or
+        // began later, so its rows are at or past that reading's horizon.
+        // Each horizon comes from its own statement's snapshot.
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "WITH horizon AS (
+                 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running)
+             SELECT horizon.oldest_running, mailbox.id, mailbox.execution_id
+             FROM horizon LEFT JOIN mailbox
+               ON mailbox.delivered_position IS NULL AND mailbox.written_by_xact >= $1
+             ORDER BY mailbox.id",
         )
-        .bind(after)
+        .bind(after.0)
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("watching mailboxes"))?;
-        let newest = rows.last().map(|(id, _)| *id).unwrap_or(after);
-        Ok((
-            rows.into_iter().map(|(_, execution)| execution).collect(),
-            newest,
-        ))
+        let cursor = MailboxCursor(rows.first().map_or(after.0, |(horizon, _, _)| *horizon));
+        let rows = rows
+            .into_iter()
+            .filter_map(|(_, id, execution_id)| Some((id?, execution_id?)))
+            .collect();
+        Ok(MailboxActivity { rows, cursor })
     }
 
     async fn create_schedule(

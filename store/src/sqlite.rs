@@ -27,8 +27,9 @@ use super::writes::{
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
-    GuestLogLine, Joined, MailboxMessage, MessageKind, NewExecution, ScheduleWrite, StartOutcome,
-    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
+    GuestLogLine, Joined, MailboxActivity, MailboxCursor, MailboxMessage, MessageKind,
+    NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store, StoreError, StoreResult,
+    StoredSchedule, TenantModule, TenantRecord,
 };
 use reprise_journal::{HISTORY_EVENTS_MAX, RecordedEvent};
 
@@ -1388,20 +1389,20 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn mailbox_activity(&self, after: i64) -> StoreResult<(Vec<i64>, i64)> {
+    async fn mailbox_activity(&self, after: MailboxCursor) -> StoreResult<MailboxActivity> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT id, execution_id FROM mailbox
              WHERE id > ? AND delivered_position IS NULL ORDER BY id",
         )
-        .bind(after)
+        .bind(after.0)
         .fetch_all(&self.reads)
         .await
         .map_err(StoreError::database("watching mailboxes"))?;
-        let newest = rows.last().map(|(id, _)| *id).unwrap_or(after);
-        Ok((
-            rows.into_iter().map(|(_, execution)| execution).collect(),
-            newest,
-        ))
+        let newest_row = rows.last().map_or(after.0, |(id, _)| *id);
+        Ok(MailboxActivity {
+            rows,
+            cursor: MailboxCursor(newest_row),
+        })
     }
 
     async fn create_schedule(

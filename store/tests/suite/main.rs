@@ -32,6 +32,18 @@ macro_rules! for_each_backend {
     };
 }
 
+/// Cases only one backend can pose.
+mod postgres_only {
+    #[tokio::test]
+    async fn a_message_committed_after_a_higher_id_is_reported() {
+        crate::harness::run(
+            crate::harness::Backend::Postgres,
+            crate::cases::a_message_committed_after_a_higher_id_is_reported,
+        )
+        .await;
+    }
+}
+
 for_each_backend!(
     no_overwrite,
     one_bad_request_does_not_sink_its_batch,
