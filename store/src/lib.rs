@@ -90,6 +90,10 @@ pub enum StoreError {
     #[error("mailbox message {id} of execution {execution_id} was already delivered")]
     AlreadyDelivered { execution_id: i64, id: i64 },
     #[error(
+        "execution {execution_id} already holds {MAILBOX_UNDELIVERED_MAX} signals and updates it has not received, the most one execution may hold; send more once the workflow has received some"
+    )]
+    MailboxFull { execution_id: i64 },
+    #[error(
         "execution {execution_id} is not this node's: its lease passed to another node (or this node left); the append was refused"
     )]
     NotOwner { execution_id: i64 },
@@ -431,6 +435,13 @@ impl MessageKind {
         }
     }
 
+    /// Whether messages of this kind count toward
+    /// [`MAILBOX_UNDELIVERED_MAX`]: what outside callers send as often as
+    /// they like.
+    fn is_bounded(self) -> bool {
+        matches!(self, MessageKind::Signal | MessageKind::Update)
+    }
+
     /// The kind stored as `text` (rows written before updates existed
     /// hold only `signal` and `cancel`).
     fn parse(text: &str) -> MessageKind {
@@ -451,6 +462,13 @@ pub fn update_message_id(update_id: &str) -> String {
 }
 
 const UPDATE_MESSAGE_PREFIX: &str = "update:";
+
+/// The most signals and updates one execution may hold undelivered. Every
+/// wait that finds its mailbox flagged reads all of them, and a workflow
+/// need not ever receive a signal it was sent: without a bound, a sender
+/// could make each of its waits read without end. Cancellation requests
+/// (one per execution) and upgrades are not counted.
+pub const MAILBOX_UNDELIVERED_MAX: u64 = 10_000;
 
 /// A message sent to an execution, not yet delivered.
 #[derive(Clone, Debug, PartialEq)]
@@ -608,6 +626,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Puts a message in an execution's mailbox; `false` if a message with
     /// the same `message_id` was sent before (it is not sent again).
+    /// A signal or update that would make more than
+    /// [`MAILBOX_UNDELIVERED_MAX`] undelivered is refused
+    /// ([`StoreError::MailboxFull`]).
     async fn post_message(
         &self,
         execution_id: i64,

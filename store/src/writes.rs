@@ -112,6 +112,11 @@ pub(crate) enum WriteReply {
     Started(Box<StartOutcome>),
     /// Whether the request changed anything (a new message, a termination).
     Changed(bool),
+    /// A signal or update refused: the execution's mailbox holds
+    /// [`MAILBOX_UNDELIVERED_MAX`](crate::MAILBOX_UNDELIVERED_MAX) already.
+    MailboxFull {
+        execution_id: i64,
+    },
     Schedule(ScheduleWrite),
     Claimed(Vec<ExecutionRecord>),
 }
@@ -170,7 +175,12 @@ impl WriteQueue {
 
     /// Writes, and says whether anything changed.
     pub(crate) async fn changed(&self, op: WriteOp) -> StoreResult<bool> {
-        Ok(matches!(self.write(op).await?, WriteReply::Changed(true)))
+        match self.write(op).await? {
+            WriteReply::MailboxFull { execution_id } => {
+                Err(StoreError::MailboxFull { execution_id })
+            }
+            reply => Ok(matches!(reply, WriteReply::Changed(true))),
+        }
     }
 
     pub(crate) async fn start(&self, new: NewExecution) -> StoreResult<StartOutcome> {

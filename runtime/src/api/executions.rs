@@ -76,7 +76,11 @@ pub fn routes() -> Router<Arc<Server>> {
 }
 
 pub fn store_error(problem: StoreError) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, problem.to_string())
+    let status = match problem {
+        StoreError::MailboxFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, problem.to_string())
 }
 
 pub fn run_error(problem: RunError) -> Response {

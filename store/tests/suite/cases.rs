@@ -10,8 +10,8 @@ use sqlx::Connection;
 use reprise_journal::{Clock, Event, RecordedEvent};
 use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
-    IdReusePolicy, Joined, ListCursor, MailboxCursor, MessageKind, NewExecution, NextRun,
-    ScheduleWrite, StartOutcome, StatusCounts, Store, StoreError,
+    IdReusePolicy, Joined, ListCursor, MAILBOX_UNDELIVERED_MAX, MailboxCursor, MessageKind,
+    NewExecution, NextRun, ScheduleWrite, StartOutcome, StatusCounts, Store, StoreError,
 };
 
 use crate::harness::{Backend, TestDatabase};
@@ -402,6 +402,102 @@ pub async fn mailbox_delivers_once(database: Arc<TestDatabase>) {
     assert!(
         delivered.rows.is_empty(),
         "delivered messages flag nothing: {delivered:?}"
+    );
+}
+
+/// Signals and updates an execution has not received are bounded; a
+/// cancellation request, a resent message and the next message after a
+/// delivery still get through.
+pub async fn a_full_mailbox_refuses_signals_and_updates(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let ids = start_many(store.as_ref(), 2).await;
+    let (execution, other) = (ids[0], ids[1]);
+    let posts = (0..MAILBOX_UNDELIVERED_MAX).map(|index| {
+        let store = store.clone();
+        async move {
+            store
+                .post_message(
+                    execution,
+                    MessageKind::Signal,
+                    "go",
+                    "{}",
+                    &format!("s{index}"),
+                )
+                .await
+        }
+    });
+    let posted = spawn_all(posts).await;
+    assert!(
+        posted.iter().all(|outcome| matches!(outcome, Ok(true))),
+        "up to the bound, every signal is taken: {:?}",
+        posted.iter().find(|outcome| !matches!(outcome, Ok(true)))
+    );
+
+    for kind in [MessageKind::Signal, MessageKind::Update] {
+        let refused = store
+            .post_message(execution, kind, "go", "{}", "one-too-many")
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::MailboxFull { execution_id }) if execution_id == execution),
+            "{kind:?} past the bound: {refused:?}"
+        );
+        let message = refused.expect_err("refused").to_string();
+        assert!(
+            message.contains(&MAILBOX_UNDELIVERED_MAX.to_string()) && message.contains("received"),
+            "the error names the bound and what to do: {message}"
+        );
+    }
+    assert!(
+        !store
+            .post_message(execution, MessageKind::Signal, "go", "{}", "s7")
+            .await
+            .expect("a resent signal"),
+        "a resent signal is a duplicate, not a refusal"
+    );
+    assert!(
+        store
+            .post_message(execution, MessageKind::Cancel, "", "null", "cancel")
+            .await
+            .expect("a cancellation request"),
+        "cancellation is not bounded"
+    );
+    assert!(
+        store
+            .post_message(other, MessageKind::Signal, "go", "{}", "s0")
+            .await
+            .expect("another execution's mailbox"),
+        "the bound is per execution"
+    );
+
+    let oldest = store
+        .undelivered_messages(execution)
+        .await
+        .expect("mailbox")
+        .first()
+        .map(|message| (message.id, message.message_id.clone()))
+        .expect("a message");
+    store
+        .append_delivering(execution, vec![signal_received(2, &oldest.1)], oldest.0)
+        .await
+        .expect("delivering one");
+    assert!(
+        store
+            .post_message(execution, MessageKind::Signal, "go", "{}", "after-delivery")
+            .await
+            .expect("room again"),
+        "a delivery makes room for one more"
+    );
+    let undelivered = store
+        .undelivered_messages(execution)
+        .await
+        .expect("mailbox");
+    let bounded = undelivered
+        .iter()
+        .filter(|message| matches!(message.kind, MessageKind::Signal | MessageKind::Update))
+        .count() as u64;
+    assert_eq!(
+        bounded, MAILBOX_UNDELIVERED_MAX,
+        "never more than the bound"
     );
 }
 

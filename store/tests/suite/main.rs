@@ -50,6 +50,7 @@ for_each_backend!(
     a_failed_insert_takes_its_whole_first_try_back,
     concurrent_appends_share_commits,
     mailbox_delivers_once,
+    a_full_mailbox_refuses_signals_and_updates,
     tenants_see_only_their_own,
     running_limit_holds_for_concurrent_starts,
     reuse_policy_decides_what_a_finished_id_may_do,
