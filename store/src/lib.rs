@@ -437,7 +437,8 @@ impl MessageKind {
 
     /// Whether messages of this kind count toward
     /// [`MAILBOX_UNDELIVERED_MAX`]: what outside callers send as often as
-    /// they like.
+    /// they like. The migrations' mailbox triggers keep each execution's
+    /// `undelivered_messages` count of these same kinds.
     fn is_bounded(self) -> bool {
         matches!(self, MessageKind::Signal | MessageKind::Update)
     }

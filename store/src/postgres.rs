@@ -497,9 +497,9 @@ async fn apply<'op>(
             // A message that raced a continue-as-new (posted to the run
             // that just ended) goes to the run that replaced it. The run's
             // row is locked so that concurrent posts to it, from any node,
-            // count its mailbox one after another.
-            let target: i64 = sqlx::query_scalar(
-                "SELECT id FROM executions
+            // check its mailbox's bound one after another.
+            let (target, undelivered): (i64, i64) = sqlx::query_as(
+                "SELECT id, undelivered_messages FROM executions
                  WHERE id = COALESCE((SELECT newest.id FROM executions AS ended
                                       JOIN executions AS newest
                                         ON newest.tenant = ended.tenant AND newest.workflow_id = ended.workflow_id
@@ -511,36 +511,24 @@ async fn apply<'op>(
             .fetch_optional(&mut *connection)
             .await
             .map_err(StoreError::database("finding a message's run"))?
-            .unwrap_or(*execution_id);
-            if kind.is_bounded() {
-                let undelivered: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT 1 FROM mailbox
-                       WHERE execution_id = $1 AND delivered_position IS NULL AND kind IN ('signal', 'update')
-                       LIMIT $2) AS bounded",
+            .unwrap_or((*execution_id, 0));
+            if kind.is_bounded() && undelivered as u64 >= MAILBOX_UNDELIVERED_MAX {
+                // A resent message is a duplicate, full mailbox or not.
+                let sent_before: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM mailbox WHERE execution_id = $1 AND message_id = $2)",
                 )
                 .bind(target)
-                .bind(MAILBOX_UNDELIVERED_MAX as i64)
+                .bind(message_id.as_str())
                 .fetch_one(&mut *connection)
                 .await
-                .map_err(StoreError::database("counting a mailbox's messages"))?;
-                if undelivered as u64 >= MAILBOX_UNDELIVERED_MAX {
-                    // A resent message is a duplicate, full mailbox or not.
-                    let sent_before: bool = sqlx::query_scalar(
-                        "SELECT EXISTS (SELECT 1 FROM mailbox WHERE execution_id = $1 AND message_id = $2)",
-                    )
-                    .bind(target)
-                    .bind(message_id.as_str())
-                    .fetch_one(&mut *connection)
-                    .await
-                    .map_err(StoreError::database("looking for a sent message"))?;
-                    return Ok(if sent_before {
-                        WriteReply::Changed(false)
-                    } else {
-                        WriteReply::MailboxFull {
-                            execution_id: target,
-                        }
-                    });
-                }
+                .map_err(StoreError::database("looking for a sent message"))?;
+                return Ok(if sent_before {
+                    WriteReply::Changed(false)
+                } else {
+                    WriteReply::MailboxFull {
+                        execution_id: target,
+                    }
+                });
             }
             let inserted = sqlx::query(
                 "INSERT INTO mailbox (execution_id, kind, name, payload, message_id, received_at_ms)

@@ -117,6 +117,42 @@ async fn finish(store: &dyn Store, id: i64, status: ExecutionStatus) {
         .expect("finish");
 }
 
+/// Ends run `id`, whose history holds `position - 1` events, by continuing
+/// as new into run `next_run_id`; returns the next run's first event.
+async fn continue_as_new(
+    store: &dyn Store,
+    id: i64,
+    position: u64,
+    next_run_id: &str,
+) -> RecordedEvent {
+    let next_started = started_with(r#"{"n":2}"#);
+    let end = RecordedEvent {
+        position,
+        recorded_at_ms: 2,
+        event: Event::WorkflowContinuedAsNew {
+            input: r#"{"n":2}"#.into(),
+            next_run_id: next_run_id.into(),
+            module_digest: DIGEST.into(),
+        },
+    };
+    let finish = Finish {
+        next_run: Some(Box::new(NextRun {
+            run_id: next_run_id.into(),
+            module_digest: DIGEST.into(),
+            started: next_started.clone(),
+        })),
+        ..Finish::new(
+            ExecutionStatus::ContinuedAsNew,
+            format!(r#"{{"next_run_id":"{next_run_id}"}}"#),
+        )
+    };
+    store
+        .append(id, vec![end], Some(finish))
+        .await
+        .expect("continue as new");
+    next_started
+}
+
 /// Spawns every future (on the test's one thread they all queue their
 /// requests before the writer task runs) and collects their outputs.
 async fn spawn_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
@@ -412,6 +448,13 @@ pub async fn a_full_mailbox_refuses_signals_and_updates(database: Arc<TestDataba
     let store = store_on(&database).await;
     let ids = start_many(store.as_ref(), 2).await;
     let (execution, other) = (ids[0], ids[1]);
+    assert!(
+        store
+            .post_message(execution, MessageKind::Signal, "go", "{}", "s0")
+            .await
+            .expect("the first signal")
+    );
+    // s0 again is a duplicate, which must not count toward the bound.
     let posts = (0..MAILBOX_UNDELIVERED_MAX).map(|index| {
         let store = store.clone();
         async move {
@@ -428,9 +471,18 @@ pub async fn a_full_mailbox_refuses_signals_and_updates(database: Arc<TestDataba
     });
     let posted = spawn_all(posts).await;
     assert!(
-        posted.iter().all(|outcome| matches!(outcome, Ok(true))),
+        matches!(posted[0], Ok(false)),
+        "a resent signal is a duplicate: {:?}",
+        posted[0]
+    );
+    assert!(
+        posted[1..]
+            .iter()
+            .all(|outcome| matches!(outcome, Ok(true))),
         "up to the bound, every signal is taken: {:?}",
-        posted.iter().find(|outcome| !matches!(outcome, Ok(true)))
+        posted[1..]
+            .iter()
+            .find(|outcome| !matches!(outcome, Ok(true)))
     );
 
     for kind in [MessageKind::Signal, MessageKind::Update] {
@@ -498,6 +550,23 @@ pub async fn a_full_mailbox_refuses_signals_and_updates(database: Arc<TestDataba
     assert_eq!(
         bounded, MAILBOX_UNDELIVERED_MAX,
         "never more than the bound"
+    );
+
+    // The next run of a continue-as-new takes the undelivered messages
+    // and so is full too; a post to the ended run is refused in its name.
+    continue_as_new(store.as_ref(), execution, 3, "r0-next").await;
+    let refused = store
+        .post_message(
+            execution,
+            MessageKind::Signal,
+            "go",
+            "{}",
+            "to-the-ended-run",
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::MailboxFull { execution_id }) if execution_id != execution),
+        "the next run holds the moved messages: {refused:?}"
     );
 }
 
@@ -1565,31 +1634,7 @@ pub async fn continue_as_new_swaps_runs_in_one_transaction(database: Arc<TestDat
             .await
             .expect("post")
     );
-    let next_started = started_with(r#"{"n":2}"#);
-    let end = RecordedEvent {
-        position: 2,
-        recorded_at_ms: 2,
-        event: Event::WorkflowContinuedAsNew {
-            input: r#"{"n":2}"#.into(),
-            next_run_id: "r2".into(),
-            module_digest: DIGEST.into(),
-        },
-    };
-    let finish = Finish {
-        next_run: Some(Box::new(NextRun {
-            run_id: "r2".into(),
-            module_digest: DIGEST.into(),
-            started: next_started.clone(),
-        })),
-        ..Finish::new(
-            ExecutionStatus::ContinuedAsNew,
-            r#"{"next_run_id":"r2"}"#.into(),
-        )
-    };
-    store
-        .append(first.id, vec![end], Some(finish))
-        .await
-        .expect("continue as new");
+    let next_started = continue_as_new(store.as_ref(), first.id, 2, "r2").await;
 
     let next = store
         .execution(TENANT, "eternal")
