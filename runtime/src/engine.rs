@@ -249,7 +249,7 @@ impl Engine {
     /// Validates and compiles component bytes, using the cache when it can.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
         check_header(bytes)?;
-        let digest = hex::encode(Sha256::digest(bytes));
+        let digest = module_digest(bytes);
         if let Some(loaded) = self.cached(&digest) {
             return Ok(loaded);
         }
@@ -266,6 +266,15 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(digest, loaded.clone());
         Ok(loaded)
+    }
+
+    /// Drops `digest` from the in-memory cache (the disk cache keeps it):
+    /// a later load compiles it again, or reads it from disk.
+    pub fn forget(&self, digest: &str) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(digest);
     }
 
     /// The names a component imports and exports.
@@ -480,6 +489,11 @@ fn base_config() -> wasmtime::Config {
         .max_wasm_stack(1024 * 1024)
         .async_stack_size(4 * 1024 * 1024);
     config
+}
+
+/// A module's digest: the lowercase hex SHA-256 of its bytes.
+pub fn module_digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The name part that ties a compiled artifact to the engine that can load it.

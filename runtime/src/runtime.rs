@@ -553,6 +553,16 @@ impl Runtime {
         Ok(loaded)
     }
 
+    /// Drops module `digest` from memory (a deleted upload); an execution
+    /// that needs it later loads it from the store again.
+    pub fn forget_module(&self, digest: &str) {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(digest);
+        self.engine.forget(digest);
+    }
+
     fn prepare(&self, loaded: &LoadedComponent) -> Result<WorkflowPre<WorkflowHost>, RunError> {
         let mut prepared = self
             .prepared

@@ -105,6 +105,10 @@ pub struct TenantLimits {
     pub log_lines_per_second: u32,
     /// Schedules the tenant may have; creating one more gets 429.
     pub schedules_max: u32,
+    /// Modules (workflow and activity) the tenant may keep; uploading one
+    /// more gets 429 until it deletes one. Every module stays compiled in
+    /// memory while the tenant keeps it.
+    pub modules_max: u32,
 }
 
 impl Default for TenantLimits {
@@ -128,6 +132,7 @@ impl Default for TenantLimits {
             compilations_max: 1,
             log_lines_per_second: 1_000,
             schedules_max: 100,
+            modules_max: 100,
         }
     }
 }
@@ -150,7 +155,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 16] = [
+        let checks: [(&str, u64, u64); 17] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -223,6 +228,7 @@ impl TenantLimits {
                 1_000_000,
             ),
             ("schedules_max", u64::from(self.schedules_max), 10_000),
+            ("modules_max", u64::from(self.modules_max), 10_000),
         ];
         for (name, value, ceiling) in checks {
             if value == 0 {

@@ -271,6 +271,18 @@ pub enum ScheduleWrite {
     LimitReached,
 }
 
+/// What [`Store::delete_tenant_module`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleDeletion {
+    Deleted,
+    /// The tenant has no module with that digest.
+    NotFound,
+    /// Kept: the tenant's workflow type of this name is bound to it.
+    BoundToType(String),
+    /// Kept: this many of the tenant's executions run on it.
+    Running(u64),
+}
+
 /// What [`Store::join_nodes`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Joined {
@@ -714,8 +726,23 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a tenant's limits document; `false` if there is no such tenant.
     async fn set_tenant_limits(&self, name: &str, limits: &str) -> StoreResult<bool>;
 
-    /// Records that `tenant` uploaded module `digest` (stored before).
-    async fn put_tenant_module(&self, tenant: &str, digest: &str, kind: &str) -> StoreResult<()>;
+    /// Records that `tenant` uploaded module `digest` (stored before);
+    /// `false`, recording nothing, if that would make more than
+    /// `modules_max` modules of the tenant. A module the tenant has
+    /// already is recorded again without counting.
+    async fn put_tenant_module(
+        &self,
+        tenant: &str,
+        digest: &str,
+        kind: &str,
+        modules_max: u32,
+    ) -> StoreResult<bool>;
+
+    /// Forgets that `tenant` uploaded `digest`, unless a workflow type or
+    /// a running execution of the tenant uses it. The bytes are deleted
+    /// too when no tenant has the module and no execution ran on it.
+    async fn delete_tenant_module(&self, tenant: &str, digest: &str)
+    -> StoreResult<ModuleDeletion>;
 
     /// The modules `tenant` uploaded, newest first.
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>>;

@@ -36,8 +36,8 @@ use super::writes::{
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
     GuestLogLine, Joined, MAILBOX_UNDELIVERED_MAX, MailboxActivity, MailboxCursor, MailboxMessage,
-    MessageKind, NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store, StoreError,
-    StoreResult, StoredSchedule, TenantModule, TenantRecord,
+    MessageKind, ModuleDeletion, NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store,
+    StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
 };
 use reprise_journal::RecordedEvent;
 
@@ -652,7 +652,17 @@ async fn apply<'op>(
             tenant,
             digest,
             kind,
+            modules_max,
         } => {
+            let (held, has_it): (i64, bool) = sqlx::query_as("SELECT count(*), coalesce(bool_or(digest = $1), false) FROM tenant_modules WHERE tenant = $2")
+                .bind(digest.as_str())
+                .bind(tenant.as_str())
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(StoreError::database("counting a tenant's modules"))?;
+            if !has_it && held >= i64::from(*modules_max) {
+                return Ok(WriteReply::Changed(false));
+            }
             sqlx::query(
                 "INSERT INTO tenant_modules (tenant, digest, kind, uploaded_at_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant, digest) DO NOTHING",
@@ -664,7 +674,64 @@ async fn apply<'op>(
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("recording a tenant's module"))?;
-            Ok(WriteReply::Done)
+            Ok(WriteReply::Changed(true))
+        }
+        WriteOp::DeleteTenantModule { tenant, digest } => {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM tenant_modules WHERE tenant = $1 AND digest = $2)",
+            )
+            .bind(tenant.as_str())
+            .bind(digest.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database("finding a tenant's module"))?;
+            if !held {
+                return Ok(WriteReply::ModuleDeletion(ModuleDeletion::NotFound));
+            }
+            let bound: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM workflow_types WHERE tenant = $1 AND digest = $2 ORDER BY name LIMIT 1",
+            )
+            .bind(tenant.as_str())
+            .bind(digest.as_str())
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::database("finding a module's workflow types"))?;
+            if let Some(name) = bound {
+                return Ok(WriteReply::ModuleDeletion(ModuleDeletion::BoundToType(
+                    name,
+                )));
+            }
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM executions WHERE module_digest = $1 AND tenant = $2 AND status = 'running'",
+            )
+            .bind(digest.as_str())
+            .bind(tenant.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database("counting a module's running executions"))?;
+            if running > 0 {
+                return Ok(WriteReply::ModuleDeletion(ModuleDeletion::Running(
+                    running as u64,
+                )));
+            }
+            sqlx::query("DELETE FROM tenant_modules WHERE tenant = $1 AND digest = $2")
+                .bind(tenant.as_str())
+                .bind(digest.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("deleting a tenant's module"))?;
+            // Every history names the module it ran on: those bytes stay.
+            sqlx::query(
+                "DELETE FROM modules WHERE digest = $1
+                   AND NOT EXISTS (SELECT 1 FROM tenant_modules WHERE digest = $1)
+                   AND NOT EXISTS (SELECT 1 FROM workflow_types WHERE digest = $1)
+                   AND NOT EXISTS (SELECT 1 FROM executions WHERE module_digest = $1)",
+            )
+            .bind(digest.as_str())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database("deleting a module nothing uses"))?;
+            Ok(WriteReply::ModuleDeletion(ModuleDeletion::Deleted))
         }
         WriteOp::PutWorkflowType {
             tenant,
@@ -1579,14 +1646,29 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn put_tenant_module(&self, tenant: &str, digest: &str, kind: &str) -> StoreResult<()> {
+    async fn put_tenant_module(
+        &self,
+        tenant: &str,
+        digest: &str,
+        kind: &str,
+        modules_max: u32,
+    ) -> StoreResult<bool> {
         self.writes
-            .done(WriteOp::PutTenantModule {
+            .changed(WriteOp::PutTenantModule {
                 tenant: tenant.to_string(),
                 digest: digest.to_string(),
                 kind: kind.to_string(),
+                modules_max,
             })
             .await
+    }
+
+    async fn delete_tenant_module(
+        &self,
+        tenant: &str,
+        digest: &str,
+    ) -> StoreResult<ModuleDeletion> {
+        self.writes.delete_tenant_module(tenant, digest).await
     }
 
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>> {

@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CommitStats, ExecutionRecord, ExecutionStatus, Finish, GuestLogLine, IdReusePolicy,
-    MessageKind, NewExecution, ScheduleWrite, StartOutcome, StoreError, StoreResult,
+    MessageKind, ModuleDeletion, NewExecution, ScheduleWrite, StartOutcome, StoreError,
+    StoreResult,
 };
 use reprise_journal::{Event, RecordedEvent};
 
@@ -64,6 +65,11 @@ pub(crate) enum WriteOp {
         tenant: String,
         digest: String,
         kind: String,
+        modules_max: u32,
+    },
+    DeleteTenantModule {
+        tenant: String,
+        digest: String,
     },
     /// Creates (`version` none) or replaces (at `version`) a schedule.
     PutSchedule {
@@ -119,6 +125,7 @@ pub(crate) enum WriteReply {
     },
     Schedule(ScheduleWrite),
     Claimed(Vec<ExecutionRecord>),
+    ModuleDeletion(ModuleDeletion),
 }
 
 pub(crate) struct WriteRequest {
@@ -234,6 +241,21 @@ impl WriteQueue {
             return Ok(());
         };
         self.done(WriteOp::LeaveNodes { node_id }).await
+    }
+
+    pub(crate) async fn delete_tenant_module(
+        &self,
+        tenant: &str,
+        digest: &str,
+    ) -> StoreResult<ModuleDeletion> {
+        let op = WriteOp::DeleteTenantModule {
+            tenant: tenant.to_string(),
+            digest: digest.to_string(),
+        };
+        match self.write(op).await? {
+            WriteReply::ModuleDeletion(outcome) => Ok(outcome),
+            _ => unreachable!("a module deletion always answers ModuleDeletion"),
+        }
     }
 
     /// Writes a schedule request and says what it did.

@@ -273,6 +273,41 @@ impl ActivityRegistry {
         Ok(names)
     }
 
+    /// The names `tenant`'s upload `digest` serves now (a later upload
+    /// serving a name takes it over).
+    pub fn serving(&self, tenant: &str, digest: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tenant_wasm
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|((owner, _), activity)| owner == tenant && activity.digest == digest)
+            .map(|((_, name), _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether `name` is served for `tenant` by one of its uploads.
+    pub fn serves(&self, tenant: &str, name: &str) -> bool {
+        self.tenant_wasm
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&(tenant.to_string(), name.to_string()))
+    }
+
+    /// Drops everything loaded from `tenant`'s uploads.
+    fn forget_uploads_of(&self, tenant: &str) {
+        self.tenant_wasm
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|(owner, _), _| owner != tenant);
+        self.loaded_uploads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|(owner, _)| owner != tenant);
+    }
+
     /// [`ActivityRegistry::load_uploads`], tried again while the store
     /// fails (for a few seconds): a store that is briefly unreachable must
     /// not send a tenant's own activity to the external workers' queue.
@@ -304,8 +339,26 @@ impl ActivityRegistry {
         let Some(store) = self.stored.get() else {
             return Ok(0);
         };
+        let uploads = store.activity_uploads(tenant).await?;
+        // A tenant with an upload deleted (through any node) since it was
+        // loaded is loaded again from what it has left, oldest first, as
+        // a new node would: a name the deleted module served falls back to
+        // the newest other upload serving it, or to none. An upload this
+        // node is registering but has not stored yet is dropped too, and
+        // loaded again when it is stored or first called.
+        let with_deletions: std::collections::BTreeSet<String> = self
+            .loaded_uploads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|key| tenant.is_none_or(|tenant| key.0 == tenant) && !uploads.contains(key))
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        for owner in &with_deletions {
+            self.forget_uploads_of(owner);
+        }
         let mut loaded = 0;
-        for key in store.activity_uploads(tenant).await? {
+        for key in uploads {
             if self
                 .loaded_uploads
                 .lock()

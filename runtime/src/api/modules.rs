@@ -4,6 +4,7 @@
 //! POST /v1/modules                  component bytes → 201 {digest, kind, imports, exports, activities?}
 //! GET  /v1/modules                  [{digest, kind, size_bytes, uploaded_at_ms}]
 //! GET  /v1/modules/{digest}         the component bytes
+//! DELETE /v1/modules/{digest}       → {digest, activities_unserved}; 409 while a type or a running execution uses it
 //! PUT  /v1/workflow-types/{name}    {"digest"} → binds the type (new executions only)
 //! GET  /v1/workflow-types           [{name, digest}]
 //! ```
@@ -11,7 +12,8 @@
 //! Module bytes are stored once by digest, but a tenant sees, downloads and
 //! binds only modules it uploaded itself: another tenant's digest is 404.
 //! An activity module serves the activities it names to its tenant's
-//! workflows only.
+//! workflows only. A tenant keeps at most `modules_max` modules (each stays
+//! compiled in memory); deleting one makes room.
 
 use std::sync::Arc;
 
@@ -28,8 +30,8 @@ use serde_json::{Value, json};
 use super::auth::Tenant;
 use super::executions::{run_error, store_error};
 use super::{Server, error};
-use crate::engine::{ComponentKind, MODULE_BYTES_MAX};
-use crate::store::TenantModule;
+use crate::engine::{ComponentKind, MODULE_BYTES_MAX, module_digest};
+use crate::store::{ModuleDeletion, TenantModule};
 
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
@@ -39,7 +41,10 @@ pub fn routes() -> Router<Arc<Server>> {
                 .get(list_modules)
                 .layer(DefaultBodyLimit::max(MODULE_BYTES_MAX)),
         )
-        .route("/v1/modules/{digest}", get(download_module))
+        .route(
+            "/v1/modules/{digest}",
+            get(download_module).delete(delete_module),
+        )
         .route("/v1/workflow-types", get(list_types))
         .route("/v1/workflow-types/{name}", put(bind_type))
 }
@@ -54,6 +59,19 @@ async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: 
                 body.len()
             ),
         );
+    }
+    // Refused before it is compiled; counted again when it is recorded.
+    let digest = module_digest(&body);
+    match server.store().tenant_modules(&tenant.name).await {
+        Ok(modules) => {
+            let modules_max = tenant.limits.modules_max;
+            if modules.len() >= modules_max as usize
+                && !modules.iter().any(|module| module.digest == digest)
+            {
+                return too_many_modules(&tenant.name, modules_max);
+            }
+        }
+        Err(problem) => return store_error(problem),
     }
     // A tenant compiles `compilations_max` uploads at a time; the node
     // runs COMPILATIONS_MAX in all (the rest wait).
@@ -123,12 +141,31 @@ async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: 
             }
         }
     }
-    if let Err(problem) = server
+    let recorded = server
         .store()
-        .put_tenant_module(&tenant.name, &loaded.digest, loaded.kind.as_str())
-        .await
-    {
-        return store_error(problem);
+        .put_tenant_module(
+            &tenant.name,
+            &loaded.digest,
+            loaded.kind.as_str(),
+            tenant.limits.modules_max,
+        )
+        .await;
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another upload took the last place first: an activity module
+            // registered above is dropped by reloading what is stored.
+            if let Err(problem) = server
+                .runtime()
+                .activities()
+                .load_uploads(Some(&tenant.name))
+                .await
+            {
+                tracing::warn!(tenant = %tenant.name, error = %format!("{problem:#}"), "could not reload a tenant's activity modules");
+            }
+            return too_many_modules(&tenant.name, tenant.limits.modules_max);
+        }
+        Err(problem) => return store_error(problem),
     }
     let (imports, exports) = server.runtime().engine().describe(&loaded);
     let mut by_treatment: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
@@ -142,6 +179,15 @@ async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: 
     answer["imports"] = json!(imports);
     answer["exports"] = json!(exports);
     (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+fn too_many_modules(tenant: &str, modules_max: u32) -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "tenant `{tenant}` keeps {modules_max} modules already, its limit (modules_max = {modules_max}); delete one it no longer needs (DELETE /v1/modules/{{digest}}) first"
+        ),
+    )
 }
 
 async fn list_modules(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {
@@ -180,6 +226,60 @@ async fn download_module(
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no module {digest}")),
         Err(problem) => store_error(problem),
     }
+}
+
+/// Deletes the tenant's upload `digest`. Kept while a workflow type is
+/// bound to it or an execution runs on it; the activities it served fall
+/// back to the tenant's newest other upload serving them, or to none.
+async fn delete_module(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(digest): Path<String>,
+) -> Response {
+    let activities = server.runtime().activities();
+    let served = activities.serving(&tenant.name, &digest);
+    match server
+        .store()
+        .delete_tenant_module(&tenant.name, &digest)
+        .await
+    {
+        Ok(ModuleDeletion::Deleted) => {}
+        Ok(ModuleDeletion::NotFound) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no module {digest} among this tenant's uploads (GET /v1/modules lists them)"
+                ),
+            );
+        }
+        Ok(ModuleDeletion::BoundToType(name)) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "workflow type `{name}` is bound to module {digest}; bind it to another module (PUT /v1/workflow-types/{name}) first"
+                ),
+            );
+        }
+        Ok(ModuleDeletion::Running(running)) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "{running} running execution(s) run on module {digest}; delete it once they have finished or been upgraded to another module"
+                ),
+            );
+        }
+        Err(problem) => return store_error(problem),
+    }
+    if let Err(problem) = activities.load_uploads(Some(&tenant.name)).await {
+        // The next membership tick (or the next call) loads them again.
+        tracing::warn!(tenant = %tenant.name, error = %format!("{problem:#}"), "could not reload a tenant's activity modules");
+    }
+    server.runtime().forget_module(&digest);
+    let unserved: Vec<String> = served
+        .into_iter()
+        .filter(|name| !activities.serves(&tenant.name, name))
+        .collect();
+    Json(json!({ "digest": digest, "activities_unserved": unserved })).into_response()
 }
 
 #[derive(Deserialize)]

@@ -1287,3 +1287,116 @@ async fn sigterm_stops_drives_at_a_wait_and_a_restart_resumes_them() {
         "each timer fired once: {kinds:?}"
     );
 }
+
+/// A tenant keeps at most `modules_max` modules; a module a type is bound
+/// to or an execution runs on is kept; deleting one makes room, and the
+/// activities a deleted activity module served are no longer served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_keeps_modules_up_to_its_limit_and_deletes_them() {
+    let hosted = Hosted::start(&[]).await;
+    let address = hosted.address().to_string();
+    let key = hosted
+        .tenant("few-modules", json!({ "modules_max": 2 }))
+        .await;
+    let workflow = hosted.deploy(&key, "hello", Some("hello")).await;
+    let workflow_path = format!(
+        "/v1/modules/{}",
+        workflow["digest"].as_str().expect("digest")
+    );
+    let activities = hosted.deploy(&key, "hello-activities", None).await;
+    let activities_path = format!(
+        "/v1/modules/{}",
+        activities["digest"].as_str().expect("digest")
+    );
+
+    let counter = Bytes::from(std::fs::read(guest("counter")).expect("read"));
+    let (status, refused) = call(&address, &key, "POST", "/v1/modules", counter.clone()).await;
+    assert_eq!(status, 429, "{refused}");
+    assert!(
+        error_text(&refused).contains("modules_max = 2")
+            && error_text(&refused).contains("DELETE /v1/modules"),
+        "the refusal names the limit and the way out: {refused}"
+    );
+    let hello = Bytes::from(std::fs::read(guest("hello")).expect("read"));
+    let (status, again) = call(&address, &key, "POST", "/v1/modules", hello).await;
+    assert_eq!(
+        status, 201,
+        "a module the tenant keeps is no new module: {again}"
+    );
+
+    // The execution runs on the uploaded activities, then sleeps a minute.
+    let (status, started) = hosted
+        .start_execution(
+            &key,
+            "hello",
+            "sleepy",
+            json!({ "name": "s", "sleep_ms": 60_000 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    hosted.wait_for_event(&key, "sleepy", "TimerStarted").await;
+    let (status, kept) = call(&address, &key, "DELETE", &workflow_path, Bytes::new()).await;
+    assert_eq!(status, 409, "{kept}");
+    assert!(
+        error_text(&kept).contains("workflow type `hello`"),
+        "{kept}"
+    );
+
+    let (status, deleted) = call(&address, &key, "DELETE", &activities_path, Bytes::new()).await;
+    assert_eq!(status, 200, "{deleted}");
+    let unserved = deleted["activities_unserved"].as_array().expect("a list");
+    assert!(
+        unserved.contains(&json!("greet")) && unserved.contains(&json!("record")),
+        "{deleted}"
+    );
+    let (status, answer) = call(&address, &key, "POST", "/v1/modules", counter).await;
+    assert_eq!(status, 201, "a deletion makes room: {answer}");
+    let (status, bound) = json_call(
+        &address,
+        &key,
+        "PUT",
+        "/v1/workflow-types/hello",
+        json!({ "digest": answer["digest"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{bound}");
+    let (status, kept) = call(&address, &key, "DELETE", &workflow_path, Bytes::new()).await;
+    assert_eq!(status, 409, "{kept}");
+    assert!(error_text(&kept).contains("1 running execution"), "{kept}");
+
+    let (status, _) = json_call(
+        &address,
+        &key,
+        "POST",
+        "/v1/executions/sleepy/terminate",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, deleted) = call(&address, &key, "DELETE", &workflow_path, Bytes::new()).await;
+    assert_eq!(status, 200, "{deleted}");
+    let (status, gone) = call(&address, &key, "DELETE", &workflow_path, Bytes::new()).await;
+    assert_eq!(status, 404, "{gone}");
+    assert!(error_text(&gone).contains("GET /v1/modules"), "{gone}");
+    let (status, listed) = call(&address, &key, "GET", "/v1/modules", Bytes::new()).await;
+    assert_eq!(status, 200);
+    let digests: Vec<&Value> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|module| &module["digest"])
+        .collect();
+    assert_eq!(digests, [&answer["digest"]]);
+    let (status, history) = call(
+        &address,
+        &key,
+        "GET",
+        "/v1/executions/sleepy/history",
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the terminated execution's history outlives its module's upload: {history}"
+    );
+}

@@ -11,7 +11,8 @@ use reprise_journal::{Clock, Event, RecordedEvent};
 use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
     IdReusePolicy, Joined, ListCursor, MAILBOX_UNDELIVERED_MAX, MailboxCursor, MessageKind,
-    NewExecution, NextRun, ScheduleWrite, StartOutcome, StatusCounts, Store, StoreError,
+    ModuleDeletion, NewExecution, NextRun, ScheduleWrite, StartOutcome, StatusCounts, Store,
+    StoreError,
 };
 
 use crate::harness::{Backend, TestDatabase};
@@ -152,6 +153,9 @@ async fn continue_as_new(
         .expect("continue as new");
     next_started
 }
+
+/// A tenant's modules in the cases that do not test the limit.
+const MODULES: u32 = 100;
 
 /// Spawns every future (on the test's one thread they all queue their
 /// requests before the writer task runs) and collects their outputs.
@@ -652,7 +656,7 @@ pub async fn tenants_see_only_their_own(database: Arc<TestDatabase>) {
     );
     let acme = start(store.as_ref(), new_execution("acme", "order-1", "r1")).await;
     store
-        .put_tenant_module("acme", DIGEST, "workflow")
+        .put_tenant_module("acme", DIGEST, "workflow", MODULES)
         .await
         .expect("tenant module");
 
@@ -1293,11 +1297,11 @@ pub async fn modules_and_workflow_types(database: Arc<TestDatabase>) {
         ]
     );
     store
-        .put_tenant_module("acme", "d2", "activity")
+        .put_tenant_module("acme", "d2", "activity", MODULES)
         .await
         .expect("upload");
     store
-        .put_tenant_module("acme", "d2", "activity")
+        .put_tenant_module("acme", "d2", "activity", MODULES)
         .await
         .expect("upload again");
     let modules = store.tenant_modules("acme").await.expect("modules");
@@ -1307,7 +1311,7 @@ pub async fn modules_and_workflow_types(database: Arc<TestDatabase>) {
         ("d2", 3)
     );
     store
-        .put_tenant_module("globex", DIGEST, "workflow")
+        .put_tenant_module("globex", DIGEST, "workflow", MODULES)
         .await
         .expect("upload a workflow");
     let acme_d2 = ("acme".to_string(), "d2".to_string());
@@ -1895,4 +1899,137 @@ pub async fn schedules_are_limited_versioned_and_scoped(database: Arc<TestDataba
         store.schedules(Some("globex")).await.expect("list").len(),
         1
     );
+}
+
+/// A tenant keeps at most `modules_max` modules; deleting one makes room,
+/// and a module in use (bound to a type, or running) is kept.
+pub async fn modules_are_limited_and_deleted(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    for digest in ["m1", "m2", "m3"] {
+        store
+            .put_module(digest, "workflow", digest.as_bytes())
+            .await
+            .expect("module");
+    }
+    assert!(
+        store
+            .put_tenant_module("acme", "m1", "workflow", 2)
+            .await
+            .expect("m1")
+    );
+    assert!(
+        store
+            .put_tenant_module("acme", "m2", "workflow", 2)
+            .await
+            .expect("m2")
+    );
+    assert!(
+        !store
+            .put_tenant_module("acme", "m3", "workflow", 2)
+            .await
+            .expect("m3"),
+        "a third module is past the limit"
+    );
+    assert!(
+        store
+            .put_tenant_module("acme", "m1", "workflow", 2)
+            .await
+            .expect("m1 again"),
+        "uploading a module the tenant has again does not count"
+    );
+    assert!(
+        store
+            .put_tenant_module("globex", "m3", "workflow", 2)
+            .await
+            .expect("globex"),
+        "the limit is per tenant"
+    );
+    assert_eq!(
+        store.tenant_modules("acme").await.expect("modules").len(),
+        2
+    );
+
+    store
+        .put_workflow_type("acme", "order", "m1")
+        .await
+        .expect("bind");
+    assert_eq!(
+        store
+            .delete_tenant_module("acme", "m1")
+            .await
+            .expect("delete"),
+        ModuleDeletion::BoundToType("order".into())
+    );
+    let running = NewExecution {
+        module_digest: "m2".into(),
+        ..new_execution("acme", "on-m2", "r1")
+    };
+    let execution = start(store.as_ref(), running).await;
+    assert_eq!(
+        store
+            .delete_tenant_module("acme", "m2")
+            .await
+            .expect("delete"),
+        ModuleDeletion::Running(1)
+    );
+    assert_eq!(
+        store
+            .delete_tenant_module("acme", "m3")
+            .await
+            .expect("delete"),
+        ModuleDeletion::NotFound,
+        "another tenant's module is not found"
+    );
+    assert_eq!(
+        store
+            .delete_tenant_module("acme", "nothing")
+            .await
+            .expect("delete"),
+        ModuleDeletion::NotFound
+    );
+
+    finish(store.as_ref(), execution.id, ExecutionStatus::Completed).await;
+    assert_eq!(
+        store
+            .delete_tenant_module("acme", "m2")
+            .await
+            .expect("delete"),
+        ModuleDeletion::Deleted
+    );
+    assert_eq!(
+        store.module("m2").await.expect("module").as_deref(),
+        Some(&b"m2"[..]),
+        "a history names m2: its bytes stay"
+    );
+    assert!(
+        store
+            .put_tenant_module("acme", "m3", "workflow", 2)
+            .await
+            .expect("m3"),
+        "the deletion made room"
+    );
+    store
+        .put_workflow_type("acme", "order", "m3")
+        .await
+        .expect("rebind");
+    assert_eq!(
+        store
+            .delete_tenant_module("acme", "m1")
+            .await
+            .expect("delete"),
+        ModuleDeletion::Deleted
+    );
+    assert_eq!(
+        store.module("m1").await.expect("module"),
+        None,
+        "no tenant, type or execution uses m1: its bytes are gone"
+    );
+    let left: Vec<String> = store
+        .tenant_modules("acme")
+        .await
+        .expect("modules")
+        .into_iter()
+        .map(|module| module.digest)
+        .collect();
+    assert_eq!(left, ["m3"]);
 }
