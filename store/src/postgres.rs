@@ -376,6 +376,32 @@ async fn apply_in_savepoint(
     Ok(outcome)
 }
 
+/// What a tenant keeps a bounded number of.
+#[derive(Clone, Copy)]
+enum TenantCount {
+    Schedules = 1,
+    Modules = 2,
+}
+
+/// Serializes, across every node, the writes that count a tenant's rows
+/// against a limit before inserting one: under READ COMMITTED two nodes
+/// would count the same rows and both insert. A two-key advisory lock,
+/// held to the end of the transaction; the nodes' session locks use the
+/// one-key space, which is distinct.
+async fn lock_tenant_count(
+    connection: &mut PgConnection,
+    count: TenantCount,
+    tenant: &str,
+) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(count as i32)
+        .bind(tenant)
+        .execute(connection)
+        .await
+        .map_err(StoreError::database("locking a tenant's count"))?;
+    Ok(())
+}
+
 /// Applies one request. Its events are not inserted here but pushed to
 /// `events`, so the caller can insert a whole batch's events together.
 async fn apply<'op>(
@@ -570,6 +596,7 @@ async fn apply<'op>(
             version: None,
             schedules_max,
         } => {
+            lock_tenant_count(connection, TenantCount::Schedules, tenant).await?;
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE tenant = $1")
                 .bind(tenant.as_str())
                 .fetch_one(&mut *connection)
@@ -654,6 +681,7 @@ async fn apply<'op>(
             kind,
             modules_max,
         } => {
+            lock_tenant_count(connection, TenantCount::Modules, tenant).await?;
             let (held, has_it): (i64, bool) = sqlx::query_as("SELECT count(*), coalesce(bool_or(digest = $1), false) FROM tenant_modules WHERE tenant = $2")
                 .bind(digest.as_str())
                 .bind(tenant.as_str())

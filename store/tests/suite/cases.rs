@@ -583,7 +583,10 @@ pub async fn a_message_committed_after_a_higher_id_is_reported(database: Arc<Tes
         "SQLite's one writer commits rows in id order"
     );
     let store = store_on(&database).await;
-    let execution = start_many(store.as_ref(), 1).await[0];
+    // Two executions, because a message counts toward its execution's row,
+    // which the uncommitted insert keeps locked until it commits.
+    let executions = start_many(store.as_ref(), 2).await;
+    let (late_execution, execution) = (executions[0], executions[1]);
     let mut other_node = sqlx::PgConnection::connect(&database.url())
         .await
         .expect("a second connection");
@@ -592,7 +595,7 @@ pub async fn a_message_committed_after_a_higher_id_is_reported(database: Arc<Tes
         "INSERT INTO mailbox (execution_id, kind, name, payload, message_id, received_at_ms)
          VALUES ($1, 'signal', 'late', '{}', 'late', 0) RETURNING id",
     )
-    .bind(execution)
+    .bind(late_execution)
     .fetch_one(&mut *late)
     .await
     .expect("an uncommitted message");
@@ -628,7 +631,7 @@ pub async fn a_message_committed_after_a_higher_id_is_reported(database: Arc<Tes
         .await
         .expect("activity");
     assert!(
-        after.rows.contains(&(late_id, execution)),
+        after.rows.contains(&(late_id, late_execution)),
         "the late commit is reported: {after:?}"
     );
 }
@@ -2032,4 +2035,38 @@ pub async fn modules_are_limited_and_deleted(database: Arc<TestDatabase>) {
         .map(|module| module.digest)
         .collect();
     assert_eq!(left, ["m3"]);
+
+    // Two stores (on PostgreSQL, two nodes) recording at once keep the
+    // limit too.
+    let stores = [store.clone(), database.open().await];
+    let digests: Vec<String> = (0..8).map(|index| format!("c{index}")).collect();
+    for digest in &digests {
+        store
+            .put_module(digest, "workflow", digest.as_bytes())
+            .await
+            .expect("module");
+    }
+    let puts = digests.into_iter().enumerate().map(|(index, digest)| {
+        let store = stores[index % 2].clone();
+        async move {
+            store
+                .put_tenant_module("initech", &digest, "workflow", 3)
+                .await
+                .expect("put")
+        }
+    });
+    let recorded = spawn_all(puts).await;
+    assert_eq!(
+        recorded.iter().filter(|recorded| **recorded).count(),
+        3,
+        "{recorded:?}"
+    );
+    assert_eq!(
+        store
+            .tenant_modules("initech")
+            .await
+            .expect("modules")
+            .len(),
+        3
+    );
 }
