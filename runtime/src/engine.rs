@@ -4,7 +4,7 @@
 //! validated, compiled [`LoadedComponent`] (cached on disk by SHA-256) and
 //! sets up stores with fuel, an epoch deadline and a memory limiter.
 
-use std::collections::HashMap;
+use crate::recently_used::RecentlyUsed;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +81,12 @@ pub struct Limits {
     /// Wall-clock time one compilation in a child process may take: the
     /// backstop for a child that stops making progress.
     pub compile_wall_ms_max: u64,
+    /// Compiled components kept in memory, and as many workflows linked
+    /// ready to instantiate; past it the least recently used is forgotten
+    /// and loaded again (from the disk cache, without compiling) when next
+    /// needed. Every upload and every old execution's module would
+    /// otherwise stay in memory until the process ends.
+    pub components_in_memory_max: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +99,7 @@ impl Default for Limits {
             compile_memory_bytes_max: 2 * 1024 * 1024 * 1024,
             compile_cpu_ms_max: 90_000,
             compile_wall_ms_max: 600_000,
+            components_in_memory_max: 512,
         }
     }
 }
@@ -163,7 +170,7 @@ pub struct LoadedComponent {
 pub struct Engine {
     inner: wasmtime::Engine,
     cache_dir: Option<PathBuf>,
-    loaded: Arc<Mutex<HashMap<String, LoadedComponent>>>,
+    loaded: Arc<Mutex<RecentlyUsed<LoadedComponent>>>,
     /// Compile in a child process of this program (see
     /// [`Engine::compile_in_child_processes`]); `None`: in this process.
     compiler_program: Option<PathBuf>,
@@ -187,7 +194,9 @@ impl Engine {
         Ok(Engine {
             inner,
             cache_dir,
-            loaded: Arc::new(Mutex::new(HashMap::new())),
+            loaded: Arc::new(Mutex::new(RecentlyUsed::new(
+                limits.components_in_memory_max,
+            ))),
             compiler_program: None,
             compilations: Arc::default(),
             limits,
@@ -277,6 +286,14 @@ impl Engine {
             .remove(digest);
     }
 
+    /// How many compiled components the in-memory cache holds now.
+    pub fn components_in_memory(&self) -> usize {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
     /// The names a component imports and exports.
     pub fn describe(&self, loaded: &LoadedComponent) -> (Vec<String>, Vec<String>) {
         let ty = loaded.component.component_type();
@@ -296,7 +313,6 @@ impl Engine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(digest)
-            .cloned()
     }
 
     fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {

@@ -32,6 +32,7 @@ pub mod execution;
 pub mod host;
 pub mod mailbox;
 pub mod quota;
+mod recently_used;
 pub mod runtime;
 pub mod schedule;
 pub mod telemetry;

@@ -29,6 +29,7 @@ use crate::journal::{
 };
 use crate::mailbox::{Mailboxes, MissedRaises};
 use crate::quota::{InstanceSlot, Instances};
+use crate::recently_used::RecentlyUsed;
 use crate::store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, IdReusePolicy, MessageKind,
     NewExecution, NextRun, StartOutcome, Store, StoreError,
@@ -300,7 +301,7 @@ pub struct Runtime {
     store: Arc<dyn Store>,
     activities: Arc<ActivityRegistry>,
     linker: Linker<WorkflowHost>,
-    prepared: Mutex<HashMap<String, WorkflowPre<WorkflowHost>>>,
+    prepared: Mutex<RecentlyUsed<WorkflowPre<WorkflowHost>>>,
     mailboxes: Arc<Mailboxes>,
     /// (tenant, workflow type) → module digest.
     types: Mutex<HashMap<(String, String), String>>,
@@ -382,6 +383,7 @@ impl Runtime {
             engine.limits.pooled_instances_max,
             guest.threads(),
         ));
+        let prepared = Mutex::new(RecentlyUsed::new(engine.limits.components_in_memory_max));
         Ok(Arc::new_cyclic(|me| Runtime {
             guest,
             instances,
@@ -395,7 +397,7 @@ impl Runtime {
             store,
             activities: Arc::new(activities),
             linker,
-            prepared: Mutex::new(HashMap::new()),
+            prepared,
             types: Mutex::new(HashMap::new()),
             pending_upgrades: Mutex::new(HashMap::new()),
             update_answers: watch::Sender::new(0),
@@ -569,7 +571,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(pre) = prepared.get(&loaded.digest) {
-            return Ok(pre.clone());
+            return Ok(pre);
         }
         let link_error = |error: wasmtime::Error| {
             LoadError::Malformed(
@@ -595,7 +597,7 @@ impl Runtime {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(digest)
         {
-            return Ok(pre.clone());
+            return Ok(pre);
         }
         let loaded = self.load_stored_module(digest).await?;
         self.prepare(&loaded)

@@ -45,6 +45,7 @@ use crate::activity::worker::WorkerQueue;
 use crate::quota::TenantQuotas;
 use crate::runtime::{RunError, Runtime};
 use crate::store::{ExecutionRecord, Store};
+use crate::telemetry::metrics::SampledGauges;
 use crate::tenant::RateLimiter;
 
 pub use connections::{
@@ -331,11 +332,10 @@ async fn metrics(
     axum::extract::State(server): axum::extract::State<Arc<Server>>,
     _admin: auth::Admin,
 ) -> Response {
-    let text = server
-        .runtime
-        .telemetry()
-        .metrics
-        .render(server.queue.depth());
+    let text = server.runtime.telemetry().metrics.render(SampledGauges {
+        worker_queue_depth: server.queue.depth(),
+        components_in_memory: server.runtime.engine().components_in_memory(),
+    });
     (
         [(
             header::CONTENT_TYPE,

@@ -109,6 +109,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Activity tasks waiting for an external worker.",
     ),
     (
+        "reprise_components_in_memory",
+        "gauge",
+        "Compiled components held in memory (at most components_in_memory_max; the least recently used is loaded again from disk when next needed).",
+    ),
+    (
         "reprise_outbound_connections_opened_total",
         "counter",
         "Outbound HTTP connections opened (pooled: far fewer than requests).",
@@ -135,6 +140,14 @@ impl Histogram {
         self.sum_seconds += seconds;
         self.count += 1;
     }
+}
+
+/// Gauges whose owners know their value: read when the metrics are
+/// rendered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampledGauges {
+    pub worker_queue_depth: usize,
+    pub components_in_memory: usize,
 }
 
 /// The runtime's metrics.
@@ -359,8 +372,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, with the worker queue's depth.
-    pub fn render(&self, worker_queue_depth: usize) -> String {
+    /// The Prometheus text exposition, with the gauges read from their
+    /// owners.
+    pub fn render(&self, sampled: SampledGauges) -> String {
         let counters = self
             .counters
             .lock()
@@ -383,7 +397,10 @@ impl Metrics {
                     );
                 }
                 "reprise_worker_queue_depth" => {
-                    let _ = writeln!(text, "{name} {worker_queue_depth}");
+                    let _ = writeln!(text, "{name} {}", sampled.worker_queue_depth);
+                }
+                "reprise_components_in_memory" => {
+                    let _ = writeln!(text, "{name} {}", sampled.components_in_memory);
                 }
                 "reprise_outbound_connections_opened_total" => {
                     let _ = writeln!(
@@ -471,7 +488,10 @@ mod tests {
         metrics.observe_append(Duration::from_micros(300));
         metrics.observe_append(Duration::from_millis(3));
         metrics.eviction("a\"b");
-        let text = metrics.render(7);
+        let text = metrics.render(SampledGauges {
+            worker_queue_depth: 7,
+            components_in_memory: 3,
+        });
         assert!(
             text.contains("reprise_journal_append_duration_seconds_bucket{le=\"0.0005\"} 1\n"),
             "{text}"
@@ -489,5 +509,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("reprise_worker_queue_depth 7\n"), "{text}");
+        assert!(text.contains("reprise_components_in_memory 3\n"), "{text}");
     }
 }

@@ -276,6 +276,39 @@ async fn names_and_default_attempts_are_bounded() {
     assert_eq!(attempts, 3);
 }
 
+/// The compiled components a node keeps in memory are bounded: two
+/// workflows on two modules, with room for one, take turns evicting each
+/// other at every wait and both finish with their own module's result.
+#[tokio::test]
+async fn compiled_components_in_memory_are_bounded_and_reloaded_when_needed() {
+    let limits = Limits {
+        components_in_memory_max: 1,
+        ..Limits::default()
+    };
+    let harness = Harness::new(limits, true).await;
+    let input = r#"{"name":"Ada","sleep_ms":20}"#;
+    let first = harness.start("hello", "bounded-v1", input).await;
+    let second = harness.start("hello-v2", "bounded-v2", input).await;
+    assert_ne!(first.module_digest, second.module_digest);
+    assert_eq!(harness.engine.components_in_memory(), 1);
+    let (first_outcome, second_outcome) = tokio::join!(
+        harness.runtime.drive(first.clone()),
+        harness.runtime.drive(second.clone()),
+    );
+    let (first_output, second_output) = (
+        completed_output(&first_outcome.expect("drive v1")),
+        completed_output(&second_outcome.expect("drive v2")),
+    );
+    assert_eq!(first_output["greeting"], "Hello, Ada!");
+    assert_ne!(
+        first_output, second_output,
+        "each execution ran its own module, not the one left in memory"
+    );
+    assert_eq!(harness.engine.components_in_memory(), 1);
+    harness.assert_replays("hello", &first).await;
+    harness.assert_replays("hello-v2", &second).await;
+}
+
 /// A component of many functions compiles in a child process under a
 /// memory, a CPU and a wall-clock limit: over any, the load fails naming it,
 /// and nothing stays behind in this process.

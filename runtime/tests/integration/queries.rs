@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use reprise::journal::Event;
+use reprise::telemetry::metrics::SampledGauges;
 use reprise::{QueryAsk, ReplayVerdict};
 use serde_json::{Value, json};
 
@@ -338,7 +339,11 @@ async fn queries_replay_the_durable_history_and_leave_it_as_it_was() {
             ("c", r#"{"balance":1}"#)
         ]
     );
-    let metrics = harness.runtime.telemetry().metrics.render(0);
+    let metrics = harness
+        .runtime
+        .telemetry()
+        .metrics
+        .render(SampledGauges::default());
     assert!(
         metrics.contains(r#"reprise_updates_total{tenant="default",workflow_type="account",outcome="completed"} 2"#),
         "{metrics}"
