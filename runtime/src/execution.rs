@@ -130,6 +130,7 @@ impl From<Halt> for Interrupt {
 /// next process resumes the child with its parent).
 async fn run_child(
     runtime: &Runtime,
+    parent_id: i64,
     tenant: &str,
     workflow_type: &str,
     workflow_id: &str,
@@ -153,7 +154,10 @@ async fn run_child(
             &digest,
             Some(workflow_id.to_string()),
             input,
-            StartOptions::default(),
+            StartOptions {
+                parent_execution: Some(parent_id),
+                ..StartOptions::default()
+            },
         )
         .await;
     let record = match started {
@@ -645,13 +649,21 @@ impl Execution {
         self.running.insert(seq);
         let updates = self.updates.sender();
         let tenant = self.record.tenant.clone();
+        let parent_id = self.record.id;
         tokio::spawn(async move {
-            let event =
-                match run_child(&runtime, &tenant, &workflow_type, &workflow_id, &input).await {
-                    Some(Ok(output)) => Event::ChildCompleted { seq, output },
-                    Some(Err(error)) => Event::ChildFailed { seq, error },
-                    None => return,
-                };
+            let child = run_child(
+                &runtime,
+                parent_id,
+                &tenant,
+                &workflow_type,
+                &workflow_id,
+                &input,
+            );
+            let event = match child.await {
+                Some(Ok(output)) => Event::ChildCompleted { seq, output },
+                Some(Err(error)) => Event::ChildFailed { seq, error },
+                None => return,
+            };
             let (ack, _journaled) = tokio::sync::oneshot::channel();
             // The parent may be gone (it finished); then nobody waits.
             let _ = updates.send(ActivityUpdate {

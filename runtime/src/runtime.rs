@@ -201,6 +201,9 @@ pub struct StartOptions {
     pub run_timeout: Option<Duration>,
     /// The search attributes the execution starts with (a JSON object).
     pub search_attributes: Option<String>,
+    /// The execution that starts this one as its child workflow (kept
+    /// past its retention while that one runs).
+    pub parent_execution: Option<i64>,
 }
 
 /// The longest execution or run timeout a start may ask for (ten years):
@@ -450,23 +453,44 @@ impl Runtime {
             .cloned()
     }
 
+    /// Forgets `tenant`'s workflow type `name` (its binding was deleted).
+    pub fn unregister_type_for(&self, tenant: &str, name: &str) {
+        self.types
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(tenant.to_string(), name.to_string()));
+    }
+
     /// The module digest `tenant`'s workflow type `name` is bound to,
     /// looking in the store when this process does not know the type
-    /// (another node bound it).
+    /// (another node bound it). A miss reads that one binding, not every
+    /// tenant's: starts of unknown types must not cost what all the
+    /// tenants' types together do.
     pub async fn resolve_type(&self, tenant: &str, name: &str) -> Result<Option<String>, RunError> {
         if let Some(digest) = self.type_digest_for(tenant, name) {
             return Ok(Some(digest));
         }
-        self.load_types().await?;
-        Ok(self.type_digest_for(tenant, name))
+        let stored = self.store.workflow_type(tenant, name).await?;
+        if let Some(digest) = &stored {
+            self.register_type_for(tenant, name, digest);
+        }
+        Ok(stored)
     }
 
-    /// Binds every workflow type as the store has them (other nodes bind
-    /// types too).
+    /// Takes every workflow type binding as the store has it, instead of
+    /// this process's (other nodes bind and delete types too).
     pub async fn load_types(&self) -> Result<(), RunError> {
-        for (tenant, name, digest) in self.store.workflow_types().await? {
-            self.register_type_for(&tenant, &name, &digest);
-        }
+        let stored: HashMap<(String, String), String> = self
+            .store
+            .workflow_types(None)
+            .await?
+            .into_iter()
+            .map(|(tenant, name, digest)| ((tenant, name), digest))
+            .collect();
+        *self
+            .types
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = stored;
         Ok(())
     }
 
@@ -652,6 +676,7 @@ impl Runtime {
             execution_timeout,
             run_timeout,
             search_attributes,
+            parent_execution,
         } = options;
         let limits = self.limits_for(tenant);
         check_json_payload("workflow input", input, limits.payload_bytes_max)?;
@@ -720,6 +745,7 @@ impl Runtime {
                 reuse,
                 running_max: limits.running_executions_max,
                 search_attributes,
+                parent_id: parent_execution,
             })
             .await?;
         match outcome {

@@ -56,6 +56,11 @@ pub async fn create_tenant(
     Ok((key, limits))
 }
 
+/// How long finished executions are kept unless a tenant says: a week.
+pub const FINISHED_RETENTION_SECONDS_DEFAULT: u64 = 7 * 24 * 3600;
+/// The longest retention a tenant may ask for: ten years.
+pub const FINISHED_RETENTION_SECONDS_MAX: u64 = 10 * 365 * 24 * 3600;
+
 /// What one tenant may use. Every field has a default; a stored limits
 /// document names only what differs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,9 +111,16 @@ pub struct TenantLimits {
     /// Schedules the tenant may have; creating one more gets 429.
     pub schedules_max: u32,
     /// Modules (workflow and activity) the tenant may keep; uploading one
-    /// more gets 429 until it deletes one. Every module stays compiled in
-    /// memory while the tenant keeps it.
+    /// more gets 429 until it deletes one.
     pub modules_max: u32,
+    /// Workflow types the tenant may bind; binding one more gets 429
+    /// until it deletes one. Every node keeps every binding in memory.
+    pub workflow_types_max: u32,
+    /// How long a finished execution (its history, messages and log
+    /// lines) is kept before it is deleted; its workflow id may then start
+    /// afresh. Every execution the tenant ever ran would otherwise stay on
+    /// the disk every tenant shares.
+    pub finished_retention_seconds: u64,
 }
 
 impl Default for TenantLimits {
@@ -133,6 +145,8 @@ impl Default for TenantLimits {
             log_lines_per_second: 1_000,
             schedules_max: 100,
             modules_max: 100,
+            workflow_types_max: 1_000,
+            finished_retention_seconds: FINISHED_RETENTION_SECONDS_DEFAULT,
         }
     }
 }
@@ -155,7 +169,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 17] = [
+        let checks: [(&str, u64, u64); 19] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -229,6 +243,16 @@ impl TenantLimits {
             ),
             ("schedules_max", u64::from(self.schedules_max), 10_000),
             ("modules_max", u64::from(self.modules_max), 10_000),
+            (
+                "workflow_types_max",
+                u64::from(self.workflow_types_max),
+                100_000,
+            ),
+            (
+                "finished_retention_seconds",
+                self.finished_retention_seconds,
+                FINISHED_RETENTION_SECONDS_MAX,
+            ),
         ];
         for (name, value, ceiling) in checks {
             if value == 0 {

@@ -206,6 +206,10 @@ pub struct NewExecution {
     pub running_max: u64,
     /// The search attributes the run starts with (a JSON object).
     pub search_attributes: Option<String>,
+    /// The execution that started this one as its child: while that one
+    /// runs, this one is kept past its retention (the parent may not have
+    /// journaled its outcome yet).
+    pub parent_id: Option<i64>,
 }
 
 /// Whether a workflow id whose newest run has finished may start again. A
@@ -282,6 +286,21 @@ pub enum ModuleDeletion {
     /// Kept: this many of the tenant's executions run on it.
     Running(u64),
 }
+
+/// What one [`Store::sweep_finished`] call deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Executions deleted whole (their rows gone).
+    pub executions: u32,
+    /// Rows deleted in all: events, messages, log lines, execution rows.
+    pub rows: u64,
+    /// Whether the call stopped at its row budget or its batch, so more
+    /// may be due.
+    pub more: bool,
+}
+
+/// Finished executions one [`Store::sweep_finished`] call looks at.
+pub const SWEEP_EXECUTIONS_MAX: u32 = 64;
 
 /// What [`Store::join_nodes`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -689,11 +708,30 @@ pub trait Store: Send + Sync + 'static {
     /// The schedules of `tenant`, or of every tenant, by tenant and id.
     async fn schedules(&self, tenant: Option<&str>) -> StoreResult<Vec<StoredSchedule>>;
 
-    /// Binds workflow type `name` to module `digest` for `tenant`.
-    async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()>;
+    /// Binds workflow type `name` to module `digest` for `tenant`; `false`,
+    /// binding nothing, if that would make more than `workflow_types_max`
+    /// types of the tenant. Binding a type again does not count.
+    async fn put_workflow_type(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+        workflow_types_max: u32,
+    ) -> StoreResult<bool>;
 
-    /// Every workflow type of every tenant: (tenant, name, digest).
-    async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>>;
+    /// Unbinds `tenant`'s workflow type `name`; `false` if it had none.
+    /// Executions started by the type keep their module.
+    async fn delete_workflow_type(&self, tenant: &str, name: &str) -> StoreResult<bool>;
+
+    /// The module `tenant`'s workflow type `name` is bound to.
+    async fn workflow_type(&self, tenant: &str, name: &str) -> StoreResult<Option<String>>;
+
+    /// The workflow types of `tenant`, or of every tenant, as (tenant,
+    /// name, digest) by tenant and name.
+    async fn workflow_types(
+        &self,
+        tenant: Option<&str>,
+    ) -> StoreResult<Vec<(String, String, String)>>;
 
     /// The tenant's executions that pass `filter`, newest first.
     async fn list_executions(
@@ -769,6 +807,20 @@ pub trait Store: Send + Sync + 'static {
     /// Raises the span export watermarks of executions, (execution id,
     /// position) each, in one write (never lowers one).
     async fn set_span_watermarks(&self, marks: Vec<(i64, u64)>) -> StoreResult<()>;
+
+    /// Deletes `tenant`'s executions that finished before
+    /// `finished_before_ms`, oldest first: each one's events, messages,
+    /// log lines and span mark, then its row, and the module bytes nothing
+    /// names any more. At most `rows_max` rows in one transaction, so a
+    /// sweep never holds the writer long; an execution whose deletion the
+    /// budget cuts short is finished by the next call (meanwhile its history
+    /// reads short). An execution whose parent still runs is kept.
+    async fn sweep_finished(
+        &self,
+        tenant: &str,
+        finished_before_ms: i64,
+        rows_max: u32,
+    ) -> StoreResult<Sweep>;
 
     /// Ends a running execution at once with `WorkflowTerminated`; `false`
     /// if it had already finished. A process still driving it finds the

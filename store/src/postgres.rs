@@ -29,15 +29,16 @@ use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 
 use super::writes::{
-    CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, WriteOp, WriteQueue, WriteReply,
-    WriteRequest, appended_executions, created_record, lease_ms, now_ms, page_positions,
-    schedule_write, start_refused_by, terminated_event, terminated_result,
+    CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, SWEPT_TABLES, WriteOp, WriteQueue,
+    WriteReply, WriteRequest, appended_executions, created_record, lease_ms, now_ms,
+    page_positions, schedule_write, start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
     GuestLogLine, Joined, MAILBOX_UNDELIVERED_MAX, MailboxActivity, MailboxCursor, MailboxMessage,
-    MessageKind, ModuleDeletion, NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store,
-    StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
+    MessageKind, ModuleDeletion, NewExecution, SWEEP_EXECUTIONS_MAX, ScheduleWrite, StartOutcome,
+    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, Sweep, TenantModule,
+    TenantRecord,
 };
 use reprise_journal::RecordedEvent;
 
@@ -47,6 +48,12 @@ macro_rules! execution_columns {
         "id, tenant, workflow_id, run_id, workflow_type, module_digest, status, result, created_at_ms, updated_at_ms, search_attributes, owner_node"
     };
 }
+
+/// Deletes module `$1`'s bytes if nothing names it any more.
+const DELETE_UNUSED_MODULE: &str = "DELETE FROM modules WHERE digest = $1
+   AND NOT EXISTS (SELECT 1 FROM tenant_modules WHERE digest = $1)
+   AND NOT EXISTS (SELECT 1 FROM workflow_types WHERE digest = $1)
+   AND NOT EXISTS (SELECT 1 FROM executions WHERE module_digest = $1)";
 
 /// Read connections; the writer has one more of its own.
 const READ_CONNECTIONS_MAX: u32 = 4;
@@ -381,6 +388,7 @@ async fn apply_in_savepoint(
 enum TenantCount {
     Schedules = 1,
     Modules = 2,
+    WorkflowTypes = 3,
 }
 
 /// Serializes, across every node, the writes that count a tenant's rows
@@ -484,8 +492,9 @@ async fn apply<'op>(
                     let next_id: i64 = sqlx::query_scalar(
                         "INSERT INTO executions
                        (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-                        search_attributes, owner_node)
-                     SELECT tenant, workflow_id, $1, workflow_type, $2, 'running', $3, $4, search_attributes, owner_node
+                        search_attributes, owner_node, parent_id)
+                     SELECT tenant, workflow_id, $1, workflow_type, $2, 'running', $3, $4, search_attributes, owner_node,
+                            parent_id
                      FROM executions WHERE id = $5
                      RETURNING id",
                     )
@@ -749,23 +758,93 @@ async fn apply<'op>(
                 .await
                 .map_err(StoreError::database("deleting a tenant's module"))?;
             // Every history names the module it ran on: those bytes stay.
-            sqlx::query(
-                "DELETE FROM modules WHERE digest = $1
-                   AND NOT EXISTS (SELECT 1 FROM tenant_modules WHERE digest = $1)
-                   AND NOT EXISTS (SELECT 1 FROM workflow_types WHERE digest = $1)
-                   AND NOT EXISTS (SELECT 1 FROM executions WHERE module_digest = $1)",
-            )
-            .bind(digest.as_str())
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::database("deleting a module nothing uses"))?;
+            sqlx::query(DELETE_UNUSED_MODULE)
+                .bind(digest.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("deleting a module nothing uses"))?;
             Ok(WriteReply::ModuleDeletion(ModuleDeletion::Deleted))
+        }
+        WriteOp::SweepFinished {
+            tenant,
+            finished_before_ms,
+            rows_max,
+        } => {
+            let due: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, module_digest FROM executions e
+                 WHERE tenant = $1 AND status <> 'running' AND updated_at_ms < $2
+                   AND (parent_id IS NULL OR NOT EXISTS
+                        (SELECT 1 FROM executions p WHERE p.id = e.parent_id AND p.status = 'running'))
+                 ORDER BY updated_at_ms, id LIMIT $3",
+            )
+            .bind(tenant.as_str())
+            .bind(*finished_before_ms)
+            .bind(i64::from(SWEEP_EXECUTIONS_MAX))
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::database("finding finished executions past retention"))?;
+            let mut sweep = Sweep {
+                more: due.len() as u64 == u64::from(SWEEP_EXECUTIONS_MAX),
+                ..Sweep::default()
+            };
+            let mut budget = u64::from(*rows_max);
+            for (execution_id, digest) in &due {
+                for (table, key) in SWEPT_TABLES {
+                    if budget == 0 {
+                        sweep.more = true;
+                        return Ok(WriteReply::Swept(sweep));
+                    }
+                    let deleted = sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE execution_id = $1 AND {key} IN
+                           (SELECT {key} FROM {table} WHERE execution_id = $1 ORDER BY {key} LIMIT $2)"
+                    ))
+                    .bind(*execution_id)
+                    .bind(budget as i64)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("deleting a finished execution's rows"))?
+                    .rows_affected();
+                    budget -= deleted.min(budget);
+                    sweep.rows += deleted;
+                }
+                if budget == 0 {
+                    sweep.more = true;
+                    return Ok(WriteReply::Swept(sweep));
+                }
+                sqlx::query("DELETE FROM executions WHERE id = $1")
+                    .bind(*execution_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("deleting a finished execution"))?;
+                budget -= 1;
+                sweep.rows += 1;
+                sweep.executions += 1;
+                sqlx::query(DELETE_UNUSED_MODULE)
+                    .bind(digest.as_str())
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::database("deleting a module nothing uses"))?;
+            }
+            Ok(WriteReply::Swept(sweep))
         }
         WriteOp::PutWorkflowType {
             tenant,
             name,
             digest,
+            workflow_types_max,
         } => {
+            lock_tenant_count(connection, TenantCount::WorkflowTypes, tenant).await?;
+            let (held, has_it): (i64, bool) = sqlx::query_as(
+                "SELECT count(*), coalesce(bool_or(name = $1), false) FROM workflow_types WHERE tenant = $2",
+            )
+            .bind(name.as_str())
+            .bind(tenant.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::database("counting a tenant's workflow types"))?;
+            if !has_it && held >= i64::from(*workflow_types_max) {
+                return Ok(WriteReply::Changed(false));
+            }
             sqlx::query(
                 "INSERT INTO workflow_types (tenant, name, digest, updated_at_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant, name) DO UPDATE SET digest = excluded.digest, updated_at_ms = excluded.updated_at_ms",
@@ -777,7 +856,17 @@ async fn apply<'op>(
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database("binding a workflow type"))?;
-            Ok(WriteReply::Done)
+            Ok(WriteReply::Changed(true))
+        }
+        WriteOp::DeleteWorkflowType { tenant, name } => {
+            let deleted = sqlx::query("DELETE FROM workflow_types WHERE tenant = $1 AND name = $2")
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database("unbinding a workflow type"))?
+                .rows_affected();
+            Ok(WriteReply::Changed(deleted > 0))
         }
         WriteOp::Terminate {
             execution_id,
@@ -918,8 +1007,8 @@ async fn start<'op>(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO executions
            (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-            search_attributes, owner_node)
-         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9) RETURNING id",
+            search_attributes, owner_node, parent_id)
+         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(&new.tenant)
     .bind(&new.workflow_id)
@@ -930,6 +1019,7 @@ async fn start<'op>(
     .bind(now)
     .bind(new.search_attributes.as_deref())
     .bind(owner_node)
+    .bind(new.parent_id)
     .fetch_one(&mut *connection)
     .await
     .map_err(StoreError::database("creating an execution"))?;
@@ -1073,6 +1163,8 @@ async fn insert_guest_logs(
              ) line
              WHERE line.rank + (SELECT count(*) FROM guest_logs stored
                                 WHERE stored.execution_id = line.execution_id) <= $7
+               -- Late lines of an execution swept meanwhile have no home.
+               AND EXISTS (SELECT 1 FROM executions WHERE id = line.execution_id)
              ORDER BY line.n",
         )
         .bind(&execution_ids)
@@ -1107,7 +1199,9 @@ async fn raise_span_watermarks(
         let positions: Vec<i64> = chunk.iter().map(|(_, position)| *position).collect();
         sqlx::query(
             "INSERT INTO span_exports (execution_id, position)
-             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[])
+             SELECT marks.* FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS marks (execution_id, position)
+             -- An execution swept meanwhile has nothing left to export.
+             WHERE EXISTS (SELECT 1 FROM executions WHERE id = marks.execution_id)
              ON CONFLICT (execution_id)
              DO UPDATE SET position = GREATEST(span_exports.position, excluded.position)",
         )
@@ -1525,18 +1619,47 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()> {
+    async fn put_workflow_type(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+        workflow_types_max: u32,
+    ) -> StoreResult<bool> {
         self.writes
-            .done(WriteOp::PutWorkflowType {
+            .changed(WriteOp::PutWorkflowType {
                 tenant: tenant.to_string(),
                 name: name.to_string(),
                 digest: digest.to_string(),
+                workflow_types_max,
             })
             .await
     }
 
-    async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>> {
-        sqlx::query_as("SELECT tenant, name, digest FROM workflow_types ORDER BY tenant, name")
+    async fn delete_workflow_type(&self, tenant: &str, name: &str) -> StoreResult<bool> {
+        self.writes
+            .changed(WriteOp::DeleteWorkflowType {
+                tenant: tenant.to_string(),
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    async fn workflow_type(&self, tenant: &str, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT digest FROM workflow_types WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::database("reading a workflow type"))
+    }
+
+    async fn workflow_types(
+        &self,
+        tenant: Option<&str>,
+    ) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query_as("SELECT tenant, name, digest FROM workflow_types WHERE $1::TEXT IS NULL OR tenant = $1 ORDER BY tenant, name")
+            .bind(tenant)
             .fetch_all(&self.reads)
             .await
             .map_err(StoreError::database("reading workflow types"))
@@ -1697,6 +1820,17 @@ impl Store for PostgresStore {
         digest: &str,
     ) -> StoreResult<ModuleDeletion> {
         self.writes.delete_tenant_module(tenant, digest).await
+    }
+
+    async fn sweep_finished(
+        &self,
+        tenant: &str,
+        finished_before_ms: i64,
+        rows_max: u32,
+    ) -> StoreResult<Sweep> {
+        self.writes
+            .sweep_finished(tenant, finished_before_ms, rows_max)
+            .await
     }
 
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>> {

@@ -21,15 +21,16 @@ use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 
 use super::writes::{
-    CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, WriteOp, WriteQueue, WriteReply,
-    WriteRequest, appended_executions, created_record, lease_ms, now_ms, page_positions,
-    schedule_write, start_refused_by, terminated_event, terminated_result,
+    CommitCounters, Fence, GROUP_COMMIT_REQUESTS_MAX, NodeCell, SWEPT_TABLES, WriteOp, WriteQueue,
+    WriteReply, WriteRequest, appended_executions, created_record, lease_ms, now_ms,
+    page_positions, schedule_write, start_refused_by, terminated_event, terminated_result,
 };
 use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
     GuestLogLine, Joined, MAILBOX_UNDELIVERED_MAX, MailboxActivity, MailboxCursor, MailboxMessage,
-    MessageKind, ModuleDeletion, NewExecution, ScheduleWrite, StartOutcome, StatusCounts, Store,
-    StoreError, StoreResult, StoredSchedule, TenantModule, TenantRecord,
+    MessageKind, ModuleDeletion, NewExecution, SWEEP_EXECUTIONS_MAX, ScheduleWrite, StartOutcome,
+    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, Sweep, TenantModule,
+    TenantRecord,
 };
 use reprise_journal::{HISTORY_EVENTS_MAX, RecordedEvent};
 
@@ -64,6 +65,12 @@ macro_rules! attribute_matches {
         )
     };
 }
+
+/// Deletes module `?1`'s bytes if nothing names it any more.
+const DELETE_UNUSED_MODULE: &str = "DELETE FROM modules WHERE digest = ?1
+   AND NOT EXISTS (SELECT 1 FROM tenant_modules WHERE digest = ?1)
+   AND NOT EXISTS (SELECT 1 FROM workflow_types WHERE digest = ?1)
+   AND NOT EXISTS (SELECT 1 FROM executions WHERE module_digest = ?1)";
 
 const READ_CONNECTIONS_MAX: u32 = 4;
 /// Ends an execution (a finishing append, a termination): its status,
@@ -451,8 +458,8 @@ async fn apply<'op>(
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO executions
                    (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-                    search_attributes, owner_node)
-                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
+                    search_attributes, owner_node, parent_id)
+                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&new.tenant)
             .bind(&new.workflow_id)
@@ -463,6 +470,7 @@ async fn apply<'op>(
             .bind(now)
             .bind(new.search_attributes.as_deref())
             .bind(fence.node.as_deref())
+            .bind(new.parent_id)
             .fetch_one(tx.connection().await?)
             .await
             .map_err(StoreError::database("creating an execution"))?;
@@ -523,8 +531,9 @@ async fn apply<'op>(
                     let next_id: i64 = sqlx::query_scalar(
                         "INSERT INTO executions
                        (tenant, workflow_id, run_id, workflow_type, module_digest, status, created_at_ms, updated_at_ms,
-                        search_attributes, owner_node)
-                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ?, search_attributes, owner_node
+                        search_attributes, owner_node, parent_id)
+                     SELECT tenant, workflow_id, ?, workflow_type, ?, 'running', ?, ?, search_attributes, owner_node,
+                            parent_id
                      FROM executions WHERE id = ?
                      RETURNING id",
                     )
@@ -703,7 +712,9 @@ async fn apply<'op>(
                 sqlx::query(
                     "INSERT INTO guest_logs (execution_id, seq, level, source, message, logged_at_ms)
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6
-                     WHERE (SELECT count(*) FROM guest_logs WHERE execution_id = ?1) < ?7",
+                     WHERE (SELECT count(*) FROM guest_logs WHERE execution_id = ?1) < ?7
+                       -- Late lines of an execution swept meanwhile have no home.
+                       AND EXISTS (SELECT 1 FROM executions WHERE id = ?1)",
                 )
                 .bind(line.execution_id)
                 .bind(line.seq as i64)
@@ -723,8 +734,11 @@ async fn apply<'op>(
             // per statement.
             for chunk in marks.chunks(WATERMARKS_PER_STATEMENT_MAX) {
                 let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+                // An execution swept meanwhile has nothing left to export.
                 let sql = format!(
-                    "INSERT INTO span_exports (execution_id, position) VALUES {rows}
+                    "INSERT INTO span_exports (execution_id, position)
+                     SELECT column1, column2 FROM (VALUES {rows})
+                     WHERE column1 IN (SELECT id FROM executions)
                      ON CONFLICT (execution_id) DO UPDATE SET position = max(position, excluded.position)"
                 );
                 let mut query = sqlx::query(&sql);
@@ -811,23 +825,92 @@ async fn apply<'op>(
                 .await
                 .map_err(StoreError::database("deleting a tenant's module"))?;
             // Every history names the module it ran on: those bytes stay.
-            sqlx::query(
-                "DELETE FROM modules WHERE digest = ?1
-                   AND NOT EXISTS (SELECT 1 FROM tenant_modules WHERE digest = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM workflow_types WHERE digest = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM executions WHERE module_digest = ?1)",
-            )
-            .bind(digest.as_str())
-            .execute(tx.connection().await?)
-            .await
-            .map_err(StoreError::database("deleting a module nothing uses"))?;
+            sqlx::query(DELETE_UNUSED_MODULE)
+                .bind(digest.as_str())
+                .execute(tx.connection().await?)
+                .await
+                .map_err(StoreError::database("deleting a module nothing uses"))?;
             Ok(WriteReply::ModuleDeletion(ModuleDeletion::Deleted))
+        }
+        WriteOp::SweepFinished {
+            tenant,
+            finished_before_ms,
+            rows_max,
+        } => {
+            let due: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, module_digest FROM executions e
+                 WHERE tenant = ?1 AND status <> 'running' AND updated_at_ms < ?2
+                   AND (parent_id IS NULL OR NOT EXISTS
+                        (SELECT 1 FROM executions p WHERE p.id = e.parent_id AND p.status = 'running'))
+                 ORDER BY updated_at_ms, id LIMIT ?3",
+            )
+            .bind(tenant.as_str())
+            .bind(*finished_before_ms)
+            .bind(i64::from(SWEEP_EXECUTIONS_MAX))
+            .fetch_all(tx.connection().await?)
+            .await
+            .map_err(StoreError::database("finding finished executions past retention"))?;
+            let mut sweep = Sweep {
+                more: due.len() as u64 == u64::from(SWEEP_EXECUTIONS_MAX),
+                ..Sweep::default()
+            };
+            let mut budget = u64::from(*rows_max);
+            for (execution_id, digest) in &due {
+                for (table, key) in SWEPT_TABLES {
+                    if budget == 0 {
+                        sweep.more = true;
+                        return Ok(WriteReply::Swept(sweep));
+                    }
+                    let deleted = sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE execution_id = ?1 AND {key} IN
+                           (SELECT {key} FROM {table} WHERE execution_id = ?1 ORDER BY {key} LIMIT ?2)"
+                    ))
+                    .bind(*execution_id)
+                    .bind(budget as i64)
+                    .execute(tx.connection().await?)
+                    .await
+                    .map_err(StoreError::database("deleting a finished execution's rows"))?
+                    .rows_affected();
+                    budget -= deleted.min(budget);
+                    sweep.rows += deleted;
+                }
+                if budget == 0 {
+                    sweep.more = true;
+                    return Ok(WriteReply::Swept(sweep));
+                }
+                sqlx::query("DELETE FROM executions WHERE id = ?1")
+                    .bind(*execution_id)
+                    .execute(tx.connection().await?)
+                    .await
+                    .map_err(StoreError::database("deleting a finished execution"))?;
+                budget -= 1;
+                sweep.rows += 1;
+                sweep.executions += 1;
+                sqlx::query(DELETE_UNUSED_MODULE)
+                    .bind(digest.as_str())
+                    .execute(tx.connection().await?)
+                    .await
+                    .map_err(StoreError::database("deleting a module nothing uses"))?;
+            }
+            Ok(WriteReply::Swept(sweep))
         }
         WriteOp::PutWorkflowType {
             tenant,
             name,
             digest,
+            workflow_types_max,
         } => {
+            let (held, has_it): (i64, bool) = sqlx::query_as(
+                "SELECT count(*), coalesce(max(name = ?), 0) FROM workflow_types WHERE tenant = ?",
+            )
+            .bind(name.as_str())
+            .bind(tenant.as_str())
+            .fetch_one(tx.connection().await?)
+            .await
+            .map_err(StoreError::database("counting a tenant's workflow types"))?;
+            if !has_it && held >= i64::from(*workflow_types_max) {
+                return Ok(WriteReply::Changed(false));
+            }
             sqlx::query(
                 "INSERT INTO workflow_types (tenant, name, digest, updated_at_ms) VALUES (?, ?, ?, ?)
                  ON CONFLICT (tenant, name) DO UPDATE SET digest = excluded.digest, updated_at_ms = excluded.updated_at_ms",
@@ -839,7 +922,17 @@ async fn apply<'op>(
             .execute(tx.connection().await?)
             .await
             .map_err(StoreError::database("binding a workflow type"))?;
-            Ok(WriteReply::Done)
+            Ok(WriteReply::Changed(true))
+        }
+        WriteOp::DeleteWorkflowType { tenant, name } => {
+            let deleted = sqlx::query("DELETE FROM workflow_types WHERE tenant = ? AND name = ?")
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .execute(tx.connection().await?)
+                .await
+                .map_err(StoreError::database("unbinding a workflow type"))?
+                .rows_affected();
+            Ok(WriteReply::Changed(deleted > 0))
         }
         WriteOp::Terminate {
             execution_id,
@@ -1561,18 +1654,47 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn put_workflow_type(&self, tenant: &str, name: &str, digest: &str) -> StoreResult<()> {
+    async fn put_workflow_type(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+        workflow_types_max: u32,
+    ) -> StoreResult<bool> {
         self.writes
-            .done(WriteOp::PutWorkflowType {
+            .changed(WriteOp::PutWorkflowType {
                 tenant: tenant.to_string(),
                 name: name.to_string(),
                 digest: digest.to_string(),
+                workflow_types_max,
             })
             .await
     }
 
-    async fn workflow_types(&self) -> StoreResult<Vec<(String, String, String)>> {
-        sqlx::query_as("SELECT tenant, name, digest FROM workflow_types ORDER BY tenant, name")
+    async fn delete_workflow_type(&self, tenant: &str, name: &str) -> StoreResult<bool> {
+        self.writes
+            .changed(WriteOp::DeleteWorkflowType {
+                tenant: tenant.to_string(),
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    async fn workflow_type(&self, tenant: &str, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT digest FROM workflow_types WHERE tenant = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::database("reading a workflow type"))
+    }
+
+    async fn workflow_types(
+        &self,
+        tenant: Option<&str>,
+    ) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query_as("SELECT tenant, name, digest FROM workflow_types WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, name")
+            .bind(tenant)
             .fetch_all(&self.reads)
             .await
             .map_err(StoreError::database("reading workflow types"))
@@ -1725,6 +1847,17 @@ impl Store for SqliteStore {
         digest: &str,
     ) -> StoreResult<ModuleDeletion> {
         self.writes.delete_tenant_module(tenant, digest).await
+    }
+
+    async fn sweep_finished(
+        &self,
+        tenant: &str,
+        finished_before_ms: i64,
+        rows_max: u32,
+    ) -> StoreResult<Sweep> {
+        self.writes
+            .sweep_finished(tenant, finished_before_ms, rows_max)
+            .await
     }
 
     async fn tenant_modules(&self, tenant: &str) -> StoreResult<Vec<TenantModule>> {

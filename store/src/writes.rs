@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     CommitStats, ExecutionRecord, ExecutionStatus, Finish, GuestLogLine, IdReusePolicy,
     MessageKind, ModuleDeletion, NewExecution, ScheduleWrite, StartOutcome, StoreError,
-    StoreResult,
+    StoreResult, Sweep,
 };
 use reprise_journal::{Event, RecordedEvent};
 
@@ -19,6 +19,16 @@ use reprise_journal::{Event, RecordedEvent};
 pub(crate) const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
 /// Queued write requests before appenders wait (backpressure).
 const WRITE_QUEUE_LENGTH_MAX: usize = 8192;
+
+/// The tables holding an execution's rows besides its own, with the key
+/// a sweep deletes them in order of (so a budget can cut a deletion short
+/// and the next sweep goes on).
+pub(crate) const SWEPT_TABLES: [(&str, &str); 4] = [
+    ("guest_logs", "id"),
+    ("mailbox", "id"),
+    ("span_exports", "position"),
+    ("events", "position"),
+];
 
 pub(crate) enum WriteOp {
     PutModule {
@@ -51,6 +61,11 @@ pub(crate) enum WriteOp {
         tenant: String,
         name: String,
         digest: String,
+        workflow_types_max: u32,
+    },
+    DeleteWorkflowType {
+        tenant: String,
+        name: String,
     },
     CreateTenant {
         name: String,
@@ -84,6 +99,11 @@ pub(crate) enum WriteOp {
         schedule_id: String,
     },
     SetSpanWatermarks(Vec<(i64, u64)>),
+    SweepFinished {
+        tenant: String,
+        finished_before_ms: i64,
+        rows_max: u32,
+    },
     AppendGuestLogs(Vec<GuestLogLine>),
     /// Adds node `node_id` with a lease of `lease_ms`.
     JoinNodes {
@@ -126,6 +146,7 @@ pub(crate) enum WriteReply {
     Schedule(ScheduleWrite),
     Claimed(Vec<ExecutionRecord>),
     ModuleDeletion(ModuleDeletion),
+    Swept(Sweep),
 }
 
 pub(crate) struct WriteRequest {
@@ -255,6 +276,23 @@ impl WriteQueue {
         match self.write(op).await? {
             WriteReply::ModuleDeletion(outcome) => Ok(outcome),
             _ => unreachable!("a module deletion always answers ModuleDeletion"),
+        }
+    }
+
+    pub(crate) async fn sweep_finished(
+        &self,
+        tenant: &str,
+        finished_before_ms: i64,
+        rows_max: u32,
+    ) -> StoreResult<Sweep> {
+        let op = WriteOp::SweepFinished {
+            tenant: tenant.to_string(),
+            finished_before_ms,
+            rows_max,
+        };
+        match self.write(op).await? {
+            WriteReply::Swept(sweep) => Ok(sweep),
+            _ => unreachable!("a sweep always answers Swept"),
         }
     }
 

@@ -150,6 +150,7 @@ async fn start(
         search_attributes: request
             .search_attributes
             .map(|attributes| attributes.get().to_string()),
+        parent_execution: None,
     };
     let started = server
         .start_and_drive(
@@ -390,7 +391,10 @@ pub(super) async fn find(
         Ok(Some(record)) => Ok(record),
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,
-            format!("no execution with workflow id `{id}`"),
+            format!(
+                "no execution with workflow id `{id}` (a finished one is deleted \
+                 finished_retention_seconds after it ended)"
+            ),
         )),
         Err(problem) => Err(store_error(problem)),
     }

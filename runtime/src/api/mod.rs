@@ -5,6 +5,7 @@
 //! - `executions`: starting executions, status, history, signals,
 //!   cancellation, termination.
 //! - `admin`: tenants and their limits (admin key only).
+//! - `retention`: the sweeper deleting finished executions past retention.
 //! - `workers`: the task queue external activity workers poll.
 //! - `connections`: the accept loop and its limits (connections, header
 //!   and body read timeouts).
@@ -21,10 +22,12 @@ mod executions;
 pub mod membership;
 mod modules;
 mod queries;
+mod retention;
 mod schedules;
 mod updates;
 mod workers;
 
+pub use retention::{SWEEP_INTERVAL_DEFAULT, spawn_sweeper};
 pub use schedules::spawn_scheduler;
 
 use std::collections::HashMap;

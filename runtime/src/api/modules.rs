@@ -12,8 +12,8 @@
 //! Module bytes are stored once by digest, but a tenant sees, downloads and
 //! binds only modules it uploaded itself: another tenant's digest is 404.
 //! An activity module serves the activities it names to its tenant's
-//! workflows only. A tenant keeps at most `modules_max` modules (each stays
-//! compiled in memory); deleting one makes room.
+//! workflows only. A tenant keeps at most `modules_max` modules and binds
+//! at most `workflow_types_max` types; deleting one makes room.
 
 use std::sync::Arc;
 
@@ -46,7 +46,10 @@ pub fn routes() -> Router<Arc<Server>> {
             get(download_module).delete(delete_module),
         )
         .route("/v1/workflow-types", get(list_types))
-        .route("/v1/workflow-types/{name}", put(bind_type))
+        .route(
+            "/v1/workflow-types/{name}",
+            put(bind_type).delete(delete_type),
+        )
 }
 
 async fn upload_module(State(server): State<Arc<Server>>, tenant: Tenant, body: Bytes) -> Response {
@@ -298,6 +301,9 @@ async fn bind_type(
     Path(name): Path<String>,
     Json(request): Json<BindType>,
 ) -> Response {
+    if let Some(problem) = crate::host::durable::name_problem("workflow type", &name) {
+        return error(StatusCode::BAD_REQUEST, problem);
+    }
     match owned(&server, &tenant.name, &request.digest).await {
         Ok(module) if module.kind == ComponentKind::Workflow.as_str() => {}
         Ok(module) => {
@@ -311,12 +317,23 @@ async fn bind_type(
         }
         Err(response) => return response,
     }
-    if let Err(problem) = server
+    let types_max = tenant.limits.workflow_types_max;
+    match server
         .store()
-        .put_workflow_type(&tenant.name, &name, &request.digest)
+        .put_workflow_type(&tenant.name, &name, &request.digest, types_max)
         .await
     {
-        return store_error(problem);
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant `{}` binds {types_max} workflow types already, its limit (workflow_types_max = {types_max}); delete one it no longer needs (DELETE /v1/workflow-types/{{name}}) first",
+                    tenant.name
+                ),
+            );
+        }
+        Err(problem) => return store_error(problem),
     }
     server
         .runtime()
@@ -341,12 +358,35 @@ async fn bind_type(
     }
 }
 
+/// Unbinds a workflow type: starts by its name fail from then on, and
+/// executions it started keep running on their module.
+async fn delete_type(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(name): Path<String>,
+) -> Response {
+    match server
+        .store()
+        .delete_workflow_type(&tenant.name, &name)
+        .await
+    {
+        Ok(true) => {
+            server.runtime().unregister_type_for(&tenant.name, &name);
+            Json(json!({ "name": name })).into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no workflow type `{name}`; GET /v1/workflow-types lists the tenant's types"),
+        ),
+        Err(problem) => store_error(problem),
+    }
+}
+
 async fn list_types(State(server): State<Arc<Server>>, tenant: Tenant) -> Response {
-    match server.store().workflow_types().await {
+    match server.store().workflow_types(Some(&tenant.name)).await {
         Ok(types) => {
             let types: Vec<Value> = types
                 .into_iter()
-                .filter(|(owner, _, _)| *owner == tenant.name)
                 .map(|(_, name, digest)| json!({ "name": name, "digest": digest }))
                 .collect();
             Json(json!(types)).into_response()

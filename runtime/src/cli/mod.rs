@@ -133,6 +133,10 @@ enum Command {
         /// `http://<--listen>` unless that listens on every address.
         #[arg(long, env = "REPRISE_ADVERTISE_URL")]
         advertise_url: Option<String>,
+        /// How often finished executions past their tenant's
+        /// `finished_retention_seconds` are looked for and deleted.
+        #[arg(long, env = "REPRISE_RETENTION_SWEEP_MS", default_value_t = crate::api::SWEEP_INTERVAL_DEFAULT.as_millis() as u64)]
+        retention_sweep_ms: u64,
         #[command(flatten)]
         activities: ActivityArgs,
         /// A file holding the admin key, which manages tenants over HTTP
@@ -410,6 +414,7 @@ pub fn main() -> ExitCode {
                 database,
                 lease_ms,
                 advertise_url,
+                retention_sweep_ms,
                 activities,
                 admin_key_file,
                 header_read_timeout_ms,
@@ -434,6 +439,7 @@ pub fn main() -> ExitCode {
                     listen,
                     lease: std::time::Duration::from_millis(lease_ms),
                     advertise_url,
+                    retention_sweep: std::time::Duration::from_millis(retention_sweep_ms),
                 };
                 report(serve(place, activities, admin_key_file, connections).await)
             }
@@ -1184,6 +1190,8 @@ struct ServePlace {
     lease: std::time::Duration,
     /// Where other nodes reach this one's API.
     advertise_url: Option<String>,
+    /// How often finished executions past retention are deleted.
+    retention_sweep: std::time::Duration,
 }
 
 async fn serve(
@@ -1194,6 +1202,7 @@ async fn serve(
         listen,
         lease,
         advertise_url,
+        retention_sweep,
     }: ServePlace,
     activities: ActivitySetup,
     admin_key_file: Option<PathBuf>,
@@ -1262,6 +1271,7 @@ async fn serve(
     // node's own executions from before.
     crate::api::membership::spawn(server.clone(), lease, advertise_url);
     crate::api::spawn_scheduler(server.clone());
+    crate::api::spawn_sweeper(server.clone(), retention_sweep);
     tracing::info!(address = %listener.local_addr()?, "serving the Reprise API");
     crate::api::serve_until(listener, routes, connections, shutdown_signal())
         .await

@@ -69,6 +69,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "What schedules did with their due starts, by tenant and outcome (started, skipped, buffered, failed).",
     ),
     (
+        "reprise_executions_swept_total",
+        "counter",
+        "Finished executions deleted past their tenant's finished_retention_seconds, by tenant.",
+    ),
+    (
         "reprise_activity_attempt_duration_seconds",
         "histogram",
         "Duration of activity attempts, by tenant and activity.",
@@ -229,6 +234,14 @@ impl Metrics {
             "reprise_schedule_actions_total",
             labels(&[("tenant", tenant), ("outcome", outcome)]),
             1,
+        );
+    }
+
+    pub fn executions_swept(&self, tenant: &str, count: u32) {
+        self.add(
+            "reprise_executions_swept_total",
+            labels(&[("tenant", tenant)]),
+            u64::from(count),
         );
     }
 

@@ -1400,3 +1400,203 @@ async fn a_tenant_keeps_modules_up_to_its_limit_and_deletes_them() {
         "the terminated execution's history outlives its module's upload: {history}"
     );
 }
+
+/// A tenant binds at most `workflow_types_max` types (each is in every
+/// node's memory); unbinding one makes room, stops starts by its name and
+/// leaves the executions it started on their module.
+#[tokio::test]
+async fn a_tenant_binds_workflow_types_up_to_its_limit_and_unbinds_them() {
+    let hosted = Hosted::start(&[]).await;
+    let address = hosted.address().to_string();
+    let key = hosted
+        .tenant("few-types", json!({ "workflow_types_max": 2 }))
+        .await;
+    let module = hosted.deploy(&key, "hello", Some("hello")).await;
+    hosted.deploy(&key, "hello-activities", None).await;
+    let digest = json!({ "digest": module["digest"] });
+    let bind = async |name: &str| {
+        json_call(
+            &address,
+            &key,
+            "PUT",
+            &format!("/v1/workflow-types/{name}"),
+            digest.clone(),
+        )
+        .await
+    };
+
+    let (status, bound) = bind("greeter").await;
+    assert_eq!(status, 200, "{bound}");
+    let (status, refused) = bind("third").await;
+    assert_eq!(status, 429, "{refused}");
+    assert!(
+        error_text(&refused).contains("workflow_types_max = 2")
+            && error_text(&refused).contains("DELETE /v1/workflow-types"),
+        "the refusal names the limit and the way out: {refused}"
+    );
+    let (status, again) = bind("hello").await;
+    assert_eq!(
+        status, 200,
+        "a type the tenant binds is no new type: {again}"
+    );
+    let (status, refused) = bind(&"x".repeat(300)).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(error_text(&refused).contains("1 to 256 bytes"), "{refused}");
+
+    let (status, started) = hosted
+        .start_execution(
+            &key,
+            "greeter",
+            "by-greeter",
+            json!({ "name": "g", "sleep_ms": 500 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let (status, unbound) = call(
+        &address,
+        &key,
+        "DELETE",
+        "/v1/workflow-types/greeter",
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{unbound}");
+    let (status, refused) = hosted
+        .start_execution(&key, "greeter", "too-late", json!({ "name": "g" }))
+        .await;
+    assert_eq!(status, 404, "{refused}");
+    assert!(error_text(&refused).contains("`greeter`"), "{refused}");
+    let finished = hosted.finished(&key, "by-greeter").await;
+    assert_eq!(
+        finished["status"], "completed",
+        "an unbound type's execution keeps its module: {finished}"
+    );
+
+    let (status, gone) = call(
+        &address,
+        &key,
+        "DELETE",
+        "/v1/workflow-types/greeter",
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 404, "{gone}");
+    let (status, bound) = bind("third").await;
+    assert_eq!(status, 200, "the unbinding made room: {bound}");
+    let (status, listed) = call(&address, &key, "GET", "/v1/workflow-types", Bytes::new()).await;
+    assert_eq!(status, 200);
+    let names: Vec<&Value> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|bound| &bound["name"])
+        .collect();
+    assert_eq!(names, [&json!("hello"), &json!("third")]);
+}
+
+/// Finished executions go once their tenant's `finished_retention_seconds`
+/// has passed — status and history, so the id may start afresh — while a
+/// running execution and another tenant's finished one stay.
+#[tokio::test]
+async fn finished_executions_are_deleted_after_their_tenants_retention() {
+    let hosted = Hosted::start(&["--retention-sweep-ms", "100"]).await;
+    let address = hosted.address().to_string();
+    let brief = hosted
+        .tenant("brief", json!({ "finished_retention_seconds": 1 }))
+        .await;
+    let keeper = hosted.tenant("keeper", json!({})).await;
+    for key in [&brief, &keeper] {
+        hosted.deploy(key, "hello-activities", None).await;
+        hosted.deploy(key, "hello", Some("hello")).await;
+        let (status, started) = hosted
+            .start_execution(key, "hello", "done", json!({ "name": "r" }))
+            .await;
+        assert_eq!(status, 201, "{started}");
+        assert_eq!(hosted.finished(key, "done").await["status"], "completed");
+    }
+    let (status, started) = hosted
+        .start_execution(
+            &brief,
+            "hello",
+            "sleeping",
+            json!({ "name": "s", "sleep_ms": 60_000 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, execution) =
+            call(&address, &brief, "GET", "/v1/executions/done", Bytes::new()).await;
+        if status == 404 {
+            assert!(
+                error_text(&execution).contains("done"),
+                "the answer names the id: {execution}"
+            );
+            break;
+        }
+        assert_eq!(status, 200, "{execution}");
+        assert!(
+            Instant::now() < deadline,
+            "the finished execution outlived its retention: {execution}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, history) = call(
+        &address,
+        &brief,
+        "GET",
+        "/v1/executions/done/history",
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 404, "{history}");
+    let (status, sleeping) = call(
+        &address,
+        &brief,
+        "GET",
+        "/v1/executions/sleeping",
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, &sleeping["status"]),
+        (200, &json!("running")),
+        "{sleeping}"
+    );
+    let kept = hosted.finished(&keeper, "done").await;
+    assert_eq!(
+        kept["status"], "completed",
+        "a week's retention keeps it: {kept}"
+    );
+
+    let request = http::Request::get("/metrics")
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let response = crate::support::send(&address, request)
+        .await
+        .expect("metrics");
+    let metrics = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("reprise_executions_swept_total{tenant=\"brief\"} 1\n")
+            && !metrics.contains("reprise_executions_swept_total{tenant=\"keeper\"}"),
+        "{metrics}"
+    );
+
+    let (status, again) = hosted
+        .start_execution(&brief, "hello", "done", json!({ "name": "again" }))
+        .await;
+    assert_eq!(status, 201, "a swept id starts afresh: {again}");
+    let finished = hosted.finished(&brief, "done").await;
+    assert!(
+        finished["result"]["greeting"]
+            .as_str()
+            .is_some_and(|greeting| greeting.contains("again")),
+        "the new run ran on its own input: {finished}"
+    );
+}

@@ -152,6 +152,7 @@ async fn nondeterminism_while_driving_leaves_the_execution_intact() {
             reuse: IdReusePolicy::ReturnExisting,
             running_max: u64::MAX,
             search_attributes: None,
+            parent_id: None,
         })
         .await
         .expect("start");

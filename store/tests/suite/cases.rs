@@ -12,7 +12,7 @@ use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
     IdReusePolicy, Joined, ListCursor, MAILBOX_UNDELIVERED_MAX, MailboxCursor, MessageKind,
     ModuleDeletion, NewExecution, NextRun, ScheduleWrite, StartOutcome, StatusCounts, Store,
-    StoreError,
+    StoreError, Sweep,
 };
 
 use crate::harness::{Backend, TestDatabase};
@@ -72,6 +72,7 @@ fn new_execution(tenant: &str, workflow_id: &str, run_id: &str) -> NewExecution 
         reuse: IdReusePolicy::ReturnExisting,
         running_max: u64::MAX,
         search_attributes: None,
+        parent_id: None,
     }
 }
 
@@ -156,6 +157,8 @@ async fn continue_as_new(
 
 /// A tenant's modules in the cases that do not test the limit.
 const MODULES: u32 = 100;
+/// The workflow types limit of the cases that do not test it.
+const TYPES: u32 = 100;
 
 /// Spawns every future (on the test's one thread they all queue their
 /// requests before the writer task runs) and collects their outputs.
@@ -1277,19 +1280,19 @@ pub async fn modules_and_workflow_types(database: Arc<TestDatabase>) {
         .await
         .expect("module");
     store
-        .put_workflow_type("acme", "order", DIGEST)
+        .put_workflow_type("acme", "order", DIGEST, TYPES)
         .await
         .expect("type");
     store
-        .put_workflow_type("acme", "order", "d2")
+        .put_workflow_type("acme", "order", "d2", TYPES)
         .await
         .expect("rebind");
     store
-        .put_workflow_type("globex", "order", DIGEST)
+        .put_workflow_type("globex", "order", DIGEST, TYPES)
         .await
         .expect("type");
     assert_eq!(
-        store.workflow_types().await.expect("types"),
+        store.workflow_types(None).await.expect("types"),
         [
             ("acme".to_string(), "order".to_string(), "d2".to_string()),
             (
@@ -1953,7 +1956,7 @@ pub async fn modules_are_limited_and_deleted(database: Arc<TestDatabase>) {
     );
 
     store
-        .put_workflow_type("acme", "order", "m1")
+        .put_workflow_type("acme", "order", "m1", TYPES)
         .await
         .expect("bind");
     assert_eq!(
@@ -2012,7 +2015,7 @@ pub async fn modules_are_limited_and_deleted(database: Arc<TestDatabase>) {
         "the deletion made room"
     );
     store
-        .put_workflow_type("acme", "order", "m3")
+        .put_workflow_type("acme", "order", "m3", TYPES)
         .await
         .expect("rebind");
     assert_eq!(
@@ -2069,4 +2072,301 @@ pub async fn modules_are_limited_and_deleted(database: Arc<TestDatabase>) {
             .len(),
         3
     );
+}
+
+pub async fn workflow_types_are_limited_and_deleted(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    store
+        .put_module("other", "workflow", b"other")
+        .await
+        .expect("module");
+    for name in ["a", "b"] {
+        assert!(
+            store
+                .put_workflow_type("acme", name, DIGEST, 2)
+                .await
+                .expect("bind")
+        );
+    }
+    assert!(
+        !store
+            .put_workflow_type("acme", "c", DIGEST, 2)
+            .await
+            .expect("bind"),
+        "a third type is past the limit"
+    );
+    assert!(
+        store
+            .put_workflow_type("acme", "a", "other", 2)
+            .await
+            .expect("rebind"),
+        "binding a held type again does not count"
+    );
+    assert!(
+        store
+            .put_workflow_type("globex", "c", DIGEST, 2)
+            .await
+            .expect("bind"),
+        "another tenant's types do not count"
+    );
+    assert_eq!(
+        store.workflow_type("acme", "a").await.expect("type"),
+        Some("other".to_string())
+    );
+    assert_eq!(store.workflow_type("acme", "c").await.expect("type"), None);
+    assert_eq!(
+        store.workflow_types(Some("acme")).await.expect("types"),
+        [
+            ("acme".to_string(), "a".to_string(), "other".to_string()),
+            ("acme".to_string(), "b".to_string(), DIGEST.to_string()),
+        ]
+    );
+
+    assert!(
+        store
+            .delete_workflow_type("acme", "b")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_workflow_type("acme", "b")
+            .await
+            .expect("delete"),
+        "deleted once"
+    );
+    assert!(
+        !store
+            .delete_workflow_type("globex", "a")
+            .await
+            .expect("delete"),
+        "another tenant's type of that name does not exist"
+    );
+    assert!(
+        store
+            .put_workflow_type("acme", "c", DIGEST, 2)
+            .await
+            .expect("bind"),
+        "the deletion made room"
+    );
+
+    // Two stores (on PostgreSQL, two nodes) binding at once keep the limit.
+    let stores = [store.clone(), database.open().await];
+    let binds = (0..8).map(|index| {
+        let store = stores[index % 2].clone();
+        async move {
+            store
+                .put_workflow_type("initech", &format!("t{index}"), DIGEST, 3)
+                .await
+                .expect("bind")
+        }
+    });
+    let bound = spawn_all(binds).await;
+    assert_eq!(bound.iter().filter(|bound| **bound).count(), 3, "{bound:?}");
+    assert_eq!(
+        store
+            .workflow_types(Some("initech"))
+            .await
+            .expect("types")
+            .len(),
+        3
+    );
+}
+
+/// Appends `count` timer events after the history's end.
+async fn append_fired(store: &dyn Store, id: i64, count: u64) {
+    let next = store.history(id).await.expect("history").len() as u64 + 1;
+    let events = (0..count).map(|offset| fired(next + offset, offset + 1));
+    store
+        .append(id, events.collect(), None)
+        .await
+        .expect("append");
+}
+
+/// Sweeps `tenant` until nothing is due, never more than `rows_max` rows
+/// a call; the executions deleted in all.
+async fn sweep_all(store: &dyn Store, tenant: &str, before_ms: i64, rows_max: u32) -> u32 {
+    let mut executions = 0;
+    for _ in 0..1_000 {
+        let sweep = store
+            .sweep_finished(tenant, before_ms, rows_max)
+            .await
+            .expect("sweep");
+        assert!(
+            sweep.rows <= u64::from(rows_max),
+            "one sweep deleted {} rows, over its budget of {rows_max}",
+            sweep.rows
+        );
+        executions += sweep.executions;
+        if !sweep.more {
+            return executions;
+        }
+    }
+    panic!("the sweep never ended");
+}
+
+/// Finished executions past retention go with every row they own (and
+/// module bytes nothing names any more), a bounded number of rows at a
+/// time; running executions, children of running parents, younger
+/// executions and other tenants' stay.
+pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let store = store.as_ref();
+    store
+        .put_module("retired", "workflow", b"retired")
+        .await
+        .expect("module");
+    let done = start(
+        store,
+        NewExecution {
+            module_digest: "retired".into(),
+            ..new_execution(TENANT, "done", "done")
+        },
+    )
+    .await;
+    assert!(
+        store
+            .post_message(done.id, MessageKind::Signal, "go", "{}", "m1")
+            .await
+            .expect("post")
+    );
+    let line = GuestLogLine {
+        id: 0,
+        execution_id: done.id,
+        seq: 1,
+        level: "info".into(),
+        source: "log".into(),
+        message: "hello".into(),
+        logged_at_ms: 1,
+    };
+    store
+        .append_guest_logs(vec![line.clone(), line])
+        .await
+        .expect("log");
+    append_fired(store, done.id, 40).await;
+    store
+        .set_span_watermarks(vec![(done.id, 41)])
+        .await
+        .expect("watermark");
+    finish(store, done.id, ExecutionStatus::Completed).await;
+    let failed = start(store, new_execution(TENANT, "failed", "failed")).await;
+    finish(store, failed.id, ExecutionStatus::Failed).await;
+    let running = start(store, new_execution(TENANT, "running", "running")).await;
+    let parent = start(store, new_execution(TENANT, "parent", "parent")).await;
+    let child = start(
+        store,
+        NewExecution {
+            parent_id: Some(parent.id),
+            ..new_execution(TENANT, "parent/child-1", "child")
+        },
+    )
+    .await;
+    finish(store, child.id, ExecutionStatus::Completed).await;
+    let elsewhere = start(store, new_execution("globex", "done", "g")).await;
+    finish(store, elsewhere.id, ExecutionStatus::Completed).await;
+
+    assert_eq!(
+        store.sweep_finished(TENANT, 0, 100).await.expect("sweep"),
+        Sweep::default(),
+        "nothing finished before the epoch"
+    );
+    let after_all = i64::MAX;
+    assert_eq!(sweep_all(store, TENANT, after_all, 7).await, 2);
+    for (workflow_id, id) in [("done", done.id), ("failed", failed.id)] {
+        assert!(
+            store
+                .execution(TENANT, workflow_id)
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(store.history(id).await.expect("history").is_empty());
+    }
+    assert!(
+        store
+            .guest_logs(done.id, 0, 10)
+            .await
+            .expect("logs")
+            .is_empty()
+    );
+    assert_eq!(store.span_watermark(done.id).await.expect("watermark"), 0);
+    // What arrives late for a swept execution is dropped, not an error
+    // that would sink the exporter's or the logger's writes.
+    store
+        .set_span_watermarks(vec![(done.id, 50), (running.id, 1)])
+        .await
+        .expect("a swept execution's mark is dropped");
+    assert_eq!(store.span_watermark(done.id).await.expect("watermark"), 0);
+    assert_eq!(
+        store.span_watermark(running.id).await.expect("watermark"),
+        1
+    );
+    store
+        .append_guest_logs(vec![GuestLogLine {
+            id: 0,
+            execution_id: done.id,
+            seq: 2,
+            level: "info".into(),
+            source: "log".into(),
+            message: "late".into(),
+            logged_at_ms: 2,
+        }])
+        .await
+        .expect("a swept execution's line is dropped");
+    assert!(
+        store
+            .guest_logs(done.id, 0, 10)
+            .await
+            .expect("logs")
+            .is_empty()
+    );
+    assert!(
+        store
+            .undelivered_messages(done.id)
+            .await
+            .expect("mailbox")
+            .is_empty()
+    );
+    assert_eq!(
+        store.module("retired").await.expect("module"),
+        None,
+        "no history names the retired module any more"
+    );
+    assert!(store.module(DIGEST).await.expect("module").is_some());
+    for (tenant, workflow_id) in [
+        (TENANT, "running"),
+        (TENANT, "parent"),
+        (TENANT, "parent/child-1"),
+        ("globex", "done"),
+    ] {
+        assert!(
+            store
+                .execution(tenant, workflow_id)
+                .await
+                .expect("read")
+                .is_some(),
+            "{tenant}/{workflow_id} is kept"
+        );
+    }
+    assert_eq!(store.history(child.id).await.expect("history").len(), 2);
+
+    // Once the parent has finished, it and its child go.
+    finish(store, parent.id, ExecutionStatus::Completed).await;
+    assert_eq!(sweep_all(store, TENANT, after_all, 1).await, 2);
+    assert!(
+        store
+            .execution(TENANT, "parent/child-1")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        store
+            .execution(TENANT, "running")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    // A swept id starts afresh.
+    start(store, new_execution(TENANT, "done", "done-again")).await;
 }

@@ -63,6 +63,8 @@ for_each_backend!(
     guest_log_lines_are_capped_per_execution,
     modules_and_workflow_types,
     modules_are_limited_and_deleted,
+    workflow_types_are_limited_and_deleted,
+    finished_executions_are_swept_after_retention,
     writes_and_reads_survive_lost_connections,
     open_url_accepts_only_postgres,
     appends_go_only_to_executions_the_node_owns,

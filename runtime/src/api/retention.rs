@@ -1,0 +1,84 @@
+//! The retention sweeper: deletes each tenant's executions that finished
+//! more than its `finished_retention_seconds` ago, so what a tenant ran
+//! does not stay on the disk every tenant shares for ever.
+//!
+//! One node sweeps for all (the `retention` role). A pass goes tenant by
+//! tenant; each write deletes at most [`SWEEP_ROWS_PER_WRITE_MAX`] rows,
+//! so appends of every tenant queue behind at most that much, and a
+//! tenant with a long backlog is swept at most [`SWEEP_ROWS_PER_PASS_MAX`]
+//! rows a pass before the next tenant's turn.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Server;
+use crate::store::StoreError;
+
+/// How often the sweeper looks for executions past retention, unless the
+/// operator says (`reprise serve --retention-sweep-ms`).
+pub const SWEEP_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+/// Rows (events, messages, log lines, execution rows) one write deletes.
+const SWEEP_ROWS_PER_WRITE_MAX: u32 = 2_000;
+/// Rows one tenant's sweep deletes in one pass; the rest waits for the
+/// next pass, after the other tenants'.
+const SWEEP_ROWS_PER_PASS_MAX: u64 = 1_000_000;
+/// The role ([`crate::store::Store::lead`]) of the node that sweeps.
+const SWEEPER_ROLE: &str = "retention";
+
+/// Runs the sweeper until the runtime shuts down: a pass every `interval`.
+pub fn spawn_sweeper(server: Arc<Server>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut shutdown = server.runtime().shutdown_requested();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stopping| *stopping) => return,
+            }
+            let leads = server.store().lead(SWEEPER_ROLE).await;
+            let outcome = match leads {
+                Ok(true) => sweep_pass(&server, &shutdown).await,
+                Ok(false) => Ok(()),
+                Err(problem) => Err(problem),
+            };
+            if let Err(problem) = outcome {
+                tracing::warn!(%problem, "a retention sweep failed; the next pass tries again");
+            }
+        }
+    });
+}
+
+async fn sweep_pass(
+    server: &Arc<Server>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let store = server.store();
+    let runtime = server.runtime();
+    for tenant in store.tenants().await? {
+        let retention_ms = runtime
+            .limits_for(&tenant.name)
+            .finished_retention_seconds
+            .saturating_mul(1_000);
+        let finished_before_ms =
+            (crate::clock::now_ms().saturating_sub(retention_ms)).min(i64::MAX as u64) as i64;
+        let mut rows = 0;
+        while rows < SWEEP_ROWS_PER_PASS_MAX && !*shutdown.borrow() {
+            let sweep = store
+                .sweep_finished(&tenant.name, finished_before_ms, SWEEP_ROWS_PER_WRITE_MAX)
+                .await?;
+            rows += sweep.rows;
+            if sweep.executions > 0 {
+                runtime
+                    .telemetry()
+                    .metrics
+                    .executions_swept(&tenant.name, sweep.executions);
+                tracing::debug!(tenant = %tenant.name, executions = sweep.executions, "swept finished executions");
+            }
+            if !sweep.more {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
