@@ -30,7 +30,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-latency1-noisy,api-chain10,sleepers"
+        default_value = "chain10,chain10-otel,chain10-http,chain10-worker,latency1,replay,instantiate,api-latency1,api-latency1-noisy,api-chain10,sleepers,sweep"
     )]
     only: Vec<String>,
     /// sleepers: workflows parked in a 1 h durable sleep at once.
@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// replay: journaled activity results in the replayed history.
     #[arg(long, default_value_t = 10_000)]
     replay_steps: u64,
+    /// sweep: finished executions of 100 activities each to delete.
+    #[arg(long, default_value_t = 1_000)]
+    swept: usize,
     /// How many times each measurement repeats (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -179,8 +182,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "api-latency1-noisy" => api_latency(&bench, true).await?,
             "api-chain10" => api_chain(&bench).await?,
             "sleepers" => sleepers(&bench).await?,
+            "sweep" => sweep(&bench).await?,
             other => anyhow::bail!(
-                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-latency1-noisy, api-chain10, sleepers"
+                "unknown measurement `{other}`; choose chain10, chain10-otel, chain10-http, chain10-worker, latency1, replay, instantiate, api-latency1, api-latency1-noisy, api-chain10, sleepers, sweep"
             ),
         }
     }
@@ -965,6 +969,95 @@ async fn replay(bench: &Bench) -> anyhow::Result<()> {
         "replay median: {steps} journaled activity results replayed from the store in {:.1} ms ({:.1} ms of CPU)",
         median(millis),
         median(cpu_millis)
+    );
+    Ok(())
+}
+
+/// `sweep`: deletes `--swept` finished executions of 100 activities each
+/// (203 events) as the retention sweeper does (`api::sweep_tenant`), while
+/// another execution appends one event at a time: rows deleted per second,
+/// and the appender's latency during the sweep against before it (what
+/// other tenants pay for a sweep).
+async fn sweep(bench: &Bench) -> anyhow::Result<()> {
+    const STEPS: u64 = 100;
+    const TENANT: &str = crate::runtime::DEFAULT_TENANT;
+    let (runtime, _) = bench.runtime("sweep").await?;
+    let module = runtime.deploy_workflow(&bench.workflow_bytes).await?;
+    let store = runtime.store().clone();
+    let input = format!(r#"{{"steps":{STEPS}}}"#);
+    for index in 0..bench.args.swept {
+        let (record, _) = runtime
+            .start(
+                "bench",
+                &module.digest,
+                Some(format!("swept-{index}")),
+                &input,
+            )
+            .await?;
+        let events =
+            synthetic_chain_history(&record.workflow_id, &record.run_id, &module.digest, STEPS);
+        let finish =
+            crate::store::Finish::new(crate::store::ExecutionStatus::Completed, STEPS.to_string());
+        store
+            .append(record.id, events[1..].to_vec(), Some(finish))
+            .await?;
+    }
+    let (probe, _) = runtime
+        .start("bench", &module.digest, Some("probe".into()), &input)
+        .await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let store = store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for position in 2u64.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let event = RecordedEvent {
+                    position,
+                    recorded_at_ms: clock::now_ms(),
+                    event: Event::TimerFired { seq: position },
+                };
+                let started = Instant::now();
+                store.append(probe.id, vec![event], None).await?;
+                latencies.push((Instant::now(), started.elapsed()));
+            }
+            anyhow::Ok(latencies)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sweep_started = Instant::now();
+    let swept = crate::api::sweep_tenant(store.as_ref(), TENANT, i64::MAX, || false).await?;
+    let sweep_ended = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let latencies = appender.await??;
+    anyhow::ensure!(
+        swept.executions as usize == bench.args.swept,
+        "swept {} executions of {}",
+        swept.executions,
+        bench.args.swept
+    );
+    let (mut before, mut during): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for (at, latency) in latencies {
+        if at < sweep_started {
+            before.push(latency);
+        } else if at <= sweep_ended {
+            during.push(latency);
+        }
+    }
+    before.sort();
+    during.sort();
+    let seconds = (sweep_ended - sweep_started).as_secs_f64();
+    let (before_p50, before_p99) = p50_p99(&before);
+    let (during_p50, during_p99) = p50_p99(&during);
+    println!(
+        "sweep: {} executions, {} rows in {seconds:.2} s = {:.0} rows/s (paced as the sweeper paces); another execution's append p50 / p99 {before_p50:.2} / {before_p99:.2} ms before, {during_p50:.2} / {during_p99:.2} ms during ({} appends)",
+        swept.executions,
+        swept.rows,
+        swept.rows as f64 / seconds,
+        during.len(),
     );
     Ok(())
 }

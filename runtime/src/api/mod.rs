@@ -27,7 +27,7 @@ mod schedules;
 mod updates;
 mod workers;
 
-pub use retention::{SWEEP_INTERVAL_DEFAULT, spawn_sweeper};
+pub use retention::{SWEEP_INTERVAL_DEFAULT, spawn_sweeper, sweep_tenant};
 pub use schedules::spawn_scheduler;
 
 use std::collections::HashMap;
