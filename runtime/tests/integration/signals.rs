@@ -403,6 +403,82 @@ async fn cancelling_the_parent_cancels_the_child() {
     assert_eq!(child.status, ExecutionStatus::Cancelled);
 }
 
+/// A child records the execution that started it: while that parent runs,
+/// the retention sweep keeps the finished child (the parent may not have
+/// journaled its outcome yet); once the parent has ended, both go.
+#[tokio::test]
+async fn a_finished_child_outlives_its_retention_while_its_parent_runs() {
+    let harness = Harness::default().await;
+    let record = harness
+        .start("patterns", "kept", r#"{"mode":"child-waits"}"#)
+        .await;
+    let stopper = async {
+        let child = loop {
+            if let Some(child) = harness
+                .store
+                .execution(&record.tenant, "kept/child-1")
+                .await
+                .expect("read")
+                && harness
+                    .store
+                    .history(child.id)
+                    .await
+                    .expect("history")
+                    .iter()
+                    .any(|recorded| matches!(recorded.event, Event::SignalAwaited { .. }))
+            {
+                break child;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Both stop at their waits with nothing journaled: the parent
+        // never learns how its child ends.
+        harness.runtime.shut_down();
+        child
+    };
+    let (stopped, child) =
+        bounded(async { tokio::join!(harness.runtime.drive(record.clone()), stopper) }).await;
+    assert!(
+        stopped.is_err(),
+        "the shutdown stops the parent: {stopped:?}"
+    );
+    assert!(
+        harness
+            .store
+            .terminate(child.id, "ended")
+            .await
+            .expect("terminate")
+    );
+
+    let swept = harness
+        .store
+        .sweep_finished(&record.tenant, i64::MAX, 1_000)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.executions, 0, "the parent still runs: {swept:?}");
+    assert!(
+        harness
+            .store
+            .execution(&record.tenant, "kept/child-1")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert!(
+        harness
+            .store
+            .terminate(record.id, "ended")
+            .await
+            .expect("terminate")
+    );
+    let swept = harness
+        .store
+        .sweep_finished(&record.tenant, i64::MAX, 1_000)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.executions, 2, "{swept:?}");
+}
+
 /// The same cancellation, with the process stopped right after it was
 /// journaled (its drive and activity tasks gone, the charge in flight): a
 /// new runtime on the same database finishes the saga, and the charge is
