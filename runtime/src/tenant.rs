@@ -121,6 +121,10 @@ pub struct TenantLimits {
     /// afresh. Every execution the tenant ever ran would otherwise stay on
     /// the disk every tenant shares.
     pub finished_retention_seconds: u64,
+    /// Finished executions kept at most; past it the oldest are deleted
+    /// before their retention (a tenant starting executions fast would
+    /// otherwise fill the disk within its retention).
+    pub finished_executions_max: u64,
 }
 
 impl Default for TenantLimits {
@@ -147,6 +151,7 @@ impl Default for TenantLimits {
             modules_max: 100,
             workflow_types_max: 1_000,
             finished_retention_seconds: FINISHED_RETENTION_SECONDS_DEFAULT,
+            finished_executions_max: 1_000_000,
         }
     }
 }
@@ -169,7 +174,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 19] = [
+        let checks: [(&str, u64, u64); 20] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -252,6 +257,11 @@ impl TenantLimits {
                 "finished_retention_seconds",
                 self.finished_retention_seconds,
                 FINISHED_RETENTION_SECONDS_MAX,
+            ),
+            (
+                "finished_executions_max",
+                self.finished_executions_max,
+                1_000_000_000,
             ),
         ];
         for (name, value, ceiling) in checks {

@@ -808,6 +808,12 @@ pub trait Store: Send + Sync + 'static {
     /// position) each, in one write (never lowers one).
     async fn set_span_watermarks(&self, marks: Vec<(i64, u64)>) -> StoreResult<()>;
 
+    /// When `tenant`'s `keep`-th newest finished execution finished: the
+    /// ones that finished before are past a count of `keep` (those that
+    /// finished in the same millisecond are not). `None` if the tenant has
+    /// at most `keep` finished executions.
+    async fn finished_count_cutoff_ms(&self, tenant: &str, keep: u64) -> StoreResult<Option<i64>>;
+
     /// Deletes `tenant`'s executions that finished before
     /// `finished_before_ms`, oldest first: each one's events, messages,
     /// log lines and span mark, then its row, and the module bytes nothing

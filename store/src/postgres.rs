@@ -1645,6 +1645,24 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn finished_count_cutoff_ms(&self, tenant: &str, keep: u64) -> StoreResult<Option<i64>> {
+        let Some(offset) = keep.checked_sub(1) else {
+            return Ok(Some(i64::MAX));
+        };
+        sqlx::query_scalar(
+            "SELECT updated_at_ms FROM executions
+             WHERE tenant = $1 AND status <> 'running'
+             ORDER BY updated_at_ms DESC, id DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(tenant)
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(StoreError::database(
+            "finding a tenant's oldest finished executions to keep",
+        ))
+    }
+
     async fn workflow_type(&self, tenant: &str, name: &str) -> StoreResult<Option<String>> {
         sqlx::query_scalar("SELECT digest FROM workflow_types WHERE tenant = $1 AND name = $2")
             .bind(tenant)

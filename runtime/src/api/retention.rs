@@ -1,6 +1,7 @@
 //! The retention sweeper: deletes each tenant's executions that finished
-//! more than its `finished_retention_seconds` ago, so what a tenant ran
-//! does not stay on the disk every tenant shares for ever.
+//! more than its `finished_retention_seconds` ago, and its oldest finished
+//! ones past `finished_executions_max`, so what a tenant ran does not
+//! fill the disk every tenant shares.
 //!
 //! One node sweeps for all (the `retention` role). A pass goes tenant by
 //! tenant; each write deletes at most [`SWEEP_ROWS_PER_WRITE_MAX`] rows and
@@ -61,12 +62,14 @@ async fn sweep_pass(
     let store = server.store();
     let runtime = server.runtime();
     for tenant in store.tenants().await? {
-        let retention_ms = runtime
-            .limits_for(&tenant.name)
-            .finished_retention_seconds
-            .saturating_mul(1_000);
-        let finished_before_ms =
+        let limits = runtime.limits_for(&tenant.name);
+        let retention_ms = limits.finished_retention_seconds.saturating_mul(1_000);
+        let past_retention_ms =
             (crate::clock::now_ms().saturating_sub(retention_ms)).min(i64::MAX as u64) as i64;
+        let past_count_ms = store
+            .finished_count_cutoff_ms(&tenant.name, limits.finished_executions_max)
+            .await?;
+        let finished_before_ms = past_retention_ms.max(past_count_ms.unwrap_or(i64::MIN));
         let swept = sweep_tenant(store.as_ref(), &tenant.name, finished_before_ms, || {
             *shutdown.borrow()
         })

@@ -1495,7 +1495,8 @@ async fn a_tenant_binds_workflow_types_up_to_its_limit_and_unbinds_them() {
 }
 
 /// Finished executions go once their tenant's `finished_retention_seconds`
-/// has passed — status and history, so the id may start afresh — while a
+/// has passed — status and history, so the id may start afresh — or once
+/// more than `finished_executions_max` newer ones have finished, while a
 /// running execution and another tenant's finished one stay.
 #[tokio::test]
 async fn finished_executions_are_deleted_after_their_tenants_retention() {
@@ -1505,7 +1506,10 @@ async fn finished_executions_are_deleted_after_their_tenants_retention() {
         .tenant("brief", json!({ "finished_retention_seconds": 1 }))
         .await;
     let keeper = hosted.tenant("keeper", json!({})).await;
-    for key in [&brief, &keeper] {
+    let few = hosted
+        .tenant("few", json!({ "finished_executions_max": 2 }))
+        .await;
+    for key in [&brief, &keeper, &few] {
         hosted.deploy(key, "hello-activities", None).await;
         hosted.deploy(key, "hello", Some("hello")).await;
         let (status, started) = hosted
@@ -1513,6 +1517,13 @@ async fn finished_executions_are_deleted_after_their_tenants_retention() {
             .await;
         assert_eq!(status, 201, "{started}");
         assert_eq!(hosted.finished(key, "done").await["status"], "completed");
+    }
+    for id in ["second", "third"] {
+        let (status, started) = hosted
+            .start_execution(&few, "hello", id, json!({ "name": id }))
+            .await;
+        assert_eq!(status, 201, "{started}");
+        hosted.finished(&few, id).await;
     }
     let (status, started) = hosted
         .start_execution(
@@ -1564,6 +1575,22 @@ async fn finished_executions_are_deleted_after_their_tenants_retention() {
         (200, &json!("running")),
         "{sleeping}"
     );
+    // `few` keeps its two newest finished executions, whatever their age.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(&address, &few, "GET", "/v1/executions/done", Bytes::new())
+        .await
+        .0
+        != 404
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the oldest of three outlived finished_executions_max = 2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in ["second", "third"] {
+        assert_eq!(hosted.finished(&few, id).await["status"], "completed");
+    }
     let kept = hosted.finished(&keeper, "done").await;
     assert_eq!(
         kept["status"], "completed",

@@ -2370,3 +2370,54 @@ pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDat
     // A swept id starts afresh.
     start(store, new_execution(TENANT, "done", "done-again")).await;
 }
+
+/// The count cutoff: when the `keep`-th newest finished execution of a
+/// tenant finished; sweeping before it leaves `keep`.
+pub async fn the_count_cutoff_keeps_the_newest_finished_executions(database: Arc<TestDatabase>) {
+    let store = store_on(&database).await;
+    let store = store.as_ref();
+    for (index, finished_at_ms) in [300, 100, 500, 200, 400].into_iter().enumerate() {
+        let record = start(store, new_execution(TENANT, &format!("w{index}"), "r")).await;
+        let end = RecordedEvent {
+            position: 2,
+            recorded_at_ms: 2,
+            event: Event::WorkflowCompleted {
+                output: "null".into(),
+            },
+        };
+        let finish = Finish {
+            finished_at_ms,
+            ..Finish::new(ExecutionStatus::Completed, "null".into())
+        };
+        store
+            .append(record.id, vec![end], Some(finish))
+            .await
+            .expect("finish");
+    }
+    start(store, new_execution(TENANT, "running", "r")).await;
+    let other = start(store, new_execution("globex", "w", "r")).await;
+    finish(store, other.id, ExecutionStatus::Completed).await;
+
+    let cutoff = |keep| store.finished_count_cutoff_ms(TENANT, keep);
+    assert_eq!(cutoff(2).await.expect("cutoff"), Some(400));
+    assert_eq!(cutoff(5).await.expect("cutoff"), Some(100));
+    assert_eq!(
+        cutoff(6).await.expect("cutoff"),
+        None,
+        "running ones do not count"
+    );
+    assert_eq!(sweep_all(store, TENANT, 400, 100).await, 3);
+    assert_eq!(cutoff(2).await.expect("cutoff"), Some(400));
+    assert_eq!(cutoff(3).await.expect("cutoff"), None);
+    for (workflow_id, kept) in [("w0", false), ("w2", true), ("w4", true), ("running", true)] {
+        assert_eq!(
+            store
+                .execution(TENANT, workflow_id)
+                .await
+                .expect("read")
+                .is_some(),
+            kept,
+            "{workflow_id}"
+        );
+    }
+}

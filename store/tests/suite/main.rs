@@ -65,6 +65,7 @@ for_each_backend!(
     modules_are_limited_and_deleted,
     workflow_types_are_limited_and_deleted,
     finished_executions_are_swept_after_retention,
+    the_count_cutoff_keeps_the_newest_finished_executions,
     writes_and_reads_survive_lost_connections,
     open_url_accepts_only_postgres,
     appends_go_only_to_executions_the_node_owns,
