@@ -35,6 +35,10 @@ pub const RANDOM_BYTES_MAX: u32 = 4096;
 
 /// The most events one history may hold; past it the execution fails.
 pub const HISTORY_EVENTS_MAX: usize = 100_000;
+/// Default and ceiling of a history's payload bytes (`history_bytes_max`,
+/// see [`Event::payload_bytes`]): a live instance keeps its history in
+/// memory, and a replay reads all of it.
+pub const HISTORY_BYTES_MAX: u64 = 50 * 1024 * 1024;
 
 /// Which clock a `ClockRead` read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +387,60 @@ pub enum Event {
 }
 
 impl Event {
+    /// The bytes of what workflows and their callers choose to put in the
+    /// event — inputs, outputs, payloads, errors, attributes — which is
+    /// what a tenant's `history_bytes_max` counts. Names and ids have
+    /// limits of their own and are not counted.
+    pub fn payload_bytes(&self) -> u64 {
+        let error = |message: &str, details: &Option<String>| {
+            message.len() + details.as_ref().map_or(0, String::len)
+        };
+        let bytes = match self {
+            Event::WorkflowStarted { input, .. }
+            | Event::ActivityScheduled { input, .. }
+            | Event::ChildStarted { input, .. }
+            | Event::WorkflowContinuedAsNew { input, .. } => input.len(),
+            Event::RandomDrawn { bytes, .. } => bytes.len(),
+            Event::ActivityAttemptFailed {
+                error: failure,
+                heartbeat_details,
+                ..
+            } => {
+                error(&failure.message, &failure.details)
+                    + heartbeat_details.as_ref().map_or(0, String::len)
+            }
+            Event::ActivityFailed { failure, .. } => {
+                error(&failure.last_error.message, &failure.last_error.details)
+            }
+            Event::ActivityCompleted { output, .. }
+            | Event::UpdateCompleted { output, .. }
+            | Event::ChildCompleted { output, .. }
+            | Event::WorkflowCompleted { output } => output.len(),
+            Event::SignalReceived { payload, .. } => payload.len(),
+            Event::UpdateReceived { args, .. } => args.len(),
+            Event::SearchAttributesUpserted { attributes, .. } => attributes.len(),
+            Event::UpdateFailed { error: failure, .. }
+            | Event::ChildFailed { error: failure, .. }
+            | Event::WorkflowFailed { error: failure }
+            | Event::WorkflowCancelled { error: failure } => {
+                error(&failure.message, &failure.details)
+            }
+            Event::WorkflowTerminated { reason } => reason.len(),
+            Event::ClockRead { .. }
+            | Event::TimerStarted { .. }
+            | Event::TimerFired { .. }
+            | Event::TimersPolled { .. }
+            | Event::SignalAwaited { .. }
+            | Event::SignalTimedOut { .. }
+            | Event::UpdateAwaited { .. }
+            | Event::UpdateTimedOut { .. }
+            | Event::CancellationDelivered { .. }
+            | Event::ModuleUpgraded { .. }
+            | Event::PatchMarked { .. } => 0,
+        };
+        bytes as u64
+    }
+
     /// The event's kind as written in the `kind` column and in histories.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -793,6 +851,8 @@ pub struct History {
     cancellations: HashMap<u64, usize>,
     /// Change ids of the `PatchMarked` events.
     patches: HashSet<String>,
+    /// The events' [`Event::payload_bytes`], summed.
+    payload_bytes: u64,
 }
 
 /// The mark in [`History`]'s outcome index for a command not yet answered.
@@ -830,6 +890,7 @@ impl History {
     /// events, and indexes it as the event at `index`.
     fn index(&mut self, index: usize, recorded: &RecordedEvent) -> Result<(), String> {
         let expected = index as Position + 1;
+        self.payload_bytes += recorded.event.payload_bytes();
         if recorded.position != expected {
             return Err(format!(
                 "history is not contiguous: expected position {expected}, found {}",
@@ -880,6 +941,12 @@ impl History {
             ));
         }
         Ok(())
+    }
+
+    /// What workflows and callers put in the history, in bytes (see
+    /// [`Event::payload_bytes`]).
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
     }
 
     /// Whether a cancellation was delivered at blocking call `wait`.
@@ -1121,6 +1188,9 @@ pub struct Recorder {
     /// The most events the history may hold (the tenant's
     /// `history_events_max`); one place is always kept for the end.
     history_events_max: usize,
+    /// The most payload bytes the history may hold (the tenant's
+    /// `history_bytes_max`); the end's own payload is not counted.
+    history_bytes_max: u64,
     /// What `patched` answered for each change id in this activation: the
     /// first answer holds, even where a later call would decide otherwise.
     patch_answers: HashMap<String, bool>,
@@ -1138,6 +1208,7 @@ impl Recorder {
             halted: None,
             replay_only,
             history_events_max: HISTORY_EVENTS_MAX,
+            history_bytes_max: HISTORY_BYTES_MAX,
             patch_answers: HashMap::new(),
             answering_query: false,
         }
@@ -1154,26 +1225,40 @@ impl Recorder {
         self.answering_query
     }
 
-    /// Sets the history limit every recorded event counts against.
-    pub fn limit_history(&mut self, history_events_max: usize) {
+    /// Sets the history limits every recorded event counts against.
+    pub fn limit_history(&mut self, history_events_max: usize, history_bytes_max: u64) {
         self.history_events_max = history_events_max;
+        self.history_bytes_max = history_bytes_max;
     }
 
-    /// Whether `events` more non-terminal events fit in the history, with
-    /// one place left for the terminal event. Every recorded event passes
-    /// here — buffered clock reads and random draws as much as appends.
-    pub fn check_room(&self, events: usize) -> Result<(), WorkflowError> {
+    /// Whether `events` more non-terminal events, holding `payload_bytes`,
+    /// fit in the history, with one place left for the terminal event.
+    /// Every recorded event passes here — buffered clock reads and random
+    /// draws, activity outcomes and signals as much as commands.
+    pub fn check_room(&self, events: usize, payload_bytes: u64) -> Result<(), WorkflowError> {
         let limit = self.history_events_max;
-        if self.history.len() + events < limit {
-            return Ok(());
+        if self.history.len() + events >= limit {
+            return Err(WorkflowError {
+                error_type: "HistoryLimitExceeded".to_string(),
+                message: format!(
+                    "the execution's history reached its limit of {limit} events (history_events_max = {limit}); split the work into smaller workflows or child workflows"
+                ),
+                details: None,
+            });
         }
-        Err(WorkflowError {
-            error_type: "HistoryLimitExceeded".to_string(),
-            message: format!(
-                "the execution's history reached its limit of {limit} events (history_events_max = {limit}); split the work into smaller workflows or child workflows"
-            ),
-            details: None,
-        })
+        let bytes_limit = self.history_bytes_max;
+        let held = self.history.payload_bytes();
+        if held.saturating_add(payload_bytes) > bytes_limit {
+            return Err(WorkflowError {
+                error_type: "HistorySizeLimitExceeded".to_string(),
+                message: format!(
+                    "the execution's history would hold {} bytes of inputs, outputs and payloads, past its limit (history_bytes_max = {bytes_limit}); pass references to large data instead of the data, or split the work into child workflows",
+                    held.saturating_add(payload_bytes)
+                ),
+                details: None,
+            });
+        }
+        Ok(())
     }
 
     /// Rewinds the cursor for a fresh instance, which replays from seq 1.
@@ -1247,7 +1332,7 @@ impl Recorder {
             // keep `self` borrowed in the arms below.
             Ok(Some(_)) => Ok((seq, self.history.command(seq))),
             Ok(None) if self.replay_only => Err(self.halt_at_history_end(seq, command)),
-            Ok(None) => match self.check_room(1) {
+            Ok(None) => match self.check_room(1, 0) {
                 Ok(()) => Ok((seq, None)),
                 Err(full) => Err(self.halt(Halt::Limit(full))),
             },
@@ -1372,7 +1457,7 @@ impl Recorder {
         let replaying = self.is_replaying() || self.history.terminal().is_some();
         let answer = marked || !replaying;
         if answer && !marked && !self.replay_only {
-            self.check_room(1)
+            self.check_room(1, 0)
                 .map_err(|full| self.halt(Halt::Limit(full)))?;
             self.history.record(
                 Event::PatchMarked {
@@ -1463,6 +1548,41 @@ mod tests {
             },
             idempotency_key: idempotency_key("w", "r", seq),
         }
+    }
+
+    /// Payload bytes are counted as events are recorded and as a stored
+    /// history is rebuilt, and a recorder refuses what would pass the
+    /// limit, naming it, before the event count does.
+    #[test]
+    fn the_history_counts_payload_bytes_against_its_limit() {
+        let mut history = History::default();
+        history.record(started(), 0);
+        history.record(scheduled(1, "charge", &"x".repeat(100)), 0);
+        history.record(
+            Event::ActivityCompleted {
+                seq: 1,
+                attempt: 1,
+                output: "y".repeat(50),
+            },
+            0,
+        );
+        assert_eq!(history.payload_bytes(), 2 + 100 + 50);
+        let rebuilt = History::from_recorded(history.events().to_vec()).expect("valid");
+        assert_eq!(rebuilt.payload_bytes(), 152);
+
+        let mut recorder = Recorder::new(rebuilt, false);
+        recorder.limit_history(100, 200);
+        assert!(
+            recorder.check_room(1, 48).is_ok(),
+            "exactly at the limit fits"
+        );
+        let full = recorder.check_room(1, 49).expect_err("past the limit");
+        assert_eq!(full.error_type, "HistorySizeLimitExceeded");
+        assert!(
+            full.message.contains("history_bytes_max = 200") && full.message.contains(" 201 "),
+            "{}",
+            full.message
+        );
     }
 
     #[test]

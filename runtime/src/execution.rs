@@ -296,7 +296,7 @@ impl Execution {
         mut recorder: Recorder,
         surroundings: Surroundings,
     ) -> Execution {
-        recorder.limit_history(limits.history_events_max);
+        recorder.limit_history(limits.history_events_max, limits.history_bytes_max);
         let lines = Arc::new(GuestLines::new(
             surroundings
                 .telemetry
@@ -485,8 +485,9 @@ impl Execution {
         }
         let is_terminal = events.iter().any(Event::is_terminal);
         if !is_terminal {
+            let payload_bytes = events.iter().map(Event::payload_bytes).sum();
             recorder
-                .check_room(events.len())
+                .check_room(events.len(), payload_bytes)
                 .map_err(Interrupt::FailWorkflow)?;
         }
         let now = clock::now_ms();

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{ACTIVITY_FUEL_MAX, COMPILATIONS_MAX, Limits, MODULE_BYTES_MAX};
-use crate::journal::{HISTORY_EVENTS_MAX, PAYLOAD_BYTES_MAX};
+use crate::journal::{HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX, PAYLOAD_BYTES_MAX};
 use crate::store::{Store, StoreError};
 
 /// The longest tenant name.
@@ -78,6 +78,9 @@ pub struct TenantLimits {
     pub running_executions_max: u64,
     /// Events one execution's history may hold.
     pub history_events_max: usize,
+    /// Bytes of inputs, outputs, payloads and errors one execution's
+    /// history may hold: a live instance keeps its history in memory.
+    pub history_bytes_max: u64,
     /// Largest workflow input, signal payload, activity input or output.
     pub payload_bytes_max: usize,
     /// Sustained API requests per second (a token bucket of this size).
@@ -137,6 +140,7 @@ impl Default for TenantLimits {
             activation_wall_ms_max: engine.activation_wall_ms_max,
             running_executions_max: 10_000,
             history_events_max: HISTORY_EVENTS_MAX,
+            history_bytes_max: HISTORY_BYTES_MAX,
             payload_bytes_max: PAYLOAD_BYTES_MAX,
             requests_per_second: 1_000,
             allowed_hosts: None,
@@ -174,7 +178,7 @@ impl TenantLimits {
     /// limits above what the host itself enforces (they would be lies).
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         let engine = Limits::default();
-        let checks: [(&str, u64, u64); 20] = [
+        let checks: [(&str, u64, u64); 21] = [
             (
                 "module_bytes_max",
                 self.module_bytes_max as u64,
@@ -200,6 +204,11 @@ impl TenantLimits {
                 "history_events_max",
                 self.history_events_max as u64,
                 HISTORY_EVENTS_MAX as u64,
+            ),
+            (
+                "history_bytes_max",
+                self.history_bytes_max,
+                HISTORY_BYTES_MAX,
             ),
             (
                 "payload_bytes_max",

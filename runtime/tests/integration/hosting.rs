@@ -543,6 +543,25 @@ async fn every_tenant_limit_names_itself_when_hit() {
         "{failed}"
     );
 
+    // history_bytes_max: likewise, counting what the history holds
+    // (here the input alone is past it, so the first recorded call fails).
+    let key = hosted
+        .tenant("small-histories", json!({ "history_bytes_max": 4000 }))
+        .await;
+    hosted.deploy(&key, "hello", Some("hello")).await;
+    hosted
+        .start_execution(&key, "hello", "heavy", json!({ "name": "h".repeat(5000) }))
+        .await;
+    let failed = hosted.finished(&key, "heavy").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["result"]["error_type"], "HistorySizeLimitExceeded");
+    assert!(
+        failed["result"]["message"]
+            .to_string()
+            .contains("history_bytes_max = 4000"),
+        "{failed}"
+    );
+
     // activation_fuel_max, memory_bytes_max, activation_wall_ms_max: the
     // hostile workflow, each time failing only its own execution.
     let cases = [

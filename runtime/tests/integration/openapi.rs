@@ -70,3 +70,28 @@ fn every_route_is_documented_and_every_documented_route_exists() {
         "openapi.json documents routes that do not exist: {stale:?}"
     );
 }
+
+/// The tenant limits schema names every limit the server takes (it
+/// refuses unknown fields, so a stale schema would turn valid documents
+/// away from clients that validate).
+#[test]
+fn the_tenant_limits_schema_names_every_limit() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json"))
+        .expect("runtime/openapi.json");
+    let document: serde_json::Value = serde_json::from_str(&text).expect("openapi.json is JSON");
+    let documented: BTreeSet<String> =
+        document["components"]["schemas"]["TenantLimits"]["properties"]
+            .as_object()
+            .expect("a TenantLimits schema")
+            .keys()
+            .cloned()
+            .collect();
+    let limits = serde_json::to_value(reprise::tenant::TenantLimits::default()).expect("JSON");
+    let taken: BTreeSet<String> = limits
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(documented, taken);
+}
