@@ -297,6 +297,16 @@ pub struct Sweep {
     /// Whether the call stopped at its row budget or its batch, so more
     /// may be due.
     pub more: bool,
+    /// Where the next call of the same pass goes on.
+    pub cursor: Option<SweepCursor>,
+}
+
+/// A place in a tenant's finished executions, in the order sweeps go:
+/// by finish time, then id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepCursor {
+    pub finished_at_ms: i64,
+    pub id: i64,
 }
 
 /// Finished executions one [`Store::sweep_finished`] call looks at.
@@ -820,11 +830,15 @@ pub trait Store: Send + Sync + 'static {
     /// names any more. At most `rows_max` rows in one transaction, so a
     /// sweep never holds the writer long; an execution whose deletion the
     /// budget cuts short is finished by the next call (meanwhile its history
-    /// reads short). An execution whose parent still runs is kept.
+    /// reads short). An execution whose parent still runs is kept, and
+    /// stepped over: a call starts `after` the cursor the previous call of
+    /// the same pass returned, so kept executions are read once a pass, not
+    /// once a call.
     async fn sweep_finished(
         &self,
         tenant: &str,
         finished_before_ms: i64,
+        after: Option<SweepCursor>,
         rows_max: u32,
     ) -> StoreResult<Sweep>;
 

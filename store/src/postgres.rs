@@ -37,7 +37,7 @@ use super::{
     CommitStats, ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX,
     GuestLogLine, Joined, MAILBOX_UNDELIVERED_MAX, MailboxActivity, MailboxCursor, MailboxMessage,
     MessageKind, ModuleDeletion, NewExecution, SWEEP_EXECUTIONS_MAX, ScheduleWrite, StartOutcome,
-    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, Sweep, TenantModule,
+    StatusCounts, Store, StoreError, StoreResult, StoredSchedule, Sweep, SweepCursor, TenantModule,
     TenantRecord,
 };
 use reprise_journal::RecordedEvent;
@@ -768,62 +768,77 @@ async fn apply<'op>(
         WriteOp::SweepFinished {
             tenant,
             finished_before_ms,
+            after,
             rows_max,
         } => {
-            let due: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT id, module_digest FROM executions e
+            let (after_ms, after_id) = after.map_or((i64::MIN, i64::MIN), |cursor| {
+                (cursor.finished_at_ms, cursor.id)
+            });
+            let due: Vec<(i64, String, i64, bool)> = sqlx::query_as(
+                "SELECT id, module_digest, updated_at_ms,
+                        parent_id IS NOT NULL AND EXISTS
+                          (SELECT 1 FROM executions p WHERE p.id = e.parent_id AND p.status = 'running')
+                 FROM executions e
                  WHERE tenant = $1 AND status <> 'running' AND updated_at_ms < $2
-                   AND (parent_id IS NULL OR NOT EXISTS
-                        (SELECT 1 FROM executions p WHERE p.id = e.parent_id AND p.status = 'running'))
-                 ORDER BY updated_at_ms, id LIMIT $3",
+                   AND (updated_at_ms, id) > ($3, $4)
+                 ORDER BY updated_at_ms, id LIMIT $5",
             )
             .bind(tenant.as_str())
             .bind(*finished_before_ms)
+            .bind(after_ms)
+            .bind(after_id)
             .bind(i64::from(SWEEP_EXECUTIONS_MAX))
             .fetch_all(&mut *connection)
             .await
             .map_err(StoreError::database("finding finished executions past retention"))?;
             let mut sweep = Sweep {
                 more: due.len() as u64 == u64::from(SWEEP_EXECUTIONS_MAX),
+                cursor: *after,
                 ..Sweep::default()
             };
             let mut budget = u64::from(*rows_max);
-            for (execution_id, digest) in &due {
-                for (table, key) in SWEPT_TABLES {
+            for (execution_id, digest, finished_at_ms, parent_runs) in &due {
+                if !*parent_runs {
+                    for (table, key) in SWEPT_TABLES {
+                        if budget == 0 {
+                            sweep.more = true;
+                            return Ok(WriteReply::Swept(sweep));
+                        }
+                        let deleted = sqlx::query(&format!(
+                            "DELETE FROM {table} WHERE execution_id = $1 AND {key} IN
+                               (SELECT {key} FROM {table} WHERE execution_id = $1 ORDER BY {key} LIMIT $2)"
+                        ))
+                        .bind(*execution_id)
+                        .bind(budget as i64)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(StoreError::database("deleting a finished execution's rows"))?
+                        .rows_affected();
+                        budget -= deleted.min(budget);
+                        sweep.rows += deleted;
+                    }
                     if budget == 0 {
                         sweep.more = true;
                         return Ok(WriteReply::Swept(sweep));
                     }
-                    let deleted = sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE execution_id = $1 AND {key} IN
-                           (SELECT {key} FROM {table} WHERE execution_id = $1 ORDER BY {key} LIMIT $2)"
-                    ))
-                    .bind(*execution_id)
-                    .bind(budget as i64)
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(StoreError::database("deleting a finished execution's rows"))?
-                    .rows_affected();
-                    budget -= deleted.min(budget);
-                    sweep.rows += deleted;
+                    sqlx::query("DELETE FROM executions WHERE id = $1")
+                        .bind(*execution_id)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(StoreError::database("deleting a finished execution"))?;
+                    budget -= 1;
+                    sweep.rows += 1;
+                    sweep.executions += 1;
+                    sqlx::query(DELETE_UNUSED_MODULE)
+                        .bind(digest.as_str())
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(StoreError::database("deleting a module nothing uses"))?;
                 }
-                if budget == 0 {
-                    sweep.more = true;
-                    return Ok(WriteReply::Swept(sweep));
-                }
-                sqlx::query("DELETE FROM executions WHERE id = $1")
-                    .bind(*execution_id)
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(StoreError::database("deleting a finished execution"))?;
-                budget -= 1;
-                sweep.rows += 1;
-                sweep.executions += 1;
-                sqlx::query(DELETE_UNUSED_MODULE)
-                    .bind(digest.as_str())
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(StoreError::database("deleting a module nothing uses"))?;
+                sweep.cursor = Some(SweepCursor {
+                    finished_at_ms: *finished_at_ms,
+                    id: *execution_id,
+                });
             }
             Ok(WriteReply::Swept(sweep))
         }
@@ -1844,10 +1859,11 @@ impl Store for PostgresStore {
         &self,
         tenant: &str,
         finished_before_ms: i64,
+        after: Option<SweepCursor>,
         rows_max: u32,
     ) -> StoreResult<Sweep> {
         self.writes
-            .sweep_finished(tenant, finished_before_ms, rows_max)
+            .sweep_finished(tenant, finished_before_ms, after, rows_max)
             .await
     }
 

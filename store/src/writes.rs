@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     CommitStats, ExecutionRecord, ExecutionStatus, Finish, GuestLogLine, IdReusePolicy,
     MessageKind, ModuleDeletion, NewExecution, ScheduleWrite, StartOutcome, StoreError,
-    StoreResult, Sweep,
+    StoreResult, Sweep, SweepCursor,
 };
 use reprise_journal::{Event, RecordedEvent};
 
@@ -102,6 +102,7 @@ pub(crate) enum WriteOp {
     SweepFinished {
         tenant: String,
         finished_before_ms: i64,
+        after: Option<SweepCursor>,
         rows_max: u32,
     },
     AppendGuestLogs(Vec<GuestLogLine>),
@@ -283,11 +284,13 @@ impl WriteQueue {
         &self,
         tenant: &str,
         finished_before_ms: i64,
+        after: Option<SweepCursor>,
         rows_max: u32,
     ) -> StoreResult<Sweep> {
         let op = WriteOp::SweepFinished {
             tenant: tenant.to_string(),
             finished_before_ms,
+            after,
             rows_max,
         };
         match self.write(op).await? {

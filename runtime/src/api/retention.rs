@@ -98,11 +98,17 @@ pub async fn sweep_tenant(
     while total.rows < SWEEP_ROWS_PER_PASS_MAX && !stopping() {
         let started = Instant::now();
         let sweep = store
-            .sweep_finished(tenant, finished_before_ms, SWEEP_ROWS_PER_WRITE_MAX)
+            .sweep_finished(
+                tenant,
+                finished_before_ms,
+                total.cursor,
+                SWEEP_ROWS_PER_WRITE_MAX,
+            )
             .await?;
         total.executions += sweep.executions;
         total.rows += sweep.rows;
         total.more = sweep.more;
+        total.cursor = sweep.cursor;
         if !sweep.more {
             break;
         }

@@ -12,7 +12,7 @@ use reprise_store::{
     ExecutionFilter, ExecutionRecord, ExecutionStatus, Finish, GUEST_LOG_LINES_MAX, GuestLogLine,
     IdReusePolicy, Joined, ListCursor, MAILBOX_UNDELIVERED_MAX, MailboxCursor, MessageKind,
     ModuleDeletion, NewExecution, NextRun, ScheduleWrite, StartOutcome, StatusCounts, Store,
-    StoreError, Sweep,
+    StoreError, Sweep, SweepCursor,
 };
 
 use crate::harness::{Backend, TestDatabase};
@@ -2186,12 +2186,13 @@ async fn append_fired(store: &dyn Store, id: i64, count: u64) {
 /// Sweeps `tenant` until nothing is due, never more than `rows_max` rows
 /// a call; the executions deleted in all.
 async fn sweep_all(store: &dyn Store, tenant: &str, before_ms: i64, rows_max: u32) -> u32 {
-    let mut executions = 0;
+    let (mut executions, mut cursor) = (0, None);
     for _ in 0..1_000 {
         let sweep = store
-            .sweep_finished(tenant, before_ms, rows_max)
+            .sweep_finished(tenant, before_ms, cursor, rows_max)
             .await
             .expect("sweep");
+        cursor = sweep.cursor;
         assert!(
             sweep.rows <= u64::from(rows_max),
             "one sweep deleted {} rows, over its budget of {rows_max}",
@@ -2216,6 +2217,18 @@ pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDat
         .put_module("retired", "workflow", b"retired")
         .await
         .expect("module");
+    // The oldest finished execution is a child whose parent runs: each
+    // sweep call steps over it.
+    let parent = start(store, new_execution(TENANT, "parent", "parent")).await;
+    let child = start(
+        store,
+        NewExecution {
+            parent_id: Some(parent.id),
+            ..new_execution(TENANT, "parent/child-1", "child")
+        },
+    )
+    .await;
+    finish(store, child.id, ExecutionStatus::Completed).await;
     let done = start(
         store,
         NewExecution {
@@ -2252,21 +2265,14 @@ pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDat
     let failed = start(store, new_execution(TENANT, "failed", "failed")).await;
     finish(store, failed.id, ExecutionStatus::Failed).await;
     let running = start(store, new_execution(TENANT, "running", "running")).await;
-    let parent = start(store, new_execution(TENANT, "parent", "parent")).await;
-    let child = start(
-        store,
-        NewExecution {
-            parent_id: Some(parent.id),
-            ..new_execution(TENANT, "parent/child-1", "child")
-        },
-    )
-    .await;
-    finish(store, child.id, ExecutionStatus::Completed).await;
     let elsewhere = start(store, new_execution("globex", "done", "g")).await;
     finish(store, elsewhere.id, ExecutionStatus::Completed).await;
 
     assert_eq!(
-        store.sweep_finished(TENANT, 0, 100).await.expect("sweep"),
+        store
+            .sweep_finished(TENANT, 0, None, 100)
+            .await
+            .expect("sweep"),
         Sweep::default(),
         "nothing finished before the epoch"
     );
@@ -2349,6 +2355,25 @@ pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDat
         );
     }
     assert_eq!(store.history(child.id).await.expect("history").len(), 2);
+    let kept = store
+        .execution(TENANT, "parent/child-1")
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(
+        store
+            .sweep_finished(TENANT, after_all, None, 100)
+            .await
+            .expect("sweep"),
+        Sweep {
+            cursor: Some(SweepCursor {
+                finished_at_ms: kept.updated_at_ms,
+                id: kept.id,
+            }),
+            ..Sweep::default()
+        },
+        "the call steps over the kept child and says where it got to"
+    );
 
     // Once the parent has finished, it and its child go.
     finish(store, parent.id, ExecutionStatus::Completed).await;
