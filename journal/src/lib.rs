@@ -186,8 +186,11 @@ pub struct TraceContext {
 /// a plain-WASI call into journal entries never breaks an old history:
 /// - 0: `get-random-bytes(n)` journals 4n bytes (wasmtime-wasi samples each
 ///   byte as a `u32`);
-/// - 1: it journals n bytes.
-pub const HOST_BEHAVIOUR: u32 = 1;
+/// - 1: it journals n bytes;
+/// - 2: a `poll` over timers reports, of the timers that fired, only those
+///   due first, so a guest whose event loop ran late still runs its timer
+///   callbacks in due order (it polls again for the rest).
+pub const HOST_BEHAVIOUR: u32 = 2;
 
 fn is_zero(value: &u32) -> bool {
     *value == 0

@@ -178,6 +178,30 @@ const TREATMENTS: [&str; 9] = [
     "other",
 ];
 
+/// Unbinds workflow type `name`, or deletes module `name` (a digest).
+pub async fn undeploy(name: &str, module: bool, format: Format, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let path = if module {
+            format!("/v1/modules/{}", segment(name))
+        } else {
+            format!("/v1/workflow-types/{}", segment(name))
+        };
+        let answer = call(server, "DELETE", &path, Vec::new()).await?;
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        if format == Format::Json {
+            println!("{}", answer.text);
+        } else if module {
+            println!("deleted module {name}");
+        } else {
+            println!("unbound workflow type `{name}`; its running executions keep their module");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
 pub async fn deploy(
     file: &std::path::Path,
     name: Option<String>,

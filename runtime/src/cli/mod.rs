@@ -298,6 +298,19 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Unbind a workflow type on a server: starts by its name fail from
+    /// then on, and its running executions keep their module. With
+    /// --module, delete a module instead (refused while a type is bound to
+    /// it or an execution runs on it).
+    Undeploy {
+        /// The workflow type, or with --module the module's digest.
+        name: String,
+        /// NAME is a module digest: delete that module.
+        #[arg(long)]
+        module: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Start an execution on a server; with --wait, print its result.
     Start {
         /// The workflow type.
@@ -531,6 +544,11 @@ pub fn main() -> ExitCode {
                 upgrade_running,
                 server,
             } => client::deploy(&file, name, upgrade_running, format, &server).await,
+            Command::Undeploy {
+                name,
+                module,
+                server,
+            } => client::undeploy(&name, module, format, &server).await,
             Command::Start {
                 name,
                 input,

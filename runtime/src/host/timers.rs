@@ -10,7 +10,9 @@
 //!   earliest one (`TimerFired`; the instance may be evicted meanwhile, a
 //!   crash resumes with the remaining time, a replay does not wait);
 //! - `pollable.ready` and what `poll` reports are answered from the journal
-//!   (`TimersPolled`): the same answer live, in replay and after a crash.
+//!   (`TimersPolled`): the same answer live, in replay and after a crash;
+//!   `poll` reports of the fired timers only those due first, so callbacks
+//!   run in due order however late the guest polled.
 //!
 //! Other pollables (stdout, stderr, the empty stdin, denied HTTP) are ready
 //! at once and go to wasmtime-wasi's own implementation.
@@ -92,6 +94,22 @@ impl WorkflowHost {
             .map(|(_, seq)| seq)
     }
 
+    /// Of the timers that fired, those due first (host behaviour 2 on):
+    /// a guest that polls late gets its timers one due time at a time, in
+    /// due order, whichever order it listed them in. Decided from the
+    /// journal, so the same in replay.
+    fn due_first(&self, fired: Vec<Seq>) -> Vec<Seq> {
+        let recorder = self.execution.recorder();
+        if recorder.history.host_behaviour() < 2 {
+            return fired;
+        }
+        let due = |seq: &Seq| recorder.timer_fire_at(*seq).unwrap_or(0);
+        let Some(first) = fired.iter().map(due).min() else {
+            return fired;
+        };
+        fired.into_iter().filter(|seq| due(seq) == first).collect()
+    }
+
     /// Which of `timers` fired, as journaled.
     fn fired(&mut self, timers: &[Seq]) -> wasmtime::Result<Vec<Seq>> {
         self.execution
@@ -143,6 +161,7 @@ impl poll::Host for WorkflowHost {
         if !timers.is_empty() {
             let seqs: Vec<Seq> = timers.iter().map(|(_, seq)| *seq).collect();
             let fired = self.fired(&seqs)?;
+            let fired = self.due_first(fired);
             ready.extend(
                 timers
                     .iter()

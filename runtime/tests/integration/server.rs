@@ -445,6 +445,46 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("no execution with workflow id `cli-1`")
     );
+    // Undeploying: the types first (the API bound `hello` to the same
+    // bytes), since a bound module is kept.
+    let digest = deployed_digest(&cli(
+        &[
+            "deploy",
+            hello.to_str().expect("path"),
+            "--name",
+            "spare",
+            "--json",
+        ],
+        &key,
+    ));
+    let kept = cli(&["undeploy", &digest, "--module"], &key);
+    assert_eq!(kept.status.code(), Some(2), "a bound module is kept");
+    assert!(
+        String::from_utf8_lossy(&kept.stderr).contains("`greeter`")
+            || String::from_utf8_lossy(&kept.stderr).contains("`spare`"),
+        "the refusal names a type bound to it: {}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    for name in ["spare", "greeter", "hello"] {
+        let unbound = cli(&["undeploy", name], &key);
+        assert!(
+            unbound.status.success(),
+            "{}",
+            String::from_utf8_lossy(&unbound.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&unbound.stdout)
+                .contains(&format!("unbound workflow type `{name}`"))
+        );
+    }
+    let gone = cli(&["undeploy", "greeter"], &key);
+    assert_eq!(gone.status.code(), Some(2), "no such type any more");
+    let deleted = cli(&["undeploy", &digest, "--module"], &key);
+    assert!(
+        deleted.status.success(),
+        "no type is bound and nothing runs on it; what finished keeps its history: {}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
 
     // Workers authenticate too, and see only their tenant's tasks.
     let poll = json!({ "activities": ["charge"], "wait_ms": 100 });
@@ -508,4 +548,15 @@ async fn a_burst_of_connections_waits_in_the_backlog_instead_of_being_dropped() 
     let (accepted, _) = listener.accept().await.expect("accept");
     assert_eq!(accepted.local_addr().expect("local"), address);
     assert_eq!(connected.len(), clients);
+}
+
+/// The digest `reprise deploy --json` printed.
+fn deployed_digest(deployed: &std::process::Output) -> String {
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let module: Value = serde_json::from_slice(&deployed.stdout).expect("JSON");
+    module["digest"].as_str().expect("a digest").to_string()
 }
