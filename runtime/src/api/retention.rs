@@ -66,14 +66,24 @@ async fn sweep_pass(
         let retention_ms = limits.finished_retention_seconds.saturating_mul(1_000);
         let past_retention_ms =
             (crate::clock::now_ms().saturating_sub(retention_ms)).min(i64::MAX as u64) as i64;
-        let past_count_ms = store
-            .finished_count_cutoff_ms(&tenant.name, limits.finished_executions_max)
-            .await?;
-        let finished_before_ms = past_retention_ms.max(past_count_ms.unwrap_or(i64::MIN));
-        let swept = sweep_tenant(store.as_ref(), &tenant.name, finished_before_ms, || {
-            *shutdown.borrow()
-        })
-        .await?;
+        let swept = async {
+            let past_count_ms = store
+                .finished_count_cutoff_ms(&tenant.name, limits.finished_executions_max)
+                .await?;
+            let finished_before_ms = past_retention_ms.max(past_count_ms.unwrap_or(i64::MIN));
+            sweep_tenant(store.as_ref(), &tenant.name, finished_before_ms, || {
+                *shutdown.borrow()
+            })
+            .await
+        };
+        // One tenant's failure must not keep the others from their sweep.
+        let swept = match swept.await {
+            Ok(swept) => swept,
+            Err(problem) => {
+                tracing::warn!(tenant = %tenant.name, %problem, "a tenant's retention sweep failed; the next pass tries again");
+                continue;
+            }
+        };
         if swept.executions > 0 {
             runtime
                 .telemetry()
