@@ -1029,7 +1029,7 @@ async fn sweep(bench: &Bench) -> anyhow::Result<()> {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sweep_started = Instant::now();
-    let swept = crate::api::sweep_tenant(store.as_ref(), TENANT, i64::MAX, || false).await?;
+    let swept = crate::api::sweep_tenant(store.as_ref(), TENANT, i64::MAX, None, || false).await?;
     let sweep_ended = Instant::now();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let latencies = appender.await??;

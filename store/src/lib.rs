@@ -833,13 +833,15 @@ pub trait Store: Send + Sync + 'static {
     /// reads short). An execution whose parent still runs is kept, and
     /// stepped over: a call starts `after` the cursor the previous call of
     /// the same pass returned, so kept executions are read once a pass, not
-    /// once a call.
+    /// once a call. With `workflow_id`, only that workflow id's finished
+    /// runs (a deletion on request).
     async fn sweep_finished(
         &self,
         tenant: &str,
         finished_before_ms: i64,
         after: Option<SweepCursor>,
         rows_max: u32,
+        workflow_id: Option<&str>,
     ) -> StoreResult<Sweep>;
 
     /// Ends a running execution at once with `WorkflowTerminated`; `false`

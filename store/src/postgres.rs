@@ -770,27 +770,42 @@ async fn apply<'op>(
             finished_before_ms,
             after,
             rows_max,
+            workflow_id,
         } => {
             let (after_ms, after_id) = after.map_or((i64::MIN, i64::MIN), |cursor| {
                 (cursor.finished_at_ms, cursor.id)
             });
-            let due: Vec<(i64, String, i64, bool)> = sqlx::query_as(
+            // One workflow id's runs are found by their own index, not
+            // among all the tenant's finished executions.
+            let only_workflow_id = if workflow_id.is_some() {
+                "AND workflow_id = $6"
+            } else {
+                ""
+            };
+            let find_due = format!(
                 "SELECT id, module_digest, updated_at_ms,
                         parent_id IS NOT NULL AND EXISTS
                           (SELECT 1 FROM executions p WHERE p.id = e.parent_id AND p.status = 'running')
                  FROM executions e
                  WHERE tenant = $1 AND status <> 'running' AND updated_at_ms < $2
-                   AND (updated_at_ms, id) > ($3, $4)
+                   AND (updated_at_ms, id) > ($3, $4) {only_workflow_id}
                  ORDER BY updated_at_ms, id LIMIT $5",
-            )
-            .bind(tenant.as_str())
-            .bind(*finished_before_ms)
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(SWEEP_EXECUTIONS_MAX))
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(StoreError::database("finding finished executions past retention"))?;
+            );
+            let mut due = sqlx::query_as::<_, (i64, String, i64, bool)>(&find_due)
+                .bind(tenant.as_str())
+                .bind(*finished_before_ms)
+                .bind(after_ms)
+                .bind(after_id)
+                .bind(i64::from(SWEEP_EXECUTIONS_MAX));
+            if let Some(workflow_id) = workflow_id {
+                due = due.bind(workflow_id.as_str());
+            }
+            let due = due
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(StoreError::database(
+                    "finding finished executions past retention",
+                ))?;
             let mut sweep = Sweep {
                 more: due.len() as u64 == u64::from(SWEEP_EXECUTIONS_MAX),
                 cursor: *after,
@@ -1861,9 +1876,10 @@ impl Store for PostgresStore {
         finished_before_ms: i64,
         after: Option<SweepCursor>,
         rows_max: u32,
+        workflow_id: Option<&str>,
     ) -> StoreResult<Sweep> {
         self.writes
-            .sweep_finished(tenant, finished_before_ms, after, rows_max)
+            .sweep_finished(tenant, finished_before_ms, after, rows_max, workflow_id)
             .await
     }
 

@@ -104,6 +104,7 @@ pub(crate) enum WriteOp {
         finished_before_ms: i64,
         after: Option<SweepCursor>,
         rows_max: u32,
+        workflow_id: Option<String>,
     },
     AppendGuestLogs(Vec<GuestLogLine>),
     /// Adds node `node_id` with a lease of `lease_ms`.
@@ -286,12 +287,14 @@ impl WriteQueue {
         finished_before_ms: i64,
         after: Option<SweepCursor>,
         rows_max: u32,
+        workflow_id: Option<&str>,
     ) -> StoreResult<Sweep> {
         let op = WriteOp::SweepFinished {
             tenant: tenant.to_string(),
             finished_before_ms,
             after,
             rows_max,
+            workflow_id: workflow_id.map(str::to_string),
         };
         match self.write(op).await? {
             WriteReply::Swept(sweep) => Ok(sweep),

@@ -12,6 +12,7 @@
 //! POST /v1/executions/{id}/signals        {"name", "payload", "signal_id"?} → 202
 //! POST /v1/executions/{id}/cancel         → 202
 //! POST /v1/executions/{id}/terminate      {"reason"?} → 200
+//! DELETE /v1/executions/{id}              a finished execution, every run → 200
 //! ```
 //!
 //! Queries and updates of an execution are in `api/queries` and `api/updates`.
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -66,7 +67,7 @@ pub fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/v1/executions", post(start).get(list))
         .route("/v1/execution-counts", get(counts))
-        .route("/v1/executions/{id}", get(status))
+        .route("/v1/executions/{id}", get(status).delete(delete))
         .route("/v1/executions/{id}/history", get(history))
         .route("/v1/executions/{id}/logs", get(logs))
         .route("/v1/executions/{id}/export", get(export))
@@ -749,6 +750,72 @@ async fn terminate(
                 record.status.as_str()
             ),
         ),
+        Err(problem) => store_error(problem),
+    }
+}
+
+/// Deletes a finished execution now, as retention would later: every run
+/// of its workflow id, each one's history, messages and log lines, then
+/// its row. The workflow id can then start afresh. Deleted in the
+/// sweeper's paced writes, one deletion per tenant at a time, so a tenant
+/// deleting large histories does not hold the writer every tenant shares.
+async fn delete(
+    State(server): State<Arc<Server>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match find(&server, &tenant.name, &id).await {
+        Ok(record) => record,
+        Err(response) => return response,
+    };
+    if record.status == ExecutionStatus::Running {
+        return error(
+            StatusCode::CONFLICT,
+            format!("execution `{id}` is running; cancel or terminate it, then delete it"),
+        );
+    }
+    let Some(_deleting) = server.deletions.try_acquire(&tenant.name, 1) else {
+        let mut refused = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "tenant `{}` already deletes an execution; one deletion at a time, retry when it is done",
+                tenant.name
+            ),
+        );
+        refused
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return refused;
+    };
+    let shutdown = server.runtime().shutdown_requested();
+    let swept = super::sweep_tenant(
+        server.store().as_ref(),
+        &tenant.name,
+        i64::MAX,
+        Some(&id),
+        || *shutdown.borrow(),
+    )
+    .await;
+    match swept {
+        Ok(swept) if swept.more => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "deleted": false,
+                "runs_deleted": swept.executions,
+                "message": "the execution is partly deleted; send the same DELETE again to go on",
+            })),
+        )
+            .into_response(),
+        Ok(swept) if swept.executions == 0 => error(
+            StatusCode::CONFLICT,
+            format!(
+                "execution `{id}` is the child of a workflow that still runs; it is kept until its parent ends"
+            ),
+        ),
+        Ok(swept) => {
+            tracing::info!(tenant = %tenant.name, workflow_id = %id, runs = swept.executions, rows = swept.rows, "deleted an execution on request");
+            Json(json!({ "deleted": true, "runs_deleted": swept.executions })).into_response()
+        }
         Err(problem) => store_error(problem),
     }
 }

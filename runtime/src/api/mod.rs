@@ -91,6 +91,8 @@ pub struct Server {
     tenant_cache: auth::TenantCache,
     /// Each tenant's uploads compiling now.
     compilations: TenantQuotas,
+    /// Each tenant's execution deletions under way (one at a time).
+    deletions: TenantQuotas,
     /// SHA-256 of the admin key, if the server has one.
     admin_key_sha256: Option<String>,
     queue: Arc<WorkerQueue>,
@@ -291,6 +293,7 @@ pub fn router(
         tenant_cache: auth::TenantCache::default(),
         admin_key_sha256: admin_key.map(auth::key_sha256),
         compilations: TenantQuotas::default(),
+        deletions: TenantQuotas::default(),
         queue: queue.clone(),
     });
     let router = Router::new()

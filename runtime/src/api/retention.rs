@@ -71,9 +71,13 @@ async fn sweep_pass(
                 .finished_count_cutoff_ms(&tenant.name, limits.finished_executions_max)
                 .await?;
             let finished_before_ms = past_retention_ms.max(past_count_ms.unwrap_or(i64::MIN));
-            sweep_tenant(store.as_ref(), &tenant.name, finished_before_ms, || {
-                *shutdown.borrow()
-            })
+            sweep_tenant(
+                store.as_ref(),
+                &tenant.name,
+                finished_before_ms,
+                None,
+                || *shutdown.borrow(),
+            )
             .await
         };
         // One tenant's failure must not keep the others from their sweep.
@@ -95,13 +99,15 @@ async fn sweep_pass(
     Ok(())
 }
 
-/// Deletes `tenant`'s executions finished before `finished_before_ms`,
-/// write by write with a pause after each, until none is left, the pass's
-/// row budget is spent, or `stopping` says so; what it deleted in all.
+/// Deletes `tenant`'s executions finished before `finished_before_ms`
+/// (only `workflow_id`'s runs, if given), write by write with a pause
+/// after each, until none is left, the pass's row budget is spent, or
+/// `stopping` says so; what it deleted in all.
 pub async fn sweep_tenant(
     store: &dyn Store,
     tenant: &str,
     finished_before_ms: i64,
+    workflow_id: Option<&str>,
     stopping: impl Fn() -> bool,
 ) -> Result<Sweep, StoreError> {
     let mut total = Sweep::default();
@@ -113,6 +119,7 @@ pub async fn sweep_tenant(
                 finished_before_ms,
                 total.cursor,
                 SWEEP_ROWS_PER_WRITE_MAX,
+                workflow_id,
             )
             .await?;
         total.executions += sweep.executions;

@@ -202,6 +202,27 @@ pub async fn undeploy(name: &str, module: bool, format: Format, server: &ServerA
     .await
 }
 
+pub async fn delete_execution(id: &str, format: Format, server: &ServerArgs) -> ExitCode {
+    run_command(async {
+        let path = format!("/v1/executions/{}", segment(id));
+        let mut answer = call(server, "DELETE", &path, Vec::new()).await?;
+        // 202: partly deleted; the server asks for the same request again.
+        while answer.status == 202 {
+            answer = call(server, "DELETE", &path, Vec::new()).await?;
+        }
+        if !answer.is_success() {
+            return Ok(answer.refused());
+        }
+        if format == Format::Json {
+            println!("{}", answer.text);
+        } else {
+            println!("deleted execution {id}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
 pub async fn deploy(
     file: &std::path::Path,
     name: Option<String>,

@@ -284,6 +284,13 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Delete a finished execution on a server now, every run of its
+    /// workflow id, instead of when the tenant's retention ends.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Upload a component to a server; a workflow gets a type name bound to
     /// it, an activity component serves its activities to your workflows.
     Deploy {
@@ -538,6 +545,7 @@ pub fn main() -> ExitCode {
                 Ok(None) => terminate(&id, &reason, format, &db).await,
                 Err(error) => usage_error(error),
             },
+            Command::Delete { id, server } => client::delete_execution(&id, format, &server).await,
             Command::Deploy {
                 file,
                 name,

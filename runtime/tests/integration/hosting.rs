@@ -1646,3 +1646,82 @@ async fn finished_executions_are_deleted_after_their_tenants_retention() {
         "the new run ran on its own input: {finished}"
     );
 }
+
+/// `DELETE /v1/executions/{id}` deletes a finished execution at once,
+/// every run continue-as-new made of it, and nothing of another tenant's
+/// or of a running execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_execution_is_deleted_on_request_with_every_run() {
+    let hosted = Hosted::start(&[]).await;
+    let address = hosted.address().to_string();
+    let acme = hosted.tenant("acme", json!({})).await;
+    let globex = hosted.tenant("globex", json!({})).await;
+    for key in [&acme, &globex] {
+        hosted.deploy(key, "counter", Some("counter")).await;
+        let (status, started) = hosted
+            .start_execution(key, "counter", "chain", json!({ "count": 0, "until": 3 }))
+            .await;
+        assert_eq!(status, 201, "{started}");
+        assert_eq!(hosted.finished(key, "chain").await["result"]["count"], 3);
+    }
+    let (status, started) = hosted
+        .start_execution(
+            &acme,
+            "counter",
+            "paused",
+            json!({ "count": 0, "until": 1, "pause": true }),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+
+    let delete = |key: &str, id: &str| {
+        let (address, key, path) = (
+            address.clone(),
+            key.to_string(),
+            format!("/v1/executions/{id}"),
+        );
+        async move { call(&address, &key, "DELETE", &path, Bytes::new()).await }
+    };
+    let (status, refused) = delete(&acme, "paused").await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(error_text(&refused).contains("running"), "{refused}");
+    let (status, refused) = delete(&acme, "nowhere").await;
+    assert_eq!(status, 404, "{refused}");
+
+    let (status, deleted) = delete(&acme, "chain").await;
+    assert_eq!(
+        (status, &deleted["deleted"], &deleted["runs_deleted"]),
+        (200, &json!(true), &json!(4)),
+        "the first run and the three it continued into: {deleted}"
+    );
+    for path in ["/v1/executions/chain", "/v1/executions/chain/history"] {
+        let (status, gone) = call(&address, &acme, "GET", path, Bytes::new()).await;
+        assert_eq!(status, 404, "{path}: {gone}");
+    }
+    let (status, again) = delete(&acme, "chain").await;
+    assert_eq!(status, 404, "a second deletion finds nothing: {again}");
+    assert_eq!(
+        hosted.finished(&globex, "chain").await["result"]["count"],
+        3,
+        "another tenant's execution of the same id stays"
+    );
+    let (status, paused) = call(
+        &address,
+        &acme,
+        "GET",
+        "/v1/executions/paused",
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, &paused["status"]),
+        (200, &json!("running")),
+        "{paused}"
+    );
+
+    let (status, restarted) = hosted
+        .start_execution(&acme, "counter", "chain", json!({ "count": 5, "until": 5 }))
+        .await;
+    assert_eq!(status, 201, "a deleted id starts afresh: {restarted}");
+    assert_eq!(hosted.finished(&acme, "chain").await["result"]["count"], 5);
+}

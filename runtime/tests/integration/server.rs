@@ -445,6 +445,19 @@ async fn a_killed_server_resumes_its_executions_on_restart() {
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("no execution with workflow id `cli-1`")
     );
+    let deleted = cli(&["delete", "cli-1"], &key);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&deleted.stdout).contains("deleted execution cli-1"));
+    let gone = cli(&["result", "cli-1"], &key);
+    assert_eq!(
+        gone.status.code(),
+        Some(2),
+        "a deleted execution is not found"
+    );
     // Undeploying: the types first (the API bound `hello` to the same
     // bytes), since a bound module is kept.
     let digest = deployed_digest(&cli(

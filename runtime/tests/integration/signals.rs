@@ -452,7 +452,7 @@ async fn a_finished_child_outlives_its_retention_while_its_parent_runs() {
 
     let swept = harness
         .store
-        .sweep_finished(&record.tenant, i64::MAX, None, 1_000)
+        .sweep_finished(&record.tenant, i64::MAX, None, 1_000, None)
         .await
         .expect("sweep");
     assert_eq!(swept.executions, 0, "the parent still runs: {swept:?}");
@@ -473,7 +473,7 @@ async fn a_finished_child_outlives_its_retention_while_its_parent_runs() {
     );
     let swept = harness
         .store
-        .sweep_finished(&record.tenant, i64::MAX, None, 1_000)
+        .sweep_finished(&record.tenant, i64::MAX, None, 1_000, None)
         .await
         .expect("sweep");
     assert_eq!(swept.executions, 2, "{swept:?}");

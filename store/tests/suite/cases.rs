@@ -2189,7 +2189,7 @@ async fn sweep_all(store: &dyn Store, tenant: &str, before_ms: i64, rows_max: u3
     let (mut executions, mut cursor) = (0, None);
     for _ in 0..1_000 {
         let sweep = store
-            .sweep_finished(tenant, before_ms, cursor, rows_max)
+            .sweep_finished(tenant, before_ms, cursor, rows_max, None)
             .await
             .expect("sweep");
         cursor = sweep.cursor;
@@ -2270,14 +2270,36 @@ pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDat
 
     assert_eq!(
         store
-            .sweep_finished(TENANT, 0, None, 100)
+            .sweep_finished(TENANT, 0, None, 100, None)
             .await
             .expect("sweep"),
         Sweep::default(),
         "nothing finished before the epoch"
     );
     let after_all = i64::MAX;
-    assert_eq!(sweep_all(store, TENANT, after_all, 7).await, 2);
+    // A deletion on request: one workflow id's runs, and only those.
+    let one_id = store
+        .sweep_finished(TENANT, after_all, None, 100, Some("failed"))
+        .await
+        .expect("sweep one workflow id");
+    assert_eq!((one_id.executions, one_id.more), (1, false), "{one_id:?}");
+    let kept_child = store
+        .sweep_finished(TENANT, after_all, None, 100, Some("parent/child-1"))
+        .await
+        .expect("sweep a kept child");
+    assert_eq!(
+        kept_child.executions, 0,
+        "a child whose parent runs is kept on request too"
+    );
+    assert!(
+        store
+            .execution(TENANT, "done")
+            .await
+            .expect("read")
+            .is_some(),
+        "another workflow id stays"
+    );
+    assert_eq!(sweep_all(store, TENANT, after_all, 7).await, 1);
     for (workflow_id, id) in [("done", done.id), ("failed", failed.id)] {
         assert!(
             store
@@ -2362,7 +2384,7 @@ pub async fn finished_executions_are_swept_after_retention(database: Arc<TestDat
         .expect("kept");
     assert_eq!(
         store
-            .sweep_finished(TENANT, after_all, None, 100)
+            .sweep_finished(TENANT, after_all, None, 100, None)
             .await
             .expect("sweep"),
         Sweep {
