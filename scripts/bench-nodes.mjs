@@ -11,6 +11,8 @@
 // REPRISE_BENCH_POSTGRES names (default postgres://postgres@127.0.0.1:5432/postgres),
 // with psql. Prints one RESULT line; CPU seconds are the servers' during W1
 // (and, for PostgreSQL, every `postgres` process's on the machine).
+// REPRISE_TENANT_LIMITS (a JSON object) adds to the bench tenant's limits,
+// e.g. '{"instances_max": 64}'.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +27,7 @@ if (backend === "sqlite" && nodeCount !== 1) throw new Error("SQLite takes one n
 const N = Number(process.env.N || 500);
 const LAT = Number(process.env.LAT_N || 100);
 const ADMIN_URL = process.env.REPRISE_BENCH_POSTGRES || "postgres://postgres@127.0.0.1:5432/postgres";
+const TENANT_LIMITS = JSON.parse(process.env.REPRISE_TENANT_LIMITS || "{}");
 const ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef";
 
 const work = mkdtempSync(join(tmpdir(), "reprise-bench-nodes-"));
@@ -89,7 +92,7 @@ try {
   }
   const first = servers[0].base;
   const { api_key: key } = await call(first, "POST", "/v1/admin/tenants",
-    { name: "bench", limits: { requests_per_second: 1000000 } }, ADMIN_KEY);
+    { name: "bench", limits: { requests_per_second: 1000000, ...TENANT_LIMITS } }, ADMIN_KEY);
   const module = await call(first, "POST", "/v1/modules", undefined, key, readFileSync(join(GUESTS, "bench.wasm")));
   await call(first, "PUT", "/v1/workflow-types/bench", { digest: module.digest }, key);
 
