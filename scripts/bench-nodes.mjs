@@ -27,7 +27,20 @@ if (backend === "sqlite" && nodeCount !== 1) throw new Error("SQLite takes one n
 const N = Number(process.env.N || 500);
 const LAT = Number(process.env.LAT_N || 100);
 const ADMIN_URL = process.env.REPRISE_BENCH_POSTGRES || "postgres://postgres@127.0.0.1:5432/postgres";
-const TENANT_LIMITS = JSON.parse(process.env.REPRISE_TENANT_LIMITS || "{}");
+const TENANT_LIMITS = parseTenantLimits(process.env.REPRISE_TENANT_LIMITS || "{}");
+function parseTenantLimits(text) {
+  let limits;
+  try {
+    limits = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`REPRISE_TENANT_LIMITS is not JSON (${error.message}); give an object such as '{"instances_max": 64}'`);
+  }
+  // A number or an array would spread into nothing or into index keys.
+  if (limits === null || typeof limits !== "object" || Array.isArray(limits)) {
+    throw new Error(`REPRISE_TENANT_LIMITS must be a JSON object such as '{"instances_max": 64}', not ${text}`);
+  }
+  return limits;
+}
 const ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef";
 
 const work = mkdtempSync(join(tmpdir(), "reprise-bench-nodes-"));
